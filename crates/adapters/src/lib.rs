@@ -1,0 +1,1 @@
+//! Handlers: Prometheus metrics, stdio access logs, workload identity registry.

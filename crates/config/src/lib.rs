@@ -1,0 +1,1 @@
+//! Istio telemetry configuration: documents, validation with diagnostics, compiled snapshots, reload.

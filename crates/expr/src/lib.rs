@@ -1,0 +1,1 @@
+//! The attribute expression language: lexer, parser, type checker, compiled evaluation.

@@ -1,0 +1,1 @@
+//! The sidecar TCP proxy: listeners, upstream connect, byte-counting forwarding, connection reports.

@@ -1,0 +1,1 @@
+//! The telemetry server: gRPC ingest, dispatch, /metrics and admin endpoints.
