@@ -1,24 +1,44 @@
-//! `meshmeter`: the one binary. Parses flags, installs logging and renders errors; the work is
-//! done by the library crates.
+//! `meshmeter`: the one binary. It parses flags, installs logging and renders errors; the work
+//! is done by the library crates. Each subcommand lives in its own module with an `Args`
+//! struct and a `run(Args) -> ExitCode`.
+
+use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
 /// Service-mesh telemetry for TCP services: a sidecar proxy that measures every byte, and a
 /// telemetry server that turns those measurements into Prometheus metrics with Istio's
-/// configuration model.
+/// configuration model (instances, handlers, rules, attribute expressions).
 ///
 /// Exit codes: 0 success, 1 runtime failure, 2 bad input or usage.
 #[derive(Parser, Debug)]
 #[command(name = "meshmeter", version, about, long_about)]
 struct Cli {
+    /// Log filter, in `RUST_LOG` syntax (e.g. `info`, `meshmeter_proxy=debug`).
+    #[arg(long, global = true, env = "MESHMETER_LOG", default_value = "info")]
+    log: String,
+
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand, Debug)]
-enum Command {}
+enum Command {
+    // One variant per subcommand module, e.g. `Eval(eval::Args)`.
+}
 
-fn main() {
+/// Installs the tracing subscriber: human-readable lines on stderr.
+fn init_logging(filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn main() -> ExitCode {
     let cli = Cli::parse();
+    init_logging(&cli.log);
     match cli.command {}
 }
