@@ -65,6 +65,23 @@ impl<'a> Bag<'a> {
         old
     }
 
+    /// A checkpoint for [`Bag::rollback`]: the attributes present now.
+    pub fn mark(&self) -> BagMark {
+        BagMark(self.present.len())
+    }
+
+    /// Removes the attributes first set after `mark` (such as identity attributes an enricher
+    /// added for one dispatch), leaving the bag as it was for the next delta-encoded report.
+    /// Values *replaced* since the mark are not restored: enrich with `set_if_absent`.
+    pub fn rollback(&mut self, mark: BagMark) {
+        if mark.0 >= self.present.len() {
+            return;
+        }
+        for id in self.present.drain(mark.0..) {
+            self.slots[id.index()] = None;
+        }
+    }
+
     /// Removes every value, keeping the allocation.
     pub fn clear(&mut self) {
         for id in self.present.drain(..) {
@@ -100,6 +117,10 @@ impl<'a> Bag<'a> {
     }
 }
 
+/// A checkpoint of a [`Bag`]'s present attributes; see [`Bag::mark`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BagMark(usize);
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -120,6 +141,11 @@ mod tests {
         assert_eq!(bag.get(a), Some(&Value::Int64(2)));
         assert_eq!(bag.remove(b), Some(Value::from("x")));
         assert_eq!(bag.iter().count(), 1);
+        let mark = bag.mark();
+        assert!(bag.set_if_absent(b, Value::from("enriched")));
+        bag.rollback(mark);
+        assert_eq!(bag.get(b), None);
+        assert_eq!(bag.get(a), Some(&Value::Int64(2)));
         bag.clear();
         assert_eq!(bag.get(a), None);
         assert!(bag.is_empty());

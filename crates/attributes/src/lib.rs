@@ -24,7 +24,7 @@ mod types;
 mod value;
 pub mod vocabulary;
 
-pub use bag::Bag;
+pub use bag::{Bag, BagMark};
 pub use duration::{Duration, ParseDurationError};
 pub use manifest::{AttrId, Manifest, ManifestError};
 pub use string_map::StringMap;
