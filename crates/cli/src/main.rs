@@ -6,6 +6,13 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod eval;
+mod mixer;
+mod proxy;
+mod report;
+mod signals;
+mod validate;
+
 /// Service-mesh telemetry for TCP services: a sidecar proxy that measures every byte, and a
 /// telemetry server that turns those measurements into Prometheus metrics with Istio's
 /// configuration model (instances, handlers, rules, attribute expressions).
@@ -25,6 +32,18 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     // One variant per subcommand module, e.g. `Eval(eval::Args)`.
+    /// Run the sidecar TCP proxy: forward bytes exactly and report each connection's TCP
+    /// attributes to a telemetry server.
+    Proxy(proxy::Args),
+    /// Evaluate an attribute expression against a bag (one-off, or JSON Lines with --batch).
+    Eval(eval::Args),
+    /// Send attribute bags to a telemetry server over the Mixer v1 `Report` protocol.
+    Report(report::Args),
+    /// Run the telemetry server: Mixer v1 report ingest, Istio configuration, Prometheus
+    /// metrics.
+    Mixer(mixer::Args),
+    /// Check telemetry configuration files and report every problem with its location.
+    Validate(validate::Args),
 }
 
 /// Installs the tracing subscriber: human-readable lines on stderr.
@@ -40,5 +59,11 @@ fn init_logging(filter: &str) {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(&cli.log);
-    match cli.command {}
+    match cli.command {
+        Command::Eval(args) => eval::run(args),
+        Command::Mixer(args) => mixer::run(args),
+        Command::Proxy(args) => proxy::run(args),
+        Command::Report(args) => report::run(args),
+        Command::Validate(args) => validate::run(args),
+    }
 }

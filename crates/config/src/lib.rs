@@ -1,1 +1,112 @@
-//! Istio telemetry configuration: documents, validation with diagnostics, compiled snapshots, reload.
+//! Istio telemetry configuration: documents, validation with diagnostics, compiled snapshots,
+//! reload.
+//!
+//! meshmeter reads the files operators `kubectl apply` to Istio 1.1: Kubernetes-style YAML
+//! documents (`apiVersion`, `kind`, `metadata`, `spec`) of kinds `attributemanifest`,
+//! `instance` (templates `metric`, `logentry`, `kubernetes`; also the legacy kinds of those
+//! names), `handler` (adapters `prometheus`, `stdio`, `kubernetesenv`; also the legacy kinds)
+//! and `rule`. Other kinds (VirtualService, Deployment, ...) are skipped with one
+//! informational line each. Fields are accepted in snake_case and camelCase.
+//!
+//! Loading collects every problem before failing and renders each one as
+//! `file:line:column: error[CODE]: message`, the offending line and a caret:
+//!
+//! ```
+//! use meshmeter_config::{load_str, LoadOptions};
+//!
+//! let yaml = r#"
+//! apiVersion: config.istio.io/v1alpha2
+//! kind: metric
+//! metadata:
+//!   name: sent
+//!   namespace: default
+//! spec:
+//!   vaule: connection.sent.bytes | 0
+//! "#;
+//! let options = LoadOptions { include_defaults: false, ..LoadOptions::default() };
+//! let errors = load_str(&[("sent.yaml", yaml)], &options).unwrap_err();
+//! let first = errors.iter().next().unwrap().to_string();
+//! assert_eq!(first, "sent.yaml:8:3: error[C0011]: unknown field 'vaule' in the spec of metric instance 'sent'
+//!   vaule: connection.sent.bytes | 0
+//!   ^^^^^
+//!   = hint: did you mean 'value'?");
+//! ```
+//!
+//! A valid configuration compiles into an immutable [`Snapshot`]: compiled expressions,
+//! resolved handlers and rules indexed by namespace, all plain `Vec`s and indexes. A
+//! [`ConfigWatcher`] keeps one in force and swaps in a new one when the files change.
+//!
+//! # Scoping
+//! Rules in the default configuration namespace ([`LoadOptions::default_namespace`],
+//! `istio-system` by default) apply to every report; a rule in namespace N applies only to
+//! reports whose identity namespace is N ([`Snapshot::identity_namespace`]).
+//!
+//! # References
+//! `name.kind.namespace`, `name.kind` and `name` (the short forms in the referring object's
+//! namespace). The kind part may be the kind as written, the generic `instance`/`handler`, or
+//! the template/adapter name.
+//!
+//! # Diagnostic codes
+//! | code | meaning |
+//! |---|---|
+//! | C0001 | YAML syntax error |
+//! | C0002 | duplicate key (also a field given in both spellings) |
+//! | C0003 | unsupported YAML (aliases, nesting deeper than 64) |
+//! | C0004 | a file cannot be read (missing, too big, not UTF-8) |
+//! | C0010 | required field missing |
+//! | C0011 | unknown field (with a suggestion) |
+//! | C0012 | wrong kind of value (a list where text is needed, ...) |
+//! | C0013 | value not among an enumeration's names (`kind: COUNTR`) |
+//! | C0014 | bad document header (no kind, unknown kind in config.istio.io, not a mapping) |
+//! | C0015 | template or adapter not supported |
+//! | C0016 | not a number |
+//! | C0020 | object defined twice |
+//! | C0031 | expression of the wrong type for its field (match not BOOL, metric value not INT64, DOUBLE or DURATION, timestamp not TIMESTAMP) |
+//! | C0040 | handler not defined |
+//! | C0041 | instance not defined |
+//! | C0042 | instance of a template the handler cannot take |
+//! | C0043 | malformed reference, or one naming the wrong kind |
+//! | C0050 | prometheus `label_names` differ from the instance's dimension names |
+//! | C0051 | metric name defined twice (across all prometheus handlers) |
+//! | C0052 | invalid Prometheus metric name or namespace |
+//! | C0053 | invalid Prometheus label name |
+//! | C0054 | buckets that make no sense |
+//! | C0055 | a label listed twice |
+//! | C0056 | a rule sends an instance to a prometheus handler with no metric for it |
+//! | C0057 | invalid duration |
+//! | C0060 | attribute declared with a type that conflicts with the built-in one |
+//! | C0061 | unknown value type name |
+//! | C0062 | attribute binding names an undeclared attribute |
+//! | E0xx, E1xx | expression syntax and type errors, from `meshmeter-expr` |
+//! | W0001 | buckets on a COUNTER or GAUGE (ignored) |
+//! | W0003 | unexpected apiVersion |
+//! | I0001 | a document of a kind telemetry does not use, skipped |
+
+mod compile;
+mod diagnostic;
+mod exprs;
+mod fields;
+mod handlers;
+mod instances;
+mod load;
+mod objects;
+mod prom;
+mod resolve;
+mod rules;
+mod snapshot;
+mod source;
+mod watch;
+mod yaml;
+
+pub use diagnostic::{Diagnostic, Diagnostics, Severity};
+pub use load::{
+    config_files, load_paths, load_str, LoadOptions, ISTIO_DEFAULTS, ISTIO_DEFAULTS_NAME,
+    MAX_FILE_BYTES,
+};
+pub use snapshot::{
+    Action, AttributeBinding, Buckets, Counts, ExpiryPolicy, Handler, HandlerParams, Instance,
+    InstanceParams, KubernetesInstance, LogEntryInstance, LogLevel, LogStream, MetricDefinition,
+    MetricInstance, MetricKind, NamedExpression, ObjectName, Origin, PrometheusMetric,
+    PrometheusParams, Rule, Snapshot, StdioParams,
+};
+pub use watch::{ConfigWatcher, Published};

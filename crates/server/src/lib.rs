@@ -1,1 +1,23 @@
-//! The telemetry server: gRPC ingest, dispatch, /metrics and admin endpoints.
+//! The telemetry server ("mixer"): takes Mixer v1 `Report` calls from proxies, runs every bag
+//! through the Istio configuration in force, and serves the resulting metrics (plus its own
+//! `meshmeter_*` self-telemetry) on `/metrics` for Prometheus to scrape.
+//!
+//! ```no_run
+//! use meshmeter_server::{ServerOptions, TelemetryServer};
+//!
+//! # async fn run() -> Result<(), meshmeter_server::ServerError> {
+//! let options = ServerOptions {
+//!     config_paths: vec!["examples/tcp-metrics.yaml".into()],
+//!     ..ServerOptions::default()
+//! };
+//! let server = TelemetryServer::start(options).await?;
+//! println!("gRPC on {}, metrics on http://{}/metrics", server.grpc_addr(), server.metrics_addr());
+//! server.run_until(async { let _ = tokio::signal::ctrl_c().await; }).await
+//! # }
+//! ```
+
+mod ingest;
+mod server;
+
+pub use ingest::Ingest;
+pub use server::{ServerError, ServerOptions, TelemetryServer};

@@ -1,0 +1,231 @@
+# shellcheck shell=bash
+# shellcheck disable=SC2034  # variables here are used by the scripts that source this file
+# Shared helpers for the whole-system benchmarks in bench/. Sourced, not run.
+#
+# Conventions every bench follows:
+# - traffic only on 127.0.0.1, ports chosen at run time (free_port);
+# - every process is started through start_bg, in its own session, and the EXIT trap ends
+#   exactly those process groups (by id), so a bench interrupted at any point leaves nothing;
+# - every wait is a bounded retry loop, every client runs under `timeout`.
+#
+# Core pinning (see bench/README.md): on a machine with at least two cores the proxy under test
+# gets a core of its own (PROXY_CPUS, default 1) and the load generator and the upstream server
+# share another (LOAD_CPUS, default 0), so every proxy gets the same CPU budget. PIN=0 turns
+# pinning off.
+
+set -euo pipefail
+
+BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO_DIR=$(cd "$BENCH_DIR/.." && pwd)
+MESHMETER_BIN=${MESHMETER_BIN:-$REPO_DIR/target/release/meshmeter}
+case ":$PATH:" in *:/usr/sbin:*) ;; *) PATH="$PATH:/usr/sbin" ;; esac
+export PATH
+
+# Other work on the machine skews every figure; the table says how busy it was at the start.
+START_LOADAVG=$(cut -d' ' -f1-3 /proc/loadavg)
+WORK_DIR=$(mktemp -d "${TMPDIR:-/tmp}/meshmeter-bench.XXXXXX")
+BG_PIDS=()
+
+if [[ ${PIN:-1} != 0 && $(nproc) -ge 2 ]]; then
+    LOAD_CPUS=${LOAD_CPUS:-0}
+    PROXY_CPUS=${PROXY_CPUS:-1}
+    PINNING="proxy on cpu $PROXY_CPUS; load generator and upstream server on cpu $LOAD_CPUS"
+    LOAD_PREFIX=(taskset -c "$LOAD_CPUS")
+else
+    LOAD_PREFIX=()
+    LOAD_CPUS=""
+    PROXY_CPUS=""
+    PINNING="none"
+fi
+
+log() { printf '[%s] %s\n' "$(basename "$0")" "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+# Ends every process group start_bg created: TERM, a bounded wait, then KILL.
+cleanup() {
+    local pid i alive
+    for pid in "${BG_PIDS[@]}"; do
+        kill -TERM -- "-$pid" 2>/dev/null || true
+    done
+    for i in $(seq 1 50); do
+        alive=0
+        for pid in "${BG_PIDS[@]}"; do
+            if kill -0 -- "-$pid" 2>/dev/null; then alive=1; fi
+        done
+        ((alive)) || break
+        sleep 0.1
+    done
+    for pid in "${BG_PIDS[@]}"; do
+        kill -KILL -- "-$pid" 2>/dev/null || true
+    done
+    rm -rf "$WORK_DIR"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# Fails with an install hint unless every named program is on PATH.
+require() {
+    local p
+    for p in "$@"; do
+        command -v "$p" >/dev/null 2>&1 ||
+            die "'$p' not found; run scripts/install-test-deps.sh first"
+    done
+}
+
+# Prints a TCP port on 127.0.0.1 that was free a moment ago. Another process could take it
+# before we bind it; on an otherwise idle bench machine that race is not worth more code.
+free_port() {
+    python3 -c 'import socket
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+print(s.getsockname()[1])'
+}
+
+# wait_port PORT [SECONDS]: waits until something accepts on 127.0.0.1:PORT.
+wait_port() {
+    local port=$1 limit=${2:-10} i
+    for ((i = 0; i < limit * 20; i++)); do
+        if timeout 1 bash -c "exec 3<>/dev/tcp/127.0.0.1/$port" 2>/dev/null; then
+            return 0
+        fi
+        sleep 0.05
+    done
+    die "nothing accepted on 127.0.0.1:$port within ${limit}s"
+}
+
+# pinned CPUS CMD...: runs CMD pinned to CPUS, or unpinned when pinning is off.
+pinned() {
+    local cpus=$1
+    shift
+    if [[ -n $cpus ]]; then
+        exec taskset -c "$cpus" "$@"
+    else
+        exec "$@"
+    fi
+}
+
+# start_bg LOGNAME CPUS CMD...: starts CMD in the background in a session of its own (so its
+# children, e.g. socat's forks, go with it at cleanup); sets BG_PID.
+start_bg() {
+    local name=$1 cpus=$2
+    shift 2
+    # Without job control a background child is not a group leader, so setsid needs no fork
+    # and the pid we get is the new process group's id.
+    setsid bash -c "$(declare -f pinned); pinned \"\$@\"" _ "$cpus" "$@" \
+        >"$WORK_DIR/$name.log" 2>&1 </dev/null &
+    BG_PID=$!
+    BG_PIDS+=("$BG_PID")
+}
+
+# stop_bg PID: ends one process group started by start_bg and waits for it (bounded).
+stop_bg() {
+    local pid=$1 i
+    kill -TERM -- "-$pid" 2>/dev/null || true
+    for i in $(seq 1 50); do
+        kill -0 -- "-$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -KILL -- "-$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+}
+
+# Prints why the meshmeter column cannot be measured, or nothing when it can.
+meshmeter_unavailable() {
+    if [[ ! -x $MESHMETER_BIN ]]; then
+        echo "$MESHMETER_BIN not found (build it: cargo build --release -p meshmeter)"
+    elif ! "$MESHMETER_BIN" proxy --help >/dev/null 2>&1; then
+        echo "$MESHMETER_BIN has no 'proxy' subcommand yet"
+    fi
+}
+
+# write_haproxy_cfg FILE LISTEN_PORT UPSTREAM_PORT MAXCONN: the configuration a careful
+# operator would give a plain TCP forwarder: one thread (it gets one core, like every proxy
+# here), no logging, no health checks, default buffers, no splicing (haproxy's default).
+write_haproxy_cfg() {
+    cat >"$1" <<EOF
+global
+    nbthread 1
+    maxconn $4
+
+defaults
+    mode tcp
+    timeout connect 5s
+    timeout client 10m
+    timeout server 10m
+
+frontend bench_in
+    bind 127.0.0.1:$2
+    default_backend bench_out
+
+backend bench_out
+    server upstream 127.0.0.1:$3
+EOF
+}
+
+# start_proxy KIND LISTEN_PORT UPSTREAM_PORT [MAXCONN]: starts one proxy under test on
+# PROXY_CPUS and waits until it accepts; sets BG_PID. KIND is meshmeter, haproxy or socat.
+start_proxy() {
+    local kind=$1 lport=$2 uport=$3 maxconn=${4:-4096}
+    case "$kind" in
+        meshmeter)
+            start_bg meshmeter "$PROXY_CPUS" "$MESHMETER_BIN" --log warn proxy \
+                --listen "127.0.0.1:$lport" --upstream "127.0.0.1:$uport"
+            ;;
+        haproxy)
+            write_haproxy_cfg "$WORK_DIR/haproxy.cfg" "$lport" "$uport" "$maxconn"
+            haproxy -c -q -f "$WORK_DIR/haproxy.cfg" || die "generated haproxy.cfg is invalid"
+            # -db: stay in the foreground as one process, so BG_PID is the proxy itself.
+            start_bg haproxy "$PROXY_CPUS" haproxy -db -f "$WORK_DIR/haproxy.cfg"
+            ;;
+        socat)
+            start_bg socat "$PROXY_CPUS" socat "TCP-LISTEN:$lport,bind=127.0.0.1,fork,reuseaddr" \
+                "TCP:127.0.0.1:$uport"
+            ;;
+        *) die "unknown proxy kind '$kind'" ;;
+    esac
+    wait_port "$lport"
+}
+
+# ratio A B: prints A/B with two decimals, or "-" when either is missing or B is zero.
+ratio() {
+    python3 -c 'import sys
+a, b = sys.argv[1], sys.argv[2]
+try:
+    a, b = float(a), float(b)
+    print(f"{a / b:.2f}x" if b else "-")
+except ValueError:
+    print("-")' "$1" "$2"
+}
+
+# ROUNDS: how many times every column is measured; rounds are interleaved (all columns once,
+# then again), so drift in machine load spreads over every column, and tables show the median.
+ROUNDS=${ROUNDS:-1}
+if ! [[ $ROUNDS =~ ^[0-9]+$ ]] || ((ROUNDS < 1 || ROUNDS > 9)); then
+    die "ROUNDS must be 1-9, got '$ROUNDS'"
+fi
+
+# median VALUES...: the median of the numeric values, "error" when none is numeric.
+median() {
+    python3 -c 'import statistics, sys
+vals, places = [], 0
+for v in sys.argv[1:]:
+    try:
+        vals.append(float(v))
+        places = max(places, len(v.partition(".")[2]))
+    except ValueError:
+        pass
+print("%.*f" % (places, statistics.median(vals)) if vals else "error")' "$@"
+}
+
+# Prints the machine facts every table starts with.
+print_header() {
+    printf '# %s\n' "$1"
+    printf '# date: %s; host: %s cores, %s; kernel %s\n' "$(date -u +%Y-%m-%dT%H:%MZ)" \
+        "$(nproc)" "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')" \
+        "$(uname -r)"
+    printf '# load average at start: %s; pinning: %s; rounds: %s (median shown)\n' \
+        "$START_LOADAVG" "$PINNING" "$ROUNDS"
+    if python3 -c 'import sys; sys.exit(float(sys.argv[1]) <= 1.0)' "${START_LOADAVG%% *}"; then
+        printf '# WARNING: the machine was busy (1-minute load above 1): figures are noisy\n'
+    fi
+}

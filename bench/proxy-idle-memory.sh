@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# Memory per idle connection: the proxy's RSS before and after COUNT idle connections are
+# opened through it (bench/idle_conns.py holds both ends), for meshmeter and HAProxy in the
+# same run. Prints one table.
+#
+#   bench/proxy-idle-memory.sh
+#   COUNT=2000 bench/proxy-idle-memory.sh
+#
+# Each connection costs the proxy two descriptors (client side and upstream side), so COUNT
+# is capped at (hard fd limit - 64) / 2; the table says when the cap applied. KiB per
+# connection is what to compare, not the totals.
+#
+# Environment: COUNT (default 10000), PIN=0, LOAD_CPUS, PROXY_CPUS, MESHMETER_BIN,
+# SETUPS (default "meshmeter haproxy").
+# shellcheck source=bench/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+COUNT=${COUNT:-10000}
+if ! [[ $COUNT =~ ^[0-9]+$ ]] || ((COUNT < 100 || COUNT > 100000)); then
+    die "COUNT must be 100-100000, got '$COUNT'"
+fi
+SETUPS=${SETUPS:-meshmeter haproxy}
+require haproxy taskset python3
+
+hard=$(ulimit -Hn)
+if [[ $hard != unlimited ]] && ((COUNT > (hard - 64) / 2)); then
+    capped="capped from $COUNT: hard fd limit is $hard"
+    COUNT=$(((hard - 64) / 2))
+    log "COUNT $capped"
+fi
+# The proxies inherit this limit; raising it further needs privileges sandboxes may lack.
+ulimit -n "$hard"
+
+declare -A before after per note
+for setup in $SETUPS; do
+    if [[ $setup == meshmeter ]]; then
+        why=$(meshmeter_unavailable)
+        if [[ -n $why ]]; then
+            note[$setup]="skipped: $why"
+            log "${note[$setup]}"
+            continue
+        fi
+    fi
+    upstream_port=$(free_port)
+    port=$(free_port)
+    # maxconn a little above COUNT: haproxy refuses connections beyond it, and sizes its fd
+    # table from it at start (which the "before" reading therefore includes).
+    start_proxy "$setup" "$port" "$upstream_port" $((COUNT + 16))
+    proxy_pid=$BG_PID
+    # start_bg execs the proxy in place, so the group leader's pid is the proxy's own.
+    log "$setup: opening $COUNT idle connections"
+    if out=$(timeout 180 "${LOAD_PREFIX[@]}" python3 "$BENCH_DIR/idle_conns.py" \
+        --proxy-port "$port" --upstream-port "$upstream_port" --pid "$proxy_pid" \
+        --count "$COUNT" 2>"$WORK_DIR/idle-$setup.err"); then
+        # out: before_kib=N after_kib=N connections=N kib_per_conn=F
+        read -r b a _ k <<<"$out"
+        before[$setup]=${b#*=}
+        after[$setup]=${a#*=}
+        per[$setup]=${k#*=}
+    else
+        note[$setup]="error: $(head -c 200 "$WORK_DIR/idle-$setup.err")"
+        log "${note[$setup]}"
+    fi
+    stop_bg "$proxy_pid"
+done
+
+print_header "proxy-idle-memory: proxy RSS before/after $COUNT idle connections${capped:+ ($capped)}"
+printf '# haproxy: %s, mode tcp, nbthread 1, maxconn %s\n' \
+    "$(haproxy -v | head -n1 | cut -d' ' -f3)" $((COUNT + 16))
+printf '%-10s | %12s %12s | %12s %10s\n' setup "before KiB" "after KiB" "KiB per conn" "vs haproxy"
+printf '%s\n' "-----------+---------------------------+------------------------"
+for setup in $SETUPS; do
+    if [[ -n ${note[$setup]:-} ]]; then
+        printf '%-10s | %s\n' "$setup" "${note[$setup]}"
+        continue
+    fi
+    printf '%-10s | %12s %12s | %12s %10s\n' "$setup" "${before[$setup]}" "${after[$setup]}" \
+        "${per[$setup]}" "$(ratio "${per[$setup]}" "${per[haproxy]:-}")"
+done

@@ -1,0 +1,148 @@
+//! The text exposition format.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use super::metric::Metric;
+use super::series::{Series, State};
+use super::spec::MetricKind;
+use super::value::{escape_help, write_f64};
+
+/// A series' numbers read out for printing; series with the same label text are merged here.
+struct Sample {
+    scalar: f64,
+    last_update: u64,
+    buckets: Vec<u64>,
+    sum: f64,
+}
+
+impl Sample {
+    fn read(s: &Series) -> Self {
+        let last_update = s.last_update.load(Ordering::Relaxed);
+        match &s.state {
+            State::Scalar(c) => Sample {
+                scalar: f64::from_bits(c.load(Ordering::Relaxed)),
+                last_update,
+                buckets: Vec::new(),
+                sum: 0.0,
+            },
+            State::Histogram { buckets, sum } => Sample {
+                scalar: 0.0,
+                last_update,
+                buckets: buckets.iter().map(|b| b.load(Ordering::Relaxed)).collect(),
+                sum: f64::from_bits(sum.load(Ordering::Relaxed)),
+            },
+        }
+    }
+
+    fn merge(&mut self, other: Sample, kind: &MetricKind) {
+        match kind {
+            MetricKind::Gauge => {
+                if other.last_update >= self.last_update {
+                    self.scalar = other.scalar;
+                }
+            }
+            _ => self.scalar += other.scalar,
+        }
+        for (a, b) in self.buckets.iter_mut().zip(&other.buckets) {
+            *a += b;
+        }
+        self.sum += other.sum;
+        self.last_update = self.last_update.max(other.last_update);
+    }
+}
+
+pub(super) fn encode_metric(metric: &Metric, out: &mut String) {
+    let mut series = metric.0.store.snapshot();
+    if series.is_empty() {
+        return;
+    }
+    series.sort_unstable_by(|a, b| a.labels.cmp(&b.labels));
+    let spec = metric.spec();
+    let name = &spec.name;
+    out.push_str("# HELP ");
+    out.push_str(name);
+    out.push(' ');
+    escape_help(&spec.help, out);
+    out.push_str("\n# TYPE ");
+    out.push_str(name);
+    out.push(' ');
+    out.push_str(spec.kind.type_name());
+    out.push('\n');
+
+    // Values of different types can render to the same text (STRING "1" and INT64 1 after a
+    // reload changed a dimension's type); Prometheus refuses duplicate series, so merge them.
+    let mut i = 0;
+    while i < series.len() {
+        let labels: &Arc<Series> = &series[i];
+        let mut sample = Sample::read(labels);
+        let mut j = i + 1;
+        while j < series.len() && series[j].labels == labels.labels {
+            sample.merge(Sample::read(&series[j]), &spec.kind);
+            j += 1;
+        }
+        write_series(metric, &labels.labels, &sample, out);
+        i = j;
+    }
+}
+
+fn write_series(metric: &Metric, labels: &str, sample: &Sample, out: &mut String) {
+    let name = metric.name();
+    if sample.buckets.is_empty() {
+        out.push_str(name);
+        braces(labels, out);
+        out.push(' ');
+        write_f64(sample.scalar, out);
+        out.push('\n');
+        return;
+    }
+    let bounds = &metric.0.bounds;
+    let mut cumulative = 0u64;
+    for (n, count) in sample.buckets.iter().enumerate() {
+        cumulative += count;
+        out.push_str(name);
+        out.push_str("_bucket{");
+        if !labels.is_empty() {
+            out.push_str(labels);
+            out.push(',');
+        }
+        out.push_str("le=\"");
+        write_f64(bounds.get(n).copied().unwrap_or(f64::INFINITY), out);
+        out.push_str("\"} ");
+        out.push_str(itoa(cumulative, &mut [0u8; 20]));
+        out.push('\n');
+    }
+    out.push_str(name);
+    out.push_str("_sum");
+    braces(labels, out);
+    out.push(' ');
+    write_f64(sample.sum, out);
+    out.push('\n');
+    out.push_str(name);
+    out.push_str("_count");
+    braces(labels, out);
+    out.push(' ');
+    out.push_str(itoa(cumulative, &mut [0u8; 20]));
+    out.push('\n');
+}
+
+fn braces(labels: &str, out: &mut String) {
+    if !labels.is_empty() {
+        out.push('{');
+        out.push_str(labels);
+        out.push('}');
+    }
+}
+
+fn itoa(mut v: u64, buf: &mut [u8; 20]) -> &str {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    std::str::from_utf8(&buf[i..]).unwrap_or("0")
+}

@@ -1,0 +1,45 @@
+//! The Prometheus handler: metrics built from specs, recorded per instance, exposed as text.
+//!
+//! ```
+//! use meshmeter_adapters::prometheus::{MetricKind, MetricSpec, Registry};
+//! use meshmeter_attributes::Value;
+//!
+//! let spec = MetricSpec::new(
+//!     "istio_mongo_sent_bytes",
+//!     MetricKind::Counter,
+//!     vec!["source_version".into(), "destination_version".into()],
+//! );
+//! let registry = Registry::new([spec]).unwrap();
+//! let sent = &registry.metrics()[0];
+//! sent.record(&[Value::from("v2"), Value::from("v1")], 100.0).unwrap();
+//! sent.record(&[Value::from("v2"), Value::from("v1")], 150.0).unwrap();
+//!
+//! let mut text = String::new();
+//! registry.encode(&mut text);
+//! assert_eq!(
+//!     text,
+//!     concat!(
+//!         "# HELP istio_mongo_sent_bytes istio_mongo_sent_bytes\n",
+//!         "# TYPE istio_mongo_sent_bytes counter\n",
+//!         "istio_mongo_sent_bytes{destination_version=\"v1\",source_version=\"v2\"} 250\n",
+//!     )
+//! );
+//! ```
+
+mod encode;
+mod metric;
+mod registry;
+mod series;
+mod spec;
+mod value;
+
+pub use metric::{Metric, RecordError};
+pub use registry::Registry;
+pub use spec::{
+    BucketError, Buckets, MetricKind, MetricSpec, SpecError, DEFAULT_BUCKETS, DEFAULT_SERIES_LIMIT,
+    MAX_BUCKETS,
+};
+pub use value::{label_text, metric_value, ValueError};
+
+/// The `Content-Type` of [`Registry::encode`]'s output.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";

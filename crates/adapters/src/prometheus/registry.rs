@@ -1,0 +1,156 @@
+//! A set of metrics built from specs, rebuilt on reload keeping unchanged definitions' series.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::encode::encode_metric;
+use super::metric::Metric;
+use super::spec::{check, MetricSpec, SpecError};
+
+/// A self-metric family: name, help, type and how to read it from a metric.
+type Family = (&'static str, &'static str, &'static str, fn(&Metric) -> u64);
+
+/// The metrics of one configuration generation.
+///
+/// The engine records through [`Registry::metrics`] (in spec order); the admin endpoint calls
+/// [`Registry::encode`]; the server calls [`Registry::sweep`] every [`Registry::sweep_interval`]
+/// and [`Registry::rebuild`] on a configuration change, then swaps the result in.
+#[derive(Clone, Debug, Default)]
+pub struct Registry {
+    metrics: Vec<Metric>,
+    /// Indexes into `metrics` sorted by name, for exposition.
+    by_name: Vec<usize>,
+}
+
+impl Registry {
+    /// A registry of fresh (empty) metrics.
+    pub fn new(specs: impl IntoIterator<Item = MetricSpec>) -> Result<Self, SpecError> {
+        Self::build(specs, |_| None)
+    }
+
+    /// A registry for `specs` that shares the series of every metric of `self` whose
+    /// definition (name, kind, buckets, label names) is unchanged; changed and new metrics start
+    /// empty, and metrics no longer specified are left out.
+    ///
+    /// Records made through `self`'s handles after the rebuild still land in the shared
+    /// series, so nothing is lost while workers switch over.
+    pub fn rebuild(&self, specs: impl IntoIterator<Item = MetricSpec>) -> Result<Self, SpecError> {
+        let old: HashMap<&str, &Metric> = self.metrics.iter().map(|m| (m.name(), m)).collect();
+        Self::build(specs, |spec| {
+            old.get(spec.name.as_str())
+                .filter(|m| m.spec().same_definition(spec))
+                .map(|m| Arc::clone(&m.0.store))
+        })
+    }
+
+    fn build(
+        specs: impl IntoIterator<Item = MetricSpec>,
+        reuse: impl Fn(&MetricSpec) -> Option<Arc<super::series::Store>>,
+    ) -> Result<Self, SpecError> {
+        let mut metrics: Vec<Metric> = Vec::new();
+        for spec in specs {
+            if metrics.iter().any(|m| m.name() == spec.name) {
+                return Err(SpecError::DuplicateMetric(spec.name));
+            }
+            let checked = check(spec)?;
+            let store = reuse(&checked.spec);
+            metrics.push(Metric::new(checked, store));
+        }
+        let mut by_name: Vec<usize> = (0..metrics.len()).collect();
+        by_name.sort_by(|&a, &b| metrics[a].name().cmp(metrics[b].name()));
+        Ok(Registry { metrics, by_name })
+    }
+
+    /// The metrics, in the order of the specs they were built from.
+    pub fn metrics(&self) -> &[Metric] {
+        &self.metrics
+    }
+
+    /// The metric named `name`.
+    pub fn get(&self, name: &str) -> Option<&Metric> {
+        self.by_name
+            .binary_search_by(|&i| self.metrics[i].name().cmp(name))
+            .ok()
+            .map(|i| &self.metrics[self.by_name[i]])
+    }
+
+    /// Appends the text exposition format (0.0.4): metrics sorted by name, each with `# HELP`
+    /// and `# TYPE`, series sorted by label text; metrics without series are left out.
+    pub fn encode(&self, out: &mut String) {
+        for &i in &self.by_name {
+            encode_metric(&self.metrics[i], out);
+        }
+    }
+
+    /// Removes series idle for longer than their metric's expiry; returns how many.
+    pub fn sweep(&self) -> usize {
+        self.sweep_at(Instant::now())
+    }
+
+    /// [`Registry::sweep`] as of `now` (for tests and simulated time).
+    pub fn sweep_at(&self, now: Instant) -> usize {
+        self.metrics
+            .iter()
+            .map(|m| {
+                let idle = m.spec().expiry.map(|e| e.as_millis() as u64);
+                m.0.store.sweep(now, idle)
+            })
+            .sum()
+    }
+
+    /// How often to call [`Registry::sweep`]: half the shortest expiry (as Mixer's default
+    /// check interval), at least 10 ms; `None` when no metric expires.
+    ///
+    /// Updates are stamped with a clock that sweeps advance, so a series is removed after
+    /// between one and one and a half times its expiry of idleness when sweeps come this often.
+    pub fn sweep_interval(&self) -> Option<Duration> {
+        self.metrics
+            .iter()
+            .filter_map(|m| m.spec().expiry)
+            .min()
+            .map(|e| (e / 2).max(Duration::from_millis(10)))
+    }
+
+    /// `(metric name, dropped series)` for every metric, in spec order.
+    pub fn dropped_series(&self) -> impl Iterator<Item = (&str, u64)> + '_ {
+        self.metrics.iter().map(|m| (m.name(), m.dropped_series()))
+    }
+
+    /// Appends the registry's own health in the text format:
+    /// `meshmeter_prometheus_series{metric=..}` (series held) and
+    /// `meshmeter_prometheus_dropped_series_total{metric=..}` (new series refused at the
+    /// limit), one sample per metric, sorted by metric name. Nothing when there are no metrics.
+    pub fn encode_self(&self, out: &mut String) {
+        if self.metrics.is_empty() {
+            return;
+        }
+        let families: [Family; 2] = [
+            (
+                "meshmeter_prometheus_dropped_series_total",
+                "New series refused because the metric held its series limit.",
+                "counter",
+                Metric::dropped_series,
+            ),
+            (
+                "meshmeter_prometheus_series",
+                "Series held per configured metric.",
+                "gauge",
+                |m| m.series_count() as u64,
+            ),
+        ];
+        for (name, help, kind, value) in families {
+            out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
+            for &i in &self.by_name {
+                let m = &self.metrics[i];
+                // Metric names are [a-zA-Z0-9_:], so they need no escaping as label values.
+                out.push_str(&format!("{name}{{metric=\"{}\"}} {}\n", m.name(), value(m)));
+            }
+        }
+    }
+
+    /// The number of series across all metrics.
+    pub fn series_count(&self) -> usize {
+        self.metrics.iter().map(Metric::series_count).sum()
+    }
+}

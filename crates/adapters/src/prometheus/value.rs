@@ -1,0 +1,199 @@
+//! Instance values to sample numbers, dimension values to label text, and the escaping and
+//! number formats of the text exposition format.
+
+use std::fmt::Write as _;
+
+use meshmeter_attributes::{Value, ValueType};
+
+/// An instance value that cannot become a sample.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ValueError {
+    /// A STRING value that is not a number.
+    #[error("metric value '{0}' is not a number")]
+    NotANumber(String),
+    /// A type with no numeric meaning.
+    #[error("a {0} value cannot be a metric value")]
+    Unsupported(ValueType),
+}
+
+/// The sample number of an instance value: INT64 and DOUBLE as they are, DURATION in
+/// (fractional) seconds, STRING parsed as a float; anything else is an error for that instance.
+pub fn metric_value(value: &Value<'_>) -> Result<f64, ValueError> {
+    match value {
+        Value::Int64(v) => Ok(*v as f64),
+        Value::Double(v) => Ok(*v),
+        Value::Duration(d) => Ok(d.as_secs_f64()),
+        Value::String(s) => s
+            .trim()
+            .parse::<f64>()
+            .map_err(|_| ValueError::NotANumber(truncated(s))),
+        other => Err(ValueError::Unsupported(other.value_type())),
+    }
+}
+
+/// Keeps hostile instance values from making error text (and logs) unbounded.
+fn truncated(s: &str) -> String {
+    const MAX: usize = 64;
+    match s.char_indices().nth(MAX) {
+        Some((end, _)) => format!("{}…", &s[..end]),
+        None => s.to_owned(),
+    }
+}
+
+/// Appends the label text of a dimension value, unescaped: text as it is, numbers in decimal
+/// (doubles in the shortest form, no exponent), BOOL `true`/`false`, IP addresses and
+/// timestamps (RFC 3339) as text, durations in Go's form, STRING_MAP as `k1=v1&k2=v2` with keys
+/// sorted, BYTES as hex.
+pub fn label_text(value: &Value<'_>, out: &mut String) {
+    match value {
+        // Go's spelling, which Mixer used, rather than Rust's `inf`.
+        Value::Double(d) if d.is_infinite() => write_f64(*d, out),
+        other => match other.as_text() {
+            Some(text) => out.push_str(text),
+            // Writing to a String cannot fail.
+            None => {
+                let _ = write!(out, "{other}");
+            }
+        },
+    }
+}
+
+/// Appends `text` escaped for a label value: `\`, `"` and newline.
+pub(crate) fn escape_label_value(text: &str, out: &mut String) {
+    for c in text.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+}
+
+/// Appends `text` escaped for a `# HELP` line: `\` and newline.
+pub(crate) fn escape_help(text: &str, out: &mut String) {
+    for c in text.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+}
+
+/// Appends a sample value or `le` bound: integral values without exponent or fraction,
+/// others in the shortest round-trip form, `+Inf`/`-Inf`/`NaN` as Prometheus spells them.
+pub(crate) fn write_f64(v: f64, out: &mut String) {
+    if v.is_nan() {
+        out.push_str("NaN");
+    } else if v.is_infinite() {
+        out.push_str(if v > 0.0 { "+Inf" } else { "-Inf" });
+    } else if v.abs() >= 1e21 || (v != 0.0 && v.abs() < 1e-9) {
+        // Rust's plain form would print hundreds of digits for these.
+        let _ = write!(out, "{v:e}");
+    } else {
+        let _ = write!(out, "{v}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use meshmeter_attributes::{Duration, StringMap};
+    use proptest::prelude::*;
+
+    fn unescape(s: &str) -> Option<String> {
+        let mut out = String::new();
+        let mut chars = s.chars();
+        while let Some(c) = chars.next() {
+            match c {
+                '\\' => match chars.next()? {
+                    '\\' => out.push('\\'),
+                    '"' => out.push('"'),
+                    'n' => out.push('\n'),
+                    _ => return None,
+                },
+                '"' | '\n' => return None,
+                c => out.push(c),
+            }
+        }
+        Some(out)
+    }
+
+    proptest! {
+        #[test]
+        fn label_escaping_round_trips(text in any::<String>()) {
+            let mut escaped = String::new();
+            escape_label_value(&text, &mut escaped);
+            prop_assert_eq!(unescape(&escaped), Some(text));
+        }
+    }
+
+    #[test]
+    fn values() {
+        assert_eq!(metric_value(&Value::Int64(-3)), Ok(-3.0));
+        assert_eq!(metric_value(&Value::Double(0.25)), Ok(0.25));
+        assert_eq!(
+            metric_value(&Value::Duration(Duration::from_nanos(1_500_000_000))),
+            Ok(1.5)
+        );
+        assert_eq!(metric_value(&Value::from("12.5")), Ok(12.5));
+        assert_eq!(
+            metric_value(&Value::from("abc")),
+            Err(ValueError::NotANumber("abc".into()))
+        );
+        assert_eq!(
+            metric_value(&Value::Bool(true)),
+            Err(ValueError::Unsupported(ValueType::Bool))
+        );
+        let long = "x".repeat(100);
+        assert_eq!(
+            metric_value(&Value::from(long.as_str())),
+            Err(ValueError::NotANumber(format!("{}…", "x".repeat(64))))
+        );
+    }
+
+    #[test]
+    fn label_texts() {
+        let text = |v: Value<'_>| {
+            let mut s = String::new();
+            label_text(&v, &mut s);
+            s
+        };
+        assert_eq!(text(Value::from("v1")), "v1");
+        assert_eq!(text(Value::Int64(42)), "42");
+        assert_eq!(text(Value::Double(0.1)), "0.1");
+        assert_eq!(text(Value::Double(1e21)), "1000000000000000000000");
+        assert_eq!(text(Value::Bool(false)), "false");
+        assert_eq!(text(Value::Double(f64::NEG_INFINITY)), "-Inf");
+        assert_eq!(
+            text(Value::IpAddress("10.0.0.1".parse().unwrap())),
+            "10.0.0.1"
+        );
+        assert_eq!(
+            text(Value::Duration(Duration::from_nanos(90_500_000_000))),
+            "1m30.5s"
+        );
+        let map: StringMap<'_> = [("version", "v1"), ("app", "db")].into_iter().collect();
+        assert_eq!(text(Value::from(map)), "app=db&version=v1");
+    }
+
+    #[test]
+    fn escaping_and_numbers() {
+        let mut s = String::new();
+        escape_label_value("a\\b\"c\nd", &mut s);
+        assert_eq!(s, r#"a\\b\"c\nd"#);
+        let num = |v: f64| {
+            let mut s = String::new();
+            write_f64(v, &mut s);
+            s
+        };
+        assert_eq!(num(128_000_000.0), "128000000");
+        assert_eq!(num(0.005), "0.005");
+        assert_eq!(num(f64::INFINITY), "+Inf");
+        assert_eq!(num(f64::NEG_INFINITY), "-Inf");
+        assert_eq!(num(f64::NAN), "NaN");
+        assert_eq!(num(1e300), "1e300");
+        assert_eq!(num(-0.0), "-0");
+    }
+}

@@ -1,0 +1,358 @@
+//! The workloads file: parsing with precise errors, and reloading when it changes.
+
+use std::io;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime};
+
+use arc_swap::{ArcSwap, Guard};
+use meshmeter_attributes::StringMap;
+use yaml_rust2::{Yaml, YamlLoader};
+
+use super::{Service, TableError, Workload, WorkloadTable};
+
+/// What is wrong with one field of one workload.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum FieldProblem {
+    /// A required field is absent.
+    #[error("is required")]
+    Missing,
+    /// The field is not one the format knows.
+    #[error("is not a known field (expected name, namespace, labels, ips, services, pod, uid, service_account, owner)")]
+    Unknown,
+    /// Expected text.
+    #[error("must be a string")]
+    NotAString,
+    /// Expected a list.
+    #[error("must be a list")]
+    NotAList,
+    /// Expected a map of text to text.
+    #[error("must be a map of names to strings")]
+    NotAMap,
+    /// Text that must not be empty.
+    #[error("must not be empty")]
+    Empty,
+    /// Not an IP address.
+    #[error("'{0}' is not an IP address")]
+    NotAnIp(String),
+}
+
+/// A workloads file that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkloadError {
+    /// The file cannot be read.
+    #[error("{path}: cannot read: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// Not YAML.
+    #[error("{path}:{line}:{column}: invalid YAML: {message}")]
+    Syntax {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line.
+        line: usize,
+        /// 1-based column.
+        column: usize,
+        /// The parser's description.
+        message: String,
+    },
+    /// The document is not a map with a `workloads` list.
+    #[error("{path}: expected a map with a 'workloads' list")]
+    Shape {
+        /// The file.
+        path: PathBuf,
+    },
+    /// One field of one workload is wrong.
+    #[error("{path}: workload {index}{}: field '{field}' {problem}", name.as_ref().map(|n| format!(" ({n})")).unwrap_or_default())]
+    Field {
+        /// The file.
+        path: PathBuf,
+        /// 0-based position in the `workloads` list.
+        index: usize,
+        /// The workload's name, when it has one.
+        name: Option<String>,
+        /// The field (`ips[1]`, `labels.app`).
+        field: String,
+        /// What is wrong.
+        problem: FieldProblem,
+    },
+    /// Workloads that contradict each other.
+    #[error("{path}: {error}")]
+    Conflict {
+        /// The file.
+        path: PathBuf,
+        /// The conflict.
+        error: TableError,
+    },
+}
+
+fn scalar_text(y: &Yaml) -> Option<String> {
+    match y {
+        Yaml::String(s) | Yaml::Real(s) => Some(s.clone()),
+        Yaml::Integer(i) => Some(i.to_string()),
+        Yaml::Boolean(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+/// Parses the text of a workloads file; `path` is only used in errors.
+pub fn parse(path: &Path, text: &str) -> Result<WorkloadTable, WorkloadError> {
+    let docs = YamlLoader::load_from_str(text).map_err(|e| WorkloadError::Syntax {
+        path: path.to_owned(),
+        line: e.marker().line(),
+        column: e.marker().col() + 1,
+        message: e.info().to_owned(),
+    })?;
+    let shape = || WorkloadError::Shape {
+        path: path.to_owned(),
+    };
+    let list = match docs.first() {
+        None | Some(Yaml::Null) => return Ok(WorkloadTable::default()),
+        Some(Yaml::Hash(h)) => {
+            if h.keys().any(|k| k.as_str() != Some("workloads")) {
+                return Err(shape());
+            }
+            match h.get(&Yaml::String("workloads".into())) {
+                Some(Yaml::Array(a)) => a.as_slice(),
+                Some(Yaml::Null) | None => &[],
+                Some(_) => return Err(shape()),
+            }
+        }
+        Some(_) => return Err(shape()),
+    };
+    let mut workloads = Vec::with_capacity(list.len());
+    for (index, entry) in list.iter().enumerate() {
+        workloads.push(parse_entry(path, index, entry)?);
+    }
+    WorkloadTable::new(workloads).map_err(|error| WorkloadError::Conflict {
+        path: path.to_owned(),
+        error,
+    })
+}
+
+fn parse_entry(path: &Path, index: usize, entry: &Yaml) -> Result<Workload, WorkloadError> {
+    let name = entry["name"].as_str().map(str::to_owned);
+    let err = |field: &str, problem| WorkloadError::Field {
+        path: path.to_owned(),
+        index,
+        name: name.clone(),
+        field: field.to_owned(),
+        problem,
+    };
+    let Yaml::Hash(map) = entry else {
+        return Err(err("name", FieldProblem::Missing));
+    };
+    let text = |field: &str| -> Result<Option<String>, WorkloadError> {
+        match &entry[field] {
+            Yaml::BadValue | Yaml::Null => Ok(None),
+            Yaml::String(s) if s.is_empty() => Err(err(field, FieldProblem::Empty)),
+            Yaml::String(s) => Ok(Some(s.clone())),
+            _ => Err(err(field, FieldProblem::NotAString)),
+        }
+    };
+    let list = |field: &str| -> Result<&[Yaml], WorkloadError> {
+        match &entry[field] {
+            Yaml::BadValue | Yaml::Null => Ok(&[]),
+            Yaml::Array(a) => Ok(a),
+            _ => Err(err(field, FieldProblem::NotAList)),
+        }
+    };
+    for key in map.keys() {
+        let known = [
+            "name",
+            "namespace",
+            "labels",
+            "ips",
+            "services",
+            "pod",
+            "uid",
+            "service_account",
+            "serviceAccount",
+            "owner",
+        ];
+        match key.as_str() {
+            Some(k) if known.contains(&k) => {}
+            Some(k) => return Err(err(k, FieldProblem::Unknown)),
+            None => return Err(err(&format!("{key:?}"), FieldProblem::Unknown)),
+        }
+    }
+    let wname = text("name")?.ok_or_else(|| err("name", FieldProblem::Missing))?;
+    let namespace = text("namespace")?.ok_or_else(|| err("namespace", FieldProblem::Missing))?;
+    let mut w = Workload::new(wname, namespace);
+    if let Some(pod) = text("pod")? {
+        w.uid = format!("kubernetes://{pod}.{}", w.namespace);
+        w.pod = pod;
+    }
+    if let Some(uid) = text("uid")? {
+        w.uid = uid;
+    }
+    w.service_account = match text("service_account")? {
+        Some(sa) => Some(sa),
+        None => text("serviceAccount")?,
+    };
+    w.owner = text("owner")?;
+    match &entry["labels"] {
+        Yaml::BadValue | Yaml::Null => {}
+        Yaml::Hash(labels) => {
+            let mut m = StringMap::with_capacity(labels.len());
+            for (k, v) in labels {
+                let k = scalar_text(k).ok_or_else(|| err("labels", FieldProblem::NotAMap))?;
+                let v = scalar_text(v)
+                    .ok_or_else(|| err(&format!("labels.{k}"), FieldProblem::NotAString))?;
+                m.insert(k, v);
+            }
+            w.labels = m;
+        }
+        _ => return Err(err("labels", FieldProblem::NotAMap)),
+    }
+    for (i, ip) in list("ips")?.iter().enumerate() {
+        let field = || format!("ips[{i}]");
+        let t = scalar_text(ip).ok_or_else(|| err(&field(), FieldProblem::NotAString))?;
+        let ip: IpAddr = t
+            .parse()
+            .map_err(|_| err(&field(), FieldProblem::NotAnIp(t.clone())))?;
+        w.ips.push(ip);
+    }
+    for (i, host) in list("services")?.iter().enumerate() {
+        let field = || format!("services[{i}]");
+        let host = host
+            .as_str()
+            .ok_or_else(|| err(&field(), FieldProblem::NotAString))?;
+        if host.is_empty() {
+            return Err(err(&field(), FieldProblem::Empty));
+        }
+        w.services.push(Service::from_host(host, &w.namespace));
+    }
+    Ok(w)
+}
+
+/// What identifies a version of the file without reading it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Stamp {
+    modified: Option<SystemTime>,
+    len: u64,
+}
+
+fn stamp(path: &Path) -> io::Result<Stamp> {
+    let m = std::fs::metadata(path)?;
+    Ok(Stamp {
+        modified: m.modified().ok(),
+        len: m.len(),
+    })
+}
+
+/// A workload table loaded from a file and reloaded when the file changes.
+///
+/// Readers take [`FileRegistry::load`] (lock-free); a failed reload keeps the last good table.
+#[derive(Debug)]
+pub struct FileRegistry {
+    path: PathBuf,
+    table: ArcSwap<WorkloadTable>,
+    /// The stamp of the last version tried, good or bad, so a bad file is reported once.
+    seen: Mutex<Option<Stamp>>,
+}
+
+impl FileRegistry {
+    /// Loads `path`; it must be valid now.
+    pub fn open(path: impl Into<PathBuf>) -> Result<Self, WorkloadError> {
+        let path = path.into();
+        let seen = stamp(&path).ok();
+        let table = read(&path)?;
+        Ok(FileRegistry {
+            path,
+            table: ArcSwap::from_pointee(table),
+            seen: Mutex::new(seen),
+        })
+    }
+
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The current table.
+    pub fn load(&self) -> Guard<Arc<WorkloadTable>> {
+        self.table.load()
+    }
+
+    /// Reloads when the file's modification time or size changed: `Ok(true)` when a new
+    /// table is in place, `Ok(false)` when nothing changed, and an error (once per change)
+    /// when the new version is unusable, the last good table staying in place.
+    pub fn poll(&self) -> Result<bool, WorkloadError> {
+        let now = stamp(&self.path).map_err(|source| WorkloadError::Read {
+            path: self.path.clone(),
+            source,
+        });
+        let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
+        match now {
+            Ok(now) if seen.as_ref() == Some(&now) => Ok(false),
+            Ok(now) => {
+                *seen = Some(now);
+                let table = read(&self.path)?;
+                self.table.store(Arc::new(table));
+                Ok(true)
+            }
+            // A missing file is reported once, like any bad version.
+            Err(_) if seen.is_none() => Ok(false),
+            Err(e) => {
+                *seen = None;
+                Err(e)
+            }
+        }
+    }
+
+    /// Polls every `every` on a thread until the returned [`Watch`] is dropped; errors go to
+    /// `on_error` (the caller logs them).
+    pub fn watch(
+        self: &Arc<Self>,
+        every: Duration,
+        on_error: impl Fn(&WorkloadError) + Send + 'static,
+    ) -> io::Result<Watch> {
+        let (stop, stopped) = mpsc::channel::<()>();
+        let me = Arc::clone(self);
+        let thread = std::thread::Builder::new()
+            .name("meshmeter-workloads".into())
+            .spawn(move || {
+                while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(every) {
+                    if let Err(e) = me.poll() {
+                        on_error(&e);
+                    }
+                }
+            })?;
+        Ok(Watch {
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+}
+
+fn read(path: &Path) -> Result<WorkloadTable, WorkloadError> {
+    let text = std::fs::read_to_string(path).map_err(|source| WorkloadError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    parse(path, &text)
+}
+
+/// A running [`FileRegistry::watch`]; dropping it stops the thread.
+#[derive(Debug)]
+pub struct Watch {
+    stop: Option<mpsc::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}

@@ -1,0 +1,251 @@
+//! Workload identity: the file format's errors, enrichment, and reload on change.
+
+use std::borrow::Cow;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use meshmeter_adapters::workloads::{parse, Enriched, Enricher, FileRegistry, WorkloadRegistry};
+use meshmeter_attributes::{Bag, Manifest, StringMap, Value};
+
+const SEED: &str = "\
+workloads:
+- name: ratings-v2
+  namespace: default
+  labels: {app: ratings, version: v2}
+  ips: [127.0.0.2]
+- name: mongodb-v1
+  namespace: default
+  labels: {app: mongodb, version: 1}
+  ips: [127.0.0.3, '::1']
+  services: [mongodb.default.svc.cluster.local]
+  service_account: mongo
+";
+
+fn err(text: &str) -> String {
+    parse(Path::new("w.yaml"), text).unwrap_err().to_string()
+}
+
+#[test]
+fn file_errors_name_file_entry_and_field() {
+    assert_eq!(
+        err("workloads:\n- name: a\n  namespace: d\n  ips: [1.2.3]\n"),
+        "w.yaml: workload 0 (a): field 'ips[0]' '1.2.3' is not an IP address"
+    );
+    assert_eq!(
+        err("workloads:\n- name: a\n  namespace: d\n- namespace: d\n"),
+        "w.yaml: workload 1: field 'name' is required"
+    );
+    assert_eq!(
+        err("workloads:\n- name: a\n  namespace: d\n  lables: {}\n"),
+        "w.yaml: workload 0 (a): field 'lables' is not a known field (expected name, namespace, \
+         labels, ips, services, pod, uid, service_account, owner)"
+    );
+    assert_eq!(
+        err("workloads:\n- name: a\n  namespace: d\n  ips: [10.0.0.1]\n- name: b\n  namespace: d\n  ips: ['::ffff:10.0.0.1']\n"),
+        "w.yaml: IP ::ffff:10.0.0.1 is listed by both a.d and b.d"
+    );
+    assert_eq!(
+        err("workloads:\n- name: a\n  namespace: d\n  labels: [x]\n"),
+        "w.yaml: workload 0 (a): field 'labels' must be a map of names to strings"
+    );
+    assert_eq!(
+        err("workloads: 3\n"),
+        "w.yaml: expected a map with a 'workloads' list"
+    );
+    assert_eq!(
+        err("workloads: [\n"),
+        "w.yaml:2:1: invalid YAML: while parsing a node, did not find expected node content"
+    );
+    assert_eq!(parse(Path::new("w.yaml"), "").unwrap().workloads().len(), 0);
+}
+
+fn bag_with<'a>(m: &Manifest, attrs: &[(&str, Value<'a>)]) -> Bag<'a> {
+    let mut bag = Bag::new(m);
+    for (name, v) in attrs {
+        bag.set(m.id(name).unwrap(), v.clone());
+    }
+    bag
+}
+
+fn get(m: &Manifest, bag: &Bag<'_>, name: &str) -> Option<String> {
+    bag.get(m.id(name).unwrap()).map(|v| v.to_string())
+}
+
+#[test]
+fn enriches_both_sides_without_overwriting() {
+    let table = parse(Path::new("w.yaml"), SEED).unwrap();
+    let m = Manifest::istio();
+    let enricher = Enricher::new(&m);
+    let mut bag = bag_with(
+        &m,
+        &[
+            (
+                "source.ip",
+                Value::IpAddress("::ffff:127.0.0.2".parse().unwrap()),
+            ),
+            (
+                "destination.ip",
+                Value::IpAddress("127.0.0.3".parse().unwrap()),
+            ),
+            ("destination.namespace", Value::from("kept")),
+        ],
+    );
+    assert_eq!(
+        enricher.enrich(&mut bag, &table),
+        Enriched {
+            source: true,
+            destination: true
+        }
+    );
+    let g = |n: &str| get(&m, &bag, n);
+    assert_eq!(g("source.workload.name").as_deref(), Some("ratings-v2"));
+    assert_eq!(g("source.workload.namespace").as_deref(), Some("default"));
+    assert_eq!(g("source.namespace").as_deref(), Some("default"));
+    assert_eq!(g("source.name").as_deref(), Some("ratings-v2"));
+    assert_eq!(
+        g("source.uid").as_deref(),
+        Some("kubernetes://ratings-v2.default")
+    );
+    assert_eq!(
+        g("source.workload.uid").as_deref(),
+        Some("istio://default/workloads/ratings-v2")
+    );
+    assert_eq!(
+        g("source.labels").as_deref(),
+        Some("app=ratings&version=v2")
+    );
+    assert_eq!(g("source.serviceAccount"), None);
+    assert_eq!(g("destination.namespace").as_deref(), Some("kept"));
+    assert_eq!(
+        g("destination.workload.name").as_deref(),
+        Some("mongodb-v1")
+    );
+    assert_eq!(
+        g("destination.labels").as_deref(),
+        Some("app=mongodb&version=1")
+    );
+    assert_eq!(g("destination.serviceAccount").as_deref(), Some("mongo"));
+    assert_eq!(
+        g("destination.service.host").as_deref(),
+        Some("mongodb.default.svc.cluster.local")
+    );
+    assert_eq!(g("destination.service.name").as_deref(), Some("mongodb"));
+    assert_eq!(
+        g("destination.service.namespace").as_deref(),
+        Some("default")
+    );
+    assert_eq!(
+        g("destination.service.uid").as_deref(),
+        Some("istio://default/services/mongodb")
+    );
+    // Values borrow from the registry entry.
+    let labels = bag.get(m.id("source.labels").unwrap()).unwrap();
+    assert!(matches!(labels, Value::StringMap(Cow::Borrowed(_))));
+}
+
+#[test]
+fn uid_wins_over_ip_and_unknown_leaves_bag_alone() {
+    let table = parse(Path::new("w.yaml"), SEED).unwrap();
+    let m = Manifest::istio();
+    let enricher = Enricher::new(&m);
+    let mut bag = bag_with(
+        &m,
+        &[
+            ("source.uid", Value::from("kubernetes://mongodb-v1.default")),
+            ("source.ip", Value::IpAddress("127.0.0.2".parse().unwrap())),
+            (
+                "destination.ip",
+                Value::IpAddress("10.9.9.9".parse().unwrap()),
+            ),
+        ],
+    );
+    assert_eq!(
+        enricher.enrich(&mut bag, &table),
+        Enriched {
+            source: true,
+            destination: false
+        }
+    );
+    assert_eq!(
+        get(&m, &bag, "source.workload.name").as_deref(),
+        Some("mongodb-v1")
+    );
+    assert_eq!(bag.len(), 3 + 7, "uid kept; seven attributes filled");
+    assert!(table.by_ip("::1".parse().unwrap()).is_some());
+    let expected: StringMap<'_> = [("app", "mongodb"), ("version", "1")].into_iter().collect();
+    assert_eq!(
+        table
+            .by_uid("kubernetes://mongodb-v1.default")
+            .unwrap()
+            .labels,
+        expected
+    );
+}
+
+fn temp_path(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("meshmeter-workloads-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(name)
+}
+
+/// Writes a new version whose size differs, so the change is seen whatever the mtime
+/// resolution.
+fn rewrite(path: &Path, text: &str) {
+    std::fs::write(path, text).unwrap();
+}
+
+#[test]
+fn poll_reloads_changes_and_keeps_the_last_good_table() {
+    let path = temp_path("poll.yaml");
+    rewrite(&path, SEED);
+    let registry = FileRegistry::open(&path).unwrap();
+    assert!(!registry.poll().unwrap());
+    rewrite(
+        &path,
+        "workloads:\n- {name: x, namespace: y, ips: [10.1.1.1]}\n",
+    );
+    assert!(registry.poll().unwrap());
+    assert_eq!(registry.load().workloads()[0].name, "x");
+    rewrite(&path, "workloads:\n- {name: x, ips: [10.1.1.1]}\n");
+    assert_eq!(
+        registry.poll().unwrap_err().to_string(),
+        format!(
+            "{}: workload 0 (x): field 'namespace' is required",
+            path.display()
+        )
+    );
+    assert!(!registry.poll().unwrap(), "a bad version is reported once");
+    assert_eq!(registry.load().workloads()[0].name, "x");
+    std::fs::remove_file(&path).unwrap();
+    assert!(registry
+        .poll()
+        .unwrap_err()
+        .to_string()
+        .contains("cannot read"));
+    assert!(!registry.poll().unwrap());
+    rewrite(&path, SEED);
+    assert!(registry.poll().unwrap());
+    assert_eq!(registry.load().workloads().len(), 2);
+}
+
+#[test]
+fn watch_thread_picks_up_changes() {
+    let path = temp_path("watch.yaml");
+    rewrite(&path, SEED);
+    let registry = Arc::new(FileRegistry::open(&path).unwrap());
+    let watch = registry
+        .watch(Duration::from_millis(10), |e| panic!("unexpected: {e}"))
+        .unwrap();
+    rewrite(&path, "workloads: []\n");
+    let mut reloaded = false;
+    for _ in 0..500 {
+        if registry.load().workloads().is_empty() {
+            reloaded = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    drop(watch);
+    assert!(reloaded, "the watcher did not reload within 5 s");
+}

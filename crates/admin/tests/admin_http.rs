@@ -1,0 +1,180 @@
+//! The admin endpoint over real sockets.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use meshmeter_admin::{AdminServer, Readiness};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+struct Running {
+    addr: SocketAddr,
+    ready: Readiness,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<()>,
+}
+
+async fn start() -> Running {
+    let scrapes = Arc::new(AtomicU64::new(0));
+    let ready = Readiness::new();
+    let server = AdminServer::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        move |out: &mut String| {
+            let n = scrapes.fetch_add(1, Ordering::Relaxed) + 1;
+            out.push_str(&format!("meshmeter_scrapes_total {n}\n"));
+        },
+        ready.clone(),
+    )
+    .await
+    .unwrap();
+    let addr = server.local_addr();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        server
+            .serve(async {
+                let _ = stopped.await;
+            })
+            .await
+            .unwrap();
+    });
+    Running {
+        addr,
+        ready,
+        stop: Some(stop),
+        task,
+    }
+}
+
+/// Sends one request with `Connection: close`; returns the status line, the headers
+/// (lower-cased names, `Date` left out) and the body.
+async fn request(addr: SocketAddr, method: &str, path: &str) -> (String, Vec<String>, String) {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(
+        format!("{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).await.unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+    let mut lines = head.split("\r\n");
+    let status = lines.next().unwrap().to_owned();
+    let headers = lines
+        .map(|l| {
+            let (k, v) = l.split_once(": ").unwrap();
+            format!("{}: {v}", k.to_ascii_lowercase())
+        })
+        .filter(|h| !h.starts_with("date:"))
+        .collect();
+    (status, headers, body.to_owned())
+}
+
+fn hdrs(v: &[&str]) -> Vec<String> {
+    v.iter().map(|s| s.to_string()).collect()
+}
+
+#[tokio::test]
+async fn routes() {
+    let r = start().await;
+    assert_eq!(
+        request(r.addr, "GET", "/metrics").await,
+        (
+            "HTTP/1.1 200 OK".into(),
+            hdrs(&[
+                "content-type: text/plain; version=0.0.4; charset=utf-8",
+                "connection: close",
+                "content-length: 26",
+            ]),
+            "meshmeter_scrapes_total 1\n".into()
+        )
+    );
+    assert_eq!(
+        request(r.addr, "GET", "/healthz").await,
+        (
+            "HTTP/1.1 200 OK".into(),
+            hdrs(&[
+                "content-type: text/plain; charset=utf-8",
+                "connection: close",
+                "content-length: 3"
+            ]),
+            "ok\n".into()
+        )
+    );
+    assert_eq!(
+        request(r.addr, "GET", "/ready").await.0,
+        "HTTP/1.1 503 Service Unavailable"
+    );
+    assert_eq!(request(r.addr, "GET", "/ready").await.2, "not ready\n");
+    r.ready.set(true);
+    assert_eq!(
+        request(r.addr, "GET", "/ready").await,
+        (
+            "HTTP/1.1 200 OK".into(),
+            hdrs(&[
+                "content-type: text/plain; charset=utf-8",
+                "connection: close",
+                "content-length: 6"
+            ]),
+            "ready\n".into()
+        )
+    );
+    let (status, _, body) = request(r.addr, "GET", "/nope").await;
+    assert_eq!(
+        (status.as_str(), body.as_str()),
+        ("HTTP/1.1 404 Not Found", "not found\n")
+    );
+    let (status, headers, _) = request(r.addr, "POST", "/metrics").await;
+    assert_eq!(status, "HTTP/1.1 405 Method Not Allowed");
+    assert!(headers.contains(&"allow: GET, HEAD".to_string()));
+    let (status, _, body) = request(r.addr, "HEAD", "/metrics").await;
+    assert_eq!((status.as_str(), body.as_str()), ("HTTP/1.1 200 OK", ""));
+    assert_eq!(
+        request(r.addr, "GET", "/metrics").await.2,
+        "meshmeter_scrapes_total 3\n"
+    );
+}
+
+#[tokio::test]
+async fn graceful_shutdown_closes_idle_connections_and_stops_accepting() {
+    let mut r = start().await;
+    // A keep-alive connection that has completed one request and sits idle.
+    let mut idle = TcpStream::connect(r.addr).await.unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 1024];
+    let mut got = Vec::new();
+    while !String::from_utf8_lossy(&got).ends_with("ok\n") {
+        let n = idle.read(&mut buf).await.unwrap();
+        assert!(n > 0, "closed early");
+        got.extend_from_slice(&buf[..n]);
+    }
+    r.stop.take().unwrap().send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(5), &mut r.task)
+        .await
+        .expect("serve returned")
+        .unwrap();
+    let n = tokio::time::timeout(Duration::from_secs(5), idle.read(&mut buf))
+        .await
+        .expect("idle connection closed")
+        .unwrap_or(0);
+    assert_eq!(n, 0);
+    assert!(TcpStream::connect(r.addr).await.is_err(), "listener closed");
+}
+
+#[tokio::test]
+async fn bind_error_names_the_address() {
+    let r = start().await;
+    let err = AdminServer::bind(r.addr, |_: &mut String| {}, Readiness::new())
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with(&format!("cannot listen on {}: ", r.addr)),
+        "{err}"
+    );
+}

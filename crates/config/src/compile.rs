@@ -1,0 +1,374 @@
+//! The compile step: parsed files in, a snapshot or every diagnostic out.
+//!
+//! Order matters: attribute manifests first (expressions are checked against them), then each
+//! object on its own, then references across objects. Every stage keeps going after a problem
+//! so that one run reports all of them. References are not checked when a file has a YAML
+//! syntax error: its objects are missing, and "not defined" errors for them would be noise.
+
+use std::collections::HashMap;
+
+use meshmeter_attributes::{Manifest, ValueType};
+
+use crate::diagnostic::{Code, Diagnostics, Sink, WithHint};
+use crate::fields::{self, suggest};
+use crate::handlers::{self, RawHandler};
+use crate::instances;
+use crate::objects::{self, Category, Object};
+use crate::prom;
+use crate::resolve::Table;
+use crate::rules::{self, RawRule};
+use crate::snapshot::{
+    Action, Counts, Handler, HandlerParams, IdentityAttrs, Instance, ObjectName, Origin,
+    PrometheusParams, Rule, Snapshot,
+};
+use crate::source::{FileId, Sources};
+use crate::yaml;
+
+/// Compiles the files (defaults first, then the operator's, in load order). Diagnostics come
+/// out ordered by file, line and column.
+pub(crate) fn compile(
+    sources: &Sources,
+    files: &[(FileId, Origin)],
+    default_namespace: &str,
+    diagnostics: Diagnostics,
+) -> Result<(Snapshot, Diagnostics), Diagnostics> {
+    let order = |name: &str| sources.position(name);
+    match compile_unsorted(sources, files, default_namespace, diagnostics) {
+        Ok((snapshot, mut d)) => {
+            d.sort(order);
+            Ok((snapshot, d))
+        }
+        Err(mut d) => {
+            d.sort(order);
+            Err(d)
+        }
+    }
+}
+
+fn compile_unsorted(
+    sources: &Sources,
+    files: &[(FileId, Origin)],
+    default_namespace: &str,
+    mut diagnostics: Diagnostics,
+) -> Result<(Snapshot, Diagnostics), Diagnostics> {
+    let mut sink = Sink::new(sources);
+    sink.out = std::mem::take(&mut diagnostics);
+    let mut syntax_ok = true;
+    let mut parsed = Vec::with_capacity(files.len());
+    for &(file, origin) in files {
+        let p = yaml::parse(sources.get(file), file);
+        for problem in &p.problems {
+            let d = sink.report(problem.code, problem.span, problem.message.clone());
+            if let Some(h) = &problem.hint {
+                d.hint(h.clone());
+            }
+        }
+        syntax_ok &= p.complete;
+        parsed.push((origin, p));
+    }
+
+    let mut objects: Vec<Object<'_>> = Vec::new();
+    for (origin, p) in &parsed {
+        for doc in &p.documents {
+            if let Some(o) = objects::read(doc, *origin, &mut sink) {
+                objects.push(o);
+            }
+        }
+    }
+    let alive = dedupe(&objects, &mut sink);
+    let manifest = manifest(&objects, &alive, &mut sink);
+
+    let mut params = Vec::with_capacity(objects.len());
+    let mut raw_handlers: Vec<Option<RawHandler<'_>>> = Vec::with_capacity(objects.len());
+    let mut raw_rules: Vec<Option<RawRule<'_>>> = Vec::with_capacity(objects.len());
+    for (i, o) in objects.iter().enumerate() {
+        let live = alive[i] && !o.broken;
+        params.push(match o.category {
+            Category::Instance(_) if live => instances::build(o, &manifest, &mut sink),
+            _ => None,
+        });
+        raw_handlers.push(match o.category {
+            Category::Handler(_) if live => handlers::read(o, &mut sink),
+            _ => None,
+        });
+        raw_rules.push(match o.category {
+            Category::Rule if live => rules::read(o, &manifest, &mut sink),
+            _ => None,
+        });
+    }
+    if !syntax_ok {
+        return Err(sink.out);
+    }
+
+    let table = Table::new(&objects, &alive);
+    let mut instance_index = HashMap::new();
+    let mut snapshot_instances = Vec::new();
+    for (i, p) in params.iter().enumerate() {
+        if let Some(p) = p {
+            instance_index.insert(i, snapshot_instances.len());
+            snapshot_instances.push(Instance {
+                name: name_of(&objects[i]),
+                origin: objects[i].origin,
+                params: p.clone(),
+            });
+        }
+    }
+    let inst = prom::Instances {
+        params: &params,
+        index: &instance_index,
+    };
+
+    // Handlers: resolve prometheus metrics; remember which instances each one serves.
+    let mut taken = prom::Taken::new();
+    let mut handler_index = HashMap::new();
+    let mut served: Vec<Vec<usize>> = Vec::new();
+    let mut snapshot_handlers = Vec::new();
+    for (i, raw) in raw_handlers.iter().enumerate() {
+        let Some(raw) = raw else { continue };
+        let (params, serves) = match raw {
+            RawHandler::Prometheus { metrics, expiry } => {
+                let checked =
+                    prom::check(&objects[i], metrics, &table, &inst, &mut taken, &mut sink);
+                // A metric that failed its checks still serves its instance: saying the rule's
+                // instance is unserved too would only echo that failure.
+                let serves = checked.iter().filter_map(|(o, _)| *o).collect();
+                let metrics = checked.into_iter().filter_map(|(_, m)| m).collect();
+                (
+                    HandlerParams::Prometheus(PrometheusParams {
+                        metrics,
+                        expiry: *expiry,
+                    }),
+                    serves,
+                )
+            }
+            RawHandler::Stdio(p) => (HandlerParams::Stdio(p.clone()), Vec::new()),
+            RawHandler::KubernetesEnv => (HandlerParams::KubernetesEnv, Vec::new()),
+        };
+        handler_index.insert(i, snapshot_handlers.len());
+        served.push(serves);
+        snapshot_handlers.push(Handler {
+            name: name_of(&objects[i]),
+            origin: objects[i].origin,
+            params,
+        });
+    }
+
+    let mut snapshot_rules = Vec::new();
+    for (i, raw) in raw_rules.iter().enumerate() {
+        let Some(raw) = raw else { continue };
+        let o = &objects[i];
+        let mut actions = Vec::new();
+        for a in &raw.actions {
+            let handler = table
+                .resolve(a.handler, Category::Handler(0), &o.namespace, &mut sink)
+                .and_then(|h| handler_index.get(&h).copied());
+            let mut resolved = Vec::new();
+            for r in &a.instances {
+                let Some(obj) = table.resolve(r, Category::Instance(0), &o.namespace, &mut sink)
+                else {
+                    continue;
+                };
+                let (Some(p), Some(&idx)) = (&params[obj], instance_index.get(&obj)) else {
+                    continue;
+                };
+                if let Some(h) = handler {
+                    let hp = &snapshot_handlers[h].params;
+                    let hname = &snapshot_handlers[h].name;
+                    if !hp.accepts(p.template()) {
+                        sink.report(
+                            Code::IncompatibleInstance,
+                            r.span,
+                            format!(
+                                "handler '{hname}' ({}) cannot take {} instance '{}'",
+                                hp.adapter(),
+                                p.template(),
+                                r.as_str().unwrap_or_default()
+                            ),
+                        );
+                        continue;
+                    }
+                    if matches!(hp, HandlerParams::Prometheus(_)) && !served[h].contains(&obj) {
+                        sink.report(
+                            Code::UnroutedInstance,
+                            r.span,
+                            format!(
+                                "prometheus handler '{hname}' has no metric fed by instance '{}'",
+                                r.as_str().unwrap_or_default()
+                            ),
+                        )
+                        .hint("add a metric with this instance_name to the handler, or remove the instance from the action");
+                        continue;
+                    }
+                }
+                resolved.push(idx);
+            }
+            if let Some(handler) = handler {
+                actions.push(Action {
+                    name: a.name.clone(),
+                    handler,
+                    instances: resolved,
+                });
+            }
+        }
+        snapshot_rules.push(Rule {
+            name: name_of(o),
+            origin: o.origin,
+            match_: raw.match_.clone(),
+            actions,
+        });
+    }
+
+    if sink.has_errors() {
+        return Err(sink.out);
+    }
+    let mut global_rules = Vec::new();
+    let mut rules_by_namespace: HashMap<String, Vec<usize>> = HashMap::new();
+    for (i, r) in snapshot_rules.iter().enumerate() {
+        if r.name.namespace == default_namespace {
+            global_rules.push(i);
+        } else {
+            rules_by_namespace
+                .entry(r.name.namespace.clone())
+                .or_default()
+                .push(i);
+        }
+    }
+    let count = |origin: Origin| Counts {
+        instances: snapshot_instances
+            .iter()
+            .filter(|x| x.origin == origin)
+            .count(),
+        handlers: snapshot_handlers
+            .iter()
+            .filter(|x| x.origin == origin)
+            .count(),
+        rules: snapshot_rules.iter().filter(|x| x.origin == origin).count(),
+    };
+    let snapshot = Snapshot {
+        identity: IdentityAttrs {
+            reporter_kind: manifest.id("context.reporter.kind"),
+            source_namespace: manifest.id("source.namespace"),
+            destination_namespace: manifest.id("destination.namespace"),
+        },
+        user_counts: count(Origin::User),
+        default_counts: count(Origin::Default),
+        manifest,
+        instances: snapshot_instances,
+        handlers: snapshot_handlers,
+        rules: snapshot_rules,
+        default_namespace: default_namespace.to_owned(),
+        global_rules,
+        rules_by_namespace,
+        diagnostics: Diagnostics::default(),
+    };
+    Ok((snapshot, sink.out))
+}
+
+fn name_of(o: &Object<'_>) -> ObjectName {
+    ObjectName {
+        name: o.name.clone(),
+        kind: o.kind.clone(),
+        namespace: o.namespace.clone(),
+    }
+}
+
+/// Which objects are in force. The operator's object replaces a default one of the same
+/// family, name and namespace (as `kubectl apply` would); two of one origin are an error.
+fn dedupe(objects: &[Object<'_>], sink: &mut Sink<'_>) -> Vec<bool> {
+    let mut alive = vec![true; objects.len()];
+    let mut seen: HashMap<(u8, &str, &str), usize> = HashMap::new();
+    for (i, o) in objects.iter().enumerate() {
+        if o.category == Category::Manifest {
+            continue;
+        }
+        let key = (o.category.family(), o.namespace.as_str(), o.name.as_str());
+        match seen.get(&key).copied() {
+            None => {
+                seen.insert(key, i);
+            }
+            Some(first) if objects[first].origin == Origin::Default && o.origin == Origin::User => {
+                alive[first] = false;
+                seen.insert(key, i);
+            }
+            Some(first) => {
+                alive[i] = false;
+                let f = &objects[first];
+                let file = &sink.sources.get(f.span.file).name;
+                let at = format!("{file}:{}:{}", f.span.line, f.span.col);
+                sink.report(
+                    Code::DuplicateObject,
+                    o.span,
+                    format!(
+                        "{} '{}' in namespace '{}' is defined twice",
+                        o.category.noun(),
+                        o.name,
+                        o.namespace
+                    ),
+                )
+                .hint(format!("the first definition (kind {}) is at {at}", f.kind));
+            }
+        }
+    }
+    alive
+}
+
+/// The built-in vocabulary extended by the `attributemanifest` objects.
+fn manifest(objects: &[Object<'_>], alive: &[bool], sink: &mut Sink<'_>) -> Manifest {
+    let mut manifest = Manifest::istio();
+    let type_names: Vec<&str> = ValueType::ALL.iter().map(|t| t.name()).collect();
+    for (i, o) in objects.iter().enumerate() {
+        if o.category != Category::Manifest || !alive[i] {
+            continue;
+        }
+        let Some(body) = o.body else { continue };
+        let what = format!("the spec of attributemanifest '{}'", o.name);
+        let Some(f) = fields::read(body, &what, &["revision", "name", "attributes"], sink) else {
+            continue;
+        };
+        let Some(entries) = f.get(2).and_then(|n| fields::map(n, "attributes", sink)) else {
+            continue;
+        };
+        for (k, v) in entries {
+            let Some(name) = fields::text(k, "an attribute name", sink) else {
+                continue;
+            };
+            let Some(af) = fields::read(
+                v,
+                &format!("attribute '{name}'"),
+                &["value_type", "description"],
+                sink,
+            ) else {
+                continue;
+            };
+            let Some(tn) = af.get(0) else {
+                sink.report(
+                    Code::MissingField,
+                    k.span,
+                    format!("attribute '{name}' has no valueType"),
+                )
+                .hint("add e.g. `valueType: STRING`");
+                continue;
+            };
+            let Some(text) = fields::text(tn, "valueType", sink) else {
+                continue;
+            };
+            let Some(t) = ValueType::ALL.iter().copied().find(|t| t.name() == text) else {
+                let d = sink.report(
+                    Code::BadValueType,
+                    tn.span,
+                    format!("'{text}' is not a value type"),
+                );
+                match suggest(text, type_names.iter().copied()) {
+                    Some(s) => d.hint(format!("did you mean '{s}'?")),
+                    None => d.hint(format!("value types are: {}", type_names.join(", "))),
+                }
+                continue;
+            };
+            if let Err(e) = manifest.declare(name, t) {
+                sink.report(Code::AttributeConflict, tn.span, e.to_string())
+                    .hint("an attribute has one type everywhere; keep the built-in one");
+            }
+        }
+    }
+    manifest
+}

@@ -1,0 +1,287 @@
+//! Cross-object checks of prometheus handlers: instances, labels, names.
+
+use std::collections::HashMap;
+
+use crate::diagnostic::{Code, Sink, WithHint};
+use crate::fields::suggest;
+use crate::handlers::RawMetric;
+use crate::objects::{Category, Object};
+use crate::resolve::Table;
+use crate::snapshot::{Buckets, InstanceParams, MetricKind, PrometheusMetric};
+use crate::source::Span;
+
+/// Mixer's name cleaning for the namespace prefix and label names: a leading `/` trimmed,
+/// `/`, `.` and space turned into `_`, `-` removed.
+pub(crate) fn mangle(name: &str) -> String {
+    name.trim_start_matches('/')
+        .chars()
+        .filter(|&c| c != '-')
+        .map(|c| if matches!(c, '/' | '.' | ' ') { '_' } else { c })
+        .collect()
+}
+
+fn valid_metric_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == ':')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+}
+
+fn valid_label_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !name.starts_with("__")
+}
+
+/// A name made valid, for hints.
+fn sanitized(name: &str) -> String {
+    let mut out: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if out.starts_with(|c: char| c.is_ascii_digit()) || out.is_empty() {
+        out.insert(0, '_');
+    }
+    out
+}
+
+/// What the checks need to know about the instances.
+pub(crate) struct Instances<'a> {
+    /// Built params per object (`None` for non-instances and failed ones).
+    pub(crate) params: &'a [Option<InstanceParams>],
+    /// Snapshot index per object.
+    pub(crate) index: &'a HashMap<usize, usize>,
+}
+
+/// Full metric names already taken, across every handler (one /metrics endpoint).
+pub(crate) type Taken = HashMap<String, Span>;
+
+/// Resolves and checks one handler's metrics. Returns, per metric, the object index of its
+/// instance when that resolved, and the metric when every check passed (else reported).
+pub(crate) fn check(
+    handler: &Object<'_>,
+    metrics: &[RawMetric<'_>],
+    table: &Table<'_, '_>,
+    instances: &Instances<'_>,
+    taken: &mut Taken,
+    sink: &mut Sink<'_>,
+) -> Vec<(Option<usize>, Option<PrometheusMetric>)> {
+    metrics
+        .iter()
+        .map(|m| {
+            let obj = table.resolve(
+                m.instance_name,
+                Category::Instance(0),
+                &handler.namespace,
+                sink,
+            );
+            (obj, one(obj, m, instances, taken, sink))
+        })
+        .collect()
+}
+
+fn one(
+    obj: Option<usize>,
+    m: &RawMetric<'_>,
+    instances: &Instances<'_>,
+    taken: &mut Taken,
+    sink: &mut Sink<'_>,
+) -> Option<PrometheusMetric> {
+    let before = sink.out.error_count();
+    let instance_name = m.instance_name.as_str().unwrap_or_default();
+    let bare = instance_name.split('.').next().unwrap_or_default();
+
+    let (name, name_span) = match m.name.and_then(|n| n.as_str().map(|s| (s, n.span))) {
+        Some((s, span)) if !s.is_empty() => (s, span),
+        _ => (bare, m.entry),
+    };
+    if !valid_metric_name(name) {
+        sink.report(
+            Code::BadMetricName,
+            name_span,
+            format!("'{name}' is not a valid Prometheus metric name"),
+        )
+        .hint(format!(
+            "use letters, digits, '_' and ':' and do not start with a digit, e.g. '{}'",
+            sanitized(name)
+        ));
+    }
+    let namespace = mangle(&m.namespace.0);
+    if !namespace.is_empty() && !valid_metric_name(&namespace) {
+        sink.report(
+            Code::BadMetricName,
+            m.namespace.1,
+            format!(
+                "namespace '{}' does not make a valid metric name prefix",
+                m.namespace.0
+            ),
+        )
+        .hint(format!("e.g. '{}'", sanitized(&namespace)));
+    }
+    let full_name = if namespace.is_empty() {
+        name.to_owned()
+    } else {
+        format!("{namespace}_{name}")
+    };
+    if let Some(first) = taken.get(&full_name) {
+        let file = &sink.sources.get(first.file).name;
+        let at = format!("{file}:{}:{}", first.line, first.col);
+        sink.report(
+            Code::DuplicateMetric,
+            name_span,
+            format!("metric '{full_name}' is defined twice"),
+        )
+        .hint(format!("it is first defined at {at}; metric names must be unique across all prometheus handlers"));
+    } else {
+        taken.insert(full_name.clone(), name_span);
+    }
+
+    let mut labels: Vec<(String, &str, Span)> = Vec::new();
+    for l in &m.label_names {
+        let raw = l.as_str().unwrap_or_default();
+        let exposed = mangle(raw);
+        if !valid_label_name(&exposed) {
+            sink.report(
+                Code::BadLabelName,
+                l.span,
+                format!("'{raw}' is not a valid Prometheus label name"),
+            )
+            .hint(format!(
+                "use letters, digits and '_', not starting with a digit or '__', e.g. '{}'",
+                sanitized(exposed.trim_start_matches('_'))
+            ));
+        }
+        if let Some((_, first, first_span)) = labels.iter().find(|(e, _, _)| *e == exposed) {
+            sink.report(
+                Code::DuplicateLabel,
+                l.span,
+                format!(
+                    "label '{raw}' is listed twice (as '{first}' on line {})",
+                    first_span.line
+                ),
+            )
+            .hint("each label name may appear once");
+        } else {
+            labels.push((exposed, raw, l.span));
+        }
+    }
+
+    let obj = obj?;
+    let Some(params) = instances.params[obj].as_ref() else {
+        // The instance exists but failed to compile; that is reported already.
+        return None;
+    };
+    let InstanceParams::Metric(metric) = params else {
+        sink.report(
+            Code::IncompatibleInstance,
+            m.instance_name.span,
+            format!(
+                "'{instance_name}' is a {} instance; prometheus metrics need a metric instance",
+                params.template()
+            ),
+        );
+        return None;
+    };
+    let mut label_dimensions = Vec::with_capacity(labels.len());
+    // Dimensions a misspelt label was matched to; "lacks 'x'" would repeat that diagnostic.
+    let mut suggested: Vec<&str> = Vec::new();
+    for (_, raw, span) in &labels {
+        match metric.dimension(raw) {
+            Some(i) => label_dimensions.push(i),
+            None => {
+                let d = sink.report(
+                    Code::LabelMismatch,
+                    *span,
+                    format!("label '{raw}' is not a dimension of instance '{instance_name}'"),
+                );
+                let names = metric.dimensions.iter().map(|d| d.name.as_str());
+                match suggest(raw, names) {
+                    Some(s) => {
+                        d.hint(format!("did you mean '{s}'?"));
+                        suggested.push(s);
+                    }
+                    None => d.hint(format!(
+                        "its dimensions are: {}",
+                        metric
+                            .dimensions
+                            .iter()
+                            .map(|d| d.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )),
+                }
+            }
+        }
+    }
+    let missing: Vec<&str> = metric
+        .dimensions
+        .iter()
+        .map(|d| d.name.as_str())
+        .filter(|d| !labels.iter().any(|(_, raw, _)| raw == d) && !suggested.contains(d))
+        .collect();
+    if !missing.is_empty() {
+        sink.report(
+            Code::LabelMismatch,
+            m.labels_at,
+            format!(
+                "label_names lacks dimension{} {} of instance '{instance_name}'",
+                if missing.len() == 1 { "" } else { "s" },
+                missing
+                    .iter()
+                    .map(|d| format!("'{d}'"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        )
+        .hint("label_names must list every dimension of the instance exactly once");
+    }
+    if sink.out.error_count() != before {
+        return None;
+    }
+    let bounds = match (&m.buckets, m.kind) {
+        (Some(b), MetricKind::Distribution) => b.bounds(),
+        (None, MetricKind::Distribution) => Buckets::DEFAULT_BOUNDS.to_vec(),
+        _ => Vec::new(),
+    };
+    Some(PrometheusMetric {
+        // Mixer's HELP is the description, else the metric's own name (without namespace).
+        help: if m.description.is_empty() {
+            name.to_owned()
+        } else {
+            m.description.clone()
+        },
+        full_name,
+        kind: m.kind,
+        label_names: labels.into_iter().map(|(e, _, _)| e).collect(),
+        label_dimensions,
+        bounds,
+        instance: *instances.index.get(&obj)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        assert_eq!(mangle("/my.ns-x y"), "my_nsx_y");
+        assert!(valid_metric_name("istio_mongo_sent_bytes"));
+        assert!(!valid_metric_name("mongo-sent"));
+        assert!(!valid_metric_name("1abc"));
+        assert!(valid_label_name("source_version"));
+        assert!(!valid_label_name("__reserved"));
+        assert!(!valid_label_name("a:b"));
+        assert_eq!(sanitized("mongo-sent"), "mongo_sent");
+    }
+}

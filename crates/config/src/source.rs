@@ -1,0 +1,102 @@
+//! The text of every loaded file, kept so that diagnostics can quote the offending line.
+
+use std::sync::Arc;
+
+/// Index of a file in a [`Sources`] set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct FileId(pub(crate) u32);
+
+/// One loaded file: the name diagnostics print and its text.
+#[derive(Debug)]
+pub(crate) struct SourceFile {
+    pub(crate) name: Arc<str>,
+    pub(crate) text: String,
+    /// Byte offset where each line starts; line 1 is `line_starts[0]`.
+    line_starts: Vec<usize>,
+}
+
+impl SourceFile {
+    pub(crate) fn new(name: &str, text: String) -> Self {
+        let mut line_starts = vec![0];
+        line_starts.extend(text.match_indices('\n').map(|(i, _)| i + 1));
+        Self {
+            name: Arc::from(name),
+            text,
+            line_starts,
+        }
+    }
+
+    /// The text of 1-based `line`, without its line ending; empty past the end.
+    pub(crate) fn line(&self, line: u32) -> &str {
+        let Some(&start) = self.line_starts.get((line as usize).wrapping_sub(1)) else {
+            return "";
+        };
+        let end = self
+            .line_starts
+            .get(line as usize)
+            .map_or(self.text.len(), |&next| next - 1);
+        self.text
+            .get(start..end)
+            .unwrap_or("")
+            .trim_end_matches('\r')
+    }
+}
+
+/// Every file of one load, in load order.
+#[derive(Debug, Default)]
+pub(crate) struct Sources {
+    files: Vec<SourceFile>,
+}
+
+impl Sources {
+    pub(crate) fn add(&mut self, file: SourceFile) -> FileId {
+        self.files.push(file);
+        FileId(u32::try_from(self.files.len() - 1).unwrap_or(u32::MAX))
+    }
+
+    /// The load-order position of the file called `name` (after all files when unknown).
+    pub(crate) fn position(&self, name: &str) -> usize {
+        self.files
+            .iter()
+            .position(|f| &*f.name == name)
+            .unwrap_or(self.files.len())
+    }
+
+    pub(crate) fn get(&self, id: FileId) -> &SourceFile {
+        &self.files[id.0 as usize]
+    }
+}
+
+/// Where a node or token starts, and how many characters a caret should underline.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Span {
+    pub(crate) file: FileId,
+    /// 1-based line.
+    pub(crate) line: u32,
+    /// 1-based column, in characters.
+    pub(crate) col: u32,
+    /// Characters to underline (at least 1 when rendered).
+    pub(crate) width: u32,
+}
+
+impl Span {
+    pub(crate) fn with_width(self, width: u32) -> Self {
+        Self { width, ..self }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines() {
+        let f = SourceFile::new("a", "one\r\ntwo\n\nfour".into());
+        assert_eq!(f.line(1), "one");
+        assert_eq!(f.line(2), "two");
+        assert_eq!(f.line(3), "");
+        assert_eq!(f.line(4), "four");
+        assert_eq!(f.line(5), "");
+        assert_eq!(f.line(0), "");
+    }
+}

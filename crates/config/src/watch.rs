@@ -1,0 +1,209 @@
+//! Hot reload: poll the configuration, swap in a new snapshot when a valid change appears.
+//!
+//! Polling (every second by default) is the portable choice and catches every kind of edit,
+//! including a ConfigMap's symlink swap. The fingerprint hashes the files' contents, not
+//! their mtimes, so two edits within one mtime tick are not missed; configuration is small.
+
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio::sync::watch;
+
+use crate::diagnostic::Diagnostics;
+use crate::load::{config_files, load_paths, LoadOptions, MAX_FILE_BYTES};
+use crate::snapshot::Snapshot;
+
+/// A snapshot and the generation that produced it (1 for the initial load, +1 per reload).
+#[derive(Clone, Debug)]
+pub struct Published {
+    /// Increases by one with every successful (re)load.
+    pub generation: u64,
+    /// The configuration now in force.
+    pub snapshot: Arc<Snapshot>,
+}
+
+struct Shared {
+    paths: Vec<PathBuf>,
+    options: LoadOptions,
+    current: ArcSwap<Snapshot>,
+    generation: AtomicU64,
+    failures: AtomicU64,
+    tx: watch::Sender<Published>,
+    /// Serialises reloads (a poll and `reload_now` racing would publish out of order).
+    reload: Mutex<u64>,
+}
+
+/// Owns the configuration in force and keeps it up to date.
+///
+/// Readers on the hot path call [`ConfigWatcher::load`] (lock-free); components that must
+/// rebuild state on change (the metric registry) [`ConfigWatcher::subscribe`].
+pub struct ConfigWatcher {
+    shared: Arc<Shared>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for ConfigWatcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConfigWatcher")
+            .field("paths", &self.shared.paths)
+            .field("generation", &self.generation())
+            .finish()
+    }
+}
+
+impl ConfigWatcher {
+    /// Loads `paths`; fails with the diagnostics when the initial configuration is invalid.
+    /// Does not watch until [`ConfigWatcher::spawn_polling`] is called.
+    pub fn new(paths: Vec<PathBuf>, options: LoadOptions) -> Result<Self, Diagnostics> {
+        let snapshot = Arc::new(load_paths(&paths, &options)?);
+        let (tx, _) = watch::channel(Published {
+            generation: 1,
+            snapshot: Arc::clone(&snapshot),
+        });
+        let fingerprint = fingerprint(&paths);
+        Ok(Self {
+            shared: Arc::new(Shared {
+                paths,
+                options,
+                current: ArcSwap::new(snapshot),
+                generation: AtomicU64::new(1),
+                failures: AtomicU64::new(0),
+                tx,
+                reload: Mutex::new(fingerprint),
+            }),
+            task: None,
+        })
+    }
+
+    /// Starts polling every `interval` on the current tokio runtime. The task stops when the
+    /// watcher is dropped.
+    pub fn spawn_polling(&mut self, interval: Duration) {
+        let shared = Arc::clone(&self.shared);
+        let task = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let s = Arc::clone(&shared);
+                // Reading and compiling is blocking work; keep it off the reactor threads.
+                let _ = tokio::task::spawn_blocking(move || s.poll()).await;
+            }
+        });
+        if let Some(old) = self.task.replace(task) {
+            old.abort();
+        }
+    }
+
+    /// The configuration in force; lock-free, for the hot path.
+    pub fn load(&self) -> arc_swap::Guard<Arc<Snapshot>> {
+        self.shared.current.load()
+    }
+
+    /// The configuration in force, as an owned `Arc`.
+    pub fn current(&self) -> Arc<Snapshot> {
+        self.shared.current.load_full()
+    }
+
+    /// The generation in force.
+    pub fn generation(&self) -> u64 {
+        self.shared.generation.load(Ordering::Acquire)
+    }
+
+    /// How many reloads were rejected since start.
+    pub fn failures(&self) -> u64 {
+        self.shared.failures.load(Ordering::Relaxed)
+    }
+
+    /// Notified with every new snapshot.
+    pub fn subscribe(&self) -> watch::Receiver<Published> {
+        self.shared.tx.subscribe()
+    }
+
+    /// Reloads now, whether or not anything changed. On success returns the new generation;
+    /// on failure the old snapshot stays in force and the diagnostics are returned (and
+    /// logged).
+    pub fn reload_now(&self) -> Result<u64, Diagnostics> {
+        let mut last = lock(&self.shared.reload);
+        *last = fingerprint(&self.shared.paths);
+        self.shared.reload()
+    }
+}
+
+impl Drop for ConfigWatcher {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+fn lock(m: &Mutex<u64>) -> std::sync::MutexGuard<'_, u64> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Shared {
+    fn poll(&self) {
+        let mut last = lock(&self.reload);
+        let now = fingerprint(&self.paths);
+        if now == *last {
+            return;
+        }
+        *last = now;
+        let _ = self.reload();
+    }
+
+    fn reload(&self) -> Result<u64, Diagnostics> {
+        match load_paths(&self.paths, &self.options) {
+            Ok(snapshot) => {
+                let snapshot = Arc::new(snapshot);
+                let generation = self.generation.load(Ordering::Acquire) + 1;
+                self.current.store(Arc::clone(&snapshot));
+                self.generation.store(generation, Ordering::Release);
+                self.tx.send_replace(Published {
+                    generation,
+                    snapshot,
+                });
+                tracing::info!(generation, "configuration reloaded");
+                Ok(generation)
+            }
+            Err(diagnostics) => {
+                self.failures.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    errors = diagnostics.error_count(),
+                    generation = self.generation.load(Ordering::Acquire),
+                    "configuration change rejected; the previous configuration stays in force\n{diagnostics}"
+                );
+                Err(diagnostics)
+            }
+        }
+    }
+}
+
+/// A hash of the set of configuration files and their contents.
+fn fingerprint(paths: &[PathBuf]) -> u64 {
+    let mut h = DefaultHasher::new();
+    match config_files(paths) {
+        Ok(files) => {
+            for f in files {
+                f.hash(&mut h);
+                match std::fs::metadata(&f) {
+                    Ok(m) if m.len() > MAX_FILE_BYTES => m.len().hash(&mut h),
+                    _ => match std::fs::read(&f) {
+                        Ok(bytes) => bytes.hash(&mut h),
+                        Err(e) => e.kind().hash(&mut h),
+                    },
+                }
+            }
+        }
+        Err((p, e)) => {
+            p.hash(&mut h);
+            e.kind().hash(&mut h);
+        }
+    }
+    h.finish()
+}

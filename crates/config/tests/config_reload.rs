@@ -1,0 +1,137 @@
+//! Hot reload: valid changes are swapped in, invalid ones are rejected and the last good
+//! configuration stays in force.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use meshmeter_config::{ConfigWatcher, HandlerParams, LoadOptions};
+
+const SEED: &str = include_str!("data/tcp-metrics.yaml");
+
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> Self {
+        let p = std::env::temp_dir().join(format!("meshmeter-reload-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        Self(p)
+    }
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn options() -> LoadOptions {
+    LoadOptions {
+        include_defaults: false,
+        ..LoadOptions::default()
+    }
+}
+
+fn metric_names(w: &ConfigWatcher) -> Vec<String> {
+    w.current()
+        .prometheus_metrics()
+        .map(|(_, m)| m.full_name.clone())
+        .collect()
+}
+
+/// Waits (bounded) until `done` holds.
+async fn eventually(mut done: impl FnMut() -> bool) {
+    for _ in 0..500 {
+        if done() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("condition not reached within 5 s");
+}
+
+#[tokio::test]
+async fn polling_swaps_valid_changes_and_rejects_invalid_ones() {
+    let dir = TempDir::new("poll");
+    let file = dir.path().join("seed.yaml");
+    std::fs::write(&file, SEED).unwrap();
+    let mut w = ConfigWatcher::new(vec![dir.path().to_owned()], options()).unwrap();
+    assert_eq!(w.generation(), 1);
+    let mut rx = w.subscribe();
+    w.spawn_polling(Duration::from_millis(20));
+
+    std::fs::write(
+        &file,
+        SEED.replace("mongo_sent_bytes", "mongo_sent_bytes_v2"),
+    )
+    .unwrap();
+    tokio::time::timeout(Duration::from_secs(5), rx.changed())
+        .await
+        .expect("a reload within 5 s")
+        .unwrap();
+    let published = rx.borrow_and_update().clone();
+    assert_eq!(published.generation, 2);
+    assert_eq!(w.generation(), 2);
+    assert_eq!(
+        metric_names(&w),
+        ["istio_mongo_sent_bytes_v2", "istio_mongo_received_bytes"]
+    );
+
+    std::fs::write(&file, SEED.replace("instance_name", "instance_nmae")).unwrap();
+    eventually(|| w.failures() == 1).await;
+    assert_eq!(w.generation(), 2);
+    assert!(!rx.has_changed().unwrap());
+    assert_eq!(
+        metric_names(&w),
+        ["istio_mongo_sent_bytes_v2", "istio_mongo_received_bytes"]
+    );
+
+    // Fixing the file is picked up again.
+    std::fs::write(&file, SEED).unwrap();
+    eventually(|| w.generation() == 3).await;
+    assert_eq!(
+        metric_names(&w),
+        ["istio_mongo_sent_bytes", "istio_mongo_received_bytes"]
+    );
+    assert_eq!(w.failures(), 1);
+}
+
+#[test]
+fn reload_now_reports_diagnostics_and_keeps_the_old_snapshot() {
+    let dir = TempDir::new("now");
+    let file = dir.path().join("seed.yaml");
+    std::fs::write(&file, SEED).unwrap();
+    let w = ConfigWatcher::new(vec![file.clone()], options()).unwrap();
+    let before = w.current();
+
+    std::fs::write(&file, SEED.replace("kind: COUNTER", "kind: COUNTR")).unwrap();
+    let err = w.reload_now().unwrap_err();
+    let codes: Vec<_> = err.iter().map(|d| (d.code, d.line)).collect();
+    assert_eq!(codes, [("C0013", 47), ("C0013", 54)]);
+    assert_eq!(w.generation(), 1);
+    assert!(std::sync::Arc::ptr_eq(&before, &w.current()));
+
+    std::fs::write(&file, SEED.replace("kind: COUNTER", "kind: GAUGE")).unwrap();
+    assert_eq!(w.reload_now().unwrap(), 2);
+    let HandlerParams::Prometheus(p) = &w.load().handlers[0].params else {
+        panic!("not prometheus");
+    };
+    assert_eq!(p.metrics[0].kind, meshmeter_config::MetricKind::Gauge);
+}
+
+#[test]
+fn an_invalid_initial_configuration_is_refused() {
+    let dir = TempDir::new("initial");
+    let file = dir.path().join("seed.yaml");
+    std::fs::write(
+        &file,
+        SEED.replace("handler: mongohandler", "handler: nope"),
+    )
+    .unwrap();
+    let err = ConfigWatcher::new(vec![file], options()).unwrap_err();
+    assert_eq!(err.error_count(), 1);
+    assert_eq!(err.iter().next().unwrap().code, "C0040");
+}

@@ -1,0 +1,203 @@
+//! Bidirectional forwarding between a downstream and an upstream socket.
+//!
+//! The forwarder knows nothing about reports or metrics: it adds the bytes it has written to a
+//! [`ByteMeter`] and says how it ended. Each direction runs until its source reaches EOF, then
+//! shuts down the write side of its destination (so a half-close travels through the proxy
+//! while the other direction keeps flowing). An I/O error in either direction ends both.
+
+use std::fmt;
+use std::io;
+
+use tokio::net::TcpStream;
+
+use crate::meter::ByteMeter;
+
+/// One end of a proxied connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Side {
+    /// The client that connected to the proxy.
+    Downstream,
+    /// The server the proxy connected to.
+    Upstream,
+}
+
+impl Side {
+    /// The other end.
+    pub fn other(self) -> Side {
+        match self {
+            Side::Downstream => Side::Upstream,
+            Side::Upstream => Side::Downstream,
+        }
+    }
+}
+
+impl fmt::Display for Side {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Side::Downstream => "downstream",
+            Side::Upstream => "upstream",
+        })
+    }
+}
+
+/// How bytes move from one socket to the other.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CopyMode {
+    /// Read into a user-space buffer, then write it out.
+    #[default]
+    Copy,
+    /// `splice(2)` through a kernel pipe: the payload never enters user space (Linux only).
+    Splice,
+}
+
+/// Tunables of the forwarder.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ForwardOptions {
+    /// How bytes move.
+    pub mode: CopyMode,
+    /// Bytes moved per read (copy mode: the buffer, allocated only while data flows; splice
+    /// mode: the most asked of one `splice` call).
+    pub chunk_size: usize,
+}
+
+impl Default for ForwardOptions {
+    fn default() -> Self {
+        ForwardOptions {
+            mode: CopyMode::Copy,
+            chunk_size: 64 * 1024,
+        }
+    }
+}
+
+/// Why forwarding stopped before both directions reached EOF.
+#[derive(Debug, thiserror::Error)]
+#[error("{side} connection failed: {source}")]
+pub struct ForwardError {
+    /// The end whose socket failed (reset by its peer, or otherwise unusable).
+    pub side: Side,
+    /// The operating system's error.
+    #[source]
+    pub source: io::Error,
+}
+
+/// An error in one direction, before it is known which end that direction reads from.
+#[derive(Debug)]
+pub(crate) enum PumpError {
+    /// Reading the source failed.
+    Read(io::Error),
+    /// Writing (or shutting down) the destination failed.
+    Write(io::Error),
+}
+
+/// Forwards bytes between `downstream` and `upstream` until both directions reach EOF
+/// (`Ok`) or one socket fails (`Err`, naming it). Bytes written to the upstream are counted as
+/// received, bytes written to the downstream as sent.
+///
+/// On error nothing is closed here: the caller decides (see [`crate::Proxy`], which resets the
+/// surviving side so that a reset propagates).
+pub async fn forward(
+    downstream: &TcpStream,
+    upstream: &TcpStream,
+    meter: &ByteMeter,
+    options: ForwardOptions,
+) -> Result<(), ForwardError> {
+    let inbound = pump(downstream, upstream, options, |n| meter.add_received(n));
+    let outbound = pump(upstream, downstream, options, |n| meter.add_sent(n));
+    tokio::pin!(inbound, outbound);
+    let (mut inbound_done, mut outbound_done) = (false, false);
+    while !(inbound_done && outbound_done) {
+        // Whichever direction fails first decides; the other is dropped mid-flight, which is
+        // safe because nothing it holds is owed to anyone once the connection is broken.
+        tokio::select! {
+            result = &mut inbound, if !inbound_done => {
+                result.map_err(|e| blame(e, Side::Downstream))?;
+                inbound_done = true;
+            }
+            result = &mut outbound, if !outbound_done => {
+                result.map_err(|e| blame(e, Side::Upstream))?;
+                outbound_done = true;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn blame(error: PumpError, source_side: Side) -> ForwardError {
+    match error {
+        PumpError::Read(source) => ForwardError {
+            side: source_side,
+            source,
+        },
+        PumpError::Write(source) => ForwardError {
+            side: source_side.other(),
+            source,
+        },
+    }
+}
+
+async fn pump(
+    src: &TcpStream,
+    dst: &TcpStream,
+    options: ForwardOptions,
+    count: impl Fn(u64),
+) -> Result<(), PumpError> {
+    match options.mode {
+        CopyMode::Copy => pump_copy(src, dst, options.chunk_size, count).await,
+        CopyMode::Splice => crate::splice::pump_splice(src, dst, options.chunk_size, count).await,
+    }
+}
+
+/// Copies through a user-space buffer that exists only while data is flowing, so an idle
+/// connection holds no buffer at all.
+pub(crate) async fn pump_copy(
+    src: &TcpStream,
+    dst: &TcpStream,
+    chunk_size: usize,
+    count: impl Fn(u64),
+) -> Result<(), PumpError> {
+    let mut buf: Option<Box<[u8]>> = None;
+    loop {
+        src.readable().await.map_err(PumpError::Read)?;
+        let chunk = buf.get_or_insert_with(|| vec![0; chunk_size.max(1)].into_boxed_slice());
+        let n = match src.try_read(chunk) {
+            Ok(0) => return shutdown_write(dst),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                buf = None;
+                continue;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(PumpError::Read(e)),
+        };
+        write_all(dst, &chunk[..n], &count).await?;
+    }
+}
+
+async fn write_all(
+    dst: &TcpStream,
+    mut data: &[u8],
+    count: &impl Fn(u64),
+) -> Result<(), PumpError> {
+    while !data.is_empty() {
+        match dst.try_write(data) {
+            Ok(n) => {
+                count(n as u64);
+                data = &data[n..];
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                dst.writable().await.map_err(PumpError::Write)?;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(PumpError::Write(e)),
+        }
+    }
+    Ok(())
+}
+
+/// Propagates a half-close: the destination's peer sees EOF, and may keep sending.
+pub(crate) fn shutdown_write(dst: &TcpStream) -> Result<(), PumpError> {
+    match socket2::SockRef::from(dst).shutdown(std::net::Shutdown::Write) {
+        Ok(()) => Ok(()),
+        Err(e) => Err(PumpError::Write(e)),
+    }
+}

@@ -1,0 +1,388 @@
+//! A listener: accept loop with a connection limit, per-connection tasks that connect the
+//! upstream, forward, and report, and graceful drain on shutdown.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use meshmeter_attributes::Timestamp;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio::time::MissedTickBehavior;
+use tracing::Instrument;
+
+use crate::config::{ConfigError, ListenerConfig};
+use crate::forward::{forward, Side};
+use crate::id::ConnectionIds;
+use crate::identity::Identity;
+use crate::meter::{ByteMeter, DeltaCursor};
+use crate::report::{ConnectionEvent, ConnectionReport, ErrorFlag, ReportSink};
+use crate::stats::ProxyStats;
+
+/// A listener that cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum BindError {
+    /// The settings are invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The address cannot be listened on.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// The operating system's error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+struct Shared {
+    config: ListenerConfig,
+    identity: Arc<Identity>,
+    sink: Arc<dyn ReportSink>,
+    stats: Arc<ProxyStats>,
+    ids: Arc<ConnectionIds>,
+}
+
+/// One listening proxy: every accepted connection is forwarded to one upstream.
+pub struct Proxy {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Proxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Proxy")
+            .field("local_addr", &self.local_addr)
+            .field("upstream", &self.shared.config.upstream)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Proxy {
+    /// Binds the listener. Reports go to `sink`; connection ids are drawn from a fresh
+    /// process id (see [`Proxy::with_connection_ids`] to share one between listeners).
+    pub async fn bind(
+        config: ListenerConfig,
+        identity: Arc<Identity>,
+        sink: Arc<dyn ReportSink>,
+        stats: Arc<ProxyStats>,
+    ) -> Result<Proxy, BindError> {
+        if config.max_connections == 0 {
+            return Err(ConfigError::ZeroConnectionLimit.into());
+        }
+        let addr = config.listen;
+        let listener =
+            listen(addr, config.backlog).map_err(|source| BindError::Listen { addr, source })?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|source| BindError::Listen { addr, source })?;
+        Ok(Proxy {
+            listener,
+            local_addr,
+            shared: Arc::new(Shared {
+                config,
+                identity,
+                sink,
+                stats,
+                ids: Arc::new(ConnectionIds::new()),
+            }),
+        })
+    }
+
+    /// Uses `ids` for connection ids, so that several listeners of one process share a
+    /// process id and a counter.
+    pub fn with_connection_ids(mut self, ids: Arc<ConnectionIds>) -> Self {
+        if let Some(shared) = Arc::get_mut(&mut self.shared) {
+            shared.ids = ids;
+        }
+        self
+    }
+
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Accepts and forwards until `shutdown` becomes true (or its sender is dropped). Then it
+    /// stops accepting, lets open connections finish for up to `drain`, resets those still
+    /// open, and returns once every connection has sent its close report.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>, drain: Duration) {
+        let Proxy {
+            listener,
+            local_addr,
+            shared,
+        } = self;
+        let max = u32::try_from(shared.config.max_connections)
+            .unwrap_or(u32::MAX)
+            .min(Semaphore::MAX_PERMITS as u32);
+        let limit = Arc::new(Semaphore::new(max as usize));
+        let (abort_tx, abort_rx) = watch::channel(false);
+        tracing::info!(listen = %local_addr, upstream = %shared.config.upstream, "proxy listening");
+        loop {
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
+                _ = shutdown.wait_for(|&stop| stop) => break,
+            };
+            match accepted {
+                Ok((client, peer)) => {
+                    shared
+                        .stats
+                        .connections_accepted
+                        .fetch_add(1, Ordering::Relaxed);
+                    match Arc::clone(&limit).try_acquire_owned() {
+                        Ok(permit) => {
+                            let task =
+                                serve(Arc::clone(&shared), client, peer, permit, abort_rx.clone());
+                            tokio::spawn(task);
+                        }
+                        Err(_) => refuse(&shared, client, peer),
+                    }
+                }
+                Err(e) => {
+                    // Out of descriptors or memory: pause instead of spinning on a listener
+                    // that stays readable.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+        drop(listener);
+        let open = max - limit.available_permits() as u32;
+        tracing::info!(listen = %local_addr, open, ?drain, "draining connections");
+        if tokio::time::timeout(drain, limit.acquire_many(max))
+            .await
+            .is_err()
+        {
+            let left = max - limit.available_permits() as u32;
+            tracing::warn!(listen = %local_addr, left, "drain deadline passed: resetting open connections");
+            let _ = abort_tx.send(true);
+            // Aborted connections end at once; this only waits for their close reports.
+            let _ = limit.acquire_many(max).await;
+        }
+        tracing::info!(listen = %local_addr, "proxy stopped");
+    }
+}
+
+fn listen(addr: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    // A restarted proxy must be able to bind while old connections sit in TIME_WAIT.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(backlog)
+}
+
+/// Over the limit: the connection is closed at once and reported as `UO`.
+fn refuse(shared: &Shared, client: TcpStream, peer: SocketAddr) {
+    shared
+        .stats
+        .connections_overflow
+        .fetch_add(1, Ordering::Relaxed);
+    let conn = Conn::new(shared, &client, peer);
+    tracing::debug!(id = %conn.id, %peer, "connection limit reached: closing (UO)");
+    conn.report(shared, ConnectionEvent::Open, None);
+    drop(client);
+    conn.report(
+        shared,
+        ConnectionEvent::Close,
+        Some(ErrorFlag::UpstreamOverflow),
+    );
+}
+
+/// What a connection's reports need between events.
+struct Conn {
+    id: Arc<str>,
+    source: SocketAddr,
+    destination: SocketAddr,
+    started: Instant,
+    meter: ByteMeter,
+    cursor: std::sync::Mutex<DeltaCursor>,
+}
+
+impl Conn {
+    fn new(shared: &Shared, client: &TcpStream, peer: SocketAddr) -> Conn {
+        let number = shared.ids.next_number();
+        Conn {
+            id: Arc::from(shared.ids.format(number)),
+            source: peer,
+            destination: client.local_addr().unwrap_or(shared.config.listen),
+            started: Instant::now(),
+            meter: ByteMeter::default(),
+            cursor: std::sync::Mutex::new(DeltaCursor::default()),
+        }
+    }
+
+    fn report(&self, shared: &Shared, event: ConnectionEvent, error: Option<ErrorFlag>) {
+        let bytes = self
+            .cursor
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .advance(&self.meter);
+        shared
+            .stats
+            .received_bytes
+            .fetch_add(bytes.received, Ordering::Relaxed);
+        shared
+            .stats
+            .sent_bytes
+            .fetch_add(bytes.sent, Ordering::Relaxed);
+        let duration = (event == ConnectionEvent::Close)
+            .then(|| meshmeter_attributes::Duration::from_std(self.started.elapsed()));
+        shared.sink.submit(ConnectionReport {
+            event,
+            connection_id: Arc::clone(&self.id),
+            source: self.source,
+            destination: self.destination,
+            time: Timestamp::now(),
+            bytes,
+            duration,
+            error,
+            identity: Arc::clone(&shared.identity),
+        });
+    }
+}
+
+/// Decrements the active gauge however the connection task ends.
+struct ActiveGuard(Arc<ProxyStats>);
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.0.connections_active.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// How a forwarded connection ended.
+enum End {
+    Done,
+    Failed(crate::forward::ForwardError),
+    Idle,
+    Aborted,
+}
+
+async fn serve(
+    shared: Arc<Shared>,
+    client: TcpStream,
+    peer: SocketAddr,
+    _permit: OwnedSemaphorePermit,
+    mut abort: watch::Receiver<bool>,
+) {
+    shared
+        .stats
+        .connections_active
+        .fetch_add(1, Ordering::Relaxed);
+    let _active = ActiveGuard(Arc::clone(&shared.stats));
+    let conn = Conn::new(&shared, &client, peer);
+    let span =
+        tracing::debug_span!("conn", id = %conn.id, %peer, upstream = %shared.config.upstream);
+    async move {
+        conn.report(&shared, ConnectionEvent::Open, None);
+        let config = &shared.config;
+        let connect = tokio::time::timeout(config.connect_timeout, TcpStream::connect(config.upstream));
+        let upstream = tokio::select! {
+            connected = connect => match connected {
+                Ok(Ok(upstream)) => upstream,
+                Ok(Err(error)) => {
+                    tracing::debug!(%error, "upstream connect failed (UF)");
+                    return upstream_failed(&shared, &conn);
+                }
+                Err(_) => {
+                    tracing::debug!(timeout = ?config.connect_timeout, "upstream connect timed out (UF)");
+                    return upstream_failed(&shared, &conn);
+                }
+            },
+            _ = abort.wait_for(|&stop| stop) => {
+                return conn.report(&shared, ConnectionEvent::Close, None);
+            }
+        };
+        // Small request/response exchanges must not wait for Nagle; the proxy writes whatever
+        // it read at once, so coalescing is the endpoints' business.
+        let _ = client.set_nodelay(true);
+        let _ = upstream.set_nodelay(true);
+        tracing::debug!("connected");
+
+        let end = pump_and_report(&shared, &conn, &client, &upstream, &mut abort).await;
+        match &end {
+            End::Done => tracing::debug!("closed"),
+            End::Idle => tracing::debug!("idle timeout"),
+            End::Failed(error) => {
+                tracing::debug!(%error, "connection failed: resetting the other side");
+                reset(match error.side.other() {
+                    Side::Downstream => &client,
+                    Side::Upstream => &upstream,
+                });
+            }
+            End::Aborted => {
+                // Bytes may be in flight; a reset tells both peers the stream is incomplete,
+                // where a FIN would pass a truncated stream off as complete.
+                reset(&client);
+                reset(&upstream);
+            }
+        }
+        drop((client, upstream));
+        conn.report(&shared, ConnectionEvent::Close, None);
+    }
+    .instrument(span)
+    .await;
+}
+
+fn upstream_failed(shared: &Shared, conn: &Conn) {
+    shared
+        .stats
+        .upstream_connect_failures
+        .fetch_add(1, Ordering::Relaxed);
+    conn.report(
+        shared,
+        ConnectionEvent::Close,
+        Some(ErrorFlag::UpstreamConnectFailure),
+    );
+}
+
+/// Makes the coming close send RST instead of FIN.
+fn reset(stream: &TcpStream) {
+    let _ = socket2::SockRef::from(stream).set_linger(Some(Duration::ZERO));
+}
+
+async fn pump_and_report(
+    shared: &Shared,
+    conn: &Conn,
+    client: &TcpStream,
+    upstream: &TcpStream,
+    abort: &mut watch::Receiver<bool>,
+) -> End {
+    let config = &shared.config;
+    let forwarding = forward(client, upstream, &conn.meter, config.forward);
+    tokio::pin!(forwarding);
+    let period = config.report_interval.get();
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    // Without an idle timeout the check never fires; a year stands in for "never".
+    let idle_period = config
+        .idle_timeout
+        .unwrap_or(Duration::from_secs(365 * 24 * 3600));
+    let mut idle = tokio::time::interval_at(tokio::time::Instant::now() + idle_period, idle_period);
+    idle.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut seen = (0, 0);
+    loop {
+        tokio::select! {
+            result = &mut forwarding => return match result {
+                Ok(()) => End::Done,
+                Err(e) => End::Failed(e),
+            },
+            _ = ticks.tick() => conn.report(shared, ConnectionEvent::Continue, None),
+            _ = idle.tick(), if config.idle_timeout.is_some() => {
+                let now = (conn.meter.received(), conn.meter.sent());
+                if now == seen {
+                    return End::Idle;
+                }
+                seen = now;
+            }
+            _ = abort.wait_for(|&stop| stop) => return End::Aborted,
+        }
+    }
+}

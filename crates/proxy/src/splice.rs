@@ -1,0 +1,85 @@
+//! Zero-copy forwarding with `splice(2)`: socket -> pipe -> socket, the payload never copied
+//! into user space. Readiness comes from tokio's reactor (`try_io`), so a blocked splice
+//! parks the task exactly like a blocked read would.
+
+use std::io;
+use std::os::fd::OwnedFd;
+
+use nix::fcntl::{splice, SpliceFFlags};
+use tokio::io::Interest;
+use tokio::net::TcpStream;
+
+use crate::forward::{pump_copy, shutdown_write, PumpError};
+
+struct Pipe {
+    read: OwnedFd,
+    write: OwnedFd,
+}
+
+impl Pipe {
+    fn new() -> io::Result<Pipe> {
+        let (read, write) =
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_NONBLOCK | nix::fcntl::OFlag::O_CLOEXEC)?;
+        Ok(Pipe { read, write })
+    }
+}
+
+fn flags() -> SpliceFFlags {
+    SpliceFFlags::SPLICE_F_MOVE | SpliceFFlags::SPLICE_F_NONBLOCK
+}
+
+/// One direction of forwarding through a pipe. The pipe is created when the first data is
+/// ready (an idle connection holds none) and is always drained before the next splice in, so a
+/// `EAGAIN` on the way in can only mean "the socket has nothing", never "the pipe is full".
+pub(crate) async fn pump_splice(
+    src: &TcpStream,
+    dst: &TcpStream,
+    chunk_size: usize,
+    count: impl Fn(u64),
+) -> Result<(), PumpError> {
+    let mut pipe: Option<Pipe> = None;
+    loop {
+        src.readable().await.map_err(PumpError::Read)?;
+        let p = match &pipe {
+            Some(p) => p,
+            None => match Pipe::new() {
+                Ok(p) => pipe.insert(p),
+                // Out of descriptors: a pipe costs two, a buffer none, so keep forwarding
+                // through user space rather than fail the connection.
+                Err(error) => {
+                    tracing::debug!(%error, "no pipe for splice: copying instead");
+                    return pump_copy(src, dst, chunk_size, count).await;
+                }
+            },
+        };
+        let moved = src.try_io(Interest::READABLE, || {
+            splice(src, None, &p.write, None, chunk_size.max(1), flags()).map_err(io::Error::from)
+        });
+        let mut pending = match moved {
+            Ok(0) => return shutdown_write(dst),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(PumpError::Read(e)),
+        };
+        while pending > 0 {
+            let out = dst.try_io(Interest::WRITABLE, || {
+                splice(&p.read, None, dst, None, pending, flags()).map_err(io::Error::from)
+            });
+            match out {
+                Ok(0) => {
+                    return Err(PumpError::Write(io::Error::from(io::ErrorKind::WriteZero)));
+                }
+                Ok(n) => {
+                    count(n as u64);
+                    pending -= n;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    dst.writable().await.map_err(PumpError::Write)?;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(PumpError::Write(e)),
+            }
+        }
+    }
+}

@@ -1,0 +1,577 @@
+//! The hot-path decoder: `ReportRequest` bytes -> bags, without building protobuf structs.
+//!
+//! A [`BagDecoder`] is built once per configuration snapshot from a [`Manifest`]: it
+//! precomputes, for every global dictionary word, the attribute id and type it names, and a
+//! hash table for names sent as per-message words. Decoding then walks the request bytes
+//! once to find the request-level fields (they may follow the bags), and once more to apply
+//! each bag to one reused [`Bag`] whose values borrow from the request bytes and the static
+//! dictionary.
+
+use std::borrow::Cow;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use meshmeter_attributes::vocabulary::GLOBAL_DICTIONARY;
+use meshmeter_attributes::{
+    AttrId, Bag, Duration, Manifest, StringMap, Timestamp, Value, ValueType,
+};
+
+use crate::error::{BadValue, DecodeError, Malformed, WireKind};
+use crate::proto::RepeatedAttributesSemantics;
+use crate::reader::{zigzag32, Reader, WireType};
+
+/// The default limit on a request's size: 4 MiB, gRPC's usual default.
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+
+/// The most entries one STRING_MAP value may have. `StringMap` keeps entries in a list (a scan
+/// beats hashing for label maps), so inserting is linear; the cap keeps a hostile map from
+/// costing quadratic time.
+pub const MAX_MAP_ENTRIES: usize = 1024;
+
+/// The most STRING_MAP entries one request may carry in all (same reason as above).
+pub const MAX_MAP_ENTRIES_PER_REQUEST: usize = 65_536;
+
+/// What a decode did besides visiting bags.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DecodeSummary {
+    /// Bags visited.
+    pub bags: usize,
+    /// Attribute values skipped because the manifest does not declare their names.
+    pub skipped: usize,
+    /// The first skipped name, for a log line.
+    pub first_skipped: Option<String>,
+    /// Whether the request was delta-encoded.
+    pub delta: bool,
+}
+
+/// How a name word resolves against the manifest; cached per word slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Resolved {
+    Pending,
+    Undeclared,
+    Attr(AttrId, ValueType),
+}
+
+/// Decodes `ReportRequest` bytes into bags typed by one manifest.
+///
+/// Cheap to share (`&self` everywhere, no interior mutability): build one per configuration
+/// snapshot and use it from every thread.
+///
+/// ```
+/// use meshmeter_attributes::{Manifest, Value};
+/// use meshmeter_wire::{BagDecoder, Encoding, ReportEncoder};
+///
+/// let manifest = Manifest::istio();
+/// let sent = manifest.id("connection.sent.bytes").unwrap();
+/// let mut bag = meshmeter_attributes::Bag::new(&manifest);
+/// bag.set(sent, Value::Int64(42));
+/// let bytes = ReportEncoder::new(&manifest, Encoding::Delta).encode_to_vec(&[bag]);
+///
+/// let decoder = BagDecoder::new(&manifest);
+/// let mut seen = Vec::new();
+/// let summary = decoder
+///     .decode_report(&bytes, |i, bag| seen.push((i, bag.get(sent).cloned().map(Value::into_owned))))
+///     .unwrap();
+/// assert_eq!(summary.bags, 1);
+/// assert_eq!(seen, [(0, Some(Value::Int64(42)))]);
+/// ```
+#[derive(Clone, Debug)]
+pub struct BagDecoder {
+    manifest: Manifest,
+    global: Box<[Option<(AttrId, ValueType)>]>,
+    by_name: hashbrown::HashMap<Box<[u8]>, (AttrId, ValueType)>,
+    max_message_bytes: usize,
+}
+
+/// Per-request state: the word lists in force and their name resolutions.
+///
+/// Words are kept as bytes: a word that names a declared attribute is valid UTF-8 by
+/// construction, so only words used as text are validated, when used.
+struct Words<'a, 'd> {
+    request: &'a [u8],
+    defaults: &'d [&'a [u8]],
+    default_names: Vec<Resolved>,
+    own: Vec<&'a [u8]>,
+    own_names: Vec<Resolved>,
+    /// The current bag's map entries, staged until its words are known.
+    entries: Vec<(WireKind, i32, Raw<'a>)>,
+    map_entries: usize,
+}
+
+impl BagDecoder {
+    /// A decoder for `manifest`'s attributes, with the default size limit.
+    pub fn new(manifest: &Manifest) -> Self {
+        let global = GLOBAL_DICTIONARY
+            .iter()
+            .map(|word| manifest.lookup(word))
+            .collect();
+        let by_name = manifest
+            .iter()
+            .map(|(id, name, t)| (Box::from(name.as_bytes()), (id, t)))
+            .collect();
+        BagDecoder {
+            manifest: manifest.clone(),
+            global,
+            by_name,
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+        }
+    }
+
+    /// Sets the largest request accepted, in bytes.
+    pub fn with_max_message_bytes(mut self, limit: usize) -> Self {
+        self.max_message_bytes = limit;
+        self
+    }
+
+    /// The largest request accepted, in bytes.
+    pub fn max_message_bytes(&self) -> usize {
+        self.max_message_bytes
+    }
+
+    /// The manifest the bags are typed by.
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// Decodes a `ReportRequest` and calls `visit(bag_index, bag)` for each bag in order.
+    ///
+    /// With DELTA_ENCODING each bag is applied on top of the previous one (values are added
+    /// or overridden; the encoding cannot remove one); with INDEPENDENT_ENCODING each bag
+    /// starts empty. Values whose names the manifest does not declare are skipped and counted.
+    ///
+    /// On error, the bags before the failing one have already been visited: callers that must
+    /// be all-or-nothing stage their effects and commit them only on `Ok`.
+    pub fn decode_report<'a>(
+        &self,
+        bytes: &'a [u8],
+        mut visit: impl FnMut(usize, &Bag<'a>),
+    ) -> Result<DecodeSummary, DecodeError> {
+        self.decode_report_mut(bytes, |i, bag| visit(i, bag))
+    }
+
+    /// [`BagDecoder::decode_report`], handing the visitor the bag mutably so that it can add
+    /// attributes for its own use (identity enrichment). The visitor must leave the bag as it
+    /// found it ([`Bag::mark`] and [`Bag::rollback`]): with DELTA_ENCODING the next bag is
+    /// applied on top of it.
+    pub fn decode_report_mut<'a>(
+        &self,
+        bytes: &'a [u8],
+        mut visit: impl FnMut(usize, &mut Bag<'a>),
+    ) -> Result<DecodeSummary, DecodeError> {
+        if bytes.len() > self.max_message_bytes {
+            return Err(DecodeError::TooLarge {
+                size: bytes.len(),
+                limit: self.max_message_bytes,
+            });
+        }
+        let top = |e| DecodeError::malformed(e, None);
+        // Request-level fields may come after the bags, so find them first.
+        let mut defaults: Vec<&'a [u8]> = Vec::new();
+        let mut global_word_count = 0u64;
+        let mut semantics = 0i32;
+        let mut r = Reader::new(bytes);
+        while let Some((field, wire)) = r.next_field().map_err(top)? {
+            match field {
+                1 => {
+                    r.expect(field, wire, WireType::Len).map_err(top)?;
+                    r.bytes().map_err(top)?;
+                }
+                2 => {
+                    r.expect(field, wire, WireType::Len).map_err(top)?;
+                    defaults.push(r.bytes().map_err(top)?);
+                }
+                3 => {
+                    r.expect(field, wire, WireType::Varint).map_err(top)?;
+                    global_word_count = r.varint().map_err(top)?;
+                }
+                4 => {
+                    r.expect(field, wire, WireType::Varint).map_err(top)?;
+                    // proto3 enums are int32 on the wire; truncation is the protobuf rule.
+                    semantics = r.varint().map_err(top)? as i32;
+                }
+                _ => r.skip(wire).map_err(top)?,
+            }
+        }
+        if global_word_count > GLOBAL_DICTIONARY.len() as u64 {
+            return Err(DecodeError::GlobalWordCount {
+                client: u32::try_from(global_word_count).unwrap_or(u32::MAX),
+                server: GLOBAL_DICTIONARY.len(),
+            });
+        }
+        let delta = match RepeatedAttributesSemantics::try_from(semantics) {
+            Ok(RepeatedAttributesSemantics::DeltaEncoding) => true,
+            Ok(RepeatedAttributesSemantics::IndependentEncoding) => false,
+            Err(_) => return Err(DecodeError::Semantics(semantics)),
+        };
+
+        let mut words = Words {
+            request: bytes,
+            default_names: vec![Resolved::Pending; defaults.len()],
+            defaults: &defaults,
+            own: Vec::new(),
+            own_names: Vec::new(),
+            entries: Vec::new(),
+            map_entries: 0,
+        };
+        let mut summary = DecodeSummary {
+            delta,
+            ..DecodeSummary::default()
+        };
+        let mut bag = Bag::new(&self.manifest);
+        let mut r = Reader::new(bytes);
+        while let Some((field, wire)) = r.next_field().map_err(top)? {
+            if field != 1 {
+                r.skip(wire).map_err(top)?;
+                continue;
+            }
+            let index = summary.bags;
+            let msg = r.message().map_err(top)?;
+            if !delta {
+                bag.clear();
+            }
+            self.apply_bag(msg, index, &mut words, &mut bag, &mut summary)?;
+            visit(index, &mut bag);
+            summary.bags += 1;
+        }
+        Ok(summary)
+    }
+
+    /// Applies one `CompressedAttributes` message to `bag`.
+    fn apply_bag<'a>(
+        &self,
+        msg: Reader<'a>,
+        index: usize,
+        words: &mut Words<'a, '_>,
+        bag: &mut Bag<'a>,
+        summary: &mut DecodeSummary,
+    ) -> Result<(), DecodeError> {
+        let m = |e| DecodeError::malformed(e, Some(index));
+        // One pass over the fields; the words may follow the maps that use them, so entries
+        // are staged and resolved once the bag's words are known.
+        words.own.clear();
+        words.entries.clear();
+        let mut r = msg;
+        while let Some((field, wire)) = r.next_field().map_err(m)? {
+            let kind = match field {
+                1 => {
+                    r.expect(field, wire, WireType::Len).map_err(m)?;
+                    words.own.push(r.bytes().map_err(m)?);
+                    continue;
+                }
+                2 => WireKind::Strings,
+                3 => WireKind::Int64s,
+                4 => WireKind::Doubles,
+                5 => WireKind::Bools,
+                6 => WireKind::Timestamps,
+                7 => WireKind::Durations,
+                8 => WireKind::Bytes,
+                9 => WireKind::StringMaps,
+                _ => {
+                    r.skip(wire).map_err(m)?;
+                    continue;
+                }
+            };
+            r.expect(field, wire, WireType::Len).map_err(m)?;
+            let entry = r.message().map_err(m)?;
+            let (key, raw) = map_entry(entry, kind).map_err(m)?;
+            words.entries.push((kind, key, raw));
+        }
+
+        let own = !words.own.is_empty();
+        if own {
+            words.own_names.clear();
+            words.own_names.resize(words.own.len(), Resolved::Pending);
+        }
+        let mut cx = BagCx {
+            decoder: self,
+            request: words.request,
+            index,
+            dict: if own { &words.own } else { words.defaults },
+            names: if own {
+                &mut words.own_names
+            } else {
+                &mut words.default_names
+            },
+            map_entries: &mut words.map_entries,
+        };
+        for &(kind, key, raw) in &words.entries {
+            let (id, t) = match cx.resolve(key)? {
+                Some(attr) => attr,
+                None => {
+                    summary.skipped += 1;
+                    if summary.first_skipped.is_none() {
+                        let name = cx.word_bytes(key)?;
+                        summary.first_skipped = Some(String::from_utf8_lossy(name).into_owned());
+                    }
+                    continue;
+                }
+            };
+            if !kind.carries(t) {
+                return Err(DecodeError::TypeMismatch {
+                    attribute: self.manifest.name(id).to_owned(),
+                    bag: index,
+                    declared: t,
+                    wire: kind,
+                });
+            }
+            let value = cx.value(id, t, raw)?;
+            bag.set(id, value);
+        }
+        Ok(())
+    }
+}
+
+/// A map entry's value before it is typed.
+#[derive(Clone, Copy)]
+enum Raw<'a> {
+    Word(i32),
+    Int(i64),
+    Double(f64),
+    Bool(bool),
+    /// seconds, nanos
+    Time(i64, i32),
+    Bytes(&'a [u8]),
+    Map(Reader<'a>),
+}
+
+/// Reads one map entry (`key = 1`, `value = 2`; either may be absent and then has its
+/// default, and fields may come in any order, as protobuf allows).
+fn map_entry(mut e: Reader<'_>, kind: WireKind) -> Result<(i32, Raw<'_>), (Malformed, usize)> {
+    let mut key = 0i32;
+    let mut raw = match kind {
+        WireKind::Strings => Raw::Word(0),
+        WireKind::Int64s => Raw::Int(0),
+        WireKind::Doubles => Raw::Double(0.0),
+        WireKind::Bools => Raw::Bool(false),
+        WireKind::Timestamps | WireKind::Durations => Raw::Time(0, 0),
+        WireKind::Bytes => Raw::Bytes(&[]),
+        WireKind::StringMaps => Raw::Map(Reader::new(&[])),
+    };
+    while let Some((field, wire)) = e.next_field()? {
+        match field {
+            1 => {
+                e.expect(field, wire, WireType::Varint)?;
+                let at = e.offset();
+                key = zigzag32(e.varint()?).ok_or((Malformed::Sint32Range, at))?;
+            }
+            2 => {
+                raw = match kind {
+                    WireKind::Strings => {
+                        e.expect(field, wire, WireType::Varint)?;
+                        let at = e.offset();
+                        Raw::Word(zigzag32(e.varint()?).ok_or((Malformed::Sint32Range, at))?)
+                    }
+                    WireKind::Int64s => {
+                        e.expect(field, wire, WireType::Varint)?;
+                        Raw::Int(e.varint()? as i64)
+                    }
+                    WireKind::Doubles => {
+                        e.expect(field, wire, WireType::Fixed64)?;
+                        Raw::Double(f64::from_bits(e.fixed64()?))
+                    }
+                    WireKind::Bools => {
+                        e.expect(field, wire, WireType::Varint)?;
+                        Raw::Bool(e.varint()? != 0)
+                    }
+                    WireKind::Timestamps | WireKind::Durations => {
+                        e.expect(field, wire, WireType::Len)?;
+                        let (s, n) = seconds_nanos(e.message()?)?;
+                        Raw::Time(s, n)
+                    }
+                    WireKind::Bytes => {
+                        e.expect(field, wire, WireType::Len)?;
+                        Raw::Bytes(e.bytes()?)
+                    }
+                    WireKind::StringMaps => {
+                        e.expect(field, wire, WireType::Len)?;
+                        Raw::Map(e.message()?)
+                    }
+                }
+            }
+            _ => e.skip(wire)?,
+        }
+    }
+    Ok((key, raw))
+}
+
+/// Reads a `google.protobuf.Timestamp` or `Duration` (same fields).
+fn seconds_nanos(mut r: Reader<'_>) -> Result<(i64, i32), (Malformed, usize)> {
+    let (mut secs, mut nanos) = (0i64, 0i32);
+    while let Some((field, wire)) = r.next_field()? {
+        match field {
+            1 => {
+                r.expect(field, wire, WireType::Varint)?;
+                secs = r.varint()? as i64;
+            }
+            2 => {
+                r.expect(field, wire, WireType::Varint)?;
+                nanos = r.varint()? as i32;
+            }
+            _ => r.skip(wire)?,
+        }
+    }
+    Ok((secs, nanos))
+}
+
+/// One bag's view of the decoder and its word list.
+struct BagCx<'a, 'x> {
+    decoder: &'x BagDecoder,
+    request: &'a [u8],
+    index: usize,
+    dict: &'x [&'a [u8]],
+    names: &'x mut [Resolved],
+    map_entries: &'x mut usize,
+}
+
+impl<'a> BagCx<'a, '_> {
+    fn bad_index(&self, index: i32) -> DecodeError {
+        DecodeError::WordIndex {
+            index,
+            bag: self.index,
+            words: self.dict.len(),
+            globals: GLOBAL_DICTIONARY.len(),
+        }
+    }
+
+    /// The bytes of per-message word `index` (< 0).
+    #[inline]
+    fn word_bytes(&self, index: i32) -> Result<&'a [u8], DecodeError> {
+        // -(index + 1) cannot overflow for any negative i32.
+        match usize::try_from(-(i64::from(index) + 1)) {
+            Ok(slot) => self.dict.get(slot).copied().ok_or_else(|| self.bad_index(index)),
+            Err(_) => Err(self.bad_index(index)),
+        }
+    }
+
+    /// The text of word `index`.
+    #[inline]
+    fn word(&self, index: i32) -> Result<&'a str, DecodeError> {
+        if index >= 0 {
+            return GLOBAL_DICTIONARY
+                .get(index as usize)
+                .copied()
+                .ok_or_else(|| self.bad_index(index));
+        }
+        let bytes = self.word_bytes(index)?;
+        std::str::from_utf8(bytes).map_err(|_| DecodeError::Malformed {
+            kind: Malformed::Utf8,
+            // Where the word is in the request (both point into the same buffer).
+            offset: (bytes.as_ptr() as usize).saturating_sub(self.request.as_ptr() as usize),
+            bag: Some(self.index),
+        })
+    }
+
+    /// The attribute word `index` names, or `None` when the manifest does not declare it.
+    #[inline]
+    fn resolve(&mut self, index: i32) -> Result<Option<(AttrId, ValueType)>, DecodeError> {
+        if index >= 0 {
+            return match self.decoder.global.get(index as usize) {
+                Some(found) => Ok(*found),
+                None => Err(self.bad_index(index)),
+            };
+        }
+        let slot = -(index + 1) as usize;
+        let Some(&name) = self.dict.get(slot) else {
+            return Err(self.bad_index(index));
+        };
+        let cached = &mut self.names[slot];
+        if *cached == Resolved::Pending {
+            *cached = match self.decoder.by_name.get(name) {
+                Some(&(id, t)) => Resolved::Attr(id, t),
+                None => Resolved::Undeclared,
+            };
+        }
+        Ok(match *cached {
+            Resolved::Attr(id, t) => Some((id, t)),
+            _ => None,
+        })
+    }
+
+    fn bad_value(&self, id: AttrId, reason: BadValue) -> DecodeError {
+        DecodeError::BadValue {
+            attribute: self.decoder.manifest.name(id).to_owned(),
+            bag: self.index,
+            reason,
+        }
+    }
+
+    /// Types a raw value; the caller has checked that its map carries type `t`.
+    fn value(&mut self, id: AttrId, t: ValueType, raw: Raw<'a>) -> Result<Value<'a>, DecodeError> {
+        Ok(match raw {
+            Raw::Word(w) => {
+                let text = Cow::Borrowed(self.word(w)?);
+                match t {
+                    ValueType::EmailAddress => Value::EmailAddress(text),
+                    ValueType::DnsName => Value::DnsName(text),
+                    ValueType::Uri => Value::Uri(text),
+                    _ => Value::String(text),
+                }
+            }
+            Raw::Int(v) => Value::Int64(v),
+            Raw::Double(v) => Value::Double(v),
+            Raw::Bool(v) => Value::Bool(v),
+            Raw::Time(secs, nanos) if t == ValueType::Timestamp => {
+                let nanos = u32::try_from(nanos)
+                    .ok()
+                    .filter(|&n| n < 1_000_000_000)
+                    .ok_or_else(|| self.bad_value(id, BadValue::TimestampNanos(nanos)))?;
+                Value::Timestamp(Timestamp::new(secs, nanos))
+            }
+            Raw::Time(seconds, nanos) => {
+                let total = (nanos.unsigned_abs() < 1_000_000_000)
+                    .then(|| seconds.checked_mul(1_000_000_000))
+                    .flatten()
+                    .and_then(|s| s.checked_add(i64::from(nanos)))
+                    .ok_or_else(|| {
+                        self.bad_value(id, BadValue::DurationRange { seconds, nanos })
+                    })?;
+                Value::Duration(Duration::from_nanos(total))
+            }
+            Raw::Bytes(b) if t == ValueType::IpAddress => Value::IpAddress(match b.len() {
+                4 => IpAddr::V4(Ipv4Addr::new(b[0], b[1], b[2], b[3])),
+                16 => {
+                    let mut octets = [0u8; 16];
+                    octets.copy_from_slice(b);
+                    IpAddr::V6(Ipv6Addr::from(octets))
+                }
+                n => return Err(self.bad_value(id, BadValue::IpLength(n))),
+            }),
+            Raw::Bytes(b) => Value::Bytes(Cow::Borrowed(b)),
+            Raw::Map(r) => Value::StringMap(Cow::Owned(self.string_map(id, r)?)),
+        })
+    }
+
+    fn string_map(&mut self, id: AttrId, mut r: Reader<'a>) -> Result<StringMap<'a>, DecodeError> {
+        let m = |e| DecodeError::malformed(e, Some(self.index));
+        let mut map = StringMap::new();
+        while let Some((field, wire)) = r.next_field().map_err(m)? {
+            if field != 1 {
+                r.skip(wire).map_err(m)?;
+                continue;
+            }
+            r.expect(field, wire, WireType::Len).map_err(m)?;
+            let mut e = r.message().map_err(m)?;
+            let (mut k, mut v) = (0i32, 0i32);
+            while let Some((field, wire)) = e.next_field().map_err(m)? {
+                if field == 1 || field == 2 {
+                    e.expect(field, wire, WireType::Varint).map_err(m)?;
+                    let at = e.offset();
+                    let x = zigzag32(e.varint().map_err(m)?)
+                        .ok_or_else(|| m((Malformed::Sint32Range, at)))?;
+                    if field == 1 {
+                        k = x;
+                    } else {
+                        v = x;
+                    }
+                } else {
+                    e.skip(wire).map_err(m)?;
+                }
+            }
+            *self.map_entries += 1;
+            if map.len() >= MAX_MAP_ENTRIES || *self.map_entries > MAX_MAP_ENTRIES_PER_REQUEST {
+                return Err(self.bad_value(id, BadValue::MapTooLarge(MAX_MAP_ENTRIES)));
+            }
+            map.insert(self.word(k)?, self.word(v)?);
+        }
+        Ok(map)
+    }
+}

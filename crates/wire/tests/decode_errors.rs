@@ -1,0 +1,396 @@
+//! Exact outcomes of the decoder on hand-built requests: semantics, word lists, and every
+//! kind of bad input.
+
+use std::collections::BTreeMap;
+
+use meshmeter_attributes::vocabulary::GLOBAL_DICTIONARY;
+use meshmeter_attributes::{Manifest, ValueType};
+use meshmeter_wire::proto::{self, CompressedAttributes, ReportRequest};
+use meshmeter_wire::{BadValue, BagDecoder, DecodeError, Malformed, WireKind};
+use prost::Message;
+
+fn g(word: &str) -> i32 {
+    GLOBAL_DICTIONARY.iter().position(|w| *w == word).unwrap() as i32
+}
+
+/// Decodes and renders each visited bag as sorted `name=value` pairs.
+fn decode(req: &ReportRequest) -> Result<Vec<Vec<String>>, DecodeError> {
+    decode_bytes(&req.encode_to_vec())
+}
+
+fn decode_bytes(bytes: &[u8]) -> Result<Vec<Vec<String>>, DecodeError> {
+    let m = Manifest::istio();
+    let mut out = Vec::new();
+    BagDecoder::new(&m).decode_report(bytes, |i, bag| {
+        assert_eq!(i, out.len());
+        let mut pairs: Vec<String> = bag
+            .iter()
+            .map(|(id, v)| format!("{}={v}", m.name(id)))
+            .collect();
+        pairs.sort();
+        out.push(pairs);
+    })?;
+    Ok(out)
+}
+
+fn bag(f: impl FnOnce(&mut CompressedAttributes)) -> CompressedAttributes {
+    let mut b = CompressedAttributes::default();
+    f(&mut b);
+    b
+}
+
+#[test]
+fn delta_adds_and_overrides_independent_starts_empty() {
+    let first = bag(|b| {
+        b.int64s.insert(g("connection.sent.bytes"), 1);
+        b.strings.insert(g("context.protocol"), g("tcp"));
+    });
+    let second = bag(|b| {
+        b.int64s.insert(g("connection.sent.bytes"), 2);
+        b.int64s.insert(g("connection.received.bytes"), 3);
+    });
+    let mut req = ReportRequest {
+        attributes: vec![first, second],
+        ..Default::default()
+    };
+    assert_eq!(
+        decode(&req).unwrap(),
+        [
+            vec!["connection.sent.bytes=1", "context.protocol=tcp"],
+            vec![
+                "connection.received.bytes=3",
+                "connection.sent.bytes=2",
+                "context.protocol=tcp"
+            ],
+        ]
+    );
+    req.repeated_attributes_semantics =
+        proto::RepeatedAttributesSemantics::IndependentEncoding as i32;
+    assert_eq!(
+        decode(&req).unwrap(),
+        [
+            vec!["connection.sent.bytes=1", "context.protocol=tcp"],
+            vec!["connection.received.bytes=3", "connection.sent.bytes=2"],
+        ]
+    );
+}
+
+#[test]
+fn own_words_win_over_default_words() {
+    let req = ReportRequest {
+        attributes: vec![
+            bag(|b| {
+                b.strings.insert(-1, -2);
+            }),
+            bag(|b| {
+                b.words = vec!["source.workload.name".into(), "own".into()];
+                b.strings.insert(-1, -2);
+            }),
+        ],
+        default_words: vec!["destination.namespace".into(), "from-defaults".into()],
+        repeated_attributes_semantics: 1,
+        ..Default::default()
+    };
+    assert_eq!(
+        decode(&req).unwrap(),
+        [
+            vec!["destination.namespace=from-defaults"],
+            vec!["source.workload.name=own"]
+        ]
+    );
+}
+
+#[test]
+fn every_transport_type() {
+    let mut words = vec!["source.labels".to_owned(), "app".into(), "db".into()];
+    words.push("destination.ip".into());
+    words.push("connection.duration".into());
+    words.push("request.time".into());
+    words.push("connection.mtls".into());
+    let b = CompressedAttributes {
+        words,
+        string_maps: BTreeMap::from([(
+            -1,
+            proto::StringMap {
+                entries: BTreeMap::from([(-2, -3)]),
+            },
+        )]),
+        bytes: BTreeMap::from([(-4, vec![10, 0, 0, 7])]),
+        durations: BTreeMap::from([(
+            -5,
+            proto::Duration {
+                seconds: -90,
+                nanos: -500_000_000,
+            },
+        )]),
+        timestamps: BTreeMap::from([(
+            -6,
+            proto::Timestamp {
+                seconds: 1_420_211_075,
+                nanos: 250_000_000,
+            },
+        )]),
+        bools: BTreeMap::from([(-7, true)]),
+        ..Default::default()
+    };
+    let req = ReportRequest {
+        attributes: vec![b],
+        ..Default::default()
+    };
+    assert_eq!(
+        decode(&req).unwrap(),
+        [vec![
+            "connection.duration=-1m30.5s",
+            "connection.mtls=true",
+            "destination.ip=10.0.0.7",
+            "request.time=2015-01-02T15:04:35.25Z",
+            "source.labels=app=db",
+        ]]
+    );
+}
+
+#[test]
+fn undeclared_names_are_skipped_and_counted() {
+    let req = ReportRequest {
+        attributes: vec![bag(|b| {
+            b.words = vec!["no.such.attribute".into()];
+            b.int64s.insert(-1, 5);
+            b.int64s.insert(g("connection.sent.bytes"), 1);
+            // A global word that is not an attribute name; map keys are sent in sorted order, so
+            // the per-message name (-1) comes first.
+            b.int64s.insert(g("gzip"), 1);
+        })],
+        ..Default::default()
+    };
+    let m = Manifest::istio();
+    let summary = BagDecoder::new(&m)
+        .decode_report(&req.encode_to_vec(), |_, bag| assert_eq!(bag.len(), 1))
+        .unwrap();
+    assert_eq!(summary.bags, 1);
+    assert_eq!(summary.skipped, 2);
+    assert_eq!(summary.first_skipped.as_deref(), Some("no.such.attribute"));
+}
+
+#[test]
+fn unknown_word_indexes() {
+    let req = ReportRequest {
+        attributes: vec![
+            bag(|b| {
+                b.int64s.insert(g("connection.sent.bytes"), 1);
+            }),
+            bag(|b| {
+                b.words = vec!["context.protocol".into()];
+                b.strings.insert(-1, -5);
+            }),
+        ],
+        ..Default::default()
+    };
+    let err = decode(&req).unwrap_err();
+    assert_eq!(
+        err,
+        DecodeError::WordIndex {
+            index: -5,
+            bag: 1,
+            words: 1,
+            globals: GLOBAL_DICTIONARY.len()
+        }
+    );
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "bag 1: word index -5 is not defined (1 per-message words, {} global words)",
+            GLOBAL_DICTIONARY.len()
+        )
+    );
+    assert_eq!(err.to_status().code(), tonic::Code::InvalidArgument);
+
+    let beyond = GLOBAL_DICTIONARY.len() as i32;
+    let req = ReportRequest {
+        attributes: vec![bag(|b| {
+            b.int64s.insert(beyond, 1);
+        })],
+        ..Default::default()
+    };
+    assert!(matches!(
+        decode(&req),
+        Err(DecodeError::WordIndex { index, bag: 0, words: 0, .. }) if index == beyond
+    ));
+}
+
+#[test]
+fn wrong_value_types() {
+    let req = ReportRequest {
+        attributes: vec![bag(|b| {
+            b.strings.insert(g("connection.sent.bytes"), g("tcp"));
+        })],
+        ..Default::default()
+    };
+    let err = decode(&req).unwrap_err();
+    assert_eq!(
+        err,
+        DecodeError::TypeMismatch {
+            attribute: "connection.sent.bytes".into(),
+            bag: 0,
+            declared: ValueType::Int64,
+            wire: WireKind::Strings
+        }
+    );
+    assert_eq!(
+        err.to_string(),
+        "bag 0: attribute 'connection.sent.bytes' is declared INT64 but was sent in 'strings'"
+    );
+
+    let req = ReportRequest {
+        attributes: vec![bag(|b| {
+            b.bytes.insert(g("source.ip"), vec![1, 2, 3]);
+        })],
+        ..Default::default()
+    };
+    assert_eq!(
+        decode(&req).unwrap_err().to_string(),
+        "bag 0: attribute 'source.ip': an IP address is 4 or 16 bytes, not 3"
+    );
+
+    let req = ReportRequest {
+        attributes: vec![bag(|b| {
+            b.timestamps.insert(
+                g("context.time"),
+                proto::Timestamp {
+                    seconds: 0,
+                    nanos: -1,
+                },
+            );
+        })],
+        ..Default::default()
+    };
+    assert!(matches!(
+        decode(&req),
+        Err(DecodeError::BadValue {
+            reason: BadValue::TimestampNanos(-1),
+            ..
+        })
+    ));
+}
+
+#[test]
+fn malformed_bytes_say_where() {
+    let good = ReportRequest {
+        attributes: vec![bag(|b| {
+            b.int64s.insert(g("connection.sent.bytes"), 1);
+        })],
+        ..Default::default()
+    }
+    .encode_to_vec();
+    // Cut inside the bag's map entry: the outer length now overruns.
+    let err = decode_bytes(&good[..good.len() - 1]).unwrap_err();
+    assert_eq!(
+        err,
+        DecodeError::Malformed {
+            kind: Malformed::Truncated,
+            offset: 2,
+            bag: None
+        }
+    );
+    assert_eq!(
+        err.to_string(),
+        "malformed protobuf at byte 2: truncated field"
+    );
+
+    // A bag whose map entry has a string where a varint key belongs.
+    let bad = [0x0a, 0x05, 0x1a, 0x03, 0x0a, 0x01, b'x'];
+    assert_eq!(
+        decode_bytes(&bad).unwrap_err().to_string(),
+        "malformed protobuf at byte 5 (bag 0): field 1 has the wrong wire type"
+    );
+    assert_eq!(
+        decode_bytes(&[0x0f]).unwrap_err(),
+        DecodeError::Malformed {
+            kind: Malformed::WireType(7),
+            offset: 0,
+            bag: None
+        }
+    );
+}
+
+#[test]
+fn limits_and_request_fields() {
+    let m = Manifest::istio();
+    let bytes = vec![0u8; 0];
+    assert_eq!(decode_bytes(&bytes).unwrap(), Vec::<Vec<String>>::new());
+    let req = ReportRequest {
+        attributes: vec![CompressedAttributes::default(); 3],
+        ..Default::default()
+    }
+    .encode_to_vec();
+    let err = BagDecoder::new(&m)
+        .with_max_message_bytes(5)
+        .decode_report(&req, |_, _| {})
+        .unwrap_err();
+    assert_eq!(err, DecodeError::TooLarge { size: 6, limit: 5 });
+    assert_eq!(
+        err.to_string(),
+        "message of 6 bytes exceeds the limit of 5 bytes"
+    );
+    assert_eq!(err.to_status().code(), tonic::Code::ResourceExhausted);
+
+    let req = ReportRequest {
+        global_word_count: GLOBAL_DICTIONARY.len() as u32 + 1,
+        ..Default::default()
+    };
+    assert_eq!(
+        decode(&req).unwrap_err().to_status().code(),
+        tonic::Code::FailedPrecondition
+    );
+    let req = ReportRequest {
+        repeated_attributes_semantics: 7,
+        ..Default::default()
+    };
+    assert_eq!(decode(&req).unwrap_err(), DecodeError::Semantics(7));
+}
+
+#[test]
+fn oversized_string_maps_are_refused() {
+    let entries: BTreeMap<i32, i32> = (0..=meshmeter_wire::MAX_MAP_ENTRIES as i32)
+        .map(|i| (-(i + 2), -1))
+        .collect();
+    let mut words = vec!["v".to_owned()];
+    words.extend((0..=meshmeter_wire::MAX_MAP_ENTRIES).map(|i| format!("k{i}")));
+    let req = ReportRequest {
+        attributes: vec![bag(|b| {
+            b.words = words;
+            b.string_maps
+                .insert(g("source.labels"), proto::StringMap { entries });
+        })],
+        ..Default::default()
+    };
+    assert!(matches!(
+        decode(&req),
+        Err(DecodeError::BadValue {
+            reason: BadValue::MapTooLarge(1024),
+            ..
+        })
+    ));
+}
+
+#[test]
+fn text_words_must_be_utf8() {
+    // Names need no check (they must equal a declared name); text values do.
+    let req = ReportRequest {
+        attributes: vec![bag(|b| {
+            b.words = vec!["context.protocol".into(), "ok".into()];
+            b.strings.insert(-1, -2);
+        })],
+        ..Default::default()
+    };
+    let mut bytes = req.encode_to_vec();
+    let at = bytes.windows(2).position(|w| w == b"ok").unwrap();
+    bytes[at] = 0xff;
+    assert_eq!(
+        decode_bytes(&bytes).unwrap_err(),
+        DecodeError::Malformed {
+            kind: Malformed::Utf8,
+            offset: at,
+            bag: Some(0)
+        }
+    );
+}
