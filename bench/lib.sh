@@ -81,16 +81,19 @@ s.bind(("127.0.0.1", 0))
 print(s.getsockname()[1])'
 }
 
-# wait_port PORT [SECONDS]: waits until something accepts on 127.0.0.1:PORT.
+# wait_port PORT [SECONDS]: waits until something listens on 127.0.0.1:PORT. It asks the
+# kernel (ss) rather than connecting: through a proxy a probe connection would reach the
+# upstream, and iperf3's server, which serves one test at a time, may still be busy with the
+# probe when the real client arrives.
 wait_port() {
     local port=$1 limit=${2:-10} i
     for ((i = 0; i < limit * 20; i++)); do
-        if timeout 1 bash -c "exec 3<>/dev/tcp/127.0.0.1/$port" 2>/dev/null; then
+        if [[ -n $(ss -Hltn "sport = :$port" 2>/dev/null) ]]; then
             return 0
         fi
         sleep 0.05
     done
-    die "nothing accepted on 127.0.0.1:$port within ${limit}s"
+    die "nothing listened on 127.0.0.1:$port within ${limit}s"
 }
 
 # pinned CPUS CMD...: runs CMD pinned to CPUS, or unpinned when pinning is off.
@@ -129,18 +132,24 @@ stop_bg() {
     wait "$pid" 2>/dev/null || true
 }
 
-# Prints why the meshmeter column cannot be measured, or nothing when it can.
+# meshmeter_unavailable KIND: prints why a meshmeter column (meshmeter, meshmeter-copy)
+# cannot be measured, or nothing when it can.
 meshmeter_unavailable() {
+    local help
     if [[ ! -x $MESHMETER_BIN ]]; then
         echo "$MESHMETER_BIN not found (build it: cargo build --release -p meshmeter)"
-    elif ! "$MESHMETER_BIN" proxy --help >/dev/null 2>&1; then
+    elif ! help=$("$MESHMETER_BIN" proxy --help 2>&1); then
         echo "$MESHMETER_BIN has no 'proxy' subcommand yet"
+    elif [[ $1 == meshmeter-copy && $help != *--copy-mode* ]]; then
+        echo "$MESHMETER_BIN proxy has no --copy-mode flag"
     fi
 }
 
-# write_haproxy_cfg FILE LISTEN_PORT UPSTREAM_PORT MAXCONN: the configuration a careful
-# operator would give a plain TCP forwarder: one thread (it gets one core, like every proxy
-# here), no logging, no health checks, default buffers, no splicing (haproxy's default).
+# write_haproxy_cfg FILE LISTEN_PORT UPSTREAM_PORT MAXCONN [EXTRA]: the configuration a
+# careful operator would give a plain TCP forwarder: one thread (it gets one core, like every
+# proxy here), no logging, no health checks, default buffers. EXTRA is one more line for the
+# defaults section (the splice variant adds `option splice-auto`; plain haproxy does not
+# splice, which is its default).
 write_haproxy_cfg() {
     cat >"$1" <<EOF
 global
@@ -152,6 +161,7 @@ defaults
     timeout connect 5s
     timeout client 10m
     timeout server 10m
+    ${5:-}
 
 frontend bench_in
     bind 127.0.0.1:$2
@@ -163,19 +173,23 @@ EOF
 }
 
 # start_proxy KIND LISTEN_PORT UPSTREAM_PORT [MAXCONN]: starts one proxy under test on
-# PROXY_CPUS and waits until it accepts; sets BG_PID. KIND is meshmeter, haproxy or socat.
+# PROXY_CPUS and waits until it accepts; sets BG_PID. KIND is meshmeter (its default copy
+# mode, splice), meshmeter-copy (--copy-mode copy), haproxy, haproxy-splice or socat.
 start_proxy() {
-    local kind=$1 lport=$2 uport=$3 maxconn=${4:-4096}
+    local kind=$1 lport=$2 uport=$3 maxconn=${4:-4096} extra=()
     case "$kind" in
-        meshmeter)
-            start_bg meshmeter "$PROXY_CPUS" "$MESHMETER_BIN" --log warn proxy \
-                --listen "127.0.0.1:$lport" --upstream "127.0.0.1:$uport"
+        meshmeter | meshmeter-copy)
+            if [[ $kind == meshmeter-copy ]]; then extra=(--copy-mode copy); fi
+            start_bg "$kind" "$PROXY_CPUS" "$MESHMETER_BIN" --log warn proxy \
+                --listen "127.0.0.1:$lport" --upstream "127.0.0.1:$uport" "${extra[@]}"
             ;;
-        haproxy)
-            write_haproxy_cfg "$WORK_DIR/haproxy.cfg" "$lport" "$uport" "$maxconn"
-            haproxy -c -q -f "$WORK_DIR/haproxy.cfg" || die "generated haproxy.cfg is invalid"
+        haproxy | haproxy-splice)
+            local line=""
+            if [[ $kind == haproxy-splice ]]; then line="option splice-auto"; fi
+            write_haproxy_cfg "$WORK_DIR/$kind.cfg" "$lport" "$uport" "$maxconn" "$line"
+            haproxy -c -q -f "$WORK_DIR/$kind.cfg" || die "generated $kind.cfg is invalid"
             # -db: stay in the foreground as one process, so BG_PID is the proxy itself.
-            start_bg haproxy "$PROXY_CPUS" haproxy -db -f "$WORK_DIR/haproxy.cfg"
+            start_bg "$kind" "$PROXY_CPUS" haproxy -db -f "$WORK_DIR/$kind.cfg"
             ;;
         socat)
             start_bg socat "$PROXY_CPUS" socat "TCP-LISTEN:$lport,bind=127.0.0.1,fork,reuseaddr" \
@@ -217,14 +231,21 @@ for v in sys.argv[1:]:
 print("%.*f" % (places, statistics.median(vals)) if vals else "error")' "$@"
 }
 
+# Prints the one-line description of the proxies' configurations for a table header.
+proxies_line() {
+    printf '# haproxy %s: mode tcp, nbthread 1%s; haproxy-splice adds option splice-auto\n' \
+        "$(haproxy -v | head -n1 | cut -d' ' -f3)" "${1:+, $1}"
+    printf '# meshmeter: default copy mode (splice); meshmeter-copy: --copy-mode copy; no --mixer\n'
+}
+
 # Prints the machine facts every table starts with.
 print_header() {
     printf '# %s\n' "$1"
     printf '# date: %s; host: %s cores, %s; kernel %s\n' "$(date -u +%Y-%m-%dT%H:%MZ)" \
         "$(nproc)" "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')" \
         "$(uname -r)"
-    printf '# load average at start: %s; pinning: %s; rounds: %s (median shown)\n' \
-        "$START_LOADAVG" "$PINNING" "$ROUNDS"
+    printf '# load average at start: %s; pinning: %s%s\n' "$START_LOADAVG" "$PINNING" \
+        "$( ((ROUNDS == 1)) || echo "; rounds: $ROUNDS, median shown")"
     if python3 -c 'import sys; sys.exit(float(sys.argv[1]) <= 1.0)' "${START_LOADAVG%% *}"; then
         printf '# WARNING: the machine was busy (1-minute load above 1): figures are noisy\n'
     fi

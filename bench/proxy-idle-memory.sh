@@ -33,8 +33,8 @@ ulimit -n "$hard"
 
 declare -A before after per note
 for setup in $SETUPS; do
-    if [[ $setup == meshmeter ]]; then
-        why=$(meshmeter_unavailable)
+    if [[ $setup == meshmeter* ]]; then
+        why=$(meshmeter_unavailable "$setup")
         if [[ -n $why ]]; then
             note[$setup]="skipped: $why"
             log "${note[$setup]}"
@@ -65,15 +65,14 @@ for setup in $SETUPS; do
 done
 
 print_header "proxy-idle-memory: proxy RSS before/after $COUNT idle connections${capped:+ ($capped)}"
-printf '# haproxy: %s, mode tcp, nbthread 1, maxconn %s\n' \
-    "$(haproxy -v | head -n1 | cut -d' ' -f3)" $((COUNT + 16))
-printf '%-10s | %12s %12s | %12s %10s\n' setup "before KiB" "after KiB" "KiB per conn" "vs haproxy"
-printf '%s\n' "-----------+---------------------------+------------------------"
+proxies_line "maxconn $((COUNT + 16))"
+printf '%-14s | %12s %12s | %12s %10s\n' setup "before KiB" "after KiB" "KiB per conn" "vs haproxy"
+printf '%s\n' "---------------+---------------------------+------------------------"
 for setup in $SETUPS; do
     if [[ -n ${note[$setup]:-} ]]; then
-        printf '%-10s | %s\n' "$setup" "${note[$setup]}"
+        printf '%-14s | %s\n' "$setup" "${note[$setup]}"
         continue
     fi
-    printf '%-10s | %12s %12s | %12s %10s\n' "$setup" "${before[$setup]}" "${after[$setup]}" \
+    printf '%-14s | %12s %12s | %12s %10s\n' "$setup" "${before[$setup]}" "${after[$setup]}" \
         "${per[$setup]}" "$(ratio "${per[$setup]}" "${per[haproxy]:-}")"
 done

@@ -9,7 +9,7 @@
 #
 # Environment: REQUESTS_C1 (default 30000), REQUESTS_C50 (default 200000), ROUNDS (1-9,
 # median shown), PIN=0, LOAD_CPUS, PROXY_CPUS, MESHMETER_BIN, SETUPS (default
-# "direct meshmeter haproxy socat").
+# "direct meshmeter meshmeter-copy haproxy haproxy-splice socat").
 # shellcheck source=bench/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -20,7 +20,7 @@ for n in "$REQUESTS_C1" "$REQUESTS_C50"; do
         die "request counts must be 1000-2000000, got '$n'"
     fi
 done
-SETUPS=${SETUPS:-direct meshmeter haproxy socat}
+SETUPS=${SETUPS:-direct meshmeter meshmeter-copy haproxy haproxy-splice socat}
 # A run slower than this is broken, not slow: it is cut off and shown as an error.
 RUN_LIMIT=120
 require redis-server redis-benchmark redis-cli haproxy socat taskset python3
@@ -57,8 +57,8 @@ for round in $(seq 1 "$ROUNDS"); do
     for setup in $SETUPS; do
         port=$redis_port
         proxy_pid=""
-        if [[ $setup == meshmeter ]]; then
-            why=$(meshmeter_unavailable)
+        if [[ $setup == meshmeter* ]]; then
+            why=$(meshmeter_unavailable "$setup")
             if [[ -n $why ]]; then
                 note[$setup]="skipped: $why"
                 ((round > 1)) || log "${note[$setup]}"
@@ -91,16 +91,16 @@ stop_bg "$redis_pid"
 
 # A latency ratio above 1 is slower; a rate ratio below 1 is slower.
 print_header "proxy-latency: redis-benchmark $(redis-benchmark --version | cut -d' ' -f2) GET; c=1 n=$REQUESTS_C1 (latency ms), c=50 n=$REQUESTS_C50 (requests/s)"
-printf '# haproxy: %s, mode tcp, nbthread 1\n' "$(haproxy -v | head -n1 | cut -d' ' -f3)"
-printf '%-10s | %8s %8s %8s %8s | %10s %9s %9s\n' setup "p50 ms" "x direct" "p99 ms" \
+proxies_line ""
+printf '%-14s | %8s %8s %8s %8s | %10s %9s %9s\n' setup "p50 ms" "x direct" "p99 ms" \
     "x direct" "rps c=50" "vs direct" "vs haproxy"
-printf '%s\n' "-----------+-------------------------------------+-------------------------------"
+printf '%s\n' "---------------+-------------------------------------+-------------------------------"
 for setup in $SETUPS; do
     if [[ -n ${note[$setup]:-} ]]; then
-        printf '%-10s | %s\n' "$setup" "${note[$setup]}"
+        printf '%-14s | %s\n' "$setup" "${note[$setup]}"
         continue
     fi
-    printf '%-10s | %8s %8s %8s %8s | %10s %9s %9s\n' "$setup" \
+    printf '%-14s | %8s %8s %8s %8s | %10s %9s %9s\n' "$setup" \
         "${p50[$setup]}" "$(ratio "${p50[$setup]}" "${p50[direct]:-}")" \
         "${p99[$setup]}" "$(ratio "${p99[$setup]}" "${p99[direct]:-}")" \
         "${rps[$setup]}" "$(ratio "${rps[$setup]}" "${rps[direct]:-}")" \

@@ -8,7 +8,7 @@
 #
 # Environment: DURATION (seconds, 1-30), ROUNDS (1-9, median shown), PIN=0 (no core
 # pinning), LOAD_CPUS, PROXY_CPUS, MESHMETER_BIN (default target/release/meshmeter), SETUPS
-# (default "direct meshmeter haproxy socat").
+# (default "direct meshmeter meshmeter-copy haproxy haproxy-splice socat").
 # shellcheck source=bench/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -16,7 +16,7 @@ DURATION=${DURATION:-5}
 if ! [[ $DURATION =~ ^[0-9]+$ ]] || ((DURATION < 1 || DURATION > 30)); then
     die "DURATION must be 1-30 seconds, got '$DURATION'"
 fi
-SETUPS=${SETUPS:-direct meshmeter haproxy socat}
+SETUPS=${SETUPS:-direct meshmeter meshmeter-copy haproxy haproxy-splice socat}
 STREAMS=(1 16)
 require iperf3 haproxy socat taskset python3
 
@@ -34,10 +34,18 @@ except (OSError, ValueError, KeyError):
 measure() {
     local port=$1 streams=$2 out="$WORK_DIR/iperf-$1-$2.json"
     # -O 1 omits the first second (slow start, proxy warm-up) from the result.
-    if ! timeout $((DURATION + 20)) "${LOAD_PREFIX[@]}" iperf3 -c 127.0.0.1 -p "$port" \
-        -t "$DURATION" -O 1 -P "$streams" --connect-timeout 3000 -J >"$out" 2>&1; then
-        log "iperf3 via port $port with $streams streams failed: $(head -c 300 "$out")"
-    fi
+    local attempt
+    # A second attempt: iperf3's server refuses a client while it is still tearing down the
+    # previous test, a race of the tool, not of the proxy.
+    for attempt in 1 2; do
+        if timeout $((DURATION + 20)) "${LOAD_PREFIX[@]}" iperf3 -c 127.0.0.1 -p "$port" \
+            -t "$DURATION" -O 1 -P "$streams" --connect-timeout 3000 -J >"$out" 2>&1; then
+            break
+        fi
+        log "iperf3 via port $port with $streams streams failed (attempt $attempt):" \
+            "$(grep -m1 '"error"' "$out" || head -c 300 "$out")"
+        sleep 1
+    done
     gbits_from_json "$out"
 }
 
@@ -51,8 +59,8 @@ for round in $(seq 1 "$ROUNDS"); do
     for setup in $SETUPS; do
         port=$upstream_port
         proxy_pid=""
-        if [[ $setup == meshmeter ]]; then
-            why=$(meshmeter_unavailable)
+        if [[ $setup == meshmeter* ]]; then
+            why=$(meshmeter_unavailable "$setup")
             if [[ -n $why ]]; then
                 note[$setup]="skipped: $why"
                 ((round > 1)) || log "${note[$setup]}"
@@ -78,19 +86,19 @@ done
 stop_bg "$iperf_pid"
 
 print_header "proxy-throughput: iperf3 $(iperf3 --version | head -n1 | cut -d' ' -f2), ${DURATION}s per run (first second omitted), receiver Gbit/s"
-printf '# haproxy: %s, mode tcp, nbthread 1, no splice\n' "$(haproxy -v | head -n1 | cut -d' ' -f3)"
-printf '%-10s | %12s %9s %9s | %12s %9s %9s\n' setup "1 stream" "vs direct" "vs haproxy" \
-    "16 streams" "vs direct" "vs haproxy"
-printf '%s\n' "-----------+----------------------------------+----------------------------------"
+proxies_line ""
+printf '%-14s | %12s %9s %9s | %12s %9s %9s\n' setup "1 str Gb/s" "vs direct" "vs haproxy" \
+    "16 str Gb/s" "vs direct" "vs haproxy"
+printf '%s\n' "---------------+----------------------------------+----------------------------------"
 for setup in $SETUPS; do
     if [[ -n ${note[$setup]:-} ]]; then
-        printf '%-10s | %s\n' "$setup" "${note[$setup]}"
+        printf '%-14s | %s\n' "$setup" "${note[$setup]}"
         continue
     fi
-    row=$(printf '%-10s |' "$setup")
+    row=$(printf '%-14s |' "$setup")
     for s in "${STREAMS[@]}"; do
         v=${result[$setup,$s]:-error}
-        row+=$(printf ' %12s %9s %9s |' "$v Gb/s" "$(ratio "$v" "${result[direct,$s]:-}")" \
+        row+=$(printf ' %12s %9s %9s |' "$v" "$(ratio "$v" "${result[direct,$s]:-}")" \
             "$(ratio "$v" "${result[haproxy,$s]:-}")")
     done
     row=${row%|}

@@ -217,7 +217,7 @@ fn load_manifests(paths: &[PathBuf]) -> Result<Manifest, String> {
 /// `kind: attributemanifest` documents (`spec.attributes.<name>.valueType`). The configuration
 /// crate has the full loader; this reads only what `eval` needs.
 mod manifest_yaml {
-    use meshmeter_attributes::{Bag, Manifest, ValueType};
+    use meshmeter_attributes::{Manifest, ValueType};
     use yaml_rust2::{Yaml, YamlLoader};
 
     pub(super) fn declare_all(m: &mut Manifest, text: &str) -> Result<usize, String> {

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod demo;
 mod eval;
 mod mixer;
 mod proxy;
@@ -31,6 +32,9 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Run the seed's scenario on this machine: telemetry server, MongoDB stand-in behind a
+    /// sidecar, ratings client, and the metrics the seed shows.
+    Demo(demo::Args),
     // One variant per subcommand module, e.g. `Eval(eval::Args)`.
     /// Run the sidecar TCP proxy: forward bytes exactly and report each connection's TCP
     /// attributes to a telemetry server.
@@ -58,8 +62,14 @@ fn init_logging(filter: &str) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(&cli.log);
+    // The demo's display is its output: keep routine lifecycle lines out of it unless a
+    // filter was asked for.
+    let quiet_demo = matches!(cli.command, Command::Demo(_))
+        && cli.log == "info"
+        && std::env::var_os("MESHMETER_LOG").is_none();
+    init_logging(if quiet_demo { "warn" } else { &cli.log });
     match cli.command {
+        Command::Demo(args) => demo::run(args),
         Command::Eval(args) => eval::run(args),
         Command::Mixer(args) => mixer::run(args),
         Command::Proxy(args) => proxy::run(args),

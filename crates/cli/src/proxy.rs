@@ -267,6 +267,9 @@ async fn serve(args: Args) -> Result<(), Failure> {
     }
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    // The admin endpoint outlives the drain, so that /ready says 503 and /metrics can still
+    // be scraped while connections finish.
+    let (admin_stop, admin_stop_rx) = watch::channel(false);
     let readiness = Readiness::new();
     let admin = match args.metrics_addr {
         Some(addr) => {
@@ -279,7 +282,7 @@ async fn serve(args: Args) -> Result<(), Failure> {
             .await
             .map_err(|e| Failure::Runtime(e.into()))?;
             tracing::info!(addr = %server.local_addr(), "serving /metrics and /ready");
-            let mut stop = shutdown_rx.clone();
+            let mut stop = admin_stop_rx;
             Some(tokio::spawn(server.serve(async move {
                 let _ = stop.wait_for(|&s| s).await;
             })))
@@ -299,7 +302,6 @@ async fn serve(args: Args) -> Result<(), Failure> {
     crate::signals::terminated().await;
     tracing::info!("shutting down: draining connections");
     readiness.set(false);
-    // The admin endpoint stops with the listeners; /ready already says 503.
     let _ = shutdown_tx.send(true);
     for task in tasks {
         let _ = task.await;
@@ -308,6 +310,7 @@ async fn serve(args: Args) -> Result<(), Failure> {
     if let Some(task) = sender_task {
         let _ = task.await;
     }
+    let _ = admin_stop.send(true);
     if let Some(task) = admin {
         let _ = task.await;
     }

@@ -28,7 +28,12 @@ pub(crate) struct Args {
     mixer: String,
 
     /// One bag: a JSON object, e.g. `{"connection.sent.bytes": 100, "context.protocol": "tcp"}`.
-    #[arg(long, value_name = "JSON", conflicts_with = "batch", required_unless_present = "batch")]
+    #[arg(
+        long,
+        value_name = "JSON",
+        conflicts_with = "batch",
+        required_unless_present = "batch"
+    )]
     bag: Option<String>,
 
     /// A file of JSON Lines, one bag per line (blank lines are skipped); `-` reads stdin.
@@ -181,9 +186,13 @@ fn load_manifests(paths: &[PathBuf]) -> Result<Manifest, String> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
         let at = |e: String| format!("{}: {e}", path.display());
-        let docs = YamlLoader::load_from_str(&text).map_err(|e| at(format!("invalid YAML: {e}")))?;
+        let docs =
+            YamlLoader::load_from_str(&text).map_err(|e| at(format!("invalid YAML: {e}")))?;
         let mut found = false;
-        for doc in docs.iter().filter(|d| d["kind"].as_str() == Some("attributemanifest")) {
+        for doc in docs
+            .iter()
+            .filter(|d| d["kind"].as_str() == Some("attributemanifest"))
+        {
             found = true;
             let Some(attrs) = doc["spec"]["attributes"].as_hash() else {
                 continue;
@@ -212,8 +221,8 @@ fn load_manifests(paths: &[PathBuf]) -> Result<Manifest, String> {
 mod tests {
     use std::sync::{Arc, Mutex};
 
-    use tonic::codegen::Bytes;
     use meshmeter_wire::{BagDecoder, MixerServer, MixerService};
+    use tonic::codegen::Bytes;
     use tonic::metadata::MetadataMap;
     use tonic::Status;
 
@@ -261,7 +270,9 @@ mod tests {
             "--bag: unknown attribute 'conection.sent.bytes'; did you mean 'connection.sent.bytes'?"
         );
         a.bag = Some("{".into());
-        assert!(read_bags(&a, &m).unwrap_err().starts_with("--bag: invalid JSON: "));
+        assert!(read_bags(&a, &m)
+            .unwrap_err()
+            .starts_with("--bag: invalid JSON: "));
         // Bad input exits 2 before anything is sent.
         assert_eq!(format!("{:?}", run(a)), format!("{:?}", ExitCode::from(2)));
     }
@@ -273,7 +284,10 @@ mod tests {
             "kind: attributemanifest\nspec:\n  attributes:\n    my.counter:\n      valueType: INT64\n",
         );
         let m = load_manifests(&[path]).unwrap();
-        assert_eq!(m.lookup("my.counter").map(|(_, t)| t), Some(ValueType::Int64));
+        assert_eq!(
+            m.lookup("my.counter").map(|(_, t)| t),
+            Some(ValueType::Int64)
+        );
         assert!(m.id("connection.sent.bytes").is_some());
         let bad = temp_file("bad.yaml", "kind: rule\n");
         assert_eq!(
@@ -338,8 +352,13 @@ mod tests {
 
     #[test]
     fn unreachable_server_exits_1() {
-        // Port 1 on loopback refuses connections.
-        let mut a = args("127.0.0.1:1");
+        // A port that was just free: nothing listens there now, so the connection is refused.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut a = args(&format!("127.0.0.1:{port}"));
         a.bag = Some("{\"connection.sent.bytes\": 1}".into());
         assert_eq!(format!("{:?}", run(a)), format!("{:?}", ExitCode::from(1)));
     }

@@ -305,7 +305,14 @@ fn dedupe(objects: &[Object<'_>], sink: &mut Sink<'_>) -> Vec<bool> {
                         o.namespace
                     ),
                 )
-                .hint(format!("the first definition (kind {}) is at {at}", f.kind));
+                .hint(if f.kind == o.kind {
+                    format!("the first definition is at {at}")
+                } else {
+                    format!(
+                        "the first definition (kind {}) is at {at}; the two Istio spellings are alternatives, load only one",
+                        f.kind
+                    )
+                });
             }
         }
     }

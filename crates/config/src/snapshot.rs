@@ -474,6 +474,17 @@ impl Snapshot {
             .position(|i| i.name.to_string() == fully_qualified)
     }
 
+    /// Whether any rule dispatches to a `kubernetesenv` handler, i.e. whether the
+    /// configuration asks for workload identity to be filled in (Istio's default does).
+    pub fn uses_workload_identity(&self) -> bool {
+        self.rules.iter().flat_map(|r| &r.actions).any(|a| {
+            matches!(
+                self.handlers.get(a.handler).map(|h| &h.params),
+                Some(HandlerParams::KubernetesEnv)
+            )
+        })
+    }
+
     /// Every prometheus metric of every handler, with its handler's index.
     pub fn prometheus_metrics(&self) -> impl Iterator<Item = (usize, &PrometheusMetric)> + '_ {
         self.handlers

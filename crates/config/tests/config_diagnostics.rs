@@ -452,3 +452,31 @@ spec:
     );
     golden("policy_kinds", "mixed.yaml", &text);
 }
+
+#[test]
+fn error_inside_a_quoted_expression_is_located() {
+    golden(
+        "quoted_expression",
+        "tcp-metrics.yaml",
+        &edit(
+            SEED,
+            "monitoredResourceType: '\"UNSPECIFIED\"'",
+            "monitoredResourceType: '\"UNSPECIFIED'",
+            1,
+        ),
+    );
+}
+
+#[test]
+fn error_inside_a_block_scalar_points_at_its_start() {
+    golden(
+        "block_scalar",
+        "tcp-metrics.yaml",
+        &edit(
+            SEED,
+            "match: context.protocol == \"tcp\"\n         && destination",
+            "match: >-\n    context.protocol == \"tcp\"\n    && && destination",
+            1,
+        ),
+    );
+}

@@ -144,6 +144,7 @@ fn the_seed_compiles_to_the_expected_snapshot() {
     assert_eq!(rule.actions.len(), 1);
     assert_eq!(rule.actions[0].handler, 0);
     assert_eq!(rule.actions[0].instances, [1, 0]);
+    assert!(!s.uses_workload_identity());
 }
 
 #[test]
@@ -204,6 +205,7 @@ fn the_defaults_compile_with_their_buckets_expiry_and_log_entries() {
     assert_eq!(k.inputs.len(), 4);
     assert_eq!(k.attribute_bindings.len(), 21);
     assert_eq!(k.attribute_bindings[0].name, "source.ip");
+    assert!(s.uses_workload_identity());
     let kube_rule = s
         .rules
         .iter()

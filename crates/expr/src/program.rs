@@ -184,6 +184,21 @@ impl Node {
                 },
                 _ => fallback.borrowed(),
             }),
+            Node::And(..)
+            | Node::LOr(..)
+            | Node::Not(..)
+            | Node::Eq { .. }
+            | Node::EqAttrStr { .. }
+            | Node::Cmp { .. }
+            | Node::MatchesConst { .. } => self.eval_bool(bag).map(Value::Bool),
+            _ => self.eval_other(bag),
+        }
+    }
+
+    /// The less common nodes, kept out of [`Node::eval`] so that its frame stays small.
+    #[inline(never)]
+    fn eval_other<'s>(&'s self, bag: &'s Bag<'_>) -> Result<Value<'s>> {
+        match self {
             Node::Index { map, key, .. } => match self.try_eval(bag)? {
                 Some(v) => Ok(v),
                 None => missing_key(bag, map, Some(key)),
@@ -196,13 +211,6 @@ impl Node {
                 Some(v) => Ok(v),
                 None => right.eval(bag),
             },
-            Node::And(..)
-            | Node::LOr(..)
-            | Node::Not(..)
-            | Node::Eq { .. }
-            | Node::EqAttrStr { .. }
-            | Node::Cmp { .. }
-            | Node::MatchesConst { .. } => self.eval_bool(bag).map(Value::Bool),
             Node::Add(left, right) => match (left.eval(bag)?, right.eval(bag)?) {
                 (Value::Int64(a), Value::Int64(b)) => Ok(Value::Int64(a.wrapping_add(b))),
                 (Value::Double(a), Value::Double(b)) => Ok(Value::Double(a + b)),
@@ -227,6 +235,17 @@ impl Node {
                 }
             }
             Node::Call { func, args } => call(*func, args, bag),
+            Node::Const(_)
+            | Node::Attr(_)
+            | Node::AttrOr(..)
+            | Node::AttrKeyOr { .. }
+            | Node::And(..)
+            | Node::LOr(..)
+            | Node::Not(..)
+            | Node::Eq { .. }
+            | Node::EqAttrStr { .. }
+            | Node::Cmp { .. }
+            | Node::MatchesConst { .. } => self.eval(bag),
         }
     }
 
@@ -264,6 +283,13 @@ impl Node {
                 Some(v) => Ok((v.as_text() == Some(&**text)) != *negate),
                 None => Err(missing(attr)),
             },
+            _ => self.eval_bool_other(bag),
+        }
+    }
+
+    #[inline(never)]
+    fn eval_bool_other(&self, bag: &Bag<'_>) -> Result<bool> {
+        match self {
             Node::Eq {
                 left,
                 right,
@@ -319,6 +345,7 @@ fn order(a: &Value<'_>, b: &Value<'_>) -> Option<std::cmp::Ordering> {
 }
 
 /// Equality by meaning (see [`crate::semantics`]).
+#[inline(never)]
 pub(crate) fn equal<'a>(a: &Value<'a>, b: &Value<'a>) -> Result<bool> {
     let invalid = |ty: ValueType| {
         move |(text, reason): (String, String)| {
@@ -347,6 +374,7 @@ fn conversion(function: &'static str, text: &str, reason: impl Into<String>) -> 
     })
 }
 
+#[inline(never)]
 fn call<'s>(func: Func, args: &'s [Node], bag: &'s Bag<'_>) -> Result<Value<'s>> {
     let arg = |i: usize| -> Result<Cow<'s, str>> {
         match args.get(i) {

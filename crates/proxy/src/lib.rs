@@ -6,19 +6,47 @@
 //! connection lives it produces [`ConnectionReport`]s (`open`, `continue` every report
 //! interval, `close`) and hands them to a [`ReportSink`]. The usual sink is a [`ReportQueue`]
 //! drained by a [`ReportSender`] that batches reports to a telemetry server over a
-//! [`ReportTransport`]; the data path never waits for it.
+//! [`ReportTransport`] ([`MixerTransport`]: Mixer v1 `Report` calls with compressed
+//! attributes and an idempotency key); the data path never waits for it. Any other
+//! [`ReportSink`] (an in-proxy configuration engine, a test recorder) can take the reports
+//! instead of, or beside, the queue.
+//!
+//! Byte counts are exact: the forwarder adds bytes to a [`ByteMeter`] as they are written to
+//! their destination, and each report's deltas are cut from one snapshot of the running
+//! totals ([`DeltaCursor`]), so a connection's deltas always sum to its totals.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! use std::sync::Arc;
-//! use meshmeter_proxy::{Identity, ListenerConfig, Proxy, ProxyStats, ReportQueue};
+//! use std::time::Duration;
+//! use meshmeter_attributes::Manifest;
+//! use meshmeter_proxy::{
+//!     Identity, ListenerConfig, MixerTransport, Proxy, ProxyStats, ReportQueue, ReportSchema,
+//!     ReportSender, SenderConfig,
+//! };
 //!
 //! let stats = Arc::new(ProxyStats::default());
 //! let queue = Arc::new(ReportQueue::new(100_000, Arc::clone(&stats)));
-//! let config = ListenerConfig::new("127.0.0.1:27018".parse()?, "127.0.0.1:27017".parse()?);
+//! let transport = MixerTransport::lazy("127.0.0.1:9091", &Manifest::istio())?;
+//! let sender = ReportSender::new(
+//!     Arc::clone(&queue),
+//!     transport,
+//!     ReportSchema::istio(),
+//!     SenderConfig::default(),
+//!     Arc::clone(&stats),
+//! );
+//! let config = ListenerConfig::new("0.0.0.0:27017".parse()?, "127.0.0.1:27018".parse()?);
 //! let proxy = Proxy::bind(config, Arc::new(Identity::default()), queue, stats).await?;
-//! let (_shutdown, signal) = tokio::sync::watch::channel(false);
-//! proxy.run(signal, std::time::Duration::from_secs(30)).await;
+//!
+//! let (stop_proxy, proxy_signal) = tokio::sync::watch::channel(false);
+//! let (stop_sender, sender_signal) = tokio::sync::watch::channel(false);
+//! let sending = tokio::spawn(sender.run(sender_signal));
+//! let proxying = tokio::spawn(proxy.run(proxy_signal, Duration::from_secs(30)));
+//! // ... on SIGTERM: drain connections first, then flush their close reports.
+//! stop_proxy.send(true)?;
+//! proxying.await?;
+//! stop_sender.send(true)?;
+//! sending.await?;
 //! # Ok(()) }
 //! ```
 

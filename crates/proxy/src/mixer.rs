@@ -41,7 +41,8 @@ impl MixerTransport {
 
     /// A transport to `addr` (`host:port` or `http://host:port`) that connects on first use
     /// and reconnects by itself, so a telemetry server that is down at start-up (or restarts)
-    /// costs retries, never the proxy's start.
+    /// costs retries, never the proxy's start. Call it within a tokio runtime (the channel
+    /// starts a background task).
     pub fn lazy(addr: &str, manifest: &Manifest) -> Result<Self, MixerAddrError> {
         let uri = if addr.contains("://") {
             addr.to_owned()

@@ -62,7 +62,7 @@ async fn echo_through(mode: CopyMode, chunk_size: usize, data: Vec<u8>, chunks: 
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 16, ..ProptestConfig::default() })]
 
     #[test]
     fn copy_mode_is_byte_exact(

@@ -437,7 +437,11 @@ impl<'a> BagCx<'a, '_> {
     fn word_bytes(&self, index: i32) -> Result<&'a [u8], DecodeError> {
         // -(index + 1) cannot overflow for any negative i32.
         match usize::try_from(-(i64::from(index) + 1)) {
-            Ok(slot) => self.dict.get(slot).copied().ok_or_else(|| self.bad_index(index)),
+            Ok(slot) => self
+                .dict
+                .get(slot)
+                .copied()
+                .ok_or_else(|| self.bad_index(index)),
             Err(_) => Err(self.bad_index(index)),
         }
     }

@@ -14,6 +14,8 @@
 //!
 //! [`Bag`]: meshmeter_attributes::Bag
 
+#![warn(missing_docs)]
+
 mod decode;
 mod dedup;
 mod encode;
