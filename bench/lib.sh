@@ -6,7 +6,8 @@
 # - traffic only on 127.0.0.1, ports chosen at run time (free_port);
 # - every process is started through start_bg, in its own session, and the EXIT trap ends
 #   exactly those process groups (by id), so a bench interrupted at any point leaves nothing;
-# - every wait is a bounded retry loop, every client runs under `timeout`.
+# - every wait is a bounded retry loop, every client runs under `timeout --foreground` (so a
+#   Ctrl-C reaches the client too, instead of only the script).
 #
 # Core pinning (see bench/README.md): on a machine with at least two cores the proxy under test
 # gets a core of its own (PROXY_CPUS, default 1) and the load generator and the upstream server

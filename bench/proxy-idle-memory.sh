@@ -49,7 +49,7 @@ for setup in $SETUPS; do
     proxy_pid=$BG_PID
     # start_bg execs the proxy in place, so the group leader's pid is the proxy's own.
     log "$setup: opening $COUNT idle connections"
-    if out=$(timeout 180 "${LOAD_PREFIX[@]}" python3 "$BENCH_DIR/idle_conns.py" \
+    if out=$(timeout --foreground 180 "${LOAD_PREFIX[@]}" python3 "$BENCH_DIR/idle_conns.py" \
         --proxy-port "$port" --upstream-port "$upstream_port" --pid "$proxy_pid" \
         --count "$COUNT" 2>"$WORK_DIR/idle-$setup.err"); then
         # out: before_kib=N after_kib=N connections=N kib_per_conn=F

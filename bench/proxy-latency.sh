@@ -28,8 +28,8 @@ require redis-server redis-benchmark redis-cli haproxy socat taskset python3
 # bench PORT CLIENTS REQUESTS: prints redis-benchmark's CSV data line for GET, or nothing.
 bench() {
     local out="$WORK_DIR/redis-$1-$2.csv"
-    if ! timeout "$RUN_LIMIT" "${LOAD_PREFIX[@]}" redis-benchmark -h 127.0.0.1 -p "$1" \
-        -c "$2" -n "$3" -t get --csv >"$out" 2>&1; then
+    if ! timeout --foreground "$RUN_LIMIT" "${LOAD_PREFIX[@]}" redis-benchmark \
+        -h 127.0.0.1 -p "$1" -c "$2" -n "$3" -t get --csv >"$out" 2>&1; then
         log "redis-benchmark via port $1 with $2 clients failed: $(head -c 300 "$out")"
         return 0
     fi
@@ -49,7 +49,7 @@ start_bg redis-server "$LOAD_CPUS" redis-server --bind 127.0.0.1 --port "$redis_
 redis_pid=$BG_PID
 wait_port "$redis_port"
 # redis-benchmark's GET reads the key its SET writes; store it once so GETs return a value.
-timeout 30 redis-benchmark -h 127.0.0.1 -p "$redis_port" -c 1 -n 1 -t set -q >/dev/null ||
+timeout --foreground 30 redis-benchmark -h 127.0.0.1 -p "$redis_port" -c 1 -n 1 -t set -q >/dev/null ||
     die "could not SET the benchmark key"
 
 declare -A p50 p99 rps note

@@ -38,8 +38,9 @@ measure() {
     # A second attempt: iperf3's server refuses a client while it is still tearing down the
     # previous test, a race of the tool, not of the proxy.
     for attempt in 1 2; do
-        if timeout $((DURATION + 20)) "${LOAD_PREFIX[@]}" iperf3 -c 127.0.0.1 -p "$port" \
-            -t "$DURATION" -O 1 -P "$streams" --connect-timeout 3000 -J >"$out" 2>&1; then
+        if timeout --foreground $((DURATION + 20)) "${LOAD_PREFIX[@]}" iperf3 -c 127.0.0.1 \
+            -p "$port" -t "$DURATION" -O 1 -P "$streams" --connect-timeout 3000 -J \
+            >"$out" 2>&1; then
             break
         fi
         log "iperf3 via port $port with $streams streams failed (attempt $attempt):" \

@@ -124,14 +124,17 @@ pub(crate) struct Args {
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
     let d: meshmeter_attributes::Duration = text.parse().map_err(|e| format!("{e}"))?;
-    d.to_std().ok_or_else(|| format!("duration '{text}' is negative"))
+    d.to_std()
+        .ok_or_else(|| format!("duration '{text}' is negative"))
 }
 
 fn parse_copy_mode(text: &str) -> Result<CopyMode, String> {
     match text {
         "copy" => Ok(CopyMode::Copy),
         "splice" => Ok(CopyMode::Splice),
-        other => Err(format!("unknown copy mode '{other}' (expected 'copy' or 'splice')")),
+        other => Err(format!(
+            "unknown copy mode '{other}' (expected 'copy' or 'splice')"
+        )),
     }
 }
 
@@ -147,7 +150,10 @@ impl ReportSink for Discard {
 struct Usage(String);
 
 pub(crate) fn run(args: Args) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -190,10 +196,13 @@ fn identity(args: &Args) -> Result<Identity, Failure> {
         Some(text) => Identity::parse_labels(text).map_err(|e| usage(format!("--labels: {e}")))?,
         None => Default::default(),
     };
-    let uid = args.uid.clone().or_else(|| match (&args.name, &args.namespace) {
-        (Some(pod), Some(ns)) => Some(Identity::kubernetes_uid(pod, ns)),
-        _ => None,
-    });
+    let uid = args
+        .uid
+        .clone()
+        .or_else(|| match (&args.name, &args.namespace) {
+            (Some(pod), Some(ns)) => Some(Identity::kubernetes_uid(pod, ns)),
+            _ => None,
+        });
     Ok(Identity {
         uid,
         name: args.name.clone(),
@@ -256,13 +265,21 @@ async fn serve(args: Args) -> Result<(), Failure> {
         config.connect_timeout = args.connect_timeout;
         config.idle_timeout = args.idle_timeout;
         config.max_connections = args.max_connections;
-        config.forward = ForwardOptions { mode: args.copy_mode, ..ForwardOptions::default() };
-        let proxy = Proxy::bind(config, Arc::clone(&identity), Arc::clone(&sink), Arc::clone(&stats))
-            .await
-            .map_err(|e| match e {
-                meshmeter_proxy::BindError::Config(c) => usage(c.to_string()),
-                other => Failure::Runtime(other.into()),
-            })?;
+        config.forward = ForwardOptions {
+            mode: args.copy_mode,
+            ..ForwardOptions::default()
+        };
+        let proxy = Proxy::bind(
+            config,
+            Arc::clone(&identity),
+            Arc::clone(&sink),
+            Arc::clone(&stats),
+        )
+        .await
+        .map_err(|e| match e {
+            meshmeter_proxy::BindError::Config(c) => usage(c.to_string()),
+            other => Failure::Runtime(other.into()),
+        })?;
         proxies.push(proxy.with_connection_ids(Arc::clone(&ids)));
     }
 

@@ -1,31 +1,6 @@
 //! Handler objects (`kind: handler` and the legacy `prometheus`, `stdio`, `kubernetesenv`).
 //!
-//! The fields, in both spellings (`label_names` = `labelNames`):
-//!
-//! `prometheus`:
-//! - `metrics` (list), each with
-//!   - `name`: the metric name after the namespace (`mongo_sent_bytes`); the instance's name
-//!     when empty;
-//!   - `instance_name` (required): the instance that feeds it, `name.kind.namespace`,
-//!     `name.kind` or `name` (the last two in the handler's namespace);
-//!   - `kind` (required): `COUNTER`, `GAUGE` or `DISTRIBUTION`;
-//!   - `label_names`: the instance's dimension names, each exactly once, in exposition order;
-//!   - `buckets` (DISTRIBUTION only): exactly one of `explicit_buckets {bounds}`,
-//!     `linear_buckets {num_finite_buckets, width, offset}`,
-//!     `exponential_buckets {num_finite_buckets, growth_factor, scale}`; Prometheus' default
-//!     bounds when absent;
-//!   - `description`: the `# HELP` text;
-//!   - `namespace`: the name prefix, `istio` by default.
-//! - `metrics_expiration_policy`: `metrics_expiry_duration` (Go duration, e.g. `10m`) and
-//!   `expiry_check_interval_duration` (half the expiry when absent).
-//!
-//! `stdio`: `severity_levels` (severity text -> `INFO`|`WARNING`|`ERROR`), `metric_level`,
-//! `output_as_json`, `log_stream` (`STDOUT`|`STDERR`|`FILE`|`ROTATED_FILE`), `output_path`,
-//! `max_megabytes_before_rotation`, `max_days_before_rotation`, `max_rotated_files`.
-//!
-//! `kubernetesenv`: `kubeconfig_path`, `cache_refresh_duration`,
-//! `cluster_registries_namespace`, `cluster_domain_name` are accepted and ignored: identity
-//! comes from meshmeter's workload registry.
+//! The field reference (the user documentation) is in the crate docs; keep them in step.
 
 use meshmeter_attributes::Duration;
 

@@ -1,25 +1,6 @@
 //! Instance objects (`kind: instance` and the legacy `metric`, `logentry`, `kubernetes`).
 //!
-//! The fields, in both spellings (`monitored_resource_type` = `monitoredResourceType`):
-//!
-//! `metric`:
-//! - `value` (required): expression, INT64, DOUBLE or DURATION (seconds in Prometheus).
-//! - `dimensions`: name -> expression of any type; the names must equal the `label_names` of
-//!   every prometheus metric fed by the instance.
-//! - `monitored_resource_type`, `monitored_resource_dimensions`: expressions, checked and kept;
-//!   Prometheus does not use them.
-//!
-//! `logentry`:
-//! - `variables`: name -> expression of any type.
-//! - `timestamp`: TIMESTAMP expression (the report time when absent).
-//! - `severity`: expression, usually a constant like `'"Info"'`.
-//! - `monitored_resource_type`, `monitored_resource_dimensions`: as for `metric`.
-//!
-//! `kubernetes` (workload identity inputs, Mixer's `kubernetesenv`):
-//! - `source_uid`, `source_ip`, `destination_uid`, `destination_ip`, `origin_uid`,
-//!   `origin_ip`, `destination_port`: expressions.
-//! - `attribute_bindings`: attribute name -> `$out.<field> | default` text; the attribute must
-//!   be declared; the text is kept as written (meshmeter's registry fills identity itself).
+//! The field reference (the user documentation) is in the crate docs; keep them in step.
 
 use meshmeter_attributes::Manifest;
 

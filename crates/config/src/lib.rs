@@ -46,6 +46,79 @@
 //! namespace). The kind part may be the kind as written, the generic `instance`/`handler`, or
 //! the template/adapter name.
 //!
+//! # Field reference
+//!
+//! Every field may be spelled in snake_case or camelCase. Legacy kinds (`kind: metric`,
+//! `kind: prometheus`, ...) carry these fields directly in `spec`; generic kinds carry them in
+//! `spec.params` beside `spec.compiledTemplate` / `spec.compiledAdapter`.
+//!
+//! ## Instances
+//!
+//! The fields, in both spellings (`monitored_resource_type` = `monitoredResourceType`):
+//!
+//! `metric`:
+//! - `value` (required): expression, INT64, DOUBLE or DURATION (seconds in Prometheus).
+//! - `dimensions`: name -> expression of any type; the names must equal the `label_names` of
+//!   every prometheus metric fed by the instance.
+//! - `monitored_resource_type`, `monitored_resource_dimensions`: expressions, checked and kept;
+//!   Prometheus does not use them.
+//!
+//! `logentry`:
+//! - `variables`: name -> expression of any type.
+//! - `timestamp`: TIMESTAMP expression (the report time when absent).
+//! - `severity`: expression, usually a constant like `'"Info"'`.
+//! - `monitored_resource_type`, `monitored_resource_dimensions`: as for `metric`.
+//!
+//! `kubernetes` (workload identity inputs, Mixer's `kubernetesenv`):
+//! - `source_uid`, `source_ip`, `destination_uid`, `destination_ip`, `origin_uid`,
+//!   `origin_ip`, `destination_port`: expressions.
+//! - `attribute_bindings`: attribute name -> `$out.<field> | default` text; the attribute must
+//!   be declared; the text is kept as written (meshmeter's registry fills identity itself).
+//!
+//! ## Handlers
+//!
+//! The fields, in both spellings (`label_names` = `labelNames`):
+//!
+//! `prometheus`:
+//! - `metrics` (list), each with
+//!   - `name`: the metric name after the namespace (`mongo_sent_bytes`); the instance's name
+//!     when empty;
+//!   - `instance_name` (required): the instance that feeds it, `name.kind.namespace`,
+//!     `name.kind` or `name` (the last two in the handler's namespace);
+//!   - `kind` (required): `COUNTER`, `GAUGE` or `DISTRIBUTION`;
+//!   - `label_names`: the instance's dimension names, each exactly once, in exposition order;
+//!   - `buckets` (DISTRIBUTION only): exactly one of `explicit_buckets {bounds}`,
+//!     `linear_buckets {num_finite_buckets, width, offset}`,
+//!     `exponential_buckets {num_finite_buckets, growth_factor, scale}`; Prometheus' default
+//!     bounds when absent;
+//!   - `description`: the `# HELP` text;
+//!   - `namespace`: the name prefix, `istio` by default.
+//! - `metrics_expiration_policy`: `metrics_expiry_duration` (Go duration, e.g. `10m`) and
+//!   `expiry_check_interval_duration` (half the expiry when absent).
+//!
+//! `stdio`: `severity_levels` (severity text -> `INFO`|`WARNING`|`ERROR`), `metric_level`,
+//! `output_as_json`, `log_stream` (`STDOUT`|`STDERR`|`FILE`|`ROTATED_FILE`), `output_path`,
+//! `max_megabytes_before_rotation`, `max_days_before_rotation`, `max_rotated_files`.
+//!
+//! `kubernetesenv`: `kubeconfig_path`, `cache_refresh_duration`,
+//! `cluster_registries_namespace`, `cluster_domain_name` are accepted and ignored: identity
+//! comes from meshmeter's workload registry.
+//!
+//! ## Rules
+//!
+//! The fields:
+//! - `match`: BOOL expression; absent or empty means "always".
+//! - `actions` (list), each with `handler` (required; `name.kind.namespace`, `name.kind` or
+//!   `name`), `instances` (list of instance references, same forms) and an optional `name`.
+//! - `request_header_operations`, `response_header_operations`, `sampling`: accepted for
+//!   compatibility and ignored (they concern HTTP and Mixer's own sampling).
+//!
+//! ## Attribute manifests
+//!
+//! `spec.attributes`: attribute name -> `{valueType, description}`. They extend the built-in
+//! Istio vocabulary; declaring a built-in name again with the same type is fine, with another
+//! type it is an error (C0060).
+//!
 //! # Diagnostic codes
 //! | code | meaning |
 //! |---|---|

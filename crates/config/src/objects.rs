@@ -164,7 +164,8 @@ pub(crate) fn read<'n>(doc: &'n Node, origin: Origin, sink: &mut Sink<'_>) -> Op
         let what = name.and_then(Node::as_str).unwrap_or("(unnamed)");
         let istio_group = api_version.is_some_and(|v| v.starts_with("config.istio.io/"));
         let typo = istio_group && !other_istio_kind(kind);
-        match suggest(kind, KNOWN_KINDS).filter(|_| typo) {
+        let meant = suggest(kind, KNOWN_KINDS).filter(|_| typo);
+        match meant {
             Some(s) => {
                 sink.report(
                     Code::BadHeader,
@@ -186,9 +187,14 @@ pub(crate) fn read<'n>(doc: &'n Node, origin: Origin, sink: &mut Sink<'_>) -> Op
         }
         // Other Istio templates and adapters stay as placeholders: a rule may name them, and
         // that part of the rule is then skipped rather than reported as undefined.
-        let placeholder = if OTHER_TEMPLATES.contains(&kind) {
+        // A misspelt kind stands in as what it was probably meant to be, for the same reason.
+        let like = meant.unwrap_or(kind);
+        let placeholder = if OTHER_TEMPLATES.contains(&like)
+            || TEMPLATES.contains(&like)
+            || like == "instance"
+        {
             Category::Instance(0)
-        } else if OTHER_ADAPTERS.contains(&kind) {
+        } else if OTHER_ADAPTERS.contains(&like) || ADAPTERS.contains(&like) || like == "handler" {
             Category::Handler(0)
         } else {
             return None;

@@ -1,11 +1,6 @@
 //! Rule objects (`kind: rule`).
 //!
-//! The fields:
-//! - `match`: BOOL expression; absent or empty means "always".
-//! - `actions` (list), each with `handler` (required; `name.kind.namespace`, `name.kind` or
-//!   `name`), `instances` (list of instance references, same forms) and an optional `name`.
-//! - `request_header_operations`, `response_header_operations`, `sampling`: accepted for
-//!   compatibility and ignored (they concern HTTP and Mixer's own sampling).
+//! The field reference (the user documentation) is in the crate docs; keep them in step.
 
 use meshmeter_attributes::Manifest;
 use meshmeter_expr::Expression;

@@ -480,3 +480,12 @@ fn error_inside_a_block_scalar_points_at_its_start() {
         ),
     );
 }
+
+#[test]
+fn a_misspelt_handler_kind_is_reported_once() {
+    golden(
+        "handler_kind_typo",
+        "tcp-metrics-crd.yaml",
+        &edit(SEED_CRD, "kind: prometheus", "kind: prometeus", 1),
+    );
+}

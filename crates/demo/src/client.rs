@@ -35,7 +35,13 @@ async fn connect(source: SocketAddr, target: SocketAddr) -> std::io::Result<TcpS
 }
 
 /// Sends `queries` queries on `stream`; each waits for its reply.
-async fn query(stream: &mut TcpStream, queries: u64, pause: Duration, counts: &ClientCounts, stop: &watch::Receiver<bool>) -> std::io::Result<()> {
+async fn query(
+    stream: &mut TcpStream,
+    queries: u64,
+    pause: Duration,
+    counts: &ClientCounts,
+    stop: &watch::Receiver<bool>,
+) -> std::io::Result<()> {
     let mut buf = Vec::new();
     for n in 0..queries {
         if *stop.borrow() {
@@ -45,9 +51,14 @@ async fn query(stream: &mut TcpStream, queries: u64, pause: Duration, counts: &C
         stream.write_all(&message(len, b'q')).await?;
         counts.sent.fetch_add(len as u64, Ordering::Relaxed);
         if !read_message(stream, &mut buf).await? || buf.len() != reply_len(len) {
-            return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "unexpected reply"));
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "unexpected reply",
+            ));
         }
-        counts.received.fetch_add(buf.len() as u64, Ordering::Relaxed);
+        counts
+            .received
+            .fetch_add(buf.len() as u64, Ordering::Relaxed);
         if !pause.is_zero() {
             tokio::time::sleep(pause).await;
         }
@@ -56,7 +67,12 @@ async fn query(stream: &mut TcpStream, queries: u64, pause: Duration, counts: &C
 }
 
 /// Runs until `stop` turns true; every connection is closed cleanly before it returns.
-pub(crate) async fn run(source: SocketAddr, target: SocketAddr, counts: Arc<ClientCounts>, stop: watch::Receiver<bool>) {
+pub(crate) async fn run(
+    source: SocketAddr,
+    target: SocketAddr,
+    counts: Arc<ClientCounts>,
+    stop: watch::Receiver<bool>,
+) {
     let steady = {
         let counts = Arc::clone(&counts);
         let stop = stop.clone();
@@ -65,7 +81,14 @@ pub(crate) async fn run(source: SocketAddr, target: SocketAddr, counts: Arc<Clie
                 match connect(source, target).await {
                     Ok(mut stream) => {
                         counts.connections.fetch_add(1, Ordering::Relaxed);
-                        let result = query(&mut stream, u64::MAX, Duration::from_millis(50), &counts, &stop).await;
+                        let result = query(
+                            &mut stream,
+                            u64::MAX,
+                            Duration::from_millis(50),
+                            &counts,
+                            &stop,
+                        )
+                        .await;
                         let _ = stream.shutdown().await;
                         let mut rest = Vec::new();
                         let _ = tokio::io::AsyncReadExt::read_to_end(&mut stream, &mut rest).await;
@@ -96,7 +119,10 @@ pub(crate) async fn run(source: SocketAddr, target: SocketAddr, counts: Arc<Clie
                 match connect(source, target).await {
                     Ok(mut stream) => {
                         counts.connections.fetch_add(1, Ordering::Relaxed);
-                        if query(&mut stream, 3, Duration::ZERO, &counts, &stop).await.is_err() {
+                        if query(&mut stream, 3, Duration::ZERO, &counts, &stop)
+                            .await
+                            .is_err()
+                        {
                             counts.errors.fetch_add(1, Ordering::Relaxed);
                         }
                         let _ = stream.shutdown().await;

@@ -27,7 +27,10 @@ pub(crate) fn reply_len(request_len: usize) -> usize {
 }
 
 /// Reads one length-prefixed message into `buf`; `Ok(false)` on a clean end of stream.
-pub(crate) async fn read_message(stream: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<bool> {
+pub(crate) async fn read_message(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+) -> std::io::Result<bool> {
     let mut header = [0u8; 4];
     match stream.read_exact(&mut header).await {
         Ok(_) => {}
@@ -38,7 +41,12 @@ pub(crate) async fn read_message(stream: &mut TcpStream, buf: &mut Vec<u8>) -> s
     let len = usize::try_from(len)
         .ok()
         .filter(|&l| (4..=MAX_MESSAGE).contains(&l))
-        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("bad message length {len}")))?;
+        .ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("bad message length {len}"),
+            )
+        })?;
     buf.resize(len, 0);
     buf[..4].copy_from_slice(&header);
     stream.read_exact(&mut buf[4..]).await?;
@@ -71,7 +79,9 @@ pub(crate) async fn serve(listener: TcpListener, counts: Arc<ServerCounts>) {
                         break;
                     }
                 }
-                counts.received.fetch_add(buf.len() as u64, Ordering::Relaxed);
+                counts
+                    .received
+                    .fetch_add(buf.len() as u64, Ordering::Relaxed);
                 let reply = message(reply_len(buf.len()), b'd');
                 if stream.write_all(&reply).await.is_err() {
                     break;

@@ -27,27 +27,38 @@ pub(crate) fn scrape_config(target: SocketAddr) -> String {
 
 /// A free port on loopback (the OS picks it; Prometheus binds it right after).
 fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 impl Prometheus {
     /// Starts `binary` scraping `target`, with its files under `dir`, and waits until it is
     /// ready (at most 30 s).
-    pub(crate) async fn start(binary: &Path, target: SocketAddr, dir: &Path) -> std::io::Result<Prometheus> {
+    pub(crate) async fn start(
+        binary: &Path,
+        target: SocketAddr,
+        dir: &Path,
+    ) -> std::io::Result<Prometheus> {
         let config = dir.join("prometheus.yml");
         std::fs::write(&config, scrape_config(target))?;
         let addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
         let log = std::fs::File::create(dir.join("prometheus.log"))?;
         let child = Command::new(binary)
             .arg(format!("--config.file={}", config.display()))
-            .arg(format!("--storage.tsdb.path={}", dir.join("prometheus-data").display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("prometheus-data").display()
+            ))
             .arg(format!("--web.listen-address={addr}"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
             .kill_on_drop(true)
             .spawn()
-            .map_err(|e| std::io::Error::new(e.kind(), format!("cannot start {}: {e}", binary.display())))?;
+            .map_err(|e| {
+                std::io::Error::new(e.kind(), format!("cannot start {}: {e}", binary.display()))
+            })?;
         let mut prometheus = Prometheus { child, addr };
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         loop {
@@ -61,7 +72,10 @@ impl Prometheus {
                 )));
             }
             if tokio::time::Instant::now() > deadline {
-                return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "prometheus not ready within 30 s"));
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "prometheus not ready within 30 s",
+                ));
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -69,9 +83,15 @@ impl Prometheus {
 
     /// Runs an instant PromQL query; returns the API's JSON text.
     pub(crate) async fn query(&self, promql: &str) -> std::io::Result<String> {
-        let (status, body) = http_get(self.addr, &format!("/api/v1/query?query={}", encode(promql))).await?;
+        let (status, body) = http_get(
+            self.addr,
+            &format!("/api/v1/query?query={}", encode(promql)),
+        )
+        .await?;
         if status != 200 {
-            return Err(std::io::Error::other(format!("query failed with HTTP {status}: {body}")));
+            return Err(std::io::Error::other(format!(
+                "query failed with HTTP {status}: {body}"
+            )));
         }
         Ok(body)
     }

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use meshmeter_attributes::Manifest;
 use meshmeter_proxy::{
-    Identity, ListenerConfig, MixerTransport, Proxy, ProxyStats, ReportInterval, ReportQueue, ReportSchema,
-    ReportSender, SenderConfig,
+    Identity, ListenerConfig, MixerTransport, Proxy, ProxyStats, ReportInterval, ReportQueue,
+    ReportSchema, ReportSender, SenderConfig,
 };
 use meshmeter_server::{ServerOptions, TelemetryServer};
 use tokio::sync::watch;
@@ -143,7 +143,11 @@ fn write_file(path: &Path, text: &str) -> Result<(), DemoError> {
 fn samples_of(text: &str, name: &str) -> BTreeMap<String, f64> {
     all_samples(text)
         .into_iter()
-        .filter(|(series, _)| series.strip_prefix(name).is_some_and(|r| r.starts_with('{') || r.is_empty()))
+        .filter(|(series, _)| {
+            series
+                .strip_prefix(name)
+                .is_some_and(|r| r.starts_with('{') || r.is_empty())
+        })
         .collect()
 }
 
@@ -207,10 +211,12 @@ pub async fn run(
             addr: SocketAddr::new(IpAddr::V4(MONGODB_IP), 0),
             source,
         })?;
-    let mongo_addr = mongo_listener.local_addr().map_err(|source| DemoError::Bind {
-        addr: SocketAddr::new(IpAddr::V4(MONGODB_IP), 0),
-        source,
-    })?;
+    let mongo_addr = mongo_listener
+        .local_addr()
+        .map_err(|source| DemoError::Bind {
+            addr: SocketAddr::new(IpAddr::V4(MONGODB_IP), 0),
+            source,
+        })?;
     let mongo_counts = Arc::new(ServerCounts::default());
     let mongo_task = tokio::spawn(mongo::serve(mongo_listener, Arc::clone(&mongo_counts)));
 
@@ -218,8 +224,8 @@ pub async fn run(
     let stats = Arc::new(ProxyStats::default());
     let queue = Arc::new(ReportQueue::new(100_000, Arc::clone(&stats)));
     let mut listener = ListenerConfig::new(SocketAddr::new(IpAddr::V4(MONGODB_IP), 0), mongo_addr);
-    listener.report_interval =
-        ReportInterval::new(options.report_interval).map_err(|e| DemoError::Proxy(e.to_string()))?;
+    listener.report_interval = ReportInterval::new(options.report_interval)
+        .map_err(|e| DemoError::Proxy(e.to_string()))?;
     // Like Istio's sidecar, the proxy knows only its own pod; the server derives the rest
     // (labels, workload, service) from the workloads file.
     let identity = Identity {
@@ -231,8 +237,8 @@ pub async fn run(
         .await
         .map_err(|e| DemoError::Proxy(e.to_string()))?;
     let sidecar_addr = proxy.local_addr();
-    let transport =
-        MixerTransport::lazy(&grpc_addr.to_string(), &manifest).map_err(|e| DemoError::Proxy(e.to_string()))?;
+    let transport = MixerTransport::lazy(&grpc_addr.to_string(), &manifest)
+        .map_err(|e| DemoError::Proxy(e.to_string()))?;
     let schema = ReportSchema::new(&manifest).map_err(|e| DemoError::Proxy(e.to_string()))?;
     let sender = ReportSender::new(
         Arc::clone(&queue),
@@ -253,12 +259,19 @@ pub async fn run(
         Some(binary) => {
             let binary = if binary.as_os_str().is_empty() {
                 prometheus::default_binary().ok_or_else(|| {
-                    DemoError::Prometheus(std::io::Error::new(std::io::ErrorKind::NotFound, "no prometheus on PATH"))
+                    DemoError::Prometheus(std::io::Error::new(
+                        std::io::ErrorKind::NotFound,
+                        "no prometheus on PATH",
+                    ))
                 })?
             } else {
                 binary.clone()
             };
-            Some(Prometheus::start(&binary, metrics_addr, &dir).await.map_err(DemoError::Prometheus)?)
+            Some(
+                Prometheus::start(&binary, metrics_addr, &dir)
+                    .await
+                    .map_err(DemoError::Prometheus)?,
+            )
         }
         None => None,
     };
@@ -274,7 +287,9 @@ pub async fn run(
     ));
 
     let metrics_url = format!("http://{metrics_addr}/metrics");
-    let p = |out: &mut (dyn Write + Send), text: String| out.write_all(text.as_bytes()).map_err(DemoError::Output);
+    let p = |out: &mut (dyn Write + Send), text: String| {
+        out.write_all(text.as_bytes()).map_err(DemoError::Output)
+    };
     p(out, format!(
         "meshmeter demo: Istio's \"Collecting Metrics for TCP Services\" on one machine\n\
          \x20 telemetry server  gRPC {grpc_addr}, metrics {metrics_url}\n\
@@ -313,7 +328,10 @@ pub async fn run(
             _ = &mut ended => break,
             _ = tick.tick() => {}
         }
-        let text = http_get(metrics_addr, "/metrics").await.map(|r| r.1).unwrap_or_default();
+        let text = http_get(metrics_addr, "/metrics")
+            .await
+            .map(|r| r.1)
+            .unwrap_or_default();
         let mut block = format!("--- {:>3}s ---\n", started.elapsed().as_secs());
         for name in ["istio_mongo_received_bytes", "istio_mongo_sent_bytes"] {
             for (series, value) in samples_of(&text, name) {
@@ -343,7 +361,10 @@ pub async fn run(
     let deadline = Instant::now() + options.report_interval * 3 + Duration::from_secs(5);
     let mut text;
     loop {
-        text = http_get(metrics_addr, "/metrics").await.map(|r| r.1).unwrap_or_default();
+        text = http_get(metrics_addr, "/metrics")
+            .await
+            .map(|r| r.1)
+            .unwrap_or_default();
         if matches(&text) || Instant::now() > deadline {
             break;
         }
@@ -381,7 +402,10 @@ pub async fn run(
         tokio::time::sleep(Duration::from_millis(2500)).await;
         match prom.query("istio_mongo_received_bytes").await {
             Ok(json) => {
-                p(out, format!("prometheus: istio_mongo_received_bytes -> {json}\n"))?;
+                p(
+                    out,
+                    format!("prometheus: istio_mongo_received_bytes -> {json}\n"),
+                )?;
                 prometheus_result = Some(json);
             }
             Err(e) => p(out, format!("prometheus query failed: {e}\n"))?,

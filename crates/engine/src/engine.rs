@@ -63,11 +63,16 @@ pub(crate) struct Writers {
 
 impl Writers {
     pub(crate) fn get(&self, params: &StdioParams) -> Result<Arc<StdioWriter>, EngineError> {
-        let output = self.override_output.clone().unwrap_or_else(|| match params.log_stream {
-            LogStream::Stdout => Output::Stdout,
-            LogStream::Stderr => Output::Stderr,
-            LogStream::File | LogStream::RotatedFile => Output::File(params.output_path.clone().into()),
-        });
+        let output = self
+            .override_output
+            .clone()
+            .unwrap_or_else(|| match params.log_stream {
+                LogStream::Stdout => Output::Stdout,
+                LogStream::Stderr => Output::Stderr,
+                LogStream::File | LogStream::RotatedFile => {
+                    Output::File(params.output_path.clone().into())
+                }
+            });
         let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((_, w)) = open.iter().find(|(o, _)| *o == output) {
             return Ok(Arc::clone(w));
@@ -315,8 +320,11 @@ fn record_metric(
         dims.push(eval_field(&d.expression, bag, &d.name)?);
     }
     for target in targets {
-        let labels: SmallVec<[Value<'_>; 8]> =
-            target.dimensions.iter().map(|&i| dims[i].borrowed()).collect();
+        let labels: SmallVec<[Value<'_>; 8]> = target
+            .dimensions
+            .iter()
+            .map(|&i| dims[i].borrowed())
+            .collect();
         target.metric.record(&labels, value)?;
     }
     Ok(())

@@ -25,8 +25,15 @@ fn workload(name: &str, app: &str, version: &str, ip: &str) -> Workload {
 
 fn table() -> WorkloadTable {
     let mut mongo = workload("mongodb-v1", "mongodb", "v1", "127.0.0.3");
-    mongo.services = vec![Service::from_host("mongodb.default.svc.cluster.local", "default")];
-    WorkloadTable::new(vec![workload("ratings-v2", "ratings", "v2", "127.0.0.2"), mongo]).unwrap()
+    mongo.services = vec![Service::from_host(
+        "mongodb.default.svc.cluster.local",
+        "default",
+    )];
+    WorkloadTable::new(vec![
+        workload("ratings-v2", "ratings", "v2", "127.0.0.2"),
+        mongo,
+    ])
+    .unwrap()
 }
 
 fn engine(files: &[(&str, &str)], defaults: bool, log: Option<std::path::PathBuf>) -> Engine {
@@ -131,7 +138,9 @@ fn a_failing_instance_does_not_drop_the_others() {
     let mut own = String::new();
     engine.self_metrics().encode(&mut own);
     assert!(
-        own.contains("meshmeter_dispatch_errors_total{instance=\"mongosentbytes.instance.default\"} 1\n"),
+        own.contains(
+            "meshmeter_dispatch_errors_total{instance=\"mongosentbytes.instance.default\"} 1\n"
+        ),
         "{own}"
     );
 }
@@ -155,14 +164,29 @@ fn istio_defaults_count_connections_and_bytes_and_log_them() {
         "istio_tcp_connections_opened_total{",
         "istio_tcp_connections_closed_total{",
     ] {
-        let sample = text.lines().find(|l| l.starts_with(line)).unwrap_or_else(|| panic!("{line} missing in\n{text}"));
+        let sample = text
+            .lines()
+            .find(|l| l.starts_with(line))
+            .unwrap_or_else(|| panic!("{line} missing in\n{text}"));
         assert!(sample.ends_with(" 1"), "{sample}");
-        assert!(sample.contains("destination_workload=\"mongodb-v1\""), "{sample}");
-        assert!(sample.contains("source_workload=\"ratings-v2\""), "{sample}");
+        assert!(
+            sample.contains("destination_workload=\"mongodb-v1\""),
+            "{sample}"
+        );
+        assert!(
+            sample.contains("source_workload=\"ratings-v2\""),
+            "{sample}"
+        );
     }
-    let sent = text.lines().find(|l| l.starts_with("istio_tcp_sent_bytes_total{")).unwrap();
+    let sent = text
+        .lines()
+        .find(|l| l.starts_with("istio_tcp_sent_bytes_total{"))
+        .unwrap();
     assert!(sent.ends_with(" 15"), "{sent}");
-    let received = text.lines().find(|l| l.starts_with("istio_tcp_received_bytes_total{")).unwrap();
+    let received = text
+        .lines()
+        .find(|l| l.starts_with("istio_tcp_received_bytes_total{"))
+        .unwrap();
     assert!(received.ends_with(" 21"), "{received}");
     engine.flush_logs();
     let lines: Vec<serde_json::Value> = std::fs::read_to_string(&log)
@@ -175,7 +199,10 @@ fn istio_defaults_count_connections_and_bytes_and_log_them() {
     assert_eq!(lines[1]["connectionEvent"], "continue");
     assert_eq!(lines[1]["sentBytes"], 10);
     assert_eq!(lines[1]["sourceWorkload"], "ratings-v2");
-    assert_eq!(lines[1]["destinationServiceHost"], "mongodb.default.svc.cluster.local");
+    assert_eq!(
+        lines[1]["destinationServiceHost"],
+        "mongodb.default.svc.cluster.local"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 

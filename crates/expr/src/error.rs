@@ -291,34 +291,47 @@ pub enum EvalError {
         found: ValueType,
     },
     /// `ip()`, `timestamp()`, `dnsName()`, `email()` or `uri()` got text it cannot convert.
-    #[error("{function}({text:?}): {reason}")]
+    #[error("{function}({:?}): {}", failure.text, failure.reason)]
     Conversion {
         /// The function.
         function: &'static str,
-        /// The text given.
-        text: String,
-        /// Why it failed.
-        reason: String,
+        /// The text given and why it failed.
+        failure: Box<Failure>,
     },
     /// A value that cannot be compared by meaning (an email or URI attribute that does not
     /// parse).
-    #[error("cannot compare {ty} value {text:?}: {reason}")]
+    #[error("cannot compare {ty} value {:?}: {}", failure.text, failure.reason)]
     InvalidValue {
         /// Its type.
         ty: ValueType,
-        /// Its text.
-        text: String,
-        /// Why it does not parse.
-        reason: String,
+        /// Its text and why it does not parse.
+        failure: Box<Failure>,
     },
     /// `pattern.matches(s)` with a pattern that is not a valid regular expression.
-    #[error("invalid regular expression {pattern:?}: {reason}")]
+    #[error("invalid regular expression {:?}: {}", failure.text, failure.reason)]
     InvalidRegex {
-        /// The pattern.
-        pattern: String,
-        /// The regex compiler's complaint.
-        reason: String,
+        /// The pattern and the regex compiler's complaint.
+        failure: Box<Failure>,
     },
+}
+
+/// Text that failed to parse, and why. Boxed inside [`EvalError`] so that evaluation results
+/// stay small.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Failure {
+    /// The offending text.
+    pub text: String,
+    /// Why it was rejected.
+    pub reason: String,
+}
+
+impl Failure {
+    pub(crate) fn boxed(text: impl Into<String>, reason: impl Into<String>) -> Box<Failure> {
+        Box::new(Failure {
+            text: text.into(),
+            reason: reason.into(),
+        })
+    }
 }
 
 #[cfg(test)]

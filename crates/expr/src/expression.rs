@@ -74,7 +74,7 @@ impl Expression {
     /// Evaluates against one bag. Values may borrow from the bag or from the expression's own
     /// constants.
     pub fn eval<'s>(&'s self, bag: &'s Bag<'_>) -> Result<Value<'s>, EvalError> {
-        self.inner.root.eval(bag).map_err(|e| *e)
+        self.inner.root.eval(bag)
     }
 
     /// Evaluates a BOOL expression (a rule's `match`) without building a [`Value`]. For an
@@ -83,7 +83,7 @@ impl Expression {
         if self.inner.result_type != ValueType::Bool {
             return Ok(false);
         }
-        self.inner.root.eval_bool(bag).map_err(|e| *e)
+        self.inner.root.eval_bool(bag)
     }
 
     /// The attributes the expression reads (for docs/validation), in id order.

@@ -24,10 +24,17 @@
 //! - `a | b` is `a`, or `b` when `a` is an absent attribute or a missing map key (directly,
 //!   or inside `a`'s own map lookups and `|` chains). Errors inside function arguments and
 //!   operands are not caught, as in Mixer.
+//! - Outside `|`, a missing map key reads as the empty string (Mixer's `NLookup`; its table
+//!   pins `match(m["absent"], "x*")` to `false`). An absent map attribute is an error.
 //! - A string literal that reads as a Go duration (`"10s"`, `"0"`) is a DURATION constant.
 //! - Equality of IP_ADDRESS, TIMESTAMP, DNS_NAME, EMAIL_ADDRESS and URI is by meaning; see
 //!   the module notes in the source (`semantics.rs`).
-//! - INT64 `+` wraps on overflow, as Go's did.
+//! - INT64 `+` wraps on overflow, as Go's did. `+` and ordering also work on the text of
+//!   DNS_NAME, EMAIL_ADDRESS and URI values, as Mixer compiled them as strings.
+//! - Integer literals are decimal only (Mixer parsed them with base 10); `true`/`false` may be
+//!   written in any letter case.
+//! - Nesting is limited to [`MAX_DEPTH`] levels (a chain of one operator counts a level per
+//!   operand), so no input can exhaust the stack; deeper input is error E005.
 //!
 //! # Differences from Mixer 1.1 (deliberate)
 //! - DURATION supports `==`, `!=`, `<`, `<=`, `>`, `>=` (Mixer: "not yet implemented").
@@ -53,7 +60,7 @@ mod parser;
 mod program;
 mod semantics;
 
-pub use error::{CompileError, ErrorKind, EvalError};
+pub use error::{CompileError, ErrorKind, EvalError, Failure};
 pub use expression::Expression;
 pub use parser::{parse, MAX_DEPTH};
 

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use meshmeter_attributes::{AttrId, Bag, StringMap, Timestamp, Value, ValueType};
 use regex::Regex;
 
-use crate::error::EvalError;
+use crate::error::{EvalError, Failure};
 use crate::semantics;
 
 /// An attribute reference resolved against the manifest.
@@ -98,9 +98,7 @@ pub(crate) enum Node {
     },
 }
 
-/// Errors are boxed inside the evaluator so that results stay the size of a [`Value`] on the
-/// hot path; [`crate::Expression::eval`] unboxes them.
-type Result<T> = std::result::Result<T, Box<EvalError>>;
+type Result<T> = std::result::Result<T, EvalError>;
 
 /// Bounds the memory one pattern compiled at evaluation time may take.
 const REGEX_SIZE_LIMIT: usize = 1 << 20;
@@ -110,8 +108,7 @@ pub(crate) fn compile_regex(pattern: &str) -> std::result::Result<Regex, EvalErr
         .size_limit(REGEX_SIZE_LIMIT)
         .build()
         .map_err(|e| EvalError::InvalidRegex {
-            pattern: pattern.to_owned(),
-            reason: e.to_string(),
+            failure: Failure::boxed(pattern, e.to_string()),
         })
 }
 
@@ -119,11 +116,11 @@ pub(crate) fn compile_regex(pattern: &str) -> std::result::Result<Regex, EvalErr
 fn lookup<'s, 'b>(a: &Attr, bag: &'s Bag<'b>) -> Result<Option<&'s Value<'b>>> {
     match bag.get(a.id) {
         Some(v) if v.value_type() == a.ty => Ok(Some(v)),
-        Some(v) => Err(Box::new(EvalError::WrongType {
+        Some(v) => Err(EvalError::WrongType {
             name: a.name.clone(),
             expected: a.ty,
             found: v.value_type(),
-        })),
+        }),
         None => Ok(None),
     }
 }
@@ -139,10 +136,10 @@ fn read<'s>(v: &'s Value<'_>) -> Value<'s> {
 }
 
 #[cold]
-fn missing(a: &Attr) -> Box<EvalError> {
-    Box::new(EvalError::MissingAttribute {
+fn missing(a: &Attr) -> EvalError {
+    EvalError::MissingAttribute {
         name: a.name.clone(),
-    })
+    }
 }
 
 /// A key's lookup in a map value, borrowing from the bag when the map does.
@@ -177,13 +174,14 @@ impl Node {
                 attr,
                 key,
                 fallback,
-            } => Ok(match lookup(attr, bag)? {
-                Some(Value::StringMap(m)) => match m.get(key) {
+            } => match bag.get(attr.id) {
+                Some(Value::StringMap(m)) => Ok(match m.get(key) {
                     Some(v) => Value::String(Cow::Borrowed(v)),
                     None => fallback.borrowed(),
-                },
-                _ => fallback.borrowed(),
-            }),
+                }),
+                Some(_) => lookup(attr, bag).map(|_| fallback.borrowed()),
+                None => Ok(fallback.borrowed()),
+            },
             Node::And(..)
             | Node::LOr(..)
             | Node::Not(..)
@@ -279,8 +277,10 @@ impl Node {
             Node::And(l, r) => Ok(l.eval_bool(bag)? && r.eval_bool(bag)?),
             Node::LOr(l, r) => Ok(l.eval_bool(bag)? || r.eval_bool(bag)?),
             Node::Not(e) => Ok(!e.eval_bool(bag)?),
-            Node::EqAttrStr { attr, text, negate } => match lookup(attr, bag)? {
-                Some(v) => Ok((v.as_text() == Some(&**text)) != *negate),
+            // One tag check instead of `lookup`'s type check plus a text extraction.
+            Node::EqAttrStr { attr, text, negate } => match bag.get(attr.id) {
+                Some(Value::String(s)) => Ok((**s == **text) != *negate),
+                Some(_) => lookup(attr, bag).map(|_| false),
                 None => Err(missing(attr)),
             },
             _ => self.eval_bool_other(bag),
@@ -348,8 +348,9 @@ fn order(a: &Value<'_>, b: &Value<'_>) -> Option<std::cmp::Ordering> {
 #[inline(never)]
 pub(crate) fn equal<'a>(a: &Value<'a>, b: &Value<'a>) -> Result<bool> {
     let invalid = |ty: ValueType| {
-        move |(text, reason): (String, String)| {
-            Box::new(EvalError::InvalidValue { ty, text, reason })
+        move |(text, reason): (String, String)| EvalError::InvalidValue {
+            ty,
+            failure: Failure::boxed(text, reason),
         }
     };
     Ok(match (a, b) {
@@ -366,12 +367,11 @@ pub(crate) fn equal<'a>(a: &Value<'a>, b: &Value<'a>) -> Result<bool> {
 }
 
 #[cold]
-fn conversion(function: &'static str, text: &str, reason: impl Into<String>) -> Box<EvalError> {
-    Box::new(EvalError::Conversion {
+fn conversion(function: &'static str, text: &str, reason: impl Into<String>) -> EvalError {
+    EvalError::Conversion {
         function,
-        text: text.to_owned(),
-        reason: reason.into(),
-    })
+        failure: Failure::boxed(text, reason),
+    }
 }
 
 #[inline(never)]
@@ -417,7 +417,7 @@ fn call<'s>(func: Func, args: &'s [Node], bag: &'s Bag<'_>) -> Result<Value<'s>>
         Func::Match => Value::Bool(semantics::glob_match(&arg(0)?, &arg(1)?)),
         Func::Matches => {
             let (pattern, s) = (arg(0)?, arg(1)?);
-            Value::Bool(compile_regex(&pattern).map_err(Box::new)?.is_match(&s))
+            Value::Bool(compile_regex(&pattern)?.is_match(&s))
         }
         Func::StartsWith => Value::Bool(arg(0)?.starts_with(&*arg(1)?)),
         Func::EndsWith => Value::Bool(arg(0)?.ends_with(&*arg(1)?)),

@@ -101,15 +101,17 @@ impl Ingest {
 
     fn decoding(engine: &Engine, max_message_bytes: usize) -> Decoding {
         let runtime = engine.runtime();
-        let decoder = BagDecoder::new(&runtime.snapshot().manifest)
-            .with_max_message_bytes(max_message_bytes);
+        let decoder =
+            BagDecoder::new(&runtime.snapshot().manifest).with_max_message_bytes(max_message_bytes);
         Decoding { runtime, decoder }
     }
 
     /// Picks up the engine's current runtime (call after [`Engine::apply`]).
     pub fn refresh(&self) {
-        self.decoding
-            .store(Arc::new(Self::decoding(&self.engine, self.max_message_bytes)));
+        self.decoding.store(Arc::new(Self::decoding(
+            &self.engine,
+            self.max_message_bytes,
+        )));
     }
 
     /// Decodes and dispatches one `ReportRequest`; returns how many bags it held.

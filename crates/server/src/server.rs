@@ -218,7 +218,10 @@ impl TelemetryServer {
 
     /// Serves until `shutdown` completes; then stops accepting, finishes calls in flight,
     /// flushes the access log and returns.
-    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), ServerError> {
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), ServerError> {
         let TelemetryServer {
             grpc,
             admin,

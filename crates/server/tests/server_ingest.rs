@@ -61,7 +61,8 @@ fn encode(bags: &[Bag<'_>]) -> bytes::Bytes {
     bytes::Bytes::from(ReportEncoder::new(&Manifest::istio(), Encoding::Delta).encode_to_vec(bags))
 }
 
-const SEED_SERIES: &str = "{destination_version=\"v1\",source_service=\"ratings-v2\",source_version=\"v2\"}";
+const SEED_SERIES: &str =
+    "{destination_version=\"v1\",source_service=\"ratings-v2\",source_version=\"v2\"}";
 
 #[tokio::test]
 async fn identity_dedup_and_bad_input() {
@@ -71,7 +72,9 @@ async fn identity_dedup_and_bad_input() {
         config_paths: vec![data("tcp-metrics.yaml")],
         include_defaults: true,
         workloads: Some(dir.0.join("workloads.yaml")),
-        log_output: Some(meshmeter_adapters::stdio::Output::File(dir.0.join("access.log"))),
+        log_output: Some(meshmeter_adapters::stdio::Output::File(
+            dir.0.join("access.log"),
+        )),
         max_message_bytes: 64 * 1024,
         ..ServerOptions::default()
     })
@@ -79,21 +82,36 @@ async fn identity_dedup_and_bad_input() {
     assert_eq!(http_get(server.metrics, "/healthz").await.0, 200);
     assert_eq!(http_get(server.metrics, "/ready").await.0, 200);
 
-    let client = MixerClient::connect(&server.grpc.to_string()).await.unwrap();
+    let client = MixerClient::connect(&server.grpc.to_string())
+        .await
+        .unwrap();
     let batch = [proxy_bag(100, 250), proxy_bag(10, 20)];
     let id = client.next_report_id();
     client.report(encode(&batch), Some(&id)).await.unwrap();
     // The same request retried (e.g. after a timeout whose answer was lost) counts once.
     client.report(encode(&batch), Some(&id)).await.unwrap();
     // A different client's request with the same sequence number is its own report.
-    let other = ReportId { client: "other-client".into(), seq: id.seq };
-    client.report(encode(&[proxy_bag(1, 1)]), Some(&other)).await.unwrap();
+    let other = ReportId {
+        client: "other-client".into(),
+        seq: id.seq,
+    };
+    client
+        .report(encode(&[proxy_bag(1, 1)]), Some(&other))
+        .await
+        .unwrap();
 
     // Malformed protobuf, an undefined word, a wrong type and an oversized message are each
     // refused with a status that says what is wrong; nothing of them is counted.
-    let status = client.report(bytes::Bytes::from_static(&[0x0a, 0xff]), None).await.unwrap_err();
+    let status = client
+        .report(bytes::Bytes::from_static(&[0x0a, 0xff]), None)
+        .await
+        .unwrap_err();
     assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
-    assert!(status.message().starts_with("malformed protobuf"), "{}", status.message());
+    assert!(
+        status.message().starts_with("malformed protobuf"),
+        "{}",
+        status.message()
+    );
     let big = bytes::Bytes::from(vec![0u8; 100 * 1024]);
     let status = client.report(big, None).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
@@ -101,8 +119,16 @@ async fn identity_dedup_and_bad_input() {
 
     let text = server.scrape().await;
     let ours = samples(&text, "istio_mongo_");
-    assert_eq!(ours[&format!("istio_mongo_sent_bytes{SEED_SERIES}")], 111.0, "{text}");
-    assert_eq!(ours[&format!("istio_mongo_received_bytes{SEED_SERIES}")], 271.0, "{text}");
+    assert_eq!(
+        ours[&format!("istio_mongo_sent_bytes{SEED_SERIES}")],
+        111.0,
+        "{text}"
+    );
+    assert_eq!(
+        ours[&format!("istio_mongo_received_bytes{SEED_SERIES}")],
+        271.0,
+        "{text}"
+    );
     let tcp = samples(&text, "istio_tcp_sent_bytes_total");
     assert_eq!(tcp.values().sum::<f64>(), 111.0, "{text}");
     let series = tcp.keys().next().unwrap();
@@ -117,7 +143,10 @@ async fn identity_dedup_and_bad_input() {
     let own = samples(&text, "meshmeter_");
     assert_eq!(own["meshmeter_reports_received_total"], 2.0, "{text}");
     assert_eq!(own["meshmeter_bags_received_total"], 3.0, "{text}");
-    assert_eq!(own["meshmeter_decode_errors_total{reason=\"malformed\"}"], 1.0, "{text}");
+    assert_eq!(
+        own["meshmeter_decode_errors_total{reason=\"malformed\"}"], 1.0,
+        "{text}"
+    );
     server.stop().await;
     // The access log holds one line per bag counted (the TCP access log of the defaults).
     let log = std::fs::read_to_string(dir.0.join("access.log")).unwrap();
@@ -139,19 +168,38 @@ async fn configuration_changes_apply_without_losing_counts() {
         ..ServerOptions::default()
     })
     .await;
-    let client = MixerClient::connect(&server.grpc.to_string()).await.unwrap();
-    client.report(encode(&[proxy_bag(5, 7)]), None).await.unwrap();
+    let client = MixerClient::connect(&server.grpc.to_string())
+        .await
+        .unwrap();
+    client
+        .report(encode(&[proxy_bag(5, 7)]), None)
+        .await
+        .unwrap();
 
     // An invalid edit is rejected: the old configuration stays in force.
-    std::fs::write(dir.0.join("tcp-metrics.yaml"), seed.replace("kind: COUNTER", "kind: COUNTR")).unwrap();
+    std::fs::write(
+        dir.0.join("tcp-metrics.yaml"),
+        seed.replace("kind: COUNTER", "kind: COUNTR"),
+    )
+    .unwrap();
     eventually(Duration::from_secs(10), || async {
         let text = server.scrape().await;
-        (samples(&text, "meshmeter_config_errors_total").values().sum::<f64>() >= 1.0).then_some(())
+        (samples(&text, "meshmeter_config_errors_total")
+            .values()
+            .sum::<f64>()
+            >= 1.0)
+            .then_some(())
     })
     .await;
-    client.report(encode(&[proxy_bag(5, 7)]), None).await.unwrap();
+    client
+        .report(encode(&[proxy_bag(5, 7)]), None)
+        .await
+        .unwrap();
     let text = server.scrape().await;
-    assert_eq!(samples(&text, "istio_mongo_sent_bytes")[&format!("istio_mongo_sent_bytes{SEED_SERIES}")], 10.0);
+    assert_eq!(
+        samples(&text, "istio_mongo_sent_bytes")[&format!("istio_mongo_sent_bytes{SEED_SERIES}")],
+        10.0
+    );
 
     // A valid edit adds a metric; the seed's counters keep their values.
     let extra = "---
@@ -194,12 +242,27 @@ spec:
     std::fs::write(dir.0.join("tcp-metrics.yaml"), format!("{seed}{extra}")).unwrap();
     eventually(Duration::from_secs(10), || async {
         let text = server.scrape().await;
-        (samples(&text, "meshmeter_config_generation").values().next() == Some(&2.0)).then_some(())
+        (samples(&text, "meshmeter_config_generation")
+            .values()
+            .next()
+            == Some(&2.0))
+        .then_some(())
     })
     .await;
-    client.report(encode(&[proxy_bag(1, 1)]), None).await.unwrap();
+    client
+        .report(encode(&[proxy_bag(1, 1)]), None)
+        .await
+        .unwrap();
     let text = server.scrape().await;
-    assert_eq!(samples(&text, "istio_mongo_sent_bytes")[&format!("istio_mongo_sent_bytes{SEED_SERIES}")], 11.0, "{text}");
-    assert_eq!(samples(&text, "istio_mongo_reports")["istio_mongo_reports{event=\"continue\"}"], 1.0, "{text}");
+    assert_eq!(
+        samples(&text, "istio_mongo_sent_bytes")[&format!("istio_mongo_sent_bytes{SEED_SERIES}")],
+        11.0,
+        "{text}"
+    );
+    assert_eq!(
+        samples(&text, "istio_mongo_reports")["istio_mongo_reports{event=\"continue\"}"],
+        1.0,
+        "{text}"
+    );
     server.stop().await;
 }

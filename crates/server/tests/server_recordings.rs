@@ -14,8 +14,18 @@ async fn replay(scenario: &str, requests: &[&str]) {
         ..ServerOptions::default()
     })
     .await;
-    assert_eq!(server.scrape().await.lines().filter(|l| l.starts_with("istio_")).count(), 0);
-    let client = MixerClient::connect(&server.grpc.to_string()).await.unwrap();
+    assert_eq!(
+        server
+            .scrape()
+            .await
+            .lines()
+            .filter(|l| l.starts_with("istio_"))
+            .count(),
+        0
+    );
+    let client = MixerClient::connect(&server.grpc.to_string())
+        .await
+        .unwrap();
     for r in requests {
         let bytes = std::fs::read(data(&format!("{scenario}/{r}"))).unwrap();
         client
@@ -24,8 +34,13 @@ async fn replay(scenario: &str, requests: &[&str]) {
             .unwrap_or_else(|s| panic!("{scenario}/{r}: {s}"));
     }
     let ours = server.scrape().await;
-    let expected = std::fs::read_to_string(data(&format!("{scenario}/expected-metrics.txt"))).unwrap();
-    assert_eq!(samples(&ours, "istio_"), samples(&expected, "istio_"), "ours:\n{ours}");
+    let expected =
+        std::fs::read_to_string(data(&format!("{scenario}/expected-metrics.txt"))).unwrap();
+    assert_eq!(
+        samples(&ours, "istio_"),
+        samples(&expected, "istio_"),
+        "ours:\n{ours}"
+    );
     // The metadata lines too: the same HELP and TYPE for every metric.
     let meta = |t: &str| -> Vec<String> {
         t.lines()

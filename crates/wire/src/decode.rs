@@ -246,34 +246,27 @@ impl BagDecoder {
     ) -> Result<(), DecodeError> {
         let m = |e| DecodeError::malformed(e, Some(index));
         // One pass over the fields; the words may follow the maps that use them, so entries
-        // are staged and resolved once the bag's words are known.
+        // are staged and resolved once the bag's words are known. Staging is capped so that a
+        // hostile bag of tiny entries cannot make it many times the request's size; a bag with
+        // more entries is walked a second time instead.
         words.own.clear();
         words.entries.clear();
+        let mut overflow = false;
         let mut r = msg;
         while let Some((field, wire)) = r.next_field().map_err(m)? {
-            let kind = match field {
-                1 => {
-                    r.expect(field, wire, WireType::Len).map_err(m)?;
-                    words.own.push(r.bytes().map_err(m)?);
-                    continue;
+            if field == 1 {
+                r.expect(field, wire, WireType::Len).map_err(m)?;
+                words.own.push(r.bytes().map_err(m)?);
+                continue;
+            }
+            match map_field(&mut r, field, wire).map_err(m)? {
+                Some(_) if overflow => {}
+                Some(entry) if words.entries.len() < MAX_STAGED_ENTRIES => {
+                    words.entries.push(entry);
                 }
-                2 => WireKind::Strings,
-                3 => WireKind::Int64s,
-                4 => WireKind::Doubles,
-                5 => WireKind::Bools,
-                6 => WireKind::Timestamps,
-                7 => WireKind::Durations,
-                8 => WireKind::Bytes,
-                9 => WireKind::StringMaps,
-                _ => {
-                    r.skip(wire).map_err(m)?;
-                    continue;
-                }
-            };
-            r.expect(field, wire, WireType::Len).map_err(m)?;
-            let entry = r.message().map_err(m)?;
-            let (key, raw) = map_entry(entry, kind).map_err(m)?;
-            words.entries.push((kind, key, raw));
+                Some(_) => overflow = true,
+                None => {}
+            }
         }
 
         let own = !words.own.is_empty();
@@ -293,31 +286,52 @@ impl BagDecoder {
             },
             map_entries: &mut words.map_entries,
         };
-        for &(kind, key, raw) in &words.entries {
-            let (id, t) = match cx.resolve(key)? {
-                Some(attr) => attr,
-                None => {
-                    summary.skipped += 1;
-                    if summary.first_skipped.is_none() {
-                        let name = cx.word_bytes(key)?;
-                        summary.first_skipped = Some(String::from_utf8_lossy(name).into_owned());
-                    }
-                    continue;
-                }
-            };
-            if !kind.carries(t) {
-                return Err(DecodeError::TypeMismatch {
-                    attribute: self.manifest.name(id).to_owned(),
-                    bag: index,
-                    declared: t,
-                    wire: kind,
-                });
+        if !overflow {
+            for &(kind, key, raw) in &words.entries {
+                cx.apply(kind, key, raw, bag, summary)?;
             }
-            let value = cx.value(id, t, raw)?;
-            bag.set(id, value);
+            return Ok(());
+        }
+        let mut r = msg;
+        while let Some((field, wire)) = r.next_field().map_err(m)? {
+            if field == 1 {
+                r.skip(wire).map_err(m)?;
+            } else if let Some((kind, key, raw)) = map_field(&mut r, field, wire).map_err(m)? {
+                cx.apply(kind, key, raw, bag, summary)?;
+            }
         }
         Ok(())
     }
+}
+
+/// How many map entries of one bag are staged before falling back to a second walk.
+const MAX_STAGED_ENTRIES: usize = 1024;
+
+/// Reads a field of `CompressedAttributes` other than `words`: a map entry with its kind, or
+/// `None` for an unknown field (skipped).
+#[inline]
+fn map_field<'a>(
+    r: &mut Reader<'a>,
+    field: u32,
+    wire: WireType,
+) -> Result<Option<(WireKind, i32, Raw<'a>)>, (Malformed, usize)> {
+    let kind = match field {
+        2 => WireKind::Strings,
+        3 => WireKind::Int64s,
+        4 => WireKind::Doubles,
+        5 => WireKind::Bools,
+        6 => WireKind::Timestamps,
+        7 => WireKind::Durations,
+        8 => WireKind::Bytes,
+        9 => WireKind::StringMaps,
+        _ => {
+            r.skip(wire)?;
+            return Ok(None);
+        }
+    };
+    r.expect(field, wire, WireType::Len)?;
+    let (key, raw) = map_entry(r.message()?, kind)?;
+    Ok(Some((kind, key, raw)))
 }
 
 /// A map entry's value before it is typed.
@@ -488,6 +502,37 @@ impl<'a> BagCx<'a, '_> {
             Resolved::Attr(id, t) => Some((id, t)),
             _ => None,
         })
+    }
+
+    /// Resolves, type-checks and sets one map entry (or counts it as skipped).
+    #[inline]
+    fn apply(
+        &mut self,
+        kind: WireKind,
+        key: i32,
+        raw: Raw<'a>,
+        bag: &mut Bag<'a>,
+        summary: &mut DecodeSummary,
+    ) -> Result<(), DecodeError> {
+        let Some((id, t)) = self.resolve(key)? else {
+            summary.skipped += 1;
+            if summary.first_skipped.is_none() {
+                let name = self.word_bytes(key)?;
+                summary.first_skipped = Some(String::from_utf8_lossy(name).into_owned());
+            }
+            return Ok(());
+        };
+        if !kind.carries(t) {
+            return Err(DecodeError::TypeMismatch {
+                attribute: self.decoder.manifest.name(id).to_owned(),
+                bag: self.index,
+                declared: t,
+                wire: kind,
+            });
+        }
+        let value = self.value(id, t, raw)?;
+        bag.set(id, value);
+        Ok(())
     }
 
     fn bad_value(&self, id: AttrId, reason: BadValue) -> DecodeError {

@@ -394,3 +394,28 @@ fn text_words_must_be_utf8() {
         }
     );
 }
+
+#[test]
+fn bags_with_many_entries_decode_the_same() {
+    // More entries than the decoder stages (1024), with the words last: the second walk
+    // must give the same result, duplicate keys resolving to the last value as protobuf says.
+    let mut raw = Vec::new();
+    for i in 0..3000i64 {
+        // Field 3 (int64s) entry {key: -1 (zigzag 1), value: i}.
+        let mut entry = vec![0x08, 0x01, 0x10];
+        prost::encoding::encode_varint(i as u64, &mut entry);
+        raw.push(0x1a);
+        raw.push(entry.len() as u8);
+        raw.extend(entry);
+    }
+    raw.push(0x0a);
+    raw.push(21);
+    raw.extend(b"connection.sent.bytes");
+    let mut req = vec![0x0a];
+    prost::encoding::encode_varint(raw.len() as u64, &mut req);
+    req.extend(raw);
+    assert_eq!(
+        decode_bytes(&req).unwrap(),
+        [vec!["connection.sent.bytes=2999"]]
+    );
+}

@@ -12,7 +12,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 pub fn data(path: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data").join(path)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(path)
 }
 
 /// A server on free loopback ports, serving in the background until the handle is dropped.
@@ -30,7 +32,9 @@ impl Running {
             metrics_addr: "127.0.0.1:0".parse().unwrap(),
             ..options
         };
-        let server = TelemetryServer::start(options).await.expect("server starts");
+        let server = TelemetryServer::start(options)
+            .await
+            .expect("server starts");
         let (grpc, metrics) = (server.grpc_addr(), server.metrics_addr());
         let (tx, rx) = tokio::sync::oneshot::channel();
         let task = tokio::spawn(async move {
@@ -72,7 +76,10 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     let text = String::from_utf8(response).unwrap();
     let (head, body) = text.split_once("\r\n\r\n").unwrap();
     let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
         dechunk(body)
     } else {
         body.to_owned()
@@ -114,7 +121,10 @@ pub async fn eventually<T, F: std::future::Future<Output = Option<T>>>(
         if let Some(v) = f().await {
             return v;
         }
-        assert!(tokio::time::Instant::now() < deadline, "condition not met within {limit:?}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "condition not met within {limit:?}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
