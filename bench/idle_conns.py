@@ -8,12 +8,18 @@ be too low for one process holding both). The proxy's RSS is read from /proc bef
 warm-up connection, so one-time lazy allocations are not charged to the connections) and once
 all COUNT connections have reached the upstream and RSS has settled.
 
-Prints one line: `before_kib=N after_kib=N connections=N kib_per_conn=F`.
-Exit codes: 0 measured, 1 the connections could not all be established in time, 2 usage.
+If the proxy stops taking connections (no progress for STALL_S seconds, e.g. it ran out of
+descriptors), the measurement is taken over the connections that did reach the upstream and
+the line says `stalled=1`.
+
+Prints one line: `before_kib=N after_kib=N connections=N kib_per_conn=F fds_per_conn=F
+stalled=0|1` (connections = those that reached the upstream).
+Exit codes: 0 measured, 1 not even the warm-up connection got through, 2 usage.
 """
 
 import argparse
 import multiprocessing
+import os
 import resource
 import socket
 import sys
@@ -22,6 +28,9 @@ import time
 # How long all connections may take to reach the upstream; far above what a working proxy
 # needs for 10,000 connections on loopback.
 ESTABLISH_TIMEOUT_S = 90.0
+# No new connection reaching the upstream for this long means the proxy has stopped taking
+# them (refusing, or out of descriptors).
+STALL_S = 5.0
 
 
 def rss_kib(pid):
@@ -31,6 +40,10 @@ def rss_kib(pid):
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
     raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+def fd_count(pid):
+    return len(os.listdir(f"/proc/{pid}/fd"))
 
 
 def raise_fd_limit(needed):
@@ -69,11 +82,18 @@ def query(conn, msg):
 
 
 def wait_accepted(conn, want, deadline):
-    while query(conn, "count") < want:
-        if time.monotonic() > deadline:
+    """Waits until the upstream holds `want` connections. False on the deadline or a stall."""
+    last, last_change = -1, time.monotonic()
+    while True:
+        got = query(conn, "count")
+        if got >= want:
+            return True
+        now = time.monotonic()
+        if got != last:
+            last, last_change = got, now
+        if now > deadline or now - last_change > STALL_S:
             return False
         time.sleep(0.02)
-    return True
 
 
 def settled_rss(pid):
@@ -122,7 +142,9 @@ def main():
     time.sleep(0.5)  # let the proxy see both closes before the baseline reading
 
     before = settled_rss(args.pid)
+    fds_before = fd_count(args.pid)
     clients = []
+    stalled = False
     try:
         while len(clients) < args.count:
             # Batches bounded by what the proxy has passed on, so its accept queue never
@@ -132,23 +154,27 @@ def main():
                 clients.append(socket.create_connection(("127.0.0.1", args.proxy_port),
                                                         timeout=10))
             if not wait_accepted(parent_end, len(clients) - 1000, deadline):
-                raise TimeoutError
-        if not wait_accepted(parent_end, args.count, deadline):
-            raise TimeoutError
-    except (OSError, TimeoutError) as err:
-        got = query(parent_end, "count")
-        print(f"only {len(clients)} client / {got} upstream connections established: "
-              f"{err or 'timed out'}", file=sys.stderr)
+                stalled = True
+                break
+        if not stalled and not wait_accepted(parent_end, args.count, deadline):
+            stalled = True
+    except OSError as err:
+        print(f"connect failed after {len(clients)} connections: {err}", file=sys.stderr)
+        stalled = True
+    established = query(parent_end, "count")
+    if established == 0:
+        print("no connection reached the upstream", file=sys.stderr)
         return 1
     after = settled_rss(args.pid)
+    fds_after = fd_count(args.pid)
 
     for c in clients:
         c.close()
     parent_end.send("exit")
     child.join(5)
-    per_conn = (after - before) / args.count
-    print(f"before_kib={before} after_kib={after} connections={args.count} "
-          f"kib_per_conn={per_conn:.2f}")
+    print(f"before_kib={before} after_kib={after} connections={established} "
+          f"kib_per_conn={(after - before) / established:.2f} "
+          f"fds_per_conn={(fds_after - fds_before) / established:.2f} stalled={int(stalled)}")
     return 0
 
 

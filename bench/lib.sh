@@ -131,6 +131,12 @@ stop_bg() {
     done
     kill -KILL -- "-$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
+    # Forget it, so cleanup never signals a group id the kernel may since have reused.
+    local kept=() p
+    for p in "${BG_PIDS[@]}"; do
+        if [[ $p != "$pid" ]]; then kept+=("$p"); fi
+    done
+    BG_PIDS=("${kept[@]}")
 }
 
 # meshmeter_unavailable KIND: prints why a meshmeter column (meshmeter, meshmeter-copy)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Memory per idle connection: the proxy's RSS before and after COUNT idle connections are
-# opened through it (bench/idle_conns.py holds both ends), for meshmeter and HAProxy in the
-# same run. Prints one table.
+# opened through it (bench/idle_conns.py holds both ends), for meshmeter (splice and copy
+# modes) and HAProxy in the same run, with the descriptors each connection costs. Prints one
+# table. RSS does not include kernel memory such as socket and pipe buffers.
 #
 #   bench/proxy-idle-memory.sh
 #   COUNT=2000 bench/proxy-idle-memory.sh
@@ -11,7 +12,7 @@
 # connection is what to compare, not the totals.
 #
 # Environment: COUNT (default 10000), PIN=0, LOAD_CPUS, PROXY_CPUS, MESHMETER_BIN,
-# SETUPS (default "meshmeter haproxy").
+# SETUPS (default "meshmeter meshmeter-copy haproxy").
 # shellcheck source=bench/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -19,7 +20,7 @@ COUNT=${COUNT:-10000}
 if ! [[ $COUNT =~ ^[0-9]+$ ]] || ((COUNT < 100 || COUNT > 100000)); then
     die "COUNT must be 100-100000, got '$COUNT'"
 fi
-SETUPS=${SETUPS:-meshmeter haproxy}
+SETUPS=${SETUPS:-meshmeter meshmeter-copy haproxy}
 require haproxy taskset python3
 
 hard=$(ulimit -Hn)
@@ -31,7 +32,8 @@ fi
 # The proxies inherit this limit; raising it further needs privileges sandboxes may lack.
 ulimit -n "$hard"
 
-declare -A before after per note
+declare -A before after conns per fds note
+stalled_any=0
 for setup in $SETUPS; do
     if [[ $setup == meshmeter* ]]; then
         why=$(meshmeter_unavailable "$setup")
@@ -52,11 +54,17 @@ for setup in $SETUPS; do
     if out=$(timeout --foreground 180 "${LOAD_PREFIX[@]}" python3 "$BENCH_DIR/idle_conns.py" \
         --proxy-port "$port" --upstream-port "$upstream_port" --pid "$proxy_pid" \
         --count "$COUNT" 2>"$WORK_DIR/idle-$setup.err"); then
-        # out: before_kib=N after_kib=N connections=N kib_per_conn=F
-        read -r b a _ k <<<"$out"
+        # out: before_kib=N after_kib=N connections=N kib_per_conn=F fds_per_conn=F stalled=B
+        read -r b a c k f st <<<"$out"
         before[$setup]=${b#*=}
         after[$setup]=${a#*=}
+        conns[$setup]=${c#*=}
         per[$setup]=${k#*=}
+        fds[$setup]=${f#*=}
+        if [[ ${st#*=} == 1 ]]; then
+            conns[$setup]+="*"
+            stalled_any=1
+        fi
     else
         note[$setup]="error: $(head -c 200 "$WORK_DIR/idle-$setup.err")"
         log "${note[$setup]}"
@@ -66,13 +74,19 @@ done
 
 print_header "proxy-idle-memory: proxy RSS before/after $COUNT idle connections${capped:+ ($capped)}"
 proxies_line "maxconn $((COUNT + 16))"
-printf '%-14s | %12s %12s | %12s %10s\n' setup "before KiB" "after KiB" "KiB per conn" "vs haproxy"
-printf '%s\n' "---------------+---------------------------+------------------------"
+printf '%-14s | %10s %10s %7s | %8s %10s %8s\n' setup "before KiB" "after KiB" conns \
+    "KiB/conn" "vs haproxy" "fds/conn"
+printf '%s\n' "---------------+------------------------------+-----------------------------"
 for setup in $SETUPS; do
     if [[ -n ${note[$setup]:-} ]]; then
         printf '%-14s | %s\n' "$setup" "${note[$setup]}"
         continue
     fi
-    printf '%-14s | %12s %12s | %12s %10s\n' "$setup" "${before[$setup]}" "${after[$setup]}" \
-        "${per[$setup]}" "$(ratio "${per[$setup]}" "${per[haproxy]:-}")"
+    printf '%-14s | %10s %10s %7s | %8s %10s %8s\n' "$setup" "${before[$setup]}" \
+        "${after[$setup]}" "${conns[$setup]}" "${per[$setup]}" \
+        "$(ratio "${per[$setup]}" "${per[haproxy]:-}")" "${fds[$setup]}"
 done
+if ((stalled_any)); then
+    printf '* the proxy stopped taking connections before %s (see fds/conn against the fd limit\n' "$COUNT"
+    printf '  of %s); KiB/conn is over the connections it did forward\n' "$hard"
+fi

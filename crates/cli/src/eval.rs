@@ -22,6 +22,7 @@ use serde_json::{json, Value as Json};
 /// Exit codes (one-off): 0 success, 1 evaluation error, 2 compile error or bad input.
 /// Batch mode exits 0 unless stdin or stdout fails.
 #[derive(clap::Args, Debug)]
+#[command(after_help = AFTER_HELP)]
 pub(crate) struct Args {
     /// An attribute manifest YAML file (documents of `kind: attributemanifest`); repeatable.
     /// When given, these manifests replace the default Istio 1.1 vocabulary.
@@ -44,6 +45,21 @@ pub(crate) struct Args {
     )]
     expr: Option<String>,
 }
+
+const AFTER_HELP: &str = "\
+Output: one JSON object, {\"type\":\"STRING\",\"value\":\"v1\"}; values are encoded as in the
+conformance data (TIMESTAMP as RFC 3339, DURATION as Go's text, BYTES as an array of 0-255,
+STRING_MAP as an object).
+
+Without --manifest the attributes are Istio 1.1's vocabulary; with it, only the given manifests'.
+
+--batch reads JSON Lines on stdin, {\"expr\": \"...\", \"bag\": {...}, \"manifest\": {\"name\": \"TYPE\"}}
+(bag and manifest optional; manifest replaces the manifest for that line) and writes one line
+per input, in order: {\"type\": T, \"value\": v} or {\"error\": \"...\", \"stage\": S} with S one of
+compile, eval, input.
+
+Exit codes: 0 success, 1 evaluation error, 2 compile error or bad input (message on stderr).
+--batch exits 0 unless reading stdin or writing stdout fails.";
 
 pub(crate) fn run(args: Args) -> ExitCode {
     let manifest = match load_manifests(&args.manifests) {

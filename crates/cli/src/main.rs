@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 
 mod demo;
 mod eval;
+mod loadgen;
 mod mixer;
 mod proxy;
 mod report;
@@ -43,6 +44,8 @@ enum Command {
     Eval(eval::Args),
     /// Send attribute bags to a telemetry server over the Mixer v1 `Report` protocol.
     Report(report::Args),
+    /// Drive a telemetry server with Report requests; measure and verify it.
+    Loadgen(loadgen::Args),
     /// Run the telemetry server: Mixer v1 report ingest, Istio configuration, Prometheus
     /// metrics.
     Mixer(mixer::Args),
@@ -71,6 +74,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Demo(args) => demo::run(args),
         Command::Eval(args) => eval::run(args),
+        Command::Loadgen(args) => loadgen::run(args),
         Command::Mixer(args) => mixer::run(args),
         Command::Proxy(args) => proxy::run(args),
         Command::Report(args) => report::run(args),

@@ -60,6 +60,7 @@ pub(crate) enum Code {
     UnknownAttribute,
     BadNumber,
     BucketsIgnored,
+    StringMetricValue,
     UnknownApiVersion,
     SkippedKind,
 }
@@ -96,6 +97,7 @@ impl Code {
             Code::BadValueType => "C0061",
             Code::UnknownAttribute => "C0062",
             Code::BucketsIgnored => "W0001",
+            Code::StringMetricValue => "W0002",
             Code::UnknownApiVersion => "W0003",
             Code::SkippedKind => "I0001",
         }
@@ -103,7 +105,9 @@ impl Code {
 
     const fn severity(self) -> Severity {
         match self {
-            Code::BucketsIgnored | Code::UnknownApiVersion => Severity::Warning,
+            Code::BucketsIgnored | Code::StringMetricValue | Code::UnknownApiVersion => {
+                Severity::Warning
+            }
             Code::SkippedKind => Severity::Info,
             _ => Severity::Error,
         }

@@ -13,7 +13,7 @@ pub(crate) enum Want {
     Any,
     Bool,
     Timestamp,
-    /// A metric value: INT64, DOUBLE or DURATION.
+    /// A metric value: INT64, DOUBLE or DURATION (STRING with a warning).
     MetricValue,
 }
 
@@ -63,14 +63,22 @@ pub(crate) fn compile(
         Want::Any => None,
         Want::Bool => (t != ValueType::Bool).then_some("BOOL"),
         Want::Timestamp => (t != ValueType::Timestamp).then_some("TIMESTAMP"),
-        // Mixer accepted STRING and parsed it per report, failing every report whose text was
-        // not a number; that is a configuration mistake we can catch before anything runs.
         Want::MetricValue => (!matches!(
             t,
-            ValueType::Int64 | ValueType::Double | ValueType::Duration
+            ValueType::Int64 | ValueType::Double | ValueType::Duration | ValueType::String
         ))
         .then_some("a number (INT64, DOUBLE or DURATION)"),
     };
+    if want == Want::MetricValue && t == ValueType::String {
+        // Mixer accepted STRING and parsed it per report; configurations relying on that keep
+        // working, but each report whose text is not a number loses its instance.
+        sink.report(
+            Code::StringMetricValue,
+            node.span,
+            format!("{what} `{source}` is STRING: it is parsed as a number for each report"),
+        )
+        .hint("reports whose text is not a number are counted in meshmeter_dispatch_errors_total; prefer a numeric attribute, e.g. `connection.sent.bytes | 0`");
+    }
     if let Some(expected) = problem {
         let d = sink.report(
             Code::ExpressionType,
@@ -79,8 +87,6 @@ pub(crate) fn compile(
         );
         if want == Want::Bool {
             d.hint("compare it with something, e.g. `context.protocol == \"tcp\"`");
-        } else if want == Want::MetricValue && t == ValueType::String {
-            d.hint("Prometheus records numbers: use a numeric attribute or constant, e.g. `connection.sent.bytes | 0`");
         }
         return None;
     }

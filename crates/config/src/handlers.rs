@@ -409,9 +409,12 @@ fn expiry(node: &Node, sink: &mut Sink<'_>) -> Option<ExpiryPolicy> {
         .hint("add e.g. `metricsExpiryDuration: 10m`");
         return None;
     };
-    let expiry = duration(e, "metrics_expiry_duration", sink)?;
+    // Messages name the field as the operator spelled it.
+    let spelled =
+        |i: usize, default: &'static str| f.key(i).and_then(Node::as_str).unwrap_or(default);
+    let expiry = duration(e, spelled(0, "metrics_expiry_duration"), sink)?;
     let check_interval = match f.get(1) {
-        Some(c) => duration(c, "expiry_check_interval_duration", sink)?,
+        Some(c) => duration(c, spelled(1, "expiry_check_interval_duration"), sink)?,
         None => expiry / 2,
     };
     Some(ExpiryPolicy {

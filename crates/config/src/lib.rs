@@ -57,7 +57,8 @@
 //! The fields, in both spellings (`monitored_resource_type` = `monitoredResourceType`):
 //!
 //! `metric`:
-//! - `value` (required): expression, INT64, DOUBLE or DURATION (seconds in Prometheus).
+//! - `value` (required): expression, INT64, DOUBLE or DURATION (seconds in Prometheus); a
+//!   STRING is accepted with warning W0002 and parsed as a number per report, as Mixer did.
 //! - `dimensions`: name -> expression of any type; the names must equal the `label_names` of
 //!   every prometheus metric fed by the instance.
 //! - `monitored_resource_type`, `monitored_resource_dimensions`: expressions, checked and kept;
@@ -134,7 +135,7 @@
 //! | C0015 | template or adapter not supported |
 //! | C0016 | not a number |
 //! | C0020 | object defined twice |
-//! | C0031 | expression of the wrong type for its field (match not BOOL, metric value not INT64, DOUBLE or DURATION, timestamp not TIMESTAMP) |
+//! | C0031 | expression of the wrong type for its field (match not BOOL, metric value not INT64, DOUBLE, DURATION or STRING, timestamp not TIMESTAMP) |
 //! | C0040 | handler not defined |
 //! | C0041 | instance not defined |
 //! | C0042 | instance of a template the handler cannot take |
@@ -152,6 +153,7 @@
 //! | C0062 | attribute binding names an undeclared attribute |
 //! | E0xx, E1xx | expression syntax and type errors, from `meshmeter-expr` |
 //! | W0001 | buckets on a COUNTER or GAUGE (ignored) |
+//! | W0002 | a STRING metric value (parsed as a number for each report, as Mixer did) |
 //! | W0003 | unexpected apiVersion |
 //! | I0001 | a document of a kind telemetry does not use, skipped |
 

@@ -391,7 +391,7 @@ fn attribute_type_conflicts_and_unknown_types() {
 }
 
 #[test]
-fn a_string_metric_value_is_an_error() {
+fn a_string_metric_value_is_a_warning() {
     golden(
         "string_value",
         "tcp-metrics.yaml",

@@ -133,7 +133,8 @@ fn the_seed_compiles_to_the_expected_snapshot() {
     assert_eq!(p.metrics[0].instance, 0);
     assert_eq!(p.metrics[1].instance, 1);
     assert_eq!(p.metrics[0].label_dimensions, [0, 1, 2]);
-    assert_eq!(p.metrics[0].help, "istio_mongo_sent_bytes");
+    // Mixer's HELP without a description is the configured name, without the namespace.
+    assert_eq!(p.metrics[0].help, "mongo_sent_bytes");
     assert!(p.metrics[0].bounds.is_empty());
 
     let rule = &s.rules[0];

@@ -62,13 +62,15 @@ fn server(echo: bool) -> SocketAddr {
     addr
 }
 
-fn proxy(rt: &tokio::runtime::Runtime, upstream: SocketAddr, mode: CopyMode) -> SocketAddr {
+fn proxy(
+    rt: &tokio::runtime::Runtime,
+    upstream: SocketAddr,
+    mode: CopyMode,
+    chunk_size: usize,
+) -> SocketAddr {
     rt.block_on(async {
         let mut config = ListenerConfig::new("127.0.0.1:0".parse().unwrap(), upstream);
-        config.forward = ForwardOptions {
-            mode,
-            ..ForwardOptions::default()
-        };
+        config.forward = ForwardOptions { mode, chunk_size };
         let p = Proxy::bind(
             config,
             Arc::new(Identity::default()),
@@ -86,11 +88,39 @@ fn proxy(rt: &tokio::runtime::Runtime, upstream: SocketAddr, mode: CopyMode) -> 
     })
 }
 
+/// The reference point: tokio's own `copy_bidirectional`, no reports.
+fn tokio_bidi(rt: &tokio::runtime::Runtime, upstream: SocketAddr) -> SocketAddr {
+    rt.block_on(async {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            loop {
+                let (mut c, _) = l.accept().await.unwrap();
+                tokio::spawn(async move {
+                    let mut u = tokio::net::TcpStream::connect(upstream).await.unwrap();
+                    c.set_nodelay(true).unwrap();
+                    u.set_nodelay(true).unwrap();
+                    let _ = tokio::io::copy_bidirectional(&mut c, &mut u).await;
+                });
+            }
+        });
+        addr
+    })
+}
+
 fn targets(rt: &tokio::runtime::Runtime, upstream: SocketAddr) -> Vec<(&'static str, SocketAddr)> {
     vec![
         ("direct", upstream),
-        ("proxy_copy", proxy(rt, upstream, CopyMode::Copy)),
-        ("proxy_splice", proxy(rt, upstream, CopyMode::Splice)),
+        ("proxy_copy", proxy(rt, upstream, CopyMode::Copy, 64 * 1024)),
+        (
+            "proxy_splice",
+            proxy(rt, upstream, CopyMode::Splice, 64 * 1024),
+        ),
+        (
+            "proxy_splice_256k",
+            proxy(rt, upstream, CopyMode::Splice, 256 * 1024),
+        ),
+        ("tokio_copy_bidirectional", tokio_bidi(rt, upstream)),
     ]
 }
 

@@ -147,29 +147,73 @@ async fn pump(
     }
 }
 
-/// Copies through a user-space buffer that exists only while data is flowing, so an idle
-/// connection holds no buffer at all.
+/// Copies through a user-space buffer that is held only while data is flowing, so an idle
+/// connection holds none. Buffers come from a small per-thread pool: allocating and freeing
+/// 64 KiB per message would make the allocator return and re-fault the pages each time.
 pub(crate) async fn pump_copy(
     src: &TcpStream,
     dst: &TcpStream,
     chunk_size: usize,
     count: impl Fn(u64),
 ) -> Result<(), PumpError> {
+    let chunk_size = chunk_size.max(1);
     let mut buf: Option<Box<[u8]>> = None;
-    loop {
-        src.readable().await.map_err(PumpError::Read)?;
-        let chunk = buf.get_or_insert_with(|| vec![0; chunk_size.max(1)].into_boxed_slice());
+    let result = loop {
+        if let Err(e) = read_ready(src).await {
+            break Err(PumpError::Read(e));
+        }
+        let chunk = buf.get_or_insert_with(|| pool::take(chunk_size));
         let n = match src.try_read(chunk) {
-            Ok(0) => return shutdown_write(dst),
+            Ok(0) => break shutdown_write(dst),
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                buf = None;
+                if let Some(b) = buf.take() {
+                    pool::give(b);
+                }
                 continue;
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(PumpError::Read(e)),
+            Err(e) => break Err(PumpError::Read(e)),
         };
-        write_all(dst, &chunk[..n], &count).await?;
+        if let Err(e) = write_all(dst, &chunk[..n], &count).await {
+            break Err(e);
+        }
+    };
+    if let Some(b) = buf {
+        pool::give(b);
+    }
+    result
+}
+
+/// Idle copy buffers of the current thread.
+mod pool {
+    use std::cell::RefCell;
+
+    /// Enough for the connections one thread moves data for at the same instant; beyond it
+    /// buffers are freed (bounding what idle threads hold to 16 x 64 KiB).
+    const KEEP: usize = 16;
+
+    thread_local! {
+        static FREE: RefCell<Vec<Box<[u8]>>> = const { RefCell::new(Vec::new()) };
+    }
+
+    pub(super) fn take(size: usize) -> Box<[u8]> {
+        FREE.with(|free| {
+            let mut free = free.borrow_mut();
+            match free.iter().rposition(|b| b.len() == size) {
+                Some(i) => free.swap_remove(i),
+                None => vec![0; size].into_boxed_slice(),
+            }
+        })
+    }
+
+    pub(super) fn give(buf: Box<[u8]>) {
+        FREE.with(|free| {
+            let mut free = free.borrow_mut();
+            if free.len() < KEEP {
+                free.push(buf);
+            }
+        });
     }
 }
 
@@ -185,13 +229,25 @@ async fn write_all(
                 data = &data[n..];
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                dst.writable().await.map_err(PumpError::Write)?;
+                write_ready(dst).await.map_err(PumpError::Write)?;
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(PumpError::Write(e)),
         }
     }
     Ok(())
+}
+
+/// Waits until `s` may be readable. Unlike `TcpStream::readable`, this uses the socket's
+/// single reader waker slot instead of a locked waiter list; each socket has exactly one
+/// reader (one direction's pump), so the slot is never contended.
+pub(crate) async fn read_ready(s: &TcpStream) -> io::Result<()> {
+    std::future::poll_fn(|cx| s.poll_read_ready(cx)).await
+}
+
+/// Waits until `s` may be writable; see [`read_ready`] (one writer per socket, too).
+pub(crate) async fn write_ready(s: &TcpStream) -> io::Result<()> {
+    std::future::poll_fn(|cx| s.poll_write_ready(cx)).await
 }
 
 /// Propagates a half-close: the destination's peer sees EOF, and may keep sending.

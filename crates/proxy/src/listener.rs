@@ -368,6 +368,9 @@ async fn pump_and_report(
     let mut idle = tokio::time::interval_at(tokio::time::Instant::now() + idle_period, idle_period);
     idle.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut seen = (0, 0);
+    // Made once: re-registering with the watch channel on every wake-up costs a lock.
+    let aborted = abort.wait_for(|&stop| stop);
+    tokio::pin!(aborted);
     loop {
         tokio::select! {
             result = &mut forwarding => return match result {
@@ -382,7 +385,7 @@ async fn pump_and_report(
                 }
                 seen = now;
             }
-            _ = abort.wait_for(|&stop| stop) => return End::Aborted,
+            _ = &mut aborted => return End::Aborted,
         }
     }
 }

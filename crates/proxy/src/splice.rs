@@ -9,7 +9,7 @@ use nix::fcntl::{splice, SpliceFFlags};
 use tokio::io::Interest;
 use tokio::net::TcpStream;
 
-use crate::forward::{pump_copy, shutdown_write, PumpError};
+use crate::forward::{pump_copy, read_ready, shutdown_write, write_ready, PumpError};
 
 struct Pipe {
     read: OwnedFd,
@@ -17,9 +17,17 @@ struct Pipe {
 }
 
 impl Pipe {
-    fn new() -> io::Result<Pipe> {
+    /// A pipe holding up to `size` bytes when the kernel allows (pipes default to 64 KiB;
+    /// larger ones move bulk data in fewer calls). Pages are only pinned while data sits in the
+    /// pipe, and it is drained before each refill.
+    fn new(size: usize) -> io::Result<Pipe> {
         let (read, write) =
             nix::unistd::pipe2(nix::fcntl::OFlag::O_NONBLOCK | nix::fcntl::OFlag::O_CLOEXEC)?;
+        if size > 64 * 1024 {
+            let size = i32::try_from(size).unwrap_or(i32::MAX);
+            // Beyond /proc/sys/fs/pipe-max-size this fails; the default size still works.
+            let _ = nix::fcntl::fcntl(&write, nix::fcntl::FcntlArg::F_SETPIPE_SZ(size));
+        }
         Ok(Pipe { read, write })
     }
 }
@@ -39,10 +47,10 @@ pub(crate) async fn pump_splice(
 ) -> Result<(), PumpError> {
     let mut pipe: Option<Pipe> = None;
     loop {
-        src.readable().await.map_err(PumpError::Read)?;
+        read_ready(src).await.map_err(PumpError::Read)?;
         let p = match &pipe {
             Some(p) => p,
-            None => match Pipe::new() {
+            None => match Pipe::new(chunk_size) {
                 Ok(p) => pipe.insert(p),
                 // Out of descriptors: a pipe costs two, a buffer none, so keep forwarding
                 // through user space rather than fail the connection.
@@ -75,7 +83,7 @@ pub(crate) async fn pump_splice(
                     pending -= n;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    dst.writable().await.map_err(PumpError::Write)?;
+                    write_ready(dst).await.map_err(PumpError::Write)?;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(PumpError::Write(e)),

@@ -198,7 +198,7 @@ fn oversized_to_resource_exhausted(
     let oversized = response
         .headers()
         .get(Status::GRPC_STATUS)
-        .is_some_and(|v| v.as_bytes() == (Code::OutOfRange as i32).to_string().as_bytes());
+        .is_some_and(|v| v.as_bytes() == b"11"); // Code::OutOfRange
     if !oversized {
         return response;
     }

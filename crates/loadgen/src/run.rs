@@ -1,0 +1,302 @@
+//! Driving the load and checking the result.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use meshmeter_attributes::Manifest;
+use meshmeter_demo::http_get;
+use meshmeter_wire::{Encoding, MixerClient, ReportEncoder};
+
+use crate::bags::{BagShape, Workload};
+
+/// What to send, where, and how much.
+#[derive(Clone, Debug)]
+pub struct LoadOptions {
+    /// The server's gRPC address (`host:port`).
+    pub target: String,
+    /// The server's metrics endpoint to verify against (`host:port` or
+    /// `http://host:port/path`); no verification without it.
+    pub metrics: Option<String>,
+    /// The counter that must grow by the `connection.received.bytes` sent (the seed's).
+    pub verify_metric: String,
+    /// Bags per request.
+    pub batch: usize,
+    /// Concurrent senders, each on its own connection.
+    pub concurrency: usize,
+    /// Stop after this long...
+    pub duration: Option<Duration>,
+    /// ...or after this many requests (whichever comes first; one of them is required).
+    pub requests: Option<u64>,
+    /// Attributes per bag.
+    pub shape: BagShape,
+    /// How many distinct pre-encoded requests to cycle through.
+    pub distinct: usize,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        LoadOptions {
+            target: "127.0.0.1:9091".into(),
+            metrics: None,
+            verify_metric: "istio_mongo_received_bytes".into(),
+            batch: 100,
+            concurrency: 4,
+            duration: Some(Duration::from_secs(10)),
+            requests: None,
+            shape: BagShape::Small,
+            distinct: 16,
+        }
+    }
+}
+
+/// The outcome of a run.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LoadSummary {
+    /// Bags accepted per second.
+    pub bags_per_sec: f64,
+    /// Requests accepted per second.
+    pub reports_per_sec: f64,
+    /// Request latency percentiles and maximum, in milliseconds.
+    pub p50_ms: f64,
+    /// 99th percentile.
+    pub p99_ms: f64,
+    /// Slowest request.
+    pub max_ms: f64,
+    /// Requests accepted.
+    pub requests: u64,
+    /// Bags accepted.
+    pub bags: u64,
+    /// Requests that failed.
+    pub errors: u64,
+    /// The first error's text.
+    pub first_error: Option<String>,
+    /// Wall time of the load.
+    pub elapsed: Duration,
+    /// `connection.received.bytes` in accepted bags.
+    pub expected: u64,
+    /// How much the verified counter grew (when verifying).
+    pub observed: Option<f64>,
+    /// Whether it grew by exactly `expected` (false when not verifying).
+    pub verified: bool,
+}
+
+impl LoadSummary {
+    /// The summary as one JSON object.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "bags_per_sec": self.bags_per_sec,
+            "reports_per_sec": self.reports_per_sec,
+            "p50_ms": self.p50_ms,
+            "p99_ms": self.p99_ms,
+            "max_ms": self.max_ms,
+            "requests": self.requests,
+            "bags": self.bags,
+            "errors": self.errors,
+            "first_error": self.first_error,
+            "elapsed_sec": self.elapsed.as_secs_f64(),
+            "expected_received_bytes": self.expected,
+            "observed_received_bytes": self.observed,
+            "verified": self.verified,
+        })
+    }
+}
+
+/// Why a run could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// Bad options.
+    #[error("{0}")]
+    Options(String),
+    /// The target cannot be reached.
+    #[error("cannot connect to {target}: {source}")]
+    Connect {
+        /// The address.
+        target: String,
+        /// Why.
+        source: tonic::transport::Error,
+    },
+    /// The metrics endpoint cannot be scraped.
+    #[error("cannot scrape {url}: {reason}")]
+    Scrape {
+        /// The endpoint.
+        url: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+fn metrics_endpoint(text: &str) -> Result<(SocketAddr, String), LoadError> {
+    let rest = text.strip_prefix("http://").unwrap_or(text);
+    let (host, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], rest[i..].to_owned()),
+        None => (rest, "/metrics".to_owned()),
+    };
+    let addr = host
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .ok_or_else(|| LoadError::Options(format!("--metrics '{text}' is not host:port[/path]")))?;
+    Ok((addr, path))
+}
+
+async fn counter(endpoint: &(SocketAddr, String), name: &str) -> Result<f64, LoadError> {
+    let url = format!("http://{}{}", endpoint.0, endpoint.1);
+    let (status, body) = http_get(endpoint.0, &endpoint.1).await.map_err(|e| LoadError::Scrape {
+        url: url.clone(),
+        reason: e.to_string(),
+    })?;
+    if status != 200 {
+        return Err(LoadError::Scrape {
+            url,
+            reason: format!("HTTP {status}"),
+        });
+    }
+    Ok(body
+        .lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum())
+}
+
+fn percentile(sorted: &[u32], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    f64::from(sorted[i]) / 1000.0
+}
+
+/// Runs the load; prints nothing (the caller renders the summary).
+pub async fn run(options: LoadOptions) -> Result<LoadSummary, LoadError> {
+    if options.batch == 0 || options.concurrency == 0 || options.distinct == 0 {
+        return Err(LoadError::Options("--batch, --concurrency and the request pool must be at least 1".into()));
+    }
+    if options.duration.is_none() && options.requests.is_none() {
+        return Err(LoadError::Options("give --duration or --requests".into()));
+    }
+    let manifest = Manifest::istio();
+    let workload = Workload::new(&manifest, options.shape);
+    let encoder = ReportEncoder::new(&manifest, Encoding::Delta);
+    let pool: Arc<Vec<(Bytes, u64)>> = Arc::new(
+        (0..options.distinct as u64)
+            .map(|r| {
+                let mut received = 0u64;
+                let bags: Vec<_> = (0..options.batch as u64)
+                    .map(|i| {
+                        let (bag, rx) = workload.bag(r * options.batch as u64 + i);
+                        received += rx as u64;
+                        bag
+                    })
+                    .collect();
+                (Bytes::from(encoder.encode_to_vec(&bags)), received)
+            })
+            .collect(),
+    );
+
+    let endpoint = options.metrics.as_deref().map(metrics_endpoint).transpose()?;
+    let before = match &endpoint {
+        Some(e) => Some(counter(e, &options.verify_metric).await?),
+        None => None,
+    };
+
+    let mut clients = Vec::with_capacity(options.concurrency);
+    for _ in 0..options.concurrency {
+        clients.push(MixerClient::connect(&options.target).await.map_err(|source| LoadError::Connect {
+            target: options.target.clone(),
+            source,
+        })?);
+    }
+
+    let claimed = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let first_error = Arc::new(std::sync::Mutex::new(None::<String>));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for (t, client) in clients.into_iter().enumerate() {
+        let (pool, claimed, stop, first_error) =
+            (Arc::clone(&pool), Arc::clone(&claimed), Arc::clone(&stop), Arc::clone(&first_error));
+        let limit = options.requests;
+        tasks.push(tokio::spawn(async move {
+            let mut latencies: Vec<u32> = Vec::new();
+            let (mut ok, mut errors, mut received) = (0u64, 0u64, 0u64);
+            let mut j = t;
+            while !stop.load(Ordering::Relaxed) {
+                let n = claimed.fetch_add(1, Ordering::Relaxed);
+                if limit.is_some_and(|l| n >= l) {
+                    break;
+                }
+                let (bytes, rx) = &pool[j % pool.len()];
+                j += 1;
+                let sent = Instant::now();
+                match client.report(bytes.clone(), None).await {
+                    Ok(()) => {
+                        ok += 1;
+                        received += rx;
+                        latencies.push(u32::try_from(sent.elapsed().as_micros()).unwrap_or(u32::MAX));
+                    }
+                    Err(status) => {
+                        errors += 1;
+                        let mut first = first_error.lock().unwrap_or_else(|e| e.into_inner());
+                        first.get_or_insert_with(|| format!("{:?}: {}", status.code(), status.message()));
+                    }
+                }
+            }
+            (latencies, ok, errors, received)
+        }));
+    }
+    if let Some(d) = options.duration {
+        let stop = Arc::clone(&stop);
+        tokio::spawn(async move {
+            tokio::time::sleep(d).await;
+            stop.store(true, Ordering::Relaxed);
+        });
+    }
+    let mut latencies = Vec::new();
+    let (mut requests, mut errors, mut expected) = (0u64, 0u64, 0u64);
+    for task in tasks {
+        let (l, ok, e, rx) = task.await.expect("load task");
+        latencies.extend(l);
+        requests += ok;
+        errors += e;
+        expected += rx;
+    }
+    let elapsed = started.elapsed();
+    latencies.sort_unstable();
+
+    let (observed, verified) = match (&endpoint, before) {
+        (Some(e), Some(before)) => {
+            // Servers may apply reports asynchronously: give the counter a moment to settle.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let mut grown;
+            loop {
+                grown = counter(e, &options.verify_metric).await? - before;
+                if grown == expected as f64 || Instant::now() > deadline {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            (Some(grown), grown == expected as f64)
+        }
+        _ => (None, false),
+    };
+    let secs = elapsed.as_secs_f64().max(f64::EPSILON);
+    let first_error = first_error.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    Ok(LoadSummary {
+        bags_per_sec: (requests * options.batch as u64) as f64 / secs,
+        reports_per_sec: requests as f64 / secs,
+        p50_ms: percentile(&latencies, 0.50),
+        p99_ms: percentile(&latencies, 0.99),
+        max_ms: latencies.last().map_or(0.0, |&m| f64::from(m) / 1000.0),
+        requests,
+        bags: requests * options.batch as u64,
+        errors,
+        first_error,
+        elapsed,
+        expected,
+        observed,
+        verified,
+    })
+}
