@@ -81,8 +81,8 @@ impl<'a> Value<'a> {
 
     /// A value that borrows from this one instead of copying it.
     pub fn borrowed(&self) -> Value<'_> {
-        fn b<'b, T: ?Sized + ToOwned>(c: &'b Cow<'_, T>) -> Cow<'b, T> {
-            Cow::Borrowed(&**c)
+        fn b<T: ?Sized + ToOwned>(c: &T) -> Cow<'_, T> {
+            Cow::Borrowed(c)
         }
         match self {
             Value::String(s) => Value::String(b(s)),

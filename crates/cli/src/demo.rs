@@ -79,7 +79,11 @@ pub(crate) fn run(args: Args) -> ExitCode {
         }
     };
     let mut stdout = std::io::stdout();
-    match runtime.block_on(meshmeter_demo::run(options, &mut stdout, crate::signals::terminated())) {
+    match runtime.block_on(meshmeter_demo::run(
+        options,
+        &mut stdout,
+        crate::signals::terminated(),
+    )) {
         Ok(summary) if summary.agree => ExitCode::SUCCESS,
         Ok(_) => ExitCode::from(1),
         Err(e @ DemoError::Server(meshmeter_server::ServerError::Config(_))) => {

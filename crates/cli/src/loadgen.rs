@@ -30,7 +30,11 @@ pub(crate) struct Args {
     metrics: Option<String>,
 
     /// The counter the verification reads.
-    #[arg(long, default_value = "istio_mongo_received_bytes", value_name = "NAME")]
+    #[arg(
+        long,
+        default_value = "istio_mongo_received_bytes",
+        value_name = "NAME"
+    )]
     verify_metric: String,
 
     /// Bags per Report request.
@@ -60,7 +64,9 @@ pub(crate) struct Args {
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
     let d: meshmeter_attributes::Duration = text.parse().map_err(|e| format!("{e}"))?;
-    d.to_std().filter(|d| !d.is_zero()).ok_or_else(|| format!("'{text}' is not a positive duration"))
+    d.to_std()
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| format!("'{text}' is not a positive duration"))
 }
 
 pub(crate) fn run(args: Args) -> ExitCode {
@@ -109,7 +115,11 @@ pub(crate) fn run(args: Args) -> ExitCode {
             summary.p99_ms,
             summary.max_ms,
             summary.errors,
-            summary.first_error.as_deref().map(|e| format!(" (first: {e})")).unwrap_or_default(),
+            summary
+                .first_error
+                .as_deref()
+                .map(|e| format!(" (first: {e})"))
+                .unwrap_or_default(),
         );
         if verify {
             println!(

@@ -3,12 +3,19 @@
 //! serves its own metrics.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+use meshmeter_adapters::selfmetrics::SelfMetrics;
+use meshmeter_adapters::stdio::Output;
+use meshmeter_adapters::workloads::{FileRegistry, Watch};
 use meshmeter_admin::{AdminServer, Readiness};
 use meshmeter_attributes::Manifest;
+use meshmeter_config::{ConfigWatcher, LoadOptions};
+use meshmeter_engine::{spawn_reloader, Engine, EngineOptions, Workloads};
+use meshmeter_proxy::LocalTelemetry;
 use meshmeter_proxy::{
     ConnectionReport, CopyMode, ForwardOptions, Identity, ListenerConfig, MixerTransport, Proxy,
     ProxyStats, ReportInterval, ReportQueue, ReportSchema, ReportSender, ReportSink, ReporterKind,
@@ -120,6 +127,35 @@ pub(crate) struct Args {
     /// user-space buffer).
     #[arg(long, default_value = "splice", value_parser = parse_copy_mode)]
     copy_mode: CopyMode,
+
+    /// Run the telemetry configuration inside the proxy: Istio YAML (instances, handlers,
+    /// rules), files or directories, reloaded on change. Reports become metrics on
+    /// --metrics-addr with no telemetry server; the output is what `meshmeter mixer` would
+    /// serve for the same configuration. Repeatable; may be combined with --mixer.
+    #[arg(
+        long = "telemetry-config",
+        value_name = "PATH",
+        requires = "metrics_addr"
+    )]
+    telemetry_config: Vec<PathBuf>,
+
+    /// With --telemetry-config: a workloads file giving reports their identity (see
+    /// `meshmeter mixer --help`), reloaded on change.
+    #[arg(long, value_name = "FILE", requires = "telemetry_config")]
+    workloads: Option<PathBuf>,
+
+    /// With --telemetry-config: do not load Istio's default TCP telemetry.
+    #[arg(long, requires = "telemetry_config")]
+    no_default_config: bool,
+
+    /// With --telemetry-config: rules in this namespace apply to every report.
+    #[arg(long, default_value = "istio-system", value_name = "NAMESPACE")]
+    config_default_namespace: String,
+
+    /// With --telemetry-config: write access logs (stdio handlers) to this file instead of
+    /// where the handler says.
+    #[arg(long, value_name = "FILE", requires = "telemetry_config")]
+    access_log: Option<PathBuf>,
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -257,6 +293,21 @@ async fn serve(args: Args) -> Result<(), Failure> {
         }
     };
 
+    let (stop_reload, stop_reload_rx) = watch::channel(false);
+    let (sink, local) = match local_telemetry(&args, stop_reload_rx)? {
+        Some(parts) => {
+            let both: Arc<dyn ReportSink> = match args.mixer {
+                Some(_) => Arc::new((sink, parts.telemetry)),
+                None => Arc::new(parts.telemetry),
+            };
+            (
+                both,
+                Some((parts.engine, parts.reloader, parts.workloads_watch)),
+            )
+        }
+        None => (sink, None),
+    };
+
     let ids = Arc::new(meshmeter_proxy::ConnectionIds::new());
     let mut proxies = Vec::new();
     for (listen, upstream) in pairs {
@@ -291,9 +342,17 @@ async fn serve(args: Args) -> Result<(), Failure> {
     let admin = match args.metrics_addr {
         Some(addr) => {
             let metrics = Arc::clone(&stats);
+            let engine = local.as_ref().map(|(engine, _, _)| Arc::clone(engine));
             let server = AdminServer::bind(
                 addr,
-                move |out: &mut String| metrics.render_prometheus(out),
+                move |out: &mut String| {
+                    if let Some(engine) = &engine {
+                        engine.encode_metrics(out);
+                        engine.runtime().prometheus().encode_self(out);
+                        engine.self_metrics().encode(out);
+                    }
+                    metrics.render_prometheus(out);
+                },
                 readiness.clone(),
             )
             .await
@@ -327,10 +386,76 @@ async fn serve(args: Args) -> Result<(), Failure> {
     if let Some(task) = sender_task {
         let _ = task.await;
     }
+    let _ = stop_reload.send(true);
+    if let Some((engine, reloader, workloads_watch)) = local {
+        let _ = reloader.await;
+        engine.flush_logs();
+        drop(workloads_watch);
+    }
     let _ = admin_stop.send(true);
     if let Some(task) = admin {
         let _ = task.await;
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The in-proxy telemetry of `--telemetry-config`.
+struct LocalParts {
+    /// The sink that feeds the engine.
+    telemetry: LocalTelemetry,
+    engine: Arc<Engine>,
+    /// Applies configuration changes.
+    reloader: tokio::task::JoinHandle<()>,
+    /// Reloads the workloads file while it lives.
+    workloads_watch: Option<Watch>,
+}
+
+fn local_telemetry(
+    args: &Args,
+    stop: watch::Receiver<bool>,
+) -> Result<Option<LocalParts>, Failure> {
+    if args.telemetry_config.is_empty() {
+        return Ok(None);
+    }
+    let options = LoadOptions {
+        default_namespace: args.config_default_namespace.clone(),
+        include_defaults: !args.no_default_config,
+    };
+    let mut watcher = ConfigWatcher::new(args.telemetry_config.clone(), options)
+        .map_err(|d| usage(format!("invalid --telemetry-config:\n{d}")))?;
+    watcher.spawn_polling(Duration::from_secs(1));
+    let (workloads, workloads_watch) = match &args.workloads {
+        Some(path) => {
+            let registry = Arc::new(FileRegistry::open(path).map_err(|e| usage(e.to_string()))?);
+            let watch = registry
+                .watch(Duration::from_secs(1), |e| {
+                    tracing::warn!(error = %e, "workloads file change rejected; keeping the last good one")
+                })
+                .map_err(|e| Failure::Runtime(e.into()))?;
+            (Workloads::File(registry), Some(watch))
+        }
+        None => (Workloads::none(), None),
+    };
+    let engine = Arc::new(
+        Engine::new(
+            watcher.current(),
+            workloads,
+            Arc::new(SelfMetrics::new()),
+            EngineOptions {
+                log_output: args.access_log.clone().map(Output::File),
+                ..EngineOptions::default()
+            },
+        )
+        .map_err(|e| usage(e.to_string()))?,
+    );
+    let telemetry = LocalTelemetry::new(Arc::clone(&engine)).map_err(|e| usage(e.to_string()))?;
+    let reloader = spawn_reloader(Arc::clone(&engine), watcher, |_| {}, stop);
+    tracing::info!(config = ?args.telemetry_config, "telemetry configuration runs in the proxy");
+    Ok(Some(LocalParts {
+        telemetry,
+        engine,
+        reloader,
+        workloads_watch,
+    }))
 }

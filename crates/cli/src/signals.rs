@@ -3,7 +3,10 @@
 /// Completes on SIGTERM (how Kubernetes stops a pod) or SIGINT (Ctrl-C).
 pub(crate) async fn terminated() {
     use tokio::signal::unix::{signal, SignalKind};
-    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
         (Ok(mut term), Ok(mut int)) => {
             tokio::select! {
                 _ = term.recv() => tracing::info!("SIGTERM received"),

@@ -8,7 +8,7 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use meshmeter_adapters::selfmetrics::SelfMetrics;
 use meshmeter_adapters::stdio::Output;
 use meshmeter_adapters::workloads::{Workload, WorkloadTable};
-use meshmeter_attributes::{json::bag_from_json, Manifest};
+use meshmeter_attributes::{json::bag_from_json, Bag, Manifest};
 use meshmeter_config::{load_str, LoadOptions};
 use meshmeter_engine::{Engine, EngineOptions, Workloads};
 
@@ -75,7 +75,11 @@ fn bench(c: &mut Criterion) {
         let engine = engine(defaults);
         let runtime = engine.runtime();
         let table = engine.workloads().current();
-        let mut b = bag.clone();
+        // A bag that borrows, as the decoder's do, so that identity can borrow from `table`.
+        let mut b = Bag::new(&manifest);
+        for (id, value) in bag.iter() {
+            b.set(id, value.borrowed());
+        }
         group.bench_function(name, |bench| {
             bench.iter(|| engine.dispatch(&runtime, &table, &mut b));
         });

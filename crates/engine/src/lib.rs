@@ -20,8 +20,10 @@
 
 mod engine;
 mod plan;
+mod reload;
 mod workloads;
 
 pub use engine::{DispatchOutcome, Engine, EngineError, EngineOptions};
 pub use plan::Runtime;
+pub use reload::spawn_reloader;
 pub use workloads::Workloads;

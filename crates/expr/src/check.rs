@@ -273,7 +273,13 @@ impl Checker<'_> {
         let (l, r) = (Box::new(l), Box::new(r));
         let node = match op {
             "||" => Node::LOr(l, r),
-            "&&" => Node::And(l, r),
+            "&&" => match (eq_pairs(*l), eq_pairs(*r)) {
+                (Ok(mut a), Ok(b)) => {
+                    a.extend(b);
+                    Node::AllEqAttrStr(a.into())
+                }
+                (l, r) => Node::And(Box::new(unpairs(l)), Box::new(unpairs(r))),
+            },
             "|" => match (*l, *r) {
                 // A constant always has a value: the right side is never needed.
                 (c @ Node::Const(_), _) => c,
@@ -453,6 +459,35 @@ impl Checker<'_> {
     }
 }
 
+/// The `(attribute, text)` equalities a node tests, when it is nothing but such tests joined by
+/// `&&`; otherwise the node back.
+fn eq_pairs(node: Node) -> Result<Vec<(Attr, Box<str>)>, Node> {
+    match node {
+        Node::EqAttrStr {
+            attr,
+            text,
+            negate: false,
+        } => Ok(vec![(attr, text)]),
+        Node::AllEqAttrStr(pairs) => Ok(pairs.into_vec()),
+        other => Err(other),
+    }
+}
+
+fn unpairs(pairs: Result<Vec<(Attr, Box<str>)>, Node>) -> Node {
+    match pairs {
+        Err(node) => node,
+        Ok(mut one) if one.len() == 1 => match one.pop() {
+            Some((attr, text)) => Node::EqAttrStr {
+                attr,
+                text,
+                negate: false,
+            },
+            None => Node::Const(Value::Bool(true)),
+        },
+        Ok(many) => Node::AllEqAttrStr(many.into()),
+    }
+}
+
 /// Folds `node` when all its children are constants.
 fn fold_if(node: Node) -> Node {
     let all_const = match &node {
@@ -473,7 +508,8 @@ fn fold_if(node: Node) -> Node {
         | Node::Attr(_)
         | Node::AttrOr(..)
         | Node::AttrKeyOr { .. }
-        | Node::EqAttrStr { .. } => false,
+        | Node::EqAttrStr { .. }
+        | Node::AllEqAttrStr(_) => false,
     };
     if all_const {
         fold(node)

@@ -74,6 +74,9 @@ pub(crate) enum Node {
         right: Box<Node>,
         negate: bool,
     },
+    /// `a == "x" && b == "y" && ...` on STRING attributes: the usual rule `match`, checked in
+    /// one loop, left to right, stopping at the first mismatch.
+    AllEqAttrStr(Box<[(Attr, Box<str>)]>),
     /// `attr == "text"` on a STRING attribute.
     EqAttrStr {
         attr: Attr,
@@ -187,6 +190,7 @@ impl Node {
             | Node::Not(..)
             | Node::Eq { .. }
             | Node::EqAttrStr { .. }
+            | Node::AllEqAttrStr(_)
             | Node::Cmp { .. }
             | Node::MatchesConst { .. } => self.eval_bool(bag).map(Value::Bool),
             _ => self.eval_other(bag),
@@ -242,6 +246,7 @@ impl Node {
             | Node::Not(..)
             | Node::Eq { .. }
             | Node::EqAttrStr { .. }
+            | Node::AllEqAttrStr(_)
             | Node::Cmp { .. }
             | Node::MatchesConst { .. } => self.eval(bag),
         }
@@ -277,6 +282,17 @@ impl Node {
             Node::And(l, r) => Ok(l.eval_bool(bag)? && r.eval_bool(bag)?),
             Node::LOr(l, r) => Ok(l.eval_bool(bag)? || r.eval_bool(bag)?),
             Node::Not(e) => Ok(!e.eval_bool(bag)?),
+            Node::AllEqAttrStr(pairs) => {
+                for (attr, text) in pairs.iter() {
+                    match bag.get(attr.id) {
+                        Some(Value::String(s)) if **s == **text => {}
+                        Some(Value::String(_)) => return Ok(false),
+                        Some(_) => return lookup(attr, bag).map(|_| false),
+                        None => return Err(missing(attr)),
+                    }
+                }
+                Ok(true)
+            }
             // One tag check instead of `lookup`'s type check plus a text extraction.
             Node::EqAttrStr { attr, text, negate } => match bag.get(attr.id) {
                 Some(Value::String(s)) => Ok((**s == **text) != *negate),

@@ -166,3 +166,26 @@ fn attributes_lists_what_is_read() {
         .join()
         .unwrap();
 }
+
+#[test]
+fn conjunctions_of_equalities_short_circuit() {
+    let rule = r#"s == "tcp" && s == "tcp" && toLower(s) == "tcp""#;
+    assert_eq!(eval(rule, json!({"s": "tcp"})), Ok(Value::Bool(true)));
+    let mut m = Manifest::new();
+    m.declare("a", ValueType::String).unwrap();
+    m.declare("b", ValueType::String).unwrap();
+    let e = Expression::compile(r#"a == "x" && b == "y""#, &m).unwrap();
+    let bag = |j| bag_from_json(&m, &j).unwrap();
+    assert_eq!(e.eval_bool(&bag(json!({"a": "q"}))), Ok(false));
+    assert_eq!(e.eval_bool(&bag(json!({"a": "x", "b": "y"}))), Ok(true));
+    assert_eq!(
+        e.eval_bool(&bag(json!({"a": "x"}))),
+        Err(EvalError::MissingAttribute { name: "b".into() })
+    );
+    assert_eq!(
+        e.eval_bool(&bag(json!({"b": "y"}))),
+        Err(EvalError::MissingAttribute { name: "a".into() })
+    );
+    let negated = Expression::compile(r#"a != "x" && b == "y""#, &m).unwrap();
+    assert_eq!(negated.eval_bool(&bag(json!({"a": "x"}))), Ok(false));
+}

@@ -22,7 +22,9 @@ impl std::str::FromStr for BagShape {
         match s {
             "8" | "small" => Ok(BagShape::Small),
             "28" | "full" => Ok(BagShape::Full),
-            _ => Err(format!("unknown bag shape '{s}': expected 8 (small) or 28 (full)")),
+            _ => Err(format!(
+                "unknown bag shape '{s}': expected 8 (small) or 28 (full)"
+            )),
         }
     }
 }
@@ -76,35 +78,95 @@ impl Workload {
         let sent = 100 + (n % 89) as i64;
         let mut bag = Bag::new(&self.manifest);
         self.set(&mut bag, "context.protocol", text("tcp"));
-        self.set(&mut bag, "destination.service.host", text("mongodb.default.svc.cluster.local"));
+        self.set(
+            &mut bag,
+            "destination.service.host",
+            text("mongodb.default.svc.cluster.local"),
+        );
         self.set(&mut bag, "destination.namespace", text("default"));
         self.set(&mut bag, "source.workload.name", text(workload));
         self.set(&mut bag, "source.labels", labels("ratings", version));
-        self.set(&mut bag, "destination.labels", labels("mongodb", destination_version));
-        self.set(&mut bag, "connection.received.bytes", Value::Int64(received));
+        self.set(
+            &mut bag,
+            "destination.labels",
+            labels("mongodb", destination_version),
+        );
+        self.set(
+            &mut bag,
+            "connection.received.bytes",
+            Value::Int64(received),
+        );
         self.set(&mut bag, "connection.sent.bytes", Value::Int64(sent));
         if self.shape == BagShape::Full {
             let conn = n / 8;
             self.set(&mut bag, "connection.event", text("continue"));
-            self.set(&mut bag, "connection.id", text(format!("6f1c0d2e-loadgen-{conn}")));
-            self.set(&mut bag, "connection.received.bytes_total", Value::Int64(received * 8));
-            self.set(&mut bag, "connection.sent.bytes_total", Value::Int64(sent * 8));
+            self.set(
+                &mut bag,
+                "connection.id",
+                text(format!("6f1c0d2e-loadgen-{conn}")),
+            );
+            self.set(
+                &mut bag,
+                "connection.received.bytes_total",
+                Value::Int64(received * 8),
+            );
+            self.set(
+                &mut bag,
+                "connection.sent.bytes_total",
+                Value::Int64(sent * 8),
+            );
             self.set(&mut bag, "connection.mtls", Value::Bool(false));
-            self.set(&mut bag, "connection.duration", Value::Duration(Duration::from_secs(3)));
-            self.set(&mut bag, "source.ip", Value::IpAddress([10, 0, (n % 4) as u8, 2].into()));
-            self.set(&mut bag, "source.port", Value::Int64(40_000 + (conn % 20_000) as i64));
-            self.set(&mut bag, "origin.ip", Value::IpAddress([10, 0, (n % 4) as u8, 2].into()));
-            self.set(&mut bag, "destination.ip", Value::IpAddress([10, 0, 9, 3].into()));
+            self.set(
+                &mut bag,
+                "connection.duration",
+                Value::Duration(Duration::from_secs(3)),
+            );
+            self.set(
+                &mut bag,
+                "source.ip",
+                Value::IpAddress([10, 0, (n % 4) as u8, 2].into()),
+            );
+            self.set(
+                &mut bag,
+                "source.port",
+                Value::Int64(40_000 + (conn % 20_000) as i64),
+            );
+            self.set(
+                &mut bag,
+                "origin.ip",
+                Value::IpAddress([10, 0, (n % 4) as u8, 2].into()),
+            );
+            self.set(
+                &mut bag,
+                "destination.ip",
+                Value::IpAddress([10, 0, 9, 3].into()),
+            );
             self.set(&mut bag, "destination.port", Value::Int64(27017));
-            self.set(&mut bag, "destination.uid", text("kubernetes://mongodb-v1-5d8f.default"));
+            self.set(
+                &mut bag,
+                "destination.uid",
+                text("kubernetes://mongodb-v1-5d8f.default"),
+            );
             self.set(&mut bag, "destination.workload.name", text("mongodb-v1"));
             self.set(&mut bag, "destination.workload.namespace", text("default"));
             self.set(&mut bag, "source.workload.namespace", text("default"));
             self.set(&mut bag, "source.namespace", text("default"));
-            self.set(&mut bag, "source.uid", text(format!("kubernetes://{workload}-7c9b.default")));
+            self.set(
+                &mut bag,
+                "source.uid",
+                text(format!("kubernetes://{workload}-7c9b.default")),
+            );
             self.set(&mut bag, "context.reporter.kind", text("inbound"));
-            self.set(&mut bag, "context.reporter.uid", text("kubernetes://mongodb-v1-5d8f.default"));
-            self.set(&mut bag, "context.time", Value::Timestamp(Timestamp::new(1_559_118_388, 0)));
+            self.set(
+                &mut bag,
+                "context.reporter.uid",
+                text("kubernetes://mongodb-v1-5d8f.default"),
+            );
+            self.set(
+                &mut bag,
+                "context.time",
+                Value::Timestamp(Timestamp::new(1_559_118_388, 0)),
+            );
         }
         (bag, received)
     }

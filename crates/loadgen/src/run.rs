@@ -144,10 +144,13 @@ fn metrics_endpoint(text: &str) -> Result<(SocketAddr, String), LoadError> {
 
 async fn counter(endpoint: &(SocketAddr, String), name: &str) -> Result<f64, LoadError> {
     let url = format!("http://{}{}", endpoint.0, endpoint.1);
-    let (status, body) = http_get(endpoint.0, &endpoint.1).await.map_err(|e| LoadError::Scrape {
-        url: url.clone(),
-        reason: e.to_string(),
-    })?;
+    let (status, body) =
+        http_get(endpoint.0, &endpoint.1)
+            .await
+            .map_err(|e| LoadError::Scrape {
+                url: url.clone(),
+                reason: e.to_string(),
+            })?;
     if status != 200 {
         return Err(LoadError::Scrape {
             url,
@@ -172,7 +175,9 @@ fn percentile(sorted: &[u32], p: f64) -> f64 {
 /// Runs the load; prints nothing (the caller renders the summary).
 pub async fn run(options: LoadOptions) -> Result<LoadSummary, LoadError> {
     if options.batch == 0 || options.concurrency == 0 || options.distinct == 0 {
-        return Err(LoadError::Options("--batch, --concurrency and the request pool must be at least 1".into()));
+        return Err(LoadError::Options(
+            "--batch, --concurrency and the request pool must be at least 1".into(),
+        ));
     }
     if options.duration.is_none() && options.requests.is_none() {
         return Err(LoadError::Options("give --duration or --requests".into()));
@@ -196,7 +201,11 @@ pub async fn run(options: LoadOptions) -> Result<LoadSummary, LoadError> {
             .collect(),
     );
 
-    let endpoint = options.metrics.as_deref().map(metrics_endpoint).transpose()?;
+    let endpoint = options
+        .metrics
+        .as_deref()
+        .map(metrics_endpoint)
+        .transpose()?;
     let before = match &endpoint {
         Some(e) => Some(counter(e, &options.verify_metric).await?),
         None => None,
@@ -204,10 +213,14 @@ pub async fn run(options: LoadOptions) -> Result<LoadSummary, LoadError> {
 
     let mut clients = Vec::with_capacity(options.concurrency);
     for _ in 0..options.concurrency {
-        clients.push(MixerClient::connect(&options.target).await.map_err(|source| LoadError::Connect {
-            target: options.target.clone(),
-            source,
-        })?);
+        clients.push(
+            MixerClient::connect(&options.target)
+                .await
+                .map_err(|source| LoadError::Connect {
+                    target: options.target.clone(),
+                    source,
+                })?,
+        );
     }
 
     let claimed = Arc::new(AtomicU64::new(0));
@@ -216,8 +229,12 @@ pub async fn run(options: LoadOptions) -> Result<LoadSummary, LoadError> {
     let started = Instant::now();
     let mut tasks = Vec::new();
     for (t, client) in clients.into_iter().enumerate() {
-        let (pool, claimed, stop, first_error) =
-            (Arc::clone(&pool), Arc::clone(&claimed), Arc::clone(&stop), Arc::clone(&first_error));
+        let (pool, claimed, stop, first_error) = (
+            Arc::clone(&pool),
+            Arc::clone(&claimed),
+            Arc::clone(&stop),
+            Arc::clone(&first_error),
+        );
         let limit = options.requests;
         tasks.push(tokio::spawn(async move {
             let mut latencies: Vec<u32> = Vec::new();
@@ -235,12 +252,15 @@ pub async fn run(options: LoadOptions) -> Result<LoadSummary, LoadError> {
                     Ok(()) => {
                         ok += 1;
                         received += rx;
-                        latencies.push(u32::try_from(sent.elapsed().as_micros()).unwrap_or(u32::MAX));
+                        latencies
+                            .push(u32::try_from(sent.elapsed().as_micros()).unwrap_or(u32::MAX));
                     }
                     Err(status) => {
                         errors += 1;
                         let mut first = first_error.lock().unwrap_or_else(|e| e.into_inner());
-                        first.get_or_insert_with(|| format!("{:?}: {}", status.code(), status.message()));
+                        first.get_or_insert_with(|| {
+                            format!("{:?}: {}", status.code(), status.message())
+                        });
                     }
                 }
             }
@@ -283,7 +303,10 @@ pub async fn run(options: LoadOptions) -> Result<LoadSummary, LoadError> {
         _ => (None, false),
     };
     let secs = elapsed.as_secs_f64().max(f64::EPSILON);
-    let first_error = first_error.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let first_error = first_error
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
     Ok(LoadSummary {
         bags_per_sec: (requests * options.batch as u64) as f64 / secs,
         reports_per_sec: requests as f64 / secs,

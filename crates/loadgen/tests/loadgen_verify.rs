@@ -7,7 +7,10 @@ use meshmeter_server::{ServerOptions, TelemetryServer};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn counts_what_it_sends_and_verifies_it() {
-    let config = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/tcp-metrics.yaml");
+    let config = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../examples/tcp-metrics.yaml"
+    );
     let server = TelemetryServer::start(ServerOptions {
         grpc_addr: "127.0.0.1:0".parse().unwrap(),
         metrics_addr: "127.0.0.1:0".parse().unwrap(),

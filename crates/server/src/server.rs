@@ -11,7 +11,7 @@ use meshmeter_adapters::stdio::Output;
 use meshmeter_adapters::workloads::{FileRegistry, WorkloadError};
 use meshmeter_admin::{AdminError, AdminServer, Readiness};
 use meshmeter_config::{ConfigWatcher, Diagnostics, LoadOptions};
-use meshmeter_engine::{Engine, EngineError, EngineOptions, Workloads};
+use meshmeter_engine::{spawn_reloader, Engine, EngineError, EngineOptions, Workloads};
 use meshmeter_wire::{Deduplicator, MixerServer, DEFAULT_MAX_MESSAGE_BYTES};
 use tokio::net::TcpListener;
 
@@ -168,12 +168,6 @@ impl TelemetryServer {
 
         let ready = Readiness::new();
         let metrics_engine = Arc::clone(&engine);
-        let generation = self_metrics.gauge(
-            "meshmeter_config_generation",
-            "The configuration generation in force (1 at start, +1 per accepted change).",
-            &[],
-        );
-        generation.set(1);
         let admin = AdminServer::bind(
             options.metrics_addr,
             move |out: &mut String| {
@@ -240,58 +234,16 @@ impl TelemetryServer {
             let _ = rx.wait_for(|s| *s).await;
         };
 
-        // Configuration changes: rebuild the runtime, keeping unchanged series. Rejected
-        // changes are counted by the watcher (which logs their diagnostics); mirror the count.
+        // Configuration changes: rebuild the runtime (keeping unchanged series), then the
+        // decoder for its manifest.
         let reload = {
-            let engine = Arc::clone(&engine);
             let ingest = Arc::clone(&ingest);
-            let mut changes = watcher.subscribe();
-            let metrics = engine.self_metrics();
-            let generation = metrics.gauge(
-                "meshmeter_config_generation",
-                "The configuration generation in force (1 at start, +1 per accepted change).",
-                &[],
-            );
-            let failures = metrics.counter(
-                "meshmeter_config_errors_total",
-                "Configuration changes rejected; the previous configuration stayed in force.",
-                &[],
-            );
-            let mut stop = stop_rx.clone();
-            tokio::spawn(async move {
-                let mut tick = tokio::time::interval(Duration::from_secs(1));
-                let mut rejected_seen = 0;
-                loop {
-                    tokio::select! {
-                        changed = changes.changed() => {
-                            if changed.is_err() {
-                                break;
-                            }
-                            let published = changes.borrow_and_update().clone();
-                            match engine.apply(published.snapshot, published.generation) {
-                                Ok(()) => {
-                                    ingest.refresh();
-                                    generation.set(published.generation as i64);
-                                    tracing::info!(generation = published.generation, "configuration reloaded");
-                                }
-                                Err(e) => {
-                                    failures.inc();
-                                    tracing::error!(error = %e, "configuration change could not be applied");
-                                }
-                            }
-                        }
-                        _ = tick.tick() => {
-                            let rejected = watcher.failures();
-                            if rejected > rejected_seen {
-                                failures.add(rejected - rejected_seen);
-                                rejected_seen = rejected;
-                            }
-                        }
-                        _ = stop.wait_for(|s| *s) => break,
-                    }
-                }
-                drop(watcher);
-            })
+            spawn_reloader(
+                Arc::clone(&engine),
+                watcher,
+                move |_| ingest.refresh(),
+                stop_rx.clone(),
+            )
         };
 
         // Idle series expiry.

@@ -13,6 +13,7 @@ use meshmeter_attributes::Manifest;
 use meshmeter_wire::{BagDecoder, Encoding, ReportEncoder};
 use tcp_bags::tcp_bags;
 
+#[path = "support/tcp_bags.rs"]
 mod tcp_bags;
 
 fn bench(c: &mut Criterion) {

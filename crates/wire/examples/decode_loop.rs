@@ -7,7 +7,7 @@ use std::hint::black_box;
 use meshmeter_attributes::Manifest;
 use meshmeter_wire::{BagDecoder, Encoding, ReportEncoder};
 
-#[path = "../benches/tcp_bags.rs"]
+#[path = "../benches/support/tcp_bags.rs"]
 mod tcp_bags;
 
 fn main() {

@@ -93,7 +93,7 @@ struct Words<'a, 'd> {
     own: Vec<&'a [u8]>,
     own_names: Vec<Resolved>,
     /// The current bag's map entries, staged until its words are known.
-    entries: Vec<(WireKind, i32, Raw<'a>)>,
+    entries: Vec<Entry<'a>>,
     map_entries: usize,
 }
 
@@ -209,7 +209,9 @@ impl BagDecoder {
             defaults: &defaults,
             own: Vec::new(),
             own_names: Vec::new(),
-            entries: Vec::new(),
+            // Room for a typical bag's entries, so that growing does not cost a reallocation
+            // per doubling on every request.
+            entries: Vec::with_capacity(32),
             map_entries: 0,
         };
         let mut summary = DecodeSummary {
@@ -307,6 +309,9 @@ impl BagDecoder {
 /// How many map entries of one bag are staged before falling back to a second walk.
 const MAX_STAGED_ENTRIES: usize = 1024;
 
+/// A staged map entry: the map it came from, its key (a word index) and its raw value.
+type Entry<'a> = (WireKind, i32, Raw<'a>);
+
 /// Reads a field of `CompressedAttributes` other than `words`: a map entry with its kind, or
 /// `None` for an unknown field (skipped).
 #[inline]
@@ -314,7 +319,7 @@ fn map_field<'a>(
     r: &mut Reader<'a>,
     field: u32,
     wire: WireType,
-) -> Result<Option<(WireKind, i32, Raw<'a>)>, (Malformed, usize)> {
+) -> Result<Option<Entry<'a>>, (Malformed, usize)> {
     let kind = match field {
         2 => WireKind::Strings,
         3 => WireKind::Int64s,

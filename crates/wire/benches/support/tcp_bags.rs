@@ -6,7 +6,7 @@ use std::borrow::Cow;
 use meshmeter_attributes::{Bag, Duration, Manifest, StringMap, Value};
 
 /// `n` bags; values vary with the bag's position.
-pub fn tcp_bags(manifest: &Manifest, n: usize) -> Vec<Bag<'static>> {
+pub(crate) fn tcp_bags(manifest: &Manifest, n: usize) -> Vec<Bag<'static>> {
     let id = |name: &str| manifest.id(name).unwrap();
     (0..n)
         .map(|i| {

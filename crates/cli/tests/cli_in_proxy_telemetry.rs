@@ -1,0 +1,251 @@
+//! The real binary: a proxy reporting to `meshmeter mixer` and a proxy running the same
+//! configuration in-process must serve the same metrics for the same traffic.
+
+use std::net::{SocketAddr, TcpListener as StdListener};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpSocket};
+
+const BIN: &str = env!("CARGO_BIN_EXE_meshmeter");
+const CONFIG: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../examples/tcp-metrics.yaml"
+);
+
+/// Kills the process when the test ends, however it ends.
+struct Process(Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn(args: &[&str]) -> Process {
+    Process(
+        Command::new(BIN)
+            .args(args)
+            .env("MESHMETER_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+fn free_addr() -> String {
+    let l = StdListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().to_string()
+}
+
+async fn get(addr: &str, path: &str) -> Option<String> {
+    let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.ok()?;
+    let (head, body) = out.split_once("\r\n\r\n")?;
+    head.starts_with("HTTP/1.1 200").then(|| body.to_owned())
+}
+
+/// The configured (istio_*) samples, sorted.
+fn istio_lines(text: &str) -> Vec<String> {
+    let mut lines: Vec<String> = text
+        .lines()
+        .filter(|l| l.starts_with("istio_"))
+        .map(str::to_owned)
+        .collect();
+    lines.sort();
+    lines
+}
+
+async fn wait_ready(addr: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while get(addr, "/ready").await.is_none() {
+        assert!(Instant::now() < deadline, "{addr} not ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// One connection from 127.0.0.2 (ratings-v2) carrying `payload` and reading its echo.
+async fn talk(proxy: &str, payload: &[u8]) {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut stream = loop {
+        let socket = TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+        match socket.connect(proxy.parse::<SocketAddr>().unwrap()).await {
+            Ok(s) => break s,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "cannot reach {proxy}: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    drop(socket);
+    stream.write_all(payload).await.unwrap();
+    stream.shutdown().await.unwrap();
+    let mut back = Vec::new();
+    stream.read_to_end(&mut back).await.unwrap();
+    assert_eq!(back, payload);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_proxy_metrics_equal_the_servers() {
+    let dir = std::env::temp_dir().join(format!("meshmeter-cli-local-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let workloads = dir.join("workloads.yaml");
+    std::fs::write(
+        &workloads,
+        "workloads:\n- name: ratings-v2\n  namespace: default\n  labels: {app: ratings, version: v2}\n  ips: [127.0.0.2]\n\
+         - name: mongodb-v1\n  namespace: default\n  labels: {app: mongodb, version: v1}\n  ips: [127.0.0.3]\n  services: [mongodb.default.svc.cluster.local]\n",
+    )
+    .unwrap();
+    let workloads = workloads.to_str().unwrap();
+    let log = dir.join("access.log");
+
+    // An echo server stands in for MongoDB.
+    let echo = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream = echo.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        loop {
+            let (mut s, _) = echo.accept().await.unwrap();
+            tokio::spawn(async move {
+                let (mut r, mut w) = s.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+                let _ = w.shutdown().await;
+            });
+        }
+    });
+
+    let (grpc, server_metrics) = (free_addr(), free_addr());
+    let _server = spawn(&[
+        "mixer",
+        "--config-dir",
+        CONFIG,
+        "--workloads",
+        workloads,
+        "--grpc-addr",
+        &grpc,
+        "--metrics-addr",
+        &server_metrics,
+        "--access-log",
+        log.to_str().unwrap(),
+    ]);
+    let (reporting, local, local_metrics) = (free_addr(), free_addr(), free_addr());
+    let identity = [
+        "--report-interval",
+        "1s",
+        "--uid",
+        "kubernetes://mongodb-v1.default",
+    ];
+    let mut a = vec![
+        "proxy",
+        "--listen",
+        &reporting,
+        "--upstream",
+        &upstream,
+        "--mixer",
+        &grpc,
+    ];
+    a.extend(identity);
+    let _reporting = spawn(&a);
+    let mut b = vec![
+        "proxy",
+        "--listen",
+        &local,
+        "--upstream",
+        &upstream,
+        "--telemetry-config",
+        CONFIG,
+        "--workloads",
+        workloads,
+        "--metrics-addr",
+        &local_metrics,
+        "--access-log",
+        log.to_str().unwrap(),
+    ];
+    b.extend(identity);
+    let _local = spawn(&b);
+    wait_ready(&server_metrics).await;
+    wait_ready(&local_metrics).await;
+
+    for payload in [&b"db.ratings.find({})"[..], &[7u8; 100_000][..], b"x"] {
+        talk(&reporting, payload).await;
+        talk(&local, payload).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let server = istio_lines(&get(&server_metrics, "/metrics").await.unwrap_or_default());
+        let proxy = istio_lines(&get(&local_metrics, "/metrics").await.unwrap_or_default());
+        let done = server
+            .iter()
+            .any(|l| l.starts_with("istio_tcp_connections_closed_total{") && l.ends_with(" 3"));
+        if done && server == proxy {
+            assert!(server.contains(
+                &"istio_mongo_received_bytes{destination_version=\"v1\",source_service=\"ratings-v2\",source_version=\"v2\"} 100020".to_owned()
+            ), "{server:#?}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "server:\n{server:#?}\nin-proxy:\n{proxy:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn bad_flags_and_configuration_exit_2_with_a_message() {
+    let out = Command::new(BIN)
+        .args([
+            "proxy",
+            "--listen",
+            "127.0.0.1:0",
+            "--upstream",
+            "127.0.0.1:1",
+            "--report-interval",
+            "500ms",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--report-interval"), "{stderr}");
+
+    let dir = std::env::temp_dir().join(format!("meshmeter-cli-bad-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("bad.yaml");
+    std::fs::write(
+        &bad,
+        std::fs::read_to_string(CONFIG)
+            .unwrap()
+            .replace("kind: COUNTER", "kind: COUNTR"),
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args([
+            "mixer",
+            "--config-dir",
+            bad.to_str().unwrap(),
+            "--grpc-addr",
+            "127.0.0.1:0",
+            "--metrics-addr",
+            "127.0.0.1:0",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("bad.yaml:47:13: error[C0013]: kind 'COUNTR' is not one of"),
+        "{stderr}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
