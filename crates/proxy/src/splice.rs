@@ -14,6 +14,34 @@ use crate::forward::{pump_copy, read_ready, shutdown_write, write_ready, PumpErr
 struct Pipe {
     read: OwnedFd,
     write: OwnedFd,
+    /// The chunk size it was made for (only reused for the same).
+    size: usize,
+}
+
+/// Empty pipes kept per worker thread for reuse: a connection holds a pipe only while bytes
+/// flow, so idle connections cost two descriptors (their sockets), not six.
+const POOLED_PIPES: usize = 64;
+
+thread_local! {
+    static PIPES: std::cell::RefCell<Vec<Pipe>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// A pipe for `size`-byte chunks: a pooled one when there is one.
+fn take_pipe(size: usize) -> io::Result<Pipe> {
+    match PIPES.with(|pool| pool.borrow_mut().pop()) {
+        Some(p) if p.size == size => Ok(p),
+        _ => Pipe::new(size),
+    }
+}
+
+/// Returns an empty pipe to this thread's pool (or closes it when the pool is full).
+fn give_pipe(pipe: Pipe) {
+    PIPES.with(|pool| {
+        let mut pool = pool.borrow_mut();
+        if pool.len() < POOLED_PIPES {
+            pool.push(pipe);
+        }
+    });
 }
 
 impl Pipe {
@@ -28,7 +56,7 @@ impl Pipe {
             // Beyond /proc/sys/fs/pipe-max-size this fails; the default size still works.
             let _ = nix::fcntl::fcntl(&write, nix::fcntl::FcntlArg::F_SETPIPE_SZ(size));
         }
-        Ok(Pipe { read, write })
+        Ok(Pipe { read, write, size })
     }
 }
 
@@ -36,9 +64,10 @@ fn flags() -> SpliceFFlags {
     SpliceFFlags::SPLICE_F_MOVE | SpliceFFlags::SPLICE_F_NONBLOCK
 }
 
-/// One direction of forwarding through a pipe. The pipe is created when the first data is
-/// ready (an idle connection holds none) and is always drained before the next splice in, so a
-/// `EAGAIN` on the way in can only mean "the socket has nothing", never "the pipe is full".
+/// One direction of forwarding through a pipe. The pipe is taken when data is ready and given
+/// back once the socket has nothing more (an idle connection holds none); it is always
+/// drained before the next splice in, so an `EAGAIN` on the way in can only mean "the socket
+/// has nothing", never "the pipe is full".
 pub(crate) async fn pump_splice(
     src: &TcpStream,
     dst: &TcpStream,
@@ -50,7 +79,7 @@ pub(crate) async fn pump_splice(
         read_ready(src).await.map_err(PumpError::Read)?;
         let p = match &pipe {
             Some(p) => p,
-            None => match Pipe::new(chunk_size) {
+            None => match take_pipe(chunk_size) {
                 Ok(p) => pipe.insert(p),
                 // Out of descriptors: a pipe costs two, a buffer none, so keep forwarding
                 // through user space rather than fail the connection.
@@ -64,9 +93,20 @@ pub(crate) async fn pump_splice(
             splice(src, None, &p.write, None, chunk_size.max(1), flags()).map_err(io::Error::from)
         });
         let mut pending = match moved {
-            Ok(0) => return shutdown_write(dst),
+            Ok(0) => {
+                if let Some(p) = pipe.take() {
+                    give_pipe(p);
+                }
+                return shutdown_write(dst);
+            }
             Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                // Drained: the pipe is empty, let an active connection use it meanwhile.
+                if let Some(p) = pipe.take() {
+                    give_pipe(p);
+                }
+                continue;
+            }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(PumpError::Read(e)),
         };
