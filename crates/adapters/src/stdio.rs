@@ -19,7 +19,7 @@ use std::fs::OpenOptions;
 use std::io::{self, BufWriter, Write};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError, TrySendError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -242,29 +242,63 @@ fn run(rx: Receiver<Msg>, mut out: BufWriter<Box<dyn Write + Send>>, counts: &Co
             counts.write_errors.fetch_add(1, Ordering::Relaxed);
         }
     };
-    while let Ok(mut msg) = rx.recv() {
-        // Drain what is queued before flushing, so bursts cost one write call.
-        loop {
-            match msg {
-                Msg::Line(line) => {
-                    if out.write_all(line.as_bytes()).is_err() {
-                        counts.write_errors.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-                Msg::Flush(ack) => {
-                    flush(&mut out);
-                    let _ = ack.send(());
-                }
-            }
-            match rx.try_recv() {
-                Ok(next) => msg = next,
-                Err(_) => break,
+    let handle = |msg: Msg, out: &mut BufWriter<Box<dyn Write + Send>>| match msg {
+        Msg::Line(line) => {
+            if out.write_all(line.as_bytes()).is_err() {
+                counts.write_errors.fetch_add(1, Ordering::Relaxed);
             }
         }
+        Msg::Flush(ack) => {
+            flush(out);
+            let _ = ack.send(());
+        }
+    };
+    // Drains everything queued; false once every sender is gone.
+    let drain = |out: &mut BufWriter<Box<dyn Write + Send>>| -> (bool, bool) {
+        let mut got = false;
+        loop {
+            match rx.try_recv() {
+                Ok(msg) => {
+                    got = true;
+                    handle(msg, out);
+                }
+                Err(TryRecvError::Empty) => return (got, true),
+                Err(TryRecvError::Disconnected) => return (got, false),
+            }
+        }
+    };
+    while let Ok(msg) = rx.recv() {
+        handle(msg, &mut out);
+        let (_, open) = drain(&mut out);
         flush(&mut out);
+        if !open {
+            return;
+        }
+        // Under steady traffic, wake up by ourselves every few milliseconds rather than be
+        // woken (a futex call on the caller's side) for every line; go back to blocking after
+        // a quiet spell.
+        let mut quiet = 0;
+        while quiet < LINGER_ROUNDS {
+            std::thread::sleep(LINGER);
+            let (got, open) = drain(&mut out);
+            if got {
+                flush(&mut out);
+                quiet = 0;
+            } else {
+                quiet += 1;
+            }
+            if !open {
+                return;
+            }
+        }
     }
     flush(&mut out);
 }
+
+/// How long the writer sleeps between drains while lines keep coming.
+const LINGER: std::time::Duration = std::time::Duration::from_millis(2);
+/// Empty drains in a row before the writer blocks again.
+const LINGER_ROUNDS: u32 = 25;
 
 /// One JSON line (with its newline).
 pub fn format_line(

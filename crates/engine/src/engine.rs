@@ -320,12 +320,16 @@ fn record_metric(
         dims.push(eval_field(&d.expression, bag, &d.name)?);
     }
     for target in targets {
-        let labels: SmallVec<[Value<'_>; 8]> = target
-            .dimensions
-            .iter()
-            .map(|&i| dims[i].borrowed())
-            .collect();
-        target.metric.record(&labels, value)?;
+        if target.in_order {
+            target.metric.record(&dims, value)?;
+        } else {
+            let labels: SmallVec<[Value<'_>; 8]> = target
+                .dimensions
+                .iter()
+                .map(|&i| dims[i].borrowed())
+                .collect();
+            target.metric.record(&labels, value)?;
+        }
     }
     Ok(())
 }

@@ -50,6 +50,9 @@ pub(crate) enum Step {
 pub(crate) struct MetricTarget {
     pub(crate) metric: Metric,
     pub(crate) dimensions: Vec<usize>,
+    /// The labels are the instance's dimensions in their own order (the usual case), so the
+    /// evaluated dimensions can be passed as they are.
+    pub(crate) in_order: bool,
 }
 
 /// A counter of evaluation failures with a once-a-second log budget.
@@ -84,6 +87,14 @@ impl ErrorCounter {
     }
 }
 
+/// How many dimensions a metric instance has.
+fn metric_dims(params: &InstanceParams) -> usize {
+    match params {
+        InstanceParams::Metric(m) => m.dimensions.len(),
+        _ => 0,
+    }
+}
+
 /// The Prometheus specs of every metric of every prometheus handler in `snapshot`.
 fn metric_specs(snapshot: &Snapshot, series_limit: usize) -> Vec<MetricSpec> {
     snapshot
@@ -107,6 +118,45 @@ fn metric_specs(snapshot: &Snapshot, series_limit: usize) -> Vec<MetricSpec> {
             spec
         })
         .collect()
+}
+
+/// Which attributes the configuration reads (by id): what its expressions use, and what rule
+/// scoping needs. Identity the configuration never reads is not worth filling.
+fn attributes_read(snapshot: &Snapshot) -> Vec<bool> {
+    let mut read = vec![false; snapshot.manifest.len()];
+    let mut mark = |e: &meshmeter_expr::Expression| {
+        for id in e.attributes() {
+            read[id.index()] = true;
+        }
+    };
+    for instance in &snapshot.instances {
+        match &instance.params {
+            InstanceParams::Metric(m) => {
+                mark(&m.value);
+                m.dimensions.iter().for_each(|d| mark(&d.expression));
+            }
+            InstanceParams::LogEntry(l) => {
+                l.severity.iter().chain(&l.timestamp).for_each(&mut mark);
+                l.variables.iter().for_each(|v| mark(&v.expression));
+            }
+            InstanceParams::Kubernetes(_) => {}
+        }
+    }
+    snapshot
+        .rules
+        .iter()
+        .filter_map(|r| r.match_.as_ref())
+        .for_each(&mut mark);
+    for name in [
+        "destination.namespace",
+        "source.namespace",
+        "context.reporter.kind",
+    ] {
+        if let Some(id) = snapshot.manifest.id(name) {
+            read[id.index()] = true;
+        }
+    }
+    read
 }
 
 impl Runtime {
@@ -144,6 +194,11 @@ impl Runtime {
                                     prometheus.get(&m.full_name).map(|metric| MetricTarget {
                                         metric: metric.clone(),
                                         dimensions: m.label_dimensions.clone(),
+                                        in_order: m
+                                            .label_dimensions
+                                            .iter()
+                                            .copied()
+                                            .eq(0..metric_dims(&inst.params)),
                                     })
                                 })
                                 .collect::<Vec<_>>();
@@ -194,8 +249,9 @@ impl Runtime {
             })
             .collect();
 
+        let read = attributes_read(&snapshot);
         Ok(Runtime {
-            enricher: Enricher::new(&snapshot.manifest),
+            enricher: Enricher::new(&snapshot.manifest).retain(|id| read[id.index()]),
             snapshot,
             generation,
             prometheus,

@@ -9,8 +9,11 @@ use super::{Workload, WorkloadRegistry};
 /// The attribute ids of one side (`source` or `destination`).
 #[derive(Clone, Debug)]
 struct Side {
+    /// Looked up by (inputs).
     ip: Option<AttrId>,
     uid: Option<AttrId>,
+    /// Filled (outputs); `None` when the manifest lacks it or nothing reads it.
+    uid_out: Option<AttrId>,
     name: Option<AttrId>,
     namespace: Option<AttrId>,
     labels: Option<AttrId>,
@@ -27,6 +30,7 @@ impl Side {
         Side {
             ip: id("ip"),
             uid: id("uid"),
+            uid_out: id("uid"),
             name: id("name"),
             namespace: id("namespace"),
             labels: id("labels"),
@@ -54,9 +58,25 @@ impl Side {
         })
     }
 
+    fn retain(&mut self, keep: &impl Fn(AttrId) -> bool) {
+        for out in [
+            &mut self.uid_out,
+            &mut self.name,
+            &mut self.namespace,
+            &mut self.labels,
+            &mut self.workload_name,
+            &mut self.workload_namespace,
+            &mut self.workload_uid,
+            &mut self.owner,
+            &mut self.service_account,
+        ] {
+            *out = out.filter(|&id| keep(id));
+        }
+    }
+
     fn fill<'a>(&self, bag: &mut Bag<'a>, w: &'a Workload) {
         let text = |s: &'a str| Value::String(Cow::Borrowed(s));
-        set(bag, self.uid, || text(&w.uid));
+        set(bag, self.uid_out, || text(&w.uid));
         set(bag, self.name, || text(&w.pod));
         set(bag, self.namespace, || text(&w.namespace));
         set(bag, self.labels, || {
@@ -113,6 +133,22 @@ impl Enricher {
             service_namespace: manifest.id("destination.service.namespace"),
             service_uid: manifest.id("destination.service.uid"),
         }
+    }
+
+    /// Fills only the attributes for which `keep` holds (those the configuration reads), so
+    /// a bag costs no more than what is used. Lookups still use `*.ip` and `*.uid`.
+    pub fn retain(mut self, keep: impl Fn(AttrId) -> bool) -> Self {
+        self.source.retain(&keep);
+        self.destination.retain(&keep);
+        for out in [
+            &mut self.service_host,
+            &mut self.service_name,
+            &mut self.service_namespace,
+            &mut self.service_uid,
+        ] {
+            *out = out.filter(|&id| keep(id));
+        }
+        self
     }
 
     /// Fills the identity of the source and destination workloads into `bag` without

@@ -111,7 +111,9 @@ impl<S: MixerService> MixerServer<S> {
         listener: tokio::net::TcpListener,
         shutdown: impl Future<Output = ()>,
     ) -> Result<(), tonic::transport::Error> {
-        let incoming = tonic::transport::server::TcpIncoming::from(listener);
+        // Replies are small: without TCP_NODELAY they wait for the client's delayed ACK (~40 ms).
+        let incoming =
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
         tonic::transport::Server::builder()
             .serve_with_incoming_shutdown(self, incoming, shutdown)
             .await
