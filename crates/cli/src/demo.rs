@@ -25,11 +25,11 @@ use meshmeter_demo::{DemoError, DemoOptions};
 #[derive(clap::Args, Debug)]
 pub(crate) struct Args {
     /// Stop by itself after this long (e.g. 10s, 1m); without it, run until Ctrl-C.
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = crate::shared::parse_duration)]
     duration: Option<Duration>,
 
     /// The sidecar's report interval (at least 1s, as Istio required).
-    #[arg(long, default_value = "1s", value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(long, default_value = "1s", value_name = "DURATION", value_parser = crate::shared::parse_duration)]
     report_interval: Duration,
 
     /// Use this configuration (file or directory) instead of the seed's tcp-metrics.yaml,
@@ -52,10 +52,6 @@ pub(crate) struct Args {
     work_dir: Option<PathBuf>,
 }
 
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    let d: meshmeter_attributes::Duration = text.parse().map_err(|e| format!("{e}"))?;
-    d.to_std().ok_or_else(|| format!("'{text}' is negative"))
-}
 
 pub(crate) fn run(args: Args) -> ExitCode {
     if args.report_interval < Duration::from_secs(1) {

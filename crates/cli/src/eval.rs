@@ -220,67 +220,7 @@ fn load_manifests(paths: &[PathBuf]) -> Result<Manifest, String> {
     if paths.is_empty() {
         return Ok(Manifest::istio());
     }
-    let mut m = Manifest::new();
-    for path in paths {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        manifest_yaml::declare_all(&mut m, &text)
-            .map_err(|e| format!("{}: {e}", path.display()))?;
-    }
-    Ok(m)
-}
-
-/// `kind: attributemanifest` documents (`spec.attributes.<name>.valueType`). The configuration
-/// crate has the full loader; this reads only what `eval` needs.
-mod manifest_yaml {
-    use meshmeter_attributes::{Manifest, ValueType};
-    use yaml_rust2::{Yaml, YamlLoader};
-
-    pub(super) fn declare_all(m: &mut Manifest, text: &str) -> Result<usize, String> {
-        let docs = YamlLoader::load_from_str(text).map_err(|e| format!("invalid YAML: {e}"))?;
-        let mut found = 0;
-        for doc in &docs {
-            if doc["kind"].as_str() != Some("attributemanifest") {
-                continue;
-            }
-            found += 1;
-            let Some(attrs) = doc["spec"]["attributes"].as_hash() else {
-                continue;
-            };
-            for (name, info) in attrs {
-                let name = name.as_str().ok_or("an attribute name is not a string")?;
-                let t = match &info["valueType"] {
-                    Yaml::String(t) => t
-                        .parse::<ValueType>()
-                        .map_err(|e| format!("attribute '{name}': {e}"))?,
-                    _ => return Err(format!("attribute '{name}' has no valueType")),
-                };
-                m.declare(name, t).map_err(|e| e.to_string())?;
-            }
-        }
-        if found == 0 {
-            return Err("no `kind: attributemanifest` document".into());
-        }
-        Ok(found)
-    }
-
-    #[cfg(test)]
-    mod tests {
-        use super::*;
-
-        #[test]
-        fn reads_attribute_manifests() {
-            let text = "apiVersion: config.istio.io/v1alpha2\nkind: attributemanifest\nmetadata:\n  name: kubernetes\nspec:\n  attributes:\n    source.ip:\n      valueType: IP_ADDRESS\n    source.labels:\n      valueType: STRING_MAP\n---\nkind: rule\n";
-            let mut m = Manifest::new();
-            assert_eq!(declare_all(&mut m, text), Ok(1));
-            assert_eq!(
-                m.lookup("source.ip").map(|(_, t)| t),
-                Some(ValueType::IpAddress)
-            );
-            assert_eq!(m.len(), 2);
-            assert!(declare_all(&mut m, "kind: rule\n").is_err());
-        }
-    }
+    crate::shared::load_manifests(paths, Manifest::new())
 }
 
 #[cfg(test)]

@@ -46,7 +46,7 @@ pub(crate) struct Args {
     concurrency: usize,
 
     /// How long to send (Go duration). Default 10s unless --requests is given.
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = crate::shared::parse_positive_duration)]
     duration: Option<Duration>,
 
     /// Stop after this many requests.
@@ -62,12 +62,6 @@ pub(crate) struct Args {
     json: bool,
 }
 
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    let d: meshmeter_attributes::Duration = text.parse().map_err(|e| format!("{e}"))?;
-    d.to_std()
-        .filter(|d| !d.is_zero())
-        .ok_or_else(|| format!("'{text}' is not a positive duration"))
-}
 
 pub(crate) fn run(args: Args) -> ExitCode {
     let duration = match (args.duration, args.requests) {

@@ -12,6 +12,7 @@ mod loadgen;
 mod mixer;
 mod proxy;
 mod report;
+mod shared;
 mod signals;
 mod validate;
 

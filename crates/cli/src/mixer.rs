@@ -74,9 +74,8 @@ pub(crate) struct Args {
 
 /// A Go-style duration (`500ms`, `2s`) of at least 100 ms.
 fn parse_interval(text: &str) -> Result<Duration, String> {
-    let d: meshmeter_attributes::Duration = text.parse().map_err(|e| format!("{e}"))?;
-    match d.to_std() {
-        Some(d) if d >= Duration::from_millis(100) => Ok(d),
+    match crate::shared::parse_duration(text)? {
+        d if d >= Duration::from_millis(100) => Ok(d),
         _ => Err(format!("'{text}' is too short: at least 100ms")),
     }
 }

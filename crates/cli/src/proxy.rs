@@ -56,7 +56,7 @@ pub(crate) struct Args {
 
     /// Period of `continue` reports for live connections (Go duration: `10s`, `1m30s`).
     /// Below 1s is refused.
-    #[arg(long, default_value = "10s", value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(long, default_value = "10s", value_name = "DURATION", value_parser = crate::shared::parse_duration)]
     report_interval: Duration,
 
     /// Which side the proxy reports for: `inbound` (its workload is the destination) or
@@ -95,11 +95,11 @@ pub(crate) struct Args {
     metrics_addr: Option<SocketAddr>,
 
     /// Longest wait for the upstream to accept a connection; then the client is closed (`UF`).
-    #[arg(long, default_value = "5s", value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(long, default_value = "5s", value_name = "DURATION", value_parser = crate::shared::parse_duration)]
     connect_timeout: Duration,
 
     /// Close connections idle (no byte either way) this long. Default: never.
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = crate::shared::parse_duration)]
     idle_timeout: Option<Duration>,
 
     /// Most connections forwarded at once per listener; beyond it new ones are closed (`UO`).
@@ -107,7 +107,7 @@ pub(crate) struct Args {
     max_connections: usize,
 
     /// On shutdown, how long open connections may take to finish before they are reset.
-    #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = crate::shared::parse_duration)]
     drain_timeout: Duration,
 
     /// Reports held while the telemetry server is unreachable; beyond it the oldest are
@@ -120,7 +120,7 @@ pub(crate) struct Args {
     batch_size: usize,
 
     /// Longest a report waits for others to share its request.
-    #[arg(long, default_value = "1s", value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(long, default_value = "1s", value_name = "DURATION", value_parser = crate::shared::parse_duration)]
     batch_delay: Duration,
 
     /// How bytes are moved: `splice` (zero-copy through a kernel pipe) or `copy` (through a
@@ -158,11 +158,6 @@ pub(crate) struct Args {
     access_log: Option<PathBuf>,
 }
 
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    let d: meshmeter_attributes::Duration = text.parse().map_err(|e| format!("{e}"))?;
-    d.to_std()
-        .ok_or_else(|| format!("duration '{text}' is negative"))
-}
 
 fn parse_copy_mode(text: &str) -> Result<CopyMode, String> {
     match text {

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use meshmeter_attributes::json::bag_from_json;
-use meshmeter_attributes::{Bag, Manifest, ValueType};
+use meshmeter_attributes::{Bag, Manifest};
 use meshmeter_wire::{Encoding, MixerClient, ReportEncoder};
 use tonic::Code;
 
@@ -177,44 +177,9 @@ async fn send(
     Ok(requests)
 }
 
-/// The default vocabulary extended by `kind: attributemanifest` documents
-/// (`spec.attributes.<name>.valueType`).
+/// The default vocabulary extended by `kind: attributemanifest` documents.
 fn load_manifests(paths: &[PathBuf]) -> Result<Manifest, String> {
-    use yaml_rust2::{Yaml, YamlLoader};
-    let mut m = Manifest::istio();
-    for path in paths {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        let at = |e: String| format!("{}: {e}", path.display());
-        let docs =
-            YamlLoader::load_from_str(&text).map_err(|e| at(format!("invalid YAML: {e}")))?;
-        let mut found = false;
-        for doc in docs
-            .iter()
-            .filter(|d| d["kind"].as_str() == Some("attributemanifest"))
-        {
-            found = true;
-            let Some(attrs) = doc["spec"]["attributes"].as_hash() else {
-                continue;
-            };
-            for (name, info) in attrs {
-                let name = name
-                    .as_str()
-                    .ok_or_else(|| at("an attribute name is not a string".into()))?;
-                let t = match &info["valueType"] {
-                    Yaml::String(t) => t
-                        .parse::<ValueType>()
-                        .map_err(|e| at(format!("attribute '{name}': {e}")))?,
-                    _ => return Err(at(format!("attribute '{name}' has no valueType"))),
-                };
-                m.declare(name, t).map_err(|e| at(e.to_string()))?;
-            }
-        }
-        if !found {
-            return Err(at("no `kind: attributemanifest` document".into()));
-        }
-    }
-    Ok(m)
+    crate::shared::load_manifests(paths, Manifest::istio())
 }
 
 #[cfg(test)]
@@ -227,6 +192,7 @@ mod tests {
     use tonic::Status;
 
     use super::*;
+    use meshmeter_attributes::ValueType;
 
     fn args(mixer: &str) -> Args {
         Args {
