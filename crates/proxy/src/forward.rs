@@ -186,7 +186,7 @@ pub(crate) async fn pump_copy(
 }
 
 /// Idle copy buffers of the current thread.
-mod pool {
+pub(crate) mod pool {
     use std::cell::RefCell;
 
     /// Enough for the connections one thread moves data for at the same instant; beyond it
@@ -197,7 +197,7 @@ mod pool {
         static FREE: RefCell<Vec<Box<[u8]>>> = const { RefCell::new(Vec::new()) };
     }
 
-    pub(super) fn take(size: usize) -> Box<[u8]> {
+    pub(crate) fn take(size: usize) -> Box<[u8]> {
         FREE.with(|free| {
             let mut free = free.borrow_mut();
             match free.iter().rposition(|b| b.len() == size) {
@@ -207,7 +207,7 @@ mod pool {
         })
     }
 
-    pub(super) fn give(buf: Box<[u8]>) {
+    pub(crate) fn give(buf: Box<[u8]>) {
         FREE.with(|free| {
             let mut free = free.borrow_mut();
             if free.len() < KEEP {
@@ -217,7 +217,7 @@ mod pool {
     }
 }
 
-async fn write_all(
+pub(crate) async fn write_all(
     dst: &TcpStream,
     mut data: &[u8],
     count: &impl Fn(u64),

@@ -9,7 +9,9 @@ use nix::fcntl::{splice, SpliceFFlags};
 use tokio::io::Interest;
 use tokio::net::TcpStream;
 
-use crate::forward::{pump_copy, read_ready, shutdown_write, write_ready, PumpError};
+use crate::forward::{
+    pool, pump_copy, read_ready, shutdown_write, write_all, write_ready, PumpError,
+};
 
 struct Pipe {
     read: OwnedFd,
@@ -64,10 +66,19 @@ fn flags() -> SpliceFFlags {
     SpliceFFlags::SPLICE_F_MOVE | SpliceFFlags::SPLICE_F_NONBLOCK
 }
 
-/// One direction of forwarding through a pipe. The pipe is taken when data is ready and given
-/// back once the socket has nothing more (an idle connection holds none); it is always
-/// drained before the next splice in, so an `EAGAIN` on the way in can only mean "the socket
-/// has nothing", never "the pipe is full".
+/// A splice that moves less than this means the stream is no longer a bulk transfer: small
+/// messages go back to the copy path.
+const BULK_SPLICE: usize = 16 * 1024;
+
+/// One direction of forwarding, adaptive: small messages (request/response traffic) are
+/// copied through a pooled buffer, one read and one write, which is cheaper than two splices
+/// through a pipe; once a read fills the whole buffer the stream is a bulk transfer and moves
+/// through a pipe with `splice`, the payload never entering user space, until a splice moves
+/// less than [`BULK_SPLICE`].
+///
+/// The pipe is taken when data is ready and given back once the socket has nothing more (an
+/// idle connection holds none); it is always drained before the next splice in, so an
+/// `EAGAIN` on the way in can only mean "the socket has nothing", never "the pipe is full".
 pub(crate) async fn pump_splice(
     src: &TcpStream,
     dst: &TcpStream,
@@ -75,8 +86,43 @@ pub(crate) async fn pump_splice(
     count: impl Fn(u64),
 ) -> Result<(), PumpError> {
     let mut pipe: Option<Pipe> = None;
+    let mut bulk = false;
+    let mut buf: Option<Box<[u8]>> = None;
+    let give_buf = |buf: &mut Option<Box<[u8]>>| {
+        if let Some(b) = buf.take() {
+            pool::give(b);
+        }
+    };
     loop {
         read_ready(src).await.map_err(PumpError::Read)?;
+        if !bulk {
+            let chunk = buf.get_or_insert_with(|| pool::take(chunk_size.max(1)));
+            match src.try_read(chunk) {
+                Ok(0) => {
+                    give_buf(&mut buf);
+                    return shutdown_write(dst);
+                }
+                Ok(n) => {
+                    let full = n == chunk.len();
+                    let written = write_all(dst, &chunk[..n], &count).await;
+                    if full {
+                        bulk = true;
+                        give_buf(&mut buf);
+                    }
+                    if let Err(e) = written {
+                        give_buf(&mut buf);
+                        return Err(e);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => give_buf(&mut buf),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    give_buf(&mut buf);
+                    return Err(PumpError::Read(e));
+                }
+            }
+            continue;
+        }
         let p = match &pipe {
             Some(p) => p,
             None => match take_pipe(chunk_size) {
@@ -99,7 +145,12 @@ pub(crate) async fn pump_splice(
                 }
                 return shutdown_write(dst);
             }
-            Ok(n) => n,
+            Ok(n) => {
+                if n < BULK_SPLICE {
+                    bulk = false;
+                }
+                n
+            }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 // Drained: the pipe is empty, let an active connection use it meanwhile.
                 if let Some(p) = pipe.take() {
@@ -127,6 +178,12 @@ pub(crate) async fn pump_splice(
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(PumpError::Write(e)),
+            }
+        }
+        if !bulk {
+            // Back to copying: the drained pipe can serve another connection.
+            if let Some(p) = pipe.take() {
+                give_pipe(p);
             }
         }
     }
