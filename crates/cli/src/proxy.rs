@@ -123,7 +123,8 @@ pub(crate) struct Args {
     #[arg(long, default_value = "1s", value_name = "DURATION", value_parser = crate::shared::parse_duration)]
     batch_delay: Duration,
 
-    /// How bytes are moved: `splice` (zero-copy through a kernel pipe) or `copy` (through a
+    /// How bytes are moved: `splice` (small messages copied through a pooled buffer, bulk
+    /// transfers moved zero-copy through a kernel pipe) or `copy` (always through a
     /// user-space buffer).
     #[arg(long, default_value = "splice", value_parser = parse_copy_mode)]
     copy_mode: CopyMode,

@@ -46,7 +46,8 @@ pub enum CopyMode {
     /// Read into a user-space buffer, then write it out.
     #[default]
     Copy,
-    /// `splice(2)` through a kernel pipe: the payload never enters user space (Linux only).
+    /// Adaptive: small messages are copied, bulk transfers go through a kernel pipe with
+    /// `splice(2)`, the payload never entering user space (Linux only).
     Splice,
 }
 
