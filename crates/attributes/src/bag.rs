@@ -101,7 +101,9 @@ impl<'a> Bag<'a> {
 
     /// Present attributes, in the order they were first set.
     pub fn iter(&self) -> impl Iterator<Item = (AttrId, &Value<'a>)> + '_ {
-        self.present.iter().filter_map(|&id| self.get(id).map(|v| (id, v)))
+        self.present
+            .iter()
+            .filter_map(|&id| self.get(id).map(|v| (id, v)))
     }
 
     /// A copy that borrows nothing.

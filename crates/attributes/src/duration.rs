@@ -63,7 +63,9 @@ impl Duration {
 
     /// To a standard library duration; `None` when negative.
     pub fn to_std(self) -> Option<std::time::Duration> {
-        u64::try_from(self.0).ok().map(std::time::Duration::from_nanos)
+        u64::try_from(self.0)
+            .ok()
+            .map(std::time::Duration::from_nanos)
     }
 
     /// The sum, or `None` on overflow.
@@ -235,7 +237,18 @@ mod tests {
 
     #[test]
     fn rejects_what_go_rejects() {
-        for bad in ["", "-", "10", "s", ".s", "1x", "1.2.3s", "9223372036854775808ns", "3000000h", "1s 2s"] {
+        for bad in [
+            "",
+            "-",
+            "10",
+            "s",
+            ".s",
+            "1x",
+            "1.2.3s",
+            "9223372036854775808ns",
+            "3000000h",
+            "1s 2s",
+        ] {
             assert!(bad.parse::<Duration>().is_err(), "{bad:?} should fail");
         }
         assert_eq!(

@@ -60,7 +60,8 @@ impl Manifest {
             .get_or_init(|| {
                 let mut m = Manifest::new();
                 for &(name, t) in ISTIO_ATTRIBUTES.iter().chain(MESHMETER_ATTRIBUTES) {
-                    m.declare(name, t).expect("the built-in vocabulary is consistent");
+                    m.declare(name, t)
+                        .expect("the built-in vocabulary is consistent");
                 }
                 m
             })
@@ -99,7 +100,8 @@ impl Manifest {
 
     /// The id and type of `name`.
     pub fn lookup(&self, name: &str) -> Option<(AttrId, ValueType)> {
-        self.id(name).map(|id| (id, self.entries[id.index()].value_type))
+        self.id(name)
+            .map(|id| (id, self.entries[id.index()].value_type))
     }
 
     /// The type of `id`.
@@ -183,7 +185,10 @@ mod tests {
             m.lookup("connection.duration").map(|(_, t)| t),
             Some(ValueType::Duration)
         );
-        assert_eq!(m.lookup("source.port").map(|(_, t)| t), Some(ValueType::Int64));
+        assert_eq!(
+            m.lookup("source.port").map(|(_, t)| t),
+            Some(ValueType::Int64)
+        );
         assert_eq!(m.len(), 92, "91 Istio names and source.port");
         let id = m.id("destination.service.host").unwrap();
         assert_eq!(m.name(id), "destination.service.host");
@@ -207,7 +212,10 @@ mod tests {
     #[test]
     fn suggestions() {
         let m = Manifest::istio();
-        assert_eq!(m.suggest("conection.sent.bytes"), Some("connection.sent.bytes"));
+        assert_eq!(
+            m.suggest("conection.sent.bytes"),
+            Some("connection.sent.bytes")
+        );
         assert_eq!(m.suggest("source.lables"), Some("source.labels"));
         assert_eq!(m.suggest("zzz"), None);
     }

@@ -112,13 +112,17 @@ mod tests {
 
     #[test]
     fn insert_replaces_and_display_sorts() {
-        let mut m: StringMap<'_> = [("version", "v1"), ("app", "ratings")].into_iter().collect();
+        let mut m: StringMap<'_> = [("version", "v1"), ("app", "ratings")]
+            .into_iter()
+            .collect();
         m.insert("version", "v2");
         assert_eq!(m.get("version"), Some("v2"));
         assert_eq!(m.get("missing"), None);
         assert_eq!(m.len(), 2);
         assert_eq!(m.to_string(), "app=ratings&version=v2");
-        let same: StringMap<'_> = [("app", "ratings"), ("version", "v2")].into_iter().collect();
+        let same: StringMap<'_> = [("app", "ratings"), ("version", "v2")]
+            .into_iter()
+            .collect();
         assert_eq!(m, same);
     }
 }

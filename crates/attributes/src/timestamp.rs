@@ -64,7 +64,8 @@ impl FromStr for Timestamp {
     type Err = ParseTimestampError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let t = OffsetDateTime::parse(s, &Rfc3339).map_err(|_| ParseTimestampError(s.to_owned()))?;
+        let t =
+            OffsetDateTime::parse(s, &Rfc3339).map_err(|_| ParseTimestampError(s.to_owned()))?;
         Ok(Timestamp::new(t.unix_timestamp(), t.nanosecond()))
     }
 }

@@ -209,7 +209,10 @@ mod tests {
     fn display_matches_label_text() {
         let map: StringMap<'_> = [("version", "v1"), ("app", "db")].into_iter().collect();
         assert_eq!(Value::from(map).to_string(), "app=db&version=v1");
-        assert_eq!(Value::Duration(Duration::from_nanos(90_500_000_000)).to_string(), "1m30.5s");
+        assert_eq!(
+            Value::Duration(Duration::from_nanos(90_500_000_000)).to_string(),
+            "1m30.5s"
+        );
         assert_eq!(Value::Double(0.5).to_string(), "0.5");
         assert_eq!(Value::Double(1e21).to_string(), "1000000000000000000000");
         assert_eq!(Value::Bool(true).to_string(), "true");

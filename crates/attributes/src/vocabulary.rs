@@ -103,9 +103,7 @@ pub const ISTIO_ATTRIBUTES: &[(&str, ValueType)] = &[
 ];
 
 /// Attributes meshmeter's proxy reports beyond Istio 1.1's manifests.
-pub const MESHMETER_ATTRIBUTES: &[(&str, ValueType)] = &[
-    ("source.port", ValueType::Int64),
-];
+pub const MESHMETER_ATTRIBUTES: &[(&str, ValueType)] = &[("source.port", ValueType::Int64)];
 
 /// Mixer v1's global dictionary: word `i` of the wire format is `GLOBAL_DICTIONARY[i]`.
 pub const GLOBAL_DICTIONARY: &[&str] = &[

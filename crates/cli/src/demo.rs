@@ -52,7 +52,6 @@ pub(crate) struct Args {
     work_dir: Option<PathBuf>,
 }
 
-
 pub(crate) fn run(args: Args) -> ExitCode {
     if args.report_interval < Duration::from_secs(1) {
         eprintln!("error: --report-interval must be at least 1s (Istio's minimum)");

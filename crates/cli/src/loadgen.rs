@@ -62,7 +62,6 @@ pub(crate) struct Args {
     json: bool,
 }
 
-
 pub(crate) fn run(args: Args) -> ExitCode {
     let duration = match (args.duration, args.requests) {
         (None, None) => Some(Duration::from_secs(10)),

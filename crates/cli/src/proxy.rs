@@ -159,7 +159,6 @@ pub(crate) struct Args {
     access_log: Option<PathBuf>,
 }
 
-
 fn parse_copy_mode(text: &str) -> Result<CopyMode, String> {
     match text {
         "copy" => Ok(CopyMode::Copy),

@@ -85,7 +85,10 @@ mod tests {
     #[test]
     fn durations() {
         assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
-        assert_eq!(parse_duration("-1s"), Err("duration '-1s' is negative".into()));
+        assert_eq!(
+            parse_duration("-1s"),
+            Err("duration '-1s' is negative".into())
+        );
         assert!(parse_positive_duration("0s").is_err());
         assert!(parse_duration("10").is_err());
     }
