@@ -10,7 +10,9 @@ use meshmeter_loadgen::{BagShape, LoadOptions};
 ///
 /// Bags carry 8 attributes (what `mixc report` sends for the seed) or 28 (a sidecar's
 /// connection report with identity), in 4 label combinations, encoded as Istio's proxies do
-/// (global dictionary, delta encoding). Each of --concurrency senders has its own connection.
+/// (global dictionary, delta encoding). The --concurrency senders each have a connection of their
+/// own, unless --connections makes them share fewer, as streams of HTTP/2 connections (which is
+/// how Istio's proxies send reports).
 /// Prints bags/s, requests/s, Report latency p50/p99/max and errors; with --metrics it then
 /// scrapes the server and checks that --verify-metric (the seed's istio_mongo_received_bytes
 /// by default, so configure the server with examples/tcp-metrics.yaml) grew by exactly the
@@ -41,9 +43,14 @@ pub(crate) struct Args {
     #[arg(long, default_value_t = 100, value_name = "N")]
     batch: usize,
 
-    /// Concurrent senders (one connection each).
+    /// Concurrent senders: requests in flight at any time.
     #[arg(long, default_value_t = 4, value_name = "C")]
     concurrency: usize,
+
+    /// HTTP/2 connections the senders share (default: one per sender). With fewer
+    /// connections than senders, requests are multiplexed as concurrent streams.
+    #[arg(long, value_name = "N")]
+    connections: Option<usize>,
 
     /// How long to send (Go duration). Default 10s unless --requests is given.
     #[arg(long, value_name = "DURATION", value_parser = crate::shared::parse_positive_duration)]
@@ -73,6 +80,7 @@ pub(crate) fn run(args: Args) -> ExitCode {
         verify_metric: args.verify_metric,
         batch: args.batch,
         concurrency: args.concurrency,
+        connections: args.connections,
         duration,
         requests: args.requests,
         shape: args.attributes,

@@ -67,6 +67,11 @@ pub(crate) struct Args {
     #[arg(long, value_name = "FILE")]
     access_log: Option<PathBuf>,
 
+    /// Threads serving report connections, each with a runtime of its own (connections are
+    /// handed to them in turn). Default: one per core this process may run on.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    ingest_threads: Option<u16>,
+
     /// How often to check the configuration and the workloads file for changes.
     #[arg(long, default_value = "1s", value_name = "DURATION", value_parser = parse_interval)]
     reload_interval: Duration,
@@ -92,6 +97,7 @@ pub(crate) fn run(args: Args) -> ExitCode {
         series_limit: args.series_limit,
         log_output: args.access_log.map(meshmeter_adapters::stdio::Output::File),
         reload_interval: args.reload_interval,
+        ingest_threads: args.ingest_threads.map_or(0, usize::from),
         ..ServerOptions::default()
     };
     let runtime = match tokio::runtime::Runtime::new() {

@@ -454,7 +454,10 @@ impl Snapshot {
     /// Indexes of the rules that apply to a report in `namespace`: those of the default
     /// namespace, then those of `namespace` (each in load order).
     pub fn rules_for<'a>(&'a self, namespace: Option<&str>) -> impl Iterator<Item = usize> + 'a {
+        // Most configurations scope every rule to the default namespace: skip hashing the
+        // bag's namespace then (this runs once per report).
         let scoped = namespace
+            .filter(|_| !self.rules_by_namespace.is_empty())
             .filter(|ns| *ns != self.default_namespace)
             .and_then(|ns| self.rules_by_namespace.get(ns))
             .map_or(&[][..], Vec::as_slice);

@@ -24,8 +24,12 @@ pub struct LoadOptions {
     pub verify_metric: String,
     /// Bags per request.
     pub batch: usize,
-    /// Concurrent senders, each on its own connection.
+    /// Concurrent senders (requests in flight).
     pub concurrency: usize,
+    /// HTTP/2 connections the senders share, round robin (`None`: one per sender). Istio's
+    /// proxies multiplex their reports over a few connections; one per sender is the
+    /// worst case for a server, which then reads and writes once per request.
+    pub connections: Option<usize>,
     /// Stop after this long...
     pub duration: Option<Duration>,
     /// ...or after this many requests (whichever comes first; one of them is required).
@@ -44,6 +48,7 @@ impl Default for LoadOptions {
             verify_metric: "istio_mongo_received_bytes".into(),
             batch: 100,
             concurrency: 4,
+            connections: None,
             duration: Some(Duration::from_secs(10)),
             requests: None,
             shape: BagShape::Small,
@@ -174,9 +179,13 @@ fn percentile(sorted: &[u32], p: f64) -> f64 {
 
 /// Runs the load; prints nothing (the caller renders the summary).
 pub async fn run(options: LoadOptions) -> Result<LoadSummary, LoadError> {
-    if options.batch == 0 || options.concurrency == 0 || options.distinct == 0 {
+    if options.batch == 0
+        || options.concurrency == 0
+        || options.distinct == 0
+        || options.connections == Some(0)
+    {
         return Err(LoadError::Options(
-            "--batch, --concurrency and the request pool must be at least 1".into(),
+            "--batch, --concurrency, --connections and the request pool must be at least 1".into(),
         ));
     }
     if options.duration.is_none() && options.requests.is_none() {
@@ -211,9 +220,13 @@ pub async fn run(options: LoadOptions) -> Result<LoadSummary, LoadError> {
         None => None,
     };
 
-    let mut clients = Vec::with_capacity(options.concurrency);
-    for _ in 0..options.concurrency {
-        clients.push(
+    let connections = options
+        .connections
+        .unwrap_or(options.concurrency)
+        .min(options.concurrency);
+    let mut channels = Vec::with_capacity(connections);
+    for _ in 0..connections {
+        channels.push(
             MixerClient::connect(&options.target)
                 .await
                 .map_err(|source| LoadError::Connect {
@@ -222,13 +235,16 @@ pub async fn run(options: LoadOptions) -> Result<LoadSummary, LoadError> {
                 })?,
         );
     }
+    // Clones of a client share its connection: their requests are streams of one HTTP/2
+    // connection.
+    let clients = (0..options.concurrency).map(|i| channels[i % connections].clone());
 
     let claimed = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let first_error = Arc::new(std::sync::Mutex::new(None::<String>));
     let started = Instant::now();
     let mut tasks = Vec::new();
-    for (t, client) in clients.into_iter().enumerate() {
+    for (t, client) in clients.enumerate() {
         let (pool, claimed, stop, first_error) = (
             Arc::clone(&pool),
             Arc::clone(&claimed),

@@ -25,7 +25,12 @@ async fn counts_what_it_sends_and_verifies_it() {
     let task = tokio::spawn(server.run_until(async {
         let _ = stopped.await;
     }));
-    for shape in [BagShape::Small, BagShape::Full] {
+    // One connection per sender, and three senders multiplexed on one connection.
+    for (shape, connections) in [
+        (BagShape::Small, None),
+        (BagShape::Full, None),
+        (BagShape::Small, Some(1)),
+    ] {
         let summary = run(LoadOptions {
             target: grpc.to_string(),
             metrics: Some(format!("http://{metrics}/metrics")),
@@ -34,6 +39,7 @@ async fn counts_what_it_sends_and_verifies_it() {
             duration: Some(Duration::from_secs(30)),
             requests: Some(200),
             shape,
+            connections,
             ..LoadOptions::default()
         })
         .await

@@ -76,7 +76,7 @@ impl IngestStats {
     }
 }
 
-/// The server's [`MixerService`]: every accepted request is decoded in full before any of
+/// The server's [`MixerService`]: every accepted request is checked in full before any of
 /// its bags is dispatched, so a request is counted entirely or not at all.
 #[derive(Debug)]
 pub struct Ingest {
@@ -118,15 +118,15 @@ impl Ingest {
     pub fn ingest(&self, request: &[u8]) -> Result<usize, DecodeError> {
         let decoding = self.decoding.load();
         let table = self.engine.workloads().current();
-        // First pass: validate the whole request, so that a bad bag in the middle cannot
-        // leave the bags before it counted (a client would retry and count them twice).
+        // The decoder checks the whole request before it visits the first bag, so a bad bag
+        // in the middle cannot leave the bags before it counted (a client would retry and
+        // count them twice).
         let summary = decoding
             .decoder
-            .decode_report(request, |_, _| {})
+            .decode_report_mut(request, |_, bag| {
+                self.engine.dispatch(&decoding.runtime, &table, bag);
+            })
             .inspect_err(|e| self.stats.count_error(e))?;
-        decoding.decoder.decode_report_mut(request, |_, bag| {
-            self.engine.dispatch(&decoding.runtime, &table, bag);
-        })?;
         self.stats.reports.inc();
         self.stats.bags.add(summary.bags as u64);
         if summary.skipped > 0 {

@@ -18,6 +18,7 @@
 
 mod ingest;
 mod server;
+mod workers;
 
 pub use ingest::Ingest;
 pub use server::{ServerError, ServerOptions, TelemetryServer};

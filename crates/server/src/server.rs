@@ -16,6 +16,7 @@ use meshmeter_wire::{Deduplicator, MixerServer, DEFAULT_MAX_MESSAGE_BYTES};
 use tokio::net::TcpListener;
 
 use crate::ingest::Ingest;
+use crate::workers::{default_threads, Workers};
 
 /// How to run the telemetry server.
 #[derive(Clone, Debug)]
@@ -42,6 +43,9 @@ pub struct ServerOptions {
     pub reload_interval: Duration,
     /// How many reporting clients the duplicate-report filter remembers.
     pub dedup_clients: usize,
+    /// Threads (each with a single-threaded runtime) serving report connections; 0 means
+    /// one per core this process may run on.
+    pub ingest_threads: usize,
 }
 
 impl Default for ServerOptions {
@@ -58,6 +62,7 @@ impl Default for ServerOptions {
             log_output: None,
             reload_interval: Duration::from_secs(1),
             dedup_clients: 10_000,
+            ingest_threads: 0,
         }
     }
 }
@@ -104,6 +109,7 @@ pub struct TelemetryServer {
     dedup: Arc<Deduplicator>,
     ready: Readiness,
     max_message_bytes: usize,
+    ingest_threads: usize,
     _workloads_watch: Option<meshmeter_adapters::workloads::Watch>,
 }
 
@@ -191,6 +197,10 @@ impl TelemetryServer {
             dedup: Arc::new(Deduplicator::new(options.dedup_clients)),
             ready,
             max_message_bytes: options.max_message_bytes,
+            ingest_threads: match options.ingest_threads {
+                0 => default_threads(),
+                n => n,
+            },
             _workloads_watch: watch,
         })
     }
@@ -225,6 +235,7 @@ impl TelemetryServer {
             dedup,
             ready,
             max_message_bytes,
+            ingest_threads,
             _workloads_watch,
             ..
         } = self;
@@ -267,7 +278,8 @@ impl TelemetryServer {
         let grpc_server = MixerServer::from_arc(Arc::clone(&ingest))
             .max_message_bytes(max_message_bytes)
             .with_dedup(dedup);
-        let grpc_task = tokio::spawn(grpc_server.serve(grpc, stopped(stop_rx.clone())));
+        let workers = Workers::start(ingest_threads, &grpc_server, &stop_rx)?;
+        let grpc_task = tokio::spawn(workers.serve(grpc, stopped(stop_rx.clone())));
         let admin_task = tokio::spawn(admin.serve(stopped(stop_rx.clone())));
         ready.set(true);
         tracing::info!("telemetry server ready");

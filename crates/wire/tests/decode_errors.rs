@@ -419,3 +419,88 @@ fn bags_with_many_entries_decode_the_same() {
         [vec!["connection.sent.bytes=2999"]]
     );
 }
+
+#[test]
+fn a_bad_bag_anywhere_means_no_bag_is_visited() {
+    let good = |n: i64| {
+        bag(|b| {
+            b.int64s.insert(g("connection.sent.bytes"), n);
+        })
+    };
+    let bad = bag(|b| {
+        // An INT64 attribute sent as a string.
+        b.strings.insert(g("connection.received.bytes"), g("tcp"));
+    });
+    for at in [0, 1, 2] {
+        let mut attributes = vec![good(1), good(2)];
+        attributes.insert(at, bad.clone());
+        let req = ReportRequest {
+            attributes,
+            ..Default::default()
+        };
+        let m = Manifest::istio();
+        let mut visited = 0;
+        let err = BagDecoder::new(&m)
+            .decode_report(&req.encode_to_vec(), |_, _| visited += 1)
+            .unwrap_err();
+        assert!(
+            matches!(err, DecodeError::TypeMismatch { bag, .. } if bag == at),
+            "{err:?}"
+        );
+        assert_eq!(visited, 0, "bad bag at {at}");
+    }
+}
+
+#[test]
+fn requests_with_more_values_than_are_staged_decode_the_same() {
+    // 70,000 delta bags of one changing value each: more values than the decoder holds at
+    // once (65,536), so it checks the request in one walk and visits in a second.
+    let bags: Vec<_> = (0..70_000i64)
+        .map(|n| {
+            bag(|b| {
+                b.int64s.insert(g("connection.sent.bytes"), n);
+                if n == 0 {
+                    b.strings.insert(g("context.protocol"), g("tcp"));
+                }
+            })
+        })
+        .collect();
+    let req = ReportRequest {
+        attributes: bags,
+        ..Default::default()
+    };
+    let m = Manifest::istio();
+    let sent = m.id("connection.sent.bytes").unwrap();
+    let protocol = m.id("context.protocol").unwrap();
+    let mut seen = 0i64;
+    let summary = BagDecoder::new(&m)
+        .decode_report(&req.encode_to_vec(), |i, bag| {
+            assert_eq!(i as i64, seen);
+            assert_eq!(
+                bag.get(sent),
+                Some(&meshmeter_attributes::Value::Int64(seen))
+            );
+            // Delta encoding: the first bag's protocol is still there.
+            assert_eq!(
+                bag.get(protocol),
+                Some(&meshmeter_attributes::Value::from("tcp"))
+            );
+            seen += 1;
+        })
+        .unwrap();
+    assert_eq!(summary.bags, 70_000);
+    assert_eq!(seen, 70_000);
+
+    // The same request with a bad last bag: still nothing visited.
+    let mut req = req;
+    req.attributes
+        .last_mut()
+        .unwrap()
+        .strings
+        .insert(g("connection.received.bytes"), g("tcp"));
+    let mut visited = 0;
+    assert!(BagDecoder::new(&m)
+        .decode_report(&req.encode_to_vec(), |_, _| visited += 1)
+        .is_err());
+    assert_eq!(visited, 0);
+}

@@ -119,6 +119,22 @@ impl<S: MixerService> MixerServer<S> {
             .await
     }
 
+    /// Serves the connections `incoming` yields (already accepted; set `TCP_NODELAY` on
+    /// them) until `shutdown` completes or `incoming` ends, then waits for open calls to
+    /// finish. This is how a server spreads connections over several runtimes.
+    pub async fn serve_connections<I>(
+        self,
+        incoming: I,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), tonic::transport::Error>
+    where
+        I: futures_util::Stream<Item = Result<tokio::net::TcpStream, std::io::Error>>,
+    {
+        tonic::transport::Server::builder()
+            .serve_with_incoming_shutdown(self, incoming, shutdown)
+            .await
+    }
+
     /// Acknowledges without calling the service any report whose [`REPORT_ID_HEADER`] the
     /// deduplicator has already seen counted.
     pub fn with_dedup(mut self, dedup: Arc<Deduplicator>) -> Self {
