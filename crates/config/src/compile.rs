@@ -222,7 +222,7 @@ fn compile_unsorted(
         return Err(sink.out);
     }
     let mut global_rules = Vec::new();
-    let mut rules_by_namespace: HashMap<String, Vec<usize>> = HashMap::new();
+    let mut rules_by_namespace: hashbrown::HashMap<String, Vec<usize>> = hashbrown::HashMap::new();
     for (i, r) in snapshot_rules.iter().enumerate() {
         if r.name.namespace == default_namespace {
             global_rules.push(i);

@@ -296,11 +296,85 @@ impl BagDecoder {
         sink: &mut impl Sink<'a>,
         summary: &mut DecodeSummary,
     ) -> Result<(), DecodeError> {
+        if let Some(mark) = sink.mark() {
+            let (skipped, had_first, map_entries) = (
+                summary.skipped,
+                summary.first_skipped.is_some(),
+                words.map_entries,
+            );
+            if self.apply_in_order(msg, index, words, sink, summary) {
+                return Ok(());
+            }
+            // Undo what the attempt did; the general walk decides, and names any error.
+            sink.rewind(mark);
+            summary.skipped = skipped;
+            if !had_first {
+                summary.first_skipped = None;
+            }
+            words.map_entries = map_entries;
+        }
+        self.apply_any_order(msg, index, words, sink, summary)
+    }
+
+    /// The common case in one walk: the bag's words come before its maps, as every protobuf
+    /// encoder writes fields in number order, so each entry is applied as it is read. Returns
+    /// false, having perhaps put part of the bag in `sink`, when a word follows a map entry or
+    /// anything is wrong.
+    fn apply_in_order<'a>(
+        &self,
+        msg: Reader<'a>,
+        index: usize,
+        words: &mut Words<'a, '_>,
+        sink: &mut impl Sink<'a>,
+        summary: &mut DecodeSummary,
+    ) -> bool {
+        words.own.clear();
+        let mut r = msg;
+        let mut entries;
+        loop {
+            entries = r;
+            match r.next_field() {
+                Ok(Some((1, WireType::Len))) => match r.bytes() {
+                    Ok(word) => words.own.push(word),
+                    Err(_) => return false,
+                },
+                Ok(Some(_)) => break,
+                Ok(None) => return true,
+                Err(_) => return false,
+            }
+        }
+        let mut cx = self.bag_cx(index, words);
+        let mut r = entries;
+        loop {
+            match r.next_field() {
+                Ok(Some((1, _))) | Err(_) => return false,
+                Ok(None) => return true,
+                Ok(Some((field, wire))) => match map_field(&mut r, field, wire) {
+                    Ok(Some((kind, key, raw))) => {
+                        if cx.apply(kind, key, raw, sink, summary).is_err() {
+                            return false;
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(_) => return false,
+                },
+            }
+        }
+    }
+
+    /// Any field order: the words may follow the maps that use them, so entries are staged
+    /// and resolved once the bag's words are known. Staging is capped so that a hostile bag
+    /// of tiny entries cannot make it many times the request's size; a bag with more entries
+    /// is walked a second time instead.
+    fn apply_any_order<'a>(
+        &self,
+        msg: Reader<'a>,
+        index: usize,
+        words: &mut Words<'a, '_>,
+        sink: &mut impl Sink<'a>,
+        summary: &mut DecodeSummary,
+    ) -> Result<(), DecodeError> {
         let m = |e| DecodeError::malformed(e, Some(index));
-        // One pass over the fields; the words may follow the maps that use them, so entries
-        // are staged and resolved once the bag's words are known. Staging is capped so that a
-        // hostile bag of tiny entries cannot make it many times the request's size; a bag with
-        // more entries is walked a second time instead.
         words.own.clear();
         words.entries.clear();
         let mut overflow = false;
@@ -321,6 +395,34 @@ impl BagDecoder {
             }
         }
 
+        let entries = std::mem::take(&mut words.entries);
+        let mut cx = self.bag_cx(index, words);
+        let applied = if overflow {
+            let mut r = msg;
+            let mut applied = Ok(());
+            while let Some((field, wire)) = r.next_field().map_err(m)? {
+                if field == 1 {
+                    r.skip(wire).map_err(m)?;
+                } else if let Some((kind, key, raw)) = map_field(&mut r, field, wire).map_err(m)? {
+                    applied = cx.apply(kind, key, raw, sink, summary);
+                    if applied.is_err() {
+                        break;
+                    }
+                }
+            }
+            applied
+        } else {
+            entries
+                .iter()
+                .try_for_each(|&(kind, key, raw)| cx.apply(kind, key, raw, sink, summary))
+        };
+        words.entries = entries;
+        applied
+    }
+
+    /// The context for applying one bag's entries, its word list being the bag's own words
+    /// when it has any, else the request's default words.
+    fn bag_cx<'a, 'x>(&'x self, index: usize, words: &'x mut Words<'a, '_>) -> BagCx<'a, 'x> {
         let own = !words.own.is_empty();
         if own {
             words.own_names.clear();
@@ -328,7 +430,7 @@ impl BagDecoder {
             words.own_texts.clear();
             words.own_texts.resize(words.own.len(), None);
         }
-        let mut cx = BagCx {
+        BagCx {
             decoder: self,
             request: words.request,
             index,
@@ -344,22 +446,7 @@ impl BagDecoder {
                 &mut words.default_texts
             },
             map_entries: &mut words.map_entries,
-        };
-        if !overflow {
-            for &(kind, key, raw) in &words.entries {
-                cx.apply(kind, key, raw, sink, summary)?;
-            }
-            return Ok(());
         }
-        let mut r = msg;
-        while let Some((field, wire)) = r.next_field().map_err(m)? {
-            if field == 1 {
-                r.skip(wire).map_err(m)?;
-            } else if let Some((kind, key, raw)) = map_field(&mut r, field, wire).map_err(m)? {
-                cx.apply(kind, key, raw, sink, summary)?;
-            }
-        }
-        Ok(())
     }
 }
 
@@ -371,6 +458,10 @@ trait Sink<'a> {
     fn set(&mut self, id: AttrId, value: Value<'a>);
     /// Bag `index` is complete.
     fn end(&mut self, index: usize);
+    /// A point the current bag's values can be taken back to, if this sink can.
+    fn mark(&self) -> Option<usize>;
+    /// Takes back the values set since `mark`.
+    fn rewind(&mut self, mark: usize);
 }
 
 /// The most values a request stages (48 bytes each, about 3 MiB): a request of more tiny
@@ -414,6 +505,15 @@ impl<'a> Sink<'a> for Staged<'a> {
     fn end(&mut self, _index: usize) {
         self.ends.push(self.values.len());
     }
+
+    fn mark(&self) -> Option<usize> {
+        Some(self.values.len())
+    }
+
+    fn rewind(&mut self, mark: usize) {
+        // After an overflow nothing is kept, so there is nothing to take back.
+        self.values.truncate(mark);
+    }
 }
 
 /// The second walk's sink (requests too large to stage): the bag itself, visited at each end.
@@ -438,6 +538,14 @@ impl<'a, F: FnMut(usize, &mut Bag<'a>)> Sink<'a> for Visit<'_, 'a, F> {
     fn end(&mut self, index: usize) {
         (self.visit)(index, self.bag);
     }
+
+    /// Values set in a bag cannot be taken back (a delta bag replaces earlier values), so
+    /// this walk always uses the general path.
+    fn mark(&self) -> Option<usize> {
+        None
+    }
+
+    fn rewind(&mut self, _mark: usize) {}
 }
 
 /// How many map entries of one bag are staged before falling back to a second walk.
@@ -663,8 +771,13 @@ impl<'a> BagCx<'a, '_> {
         let Some((id, t)) = self.resolve(key)? else {
             summary.skipped += 1;
             if summary.first_skipped.is_none() {
-                let name = self.word_bytes(key)?;
-                summary.first_skipped = Some(String::from_utf8_lossy(name).into_owned());
+                // A global word (index >= 0) or one of the bag's words; the name is only
+                // logged, so a name that is not UTF-8 is shown lossily rather than refused.
+                let name = match usize::try_from(key) {
+                    Ok(global) => GLOBAL_DICTIONARY.get(global).map(|w| w.as_bytes()),
+                    Err(_) => self.word_bytes(key).ok(),
+                };
+                summary.first_skipped = name.map(|n| String::from_utf8_lossy(n).into_owned());
             }
             return Ok(());
         };

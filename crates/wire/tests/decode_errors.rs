@@ -504,3 +504,37 @@ fn requests_with_more_values_than_are_staged_decode_the_same() {
         .is_err());
     assert_eq!(visited, 0);
 }
+
+#[test]
+fn a_word_after_the_maps_still_names_entries_before_it() {
+    // int64s {gzip (a global word, not an attribute): 1}, {connection.sent.bytes: 5}, then
+    // words ["connection.received.bytes"], then int64s {-1: 7}: the word list applies to the
+    // whole bag whatever the field order, and the skipped value is counted once.
+    let mut raw = Vec::new();
+    for (word, value) in [("gzip", 1u8), ("connection.sent.bytes", 5)] {
+        let mut entry = vec![0x08];
+        prost::encoding::encode_varint(u64::from((g(word) as u32) << 1), &mut entry);
+        entry.extend([0x10, value]);
+        raw.push(0x1a);
+        raw.push(entry.len() as u8);
+        raw.extend(entry);
+    }
+    raw.push(0x0a);
+    raw.push(25);
+    raw.extend(b"connection.received.bytes");
+    raw.extend([0x1a, 0x04, 0x08, 0x01, 0x10, 0x07]);
+    let mut req = vec![0x0a];
+    prost::encoding::encode_varint(raw.len() as u64, &mut req);
+    req.extend(raw);
+    assert_eq!(
+        decode_bytes(&req).unwrap(),
+        [vec![
+            "connection.received.bytes=7",
+            "connection.sent.bytes=5"
+        ]]
+    );
+    let m = Manifest::istio();
+    let summary = BagDecoder::new(&m).decode_report(&req, |_, _| {}).unwrap();
+    assert_eq!(summary.skipped, 1);
+    assert_eq!(summary.first_skipped.as_deref(), Some("gzip"));
+}
