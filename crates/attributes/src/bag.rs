@@ -30,6 +30,13 @@ impl<'a> Bag<'a> {
         self.slots.get(id.index()).and_then(Option::as_ref)
     }
 
+    /// The value of `id`, to change in place (a decoder refills a label map this way instead
+    /// of allocating a new one for every report).
+    #[inline]
+    pub fn get_mut(&mut self, id: AttrId) -> Option<&mut Value<'a>> {
+        self.slots.get_mut(id.index()).and_then(Option::as_mut)
+    }
+
     /// Whether `id` has a value.
     pub fn contains(&self, id: AttrId) -> bool {
         self.get(id).is_some()

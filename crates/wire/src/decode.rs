@@ -13,9 +13,7 @@ use std::borrow::Cow;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use meshmeter_attributes::vocabulary::GLOBAL_DICTIONARY;
-use meshmeter_attributes::{
-    AttrId, Bag, Duration, Manifest, StringMap, Timestamp, Value, ValueType,
-};
+use meshmeter_attributes::{AttrId, Bag, Duration, Manifest, Timestamp, Value, ValueType};
 
 use crate::error::{BadValue, DecodeError, Malformed, WireKind};
 use crate::proto::RepeatedAttributesSemantics;
@@ -100,6 +98,8 @@ struct Words<'a, 'd> {
     /// The current bag's map entries, staged until its words are known.
     entries: Vec<Entry<'a>>,
     map_entries: usize,
+    /// The entries of the label map being decoded.
+    scratch: Vec<(&'a str, &'a str)>,
 }
 
 impl BagDecoder {
@@ -221,6 +221,7 @@ impl BagDecoder {
             // per doubling on every request.
             entries: Vec::with_capacity(32),
             map_entries: 0,
+            scratch: Vec::new(),
         };
         let mut summary = DecodeSummary {
             delta,
@@ -232,14 +233,22 @@ impl BagDecoder {
 
         let mut bag = Bag::new(&self.manifest);
         if !staged.overflowed {
-            let mut values = staged.values.into_iter();
+            let Staged {
+                values, ends, maps, ..
+            } = staged;
+            let mut values = values.into_iter();
             let mut start = 0;
-            for (index, &end) in staged.ends.iter().enumerate() {
+            for (index, &end) in ends.iter().enumerate() {
                 if !delta {
                     bag.clear();
                 }
                 for (id, value) in values.by_ref().take(end - start) {
-                    bag.set(id, value);
+                    match value {
+                        StagedValue::Value(value) => {
+                            bag.set(id, value);
+                        }
+                        StagedValue::Map(from, to) => put_map(&mut bag, id, &maps[from..to]),
+                    }
                 }
                 start = end;
                 visit(index, &mut bag);
@@ -446,6 +455,7 @@ impl BagDecoder {
                 &mut words.default_texts
             },
             map_entries: &mut words.map_entries,
+            scratch: &mut words.scratch,
         }
     }
 }
@@ -456,12 +466,38 @@ trait Sink<'a> {
     fn begin(&mut self);
     /// One attribute of the current bag.
     fn set(&mut self, id: AttrId, value: Value<'a>);
+    /// One label-map attribute of the current bag, by its entries (in wire order; a later
+    /// duplicate key wins).
+    fn set_map(&mut self, id: AttrId, entries: &[(&'a str, &'a str)]);
     /// Bag `index` is complete.
     fn end(&mut self, index: usize);
     /// A point the current bag's values can be taken back to, if this sink can.
-    fn mark(&self) -> Option<usize>;
+    fn mark(&self) -> Option<(usize, usize)>;
     /// Takes back the values set since `mark`.
-    fn rewind(&mut self, mark: usize);
+    fn rewind(&mut self, mark: (usize, usize));
+}
+
+/// Sets a label map, refilling the map the bag already holds for `id` when there is one: with
+/// delta encoding that is the previous report's, and reusing it saves an allocation and a free
+/// per map per report.
+fn put_map<'a>(bag: &mut Bag<'a>, id: AttrId, entries: &[(&'a str, &'a str)]) {
+    if let Some(Value::StringMap(Cow::Owned(map))) = bag.get_mut(id) {
+        map.clear();
+        for &(key, value) in entries {
+            map.insert(key, value);
+        }
+        return;
+    }
+    bag.set(
+        id,
+        Value::StringMap(Cow::Owned(entries.iter().copied().collect())),
+    );
+}
+
+/// A staged value: typed, or a label map kept as a range of the request's map entries.
+enum StagedValue<'a> {
+    Value(Value<'a>),
+    Map(usize, usize),
 }
 
 /// The most values a request stages (48 bytes each, about 3 MiB): a request of more tiny
@@ -471,8 +507,10 @@ const MAX_STAGED_VALUES: usize = 65_536;
 
 /// The checking walk's sink: every value of every bag, in order, with where each bag ends.
 struct Staged<'a> {
-    values: Vec<(AttrId, Value<'a>)>,
+    values: Vec<(AttrId, StagedValue<'a>)>,
     ends: Vec<usize>,
+    /// Every staged label map's entries, one after the other.
+    maps: Vec<(&'a str, &'a str)>,
     overflowed: bool,
 }
 
@@ -484,6 +522,7 @@ impl Staged<'_> {
         Staged {
             values: Vec::with_capacity(guess),
             ends: Vec::new(),
+            maps: Vec::new(),
             overflowed: false,
         }
     }
@@ -495,10 +534,21 @@ impl<'a> Sink<'a> for Staged<'a> {
     #[inline]
     fn set(&mut self, id: AttrId, value: Value<'a>) {
         if self.values.len() < MAX_STAGED_VALUES {
-            self.values.push((id, value));
-        } else if !self.overflowed {
-            self.overflowed = true;
-            self.values = Vec::new();
+            self.values.push((id, StagedValue::Value(value)));
+        } else {
+            self.overflow();
+        }
+    }
+
+    fn set_map(&mut self, id: AttrId, entries: &[(&'a str, &'a str)]) {
+        // Map entries are bounded per request (MAX_MAP_ENTRIES_PER_REQUEST) by the decoder.
+        if self.values.len() < MAX_STAGED_VALUES {
+            let from = self.maps.len();
+            self.maps.extend_from_slice(entries);
+            self.values
+                .push((id, StagedValue::Map(from, self.maps.len())));
+        } else {
+            self.overflow();
         }
     }
 
@@ -506,13 +556,24 @@ impl<'a> Sink<'a> for Staged<'a> {
         self.ends.push(self.values.len());
     }
 
-    fn mark(&self) -> Option<usize> {
-        Some(self.values.len())
+    fn mark(&self) -> Option<(usize, usize)> {
+        Some((self.values.len(), self.maps.len()))
     }
 
-    fn rewind(&mut self, mark: usize) {
+    fn rewind(&mut self, (values, maps): (usize, usize)) {
         // After an overflow nothing is kept, so there is nothing to take back.
-        self.values.truncate(mark);
+        self.values.truncate(values);
+        self.maps.truncate(maps);
+    }
+}
+
+impl Staged<'_> {
+    fn overflow(&mut self) {
+        if !self.overflowed {
+            self.overflowed = true;
+            self.values = Vec::new();
+            self.maps = Vec::new();
+        }
     }
 }
 
@@ -535,17 +596,21 @@ impl<'a, F: FnMut(usize, &mut Bag<'a>)> Sink<'a> for Visit<'_, 'a, F> {
         self.bag.set(id, value);
     }
 
+    fn set_map(&mut self, id: AttrId, entries: &[(&'a str, &'a str)]) {
+        put_map(self.bag, id, entries);
+    }
+
     fn end(&mut self, index: usize) {
         (self.visit)(index, self.bag);
     }
 
     /// Values set in a bag cannot be taken back (a delta bag replaces earlier values), so
     /// this walk always uses the general path.
-    fn mark(&self) -> Option<usize> {
+    fn mark(&self) -> Option<(usize, usize)> {
         None
     }
 
-    fn rewind(&mut self, _mark: usize) {}
+    fn rewind(&mut self, _mark: (usize, usize)) {}
 }
 
 /// How many map entries of one bag are staged before falling back to a second walk.
@@ -682,6 +747,7 @@ struct BagCx<'a, 'x> {
     names: &'x mut [Resolved],
     texts: &'x mut [Option<&'a str>],
     map_entries: &'x mut usize,
+    scratch: &'x mut Vec<(&'a str, &'a str)>,
 }
 
 impl<'a> BagCx<'a, '_> {
@@ -789,6 +855,11 @@ impl<'a> BagCx<'a, '_> {
                 wire: kind,
             });
         }
+        if let Raw::Map(r) = raw {
+            self.read_map(id, r)?;
+            sink.set_map(id, self.scratch);
+            return Ok(());
+        }
         let value = self.value(id, t, raw)?;
         sink.set(id, value);
         Ok(())
@@ -844,14 +915,18 @@ impl<'a> BagCx<'a, '_> {
                 n => return Err(self.bad_value(id, BadValue::IpLength(n))),
             }),
             Raw::Bytes(b) => Value::Bytes(Cow::Borrowed(b)),
-            Raw::Map(r) => Value::StringMap(Cow::Owned(self.string_map(id, r)?)),
+            Raw::Map(r) => {
+                self.read_map(id, r)?;
+                Value::StringMap(Cow::Owned(self.scratch.iter().copied().collect()))
+            }
         })
     }
 
-    fn string_map(&mut self, id: AttrId, mut r: Reader<'a>) -> Result<StringMap<'a>, DecodeError> {
+    /// Checks a STRING_MAP value and leaves its entries, as text, in `scratch`.
+    fn read_map(&mut self, id: AttrId, mut r: Reader<'a>) -> Result<(), DecodeError> {
         let bag = self.index;
         let m = |e| DecodeError::malformed(e, Some(bag));
-        let mut map = StringMap::new();
+        self.scratch.clear();
         while let Some((field, wire)) = r.next_field().map_err(m)? {
             if field != 1 {
                 r.skip(wire).map_err(m)?;
@@ -876,12 +951,14 @@ impl<'a> BagCx<'a, '_> {
                 }
             }
             *self.map_entries += 1;
-            if map.len() >= MAX_MAP_ENTRIES || *self.map_entries > MAX_MAP_ENTRIES_PER_REQUEST {
+            if self.scratch.len() >= MAX_MAP_ENTRIES
+                || *self.map_entries > MAX_MAP_ENTRIES_PER_REQUEST
+            {
                 return Err(self.bad_value(id, BadValue::MapTooLarge(MAX_MAP_ENTRIES)));
             }
             let (key, value) = (self.word(k)?, self.word(v)?);
-            map.insert(key, value);
+            self.scratch.push((key, value));
         }
-        Ok(map)
+        Ok(())
     }
 }
