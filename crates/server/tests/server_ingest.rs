@@ -1,5 +1,5 @@
 //! The server over real sockets: identity from a workloads file, duplicate reports, bad input,
-//! health endpoints and hot reload of the configuration.
+//! health endpoints, hot reload of the configuration, and connections spread over runtimes.
 
 mod common;
 
@@ -263,6 +263,46 @@ spec:
         samples(&text, "istio_mongo_reports")["istio_mongo_reports{event=\"continue\"}"],
         1.0,
         "{text}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn connections_spread_over_several_runtimes_are_all_counted() {
+    let server = Running::start(ServerOptions {
+        config_paths: vec![data("tcp-metrics.yaml")],
+        include_defaults: false,
+        ingest_threads: 3,
+        ..ServerOptions::default()
+    })
+    .await;
+    // Seven connections (more than the runtimes, so some runtimes serve several), each with
+    // twenty requests of five bags, all in flight together.
+    let batch: Vec<_> = (1..=5).map(|i| proxy_bag(i, 10 * i)).collect();
+    let body = encode(&batch);
+    let mut senders = Vec::new();
+    for _ in 0..7 {
+        let client = MixerClient::connect(&server.grpc.to_string())
+            .await
+            .unwrap();
+        let body = body.clone();
+        senders.push(tokio::spawn(async move {
+            for _ in 0..20 {
+                client.report(body.clone(), None).await.unwrap();
+            }
+        }));
+    }
+    for s in senders {
+        s.await.unwrap();
+    }
+    let text = server.scrape().await;
+    assert_eq!(
+        samples(&text, "meshmeter_reports_received_total"),
+        [("meshmeter_reports_received_total".to_owned(), 140.0)].into()
+    );
+    assert_eq!(
+        samples(&text, "meshmeter_bags_received_total"),
+        [("meshmeter_bags_received_total".to_owned(), 700.0)].into()
     );
     server.stop().await;
 }
