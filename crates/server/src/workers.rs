@@ -89,11 +89,23 @@ impl Workers {
                 () = &mut stopped => break,
             };
             match accepted.and_then(|(stream, _)| hand_over(stream)) {
-                Ok(stream) => {
-                    // A runtime whose thread has ended drops the connection, which its
-                    // client sees as a reset and retries.
-                    let _ = senders[next % senders.len()].send(stream);
-                    next = next.wrapping_add(1);
+                Ok(mut stream) => {
+                    // In turn, passing over any runtime whose thread has ended.
+                    let mut delivered = false;
+                    for _ in 0..senders.len() {
+                        let sender = &senders[next % senders.len()];
+                        next = next.wrapping_add(1);
+                        match sender.send(stream) {
+                            Ok(()) => {
+                                delivered = true;
+                                break;
+                            }
+                            Err(mpsc::error::SendError(back)) => stream = back,
+                        }
+                    }
+                    if !delivered {
+                        tracing::error!("no report runtime is running; connection closed");
+                    }
                 }
                 Err(e) if is_connection_error(&e) => {
                     tracing::debug!(error = %e, "connection failed before it was served");
