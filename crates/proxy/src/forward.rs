@@ -266,7 +266,10 @@ pub(crate) async fn write_all(
 /// (unlike `try_read`) then marks the socket not readable. `try_read` leaves it readable, so
 /// every message cost a second `recv` that returned `EAGAIN` before the task could park: one
 /// syscall in three, per message and direction. The epoll registration is edge-triggered, so
-/// bytes arriving after the short read still wake the task.
+/// bytes arriving after the short read still wake the task. (The one exception is TCP urgent
+/// data: a read stops short at the urgent mark, and the bytes after it then wait for the
+/// peer's next segment. tokio's own `AsyncRead` makes the same assumption, see
+/// tokio-rs/tokio#5866; the proxy never forwarded the urgent byte itself either.)
 pub(crate) async fn read_once(src: &mut ReadHalf<'_>, buf: &mut [u8]) -> io::Result<usize> {
     let mut buf = ReadBuf::new(buf);
     std::future::poll_fn(|cx| match Pin::new(&mut *src).poll_read(cx, &mut buf) {
