@@ -102,7 +102,7 @@ pub(crate) enum PumpError {
 /// surviving side so that a reset propagates).
 ///
 /// The sockets are borrowed mutably only to split each into its read and write half (a
-/// half's reads go through tokio's `AsyncRead`, see [`read_once`]); nothing else touches them
+/// half's reads go through tokio's `AsyncRead`, see `read_once`); nothing else touches them
 /// while forwarding runs.
 pub async fn forward(
     downstream: &mut TcpStream,
