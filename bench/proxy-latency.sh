@@ -1,8 +1,15 @@
 #!/usr/bin/env bash
 # Request latency and request rate through each proxy, measured with redis-benchmark GET
 # against a redis-server the script starts on 127.0.0.1: one client (latency p50/p99, the
-# cost one proxy hop adds to a round trip) and 50 clients (requests per second), for direct,
-# meshmeter, HAProxy and socat, all in the same run. Prints one table.
+# cost one proxy hop adds to a round trip) and 50 clients (requests per second, and the
+# proxy's own CPU time per request), for direct, meshmeter, HAProxy and socat, all in the same
+# run. Prints one table.
+#
+# With pinning, the c=50 rate is bounded by the load core (redis-server and redis-benchmark
+# share it), so it moves with how the proxy's timing batches their work, and with host noise.
+# The CPU column (user + system time of the proxy process during the c=50 run, from
+# /proc/PID/stat, divided by the requests) is the proxy's own cost and varies far less; it
+# decides the rate whenever the proxy's core is shared.
 #
 #   bench/proxy-latency.sh
 #   REQUESTS_C1=50000 REQUESTS_C50=300000 bench/proxy-latency.sh
@@ -36,6 +43,25 @@ bench() {
     grep '^"GET"' "$out" | tr -d '"' || true
 }
 
+# cpu_ticks PID: user + system CPU time of the process so far, in clock ticks, or nothing when
+# it is gone. The fields are counted after the command name, which may contain spaces.
+cpu_ticks() {
+    local stat
+    stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 0
+    awk '{print $12 + $13}' <<<"${stat##*) }"
+}
+
+# us_per_request TICKS_BEFORE TICKS_AFTER REQUESTS: CPU microseconds per request, or "-".
+us_per_request() {
+    python3 -c 'import os, sys
+try:
+    before, after, n = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+    hz = os.sysconf("SC_CLK_TCK")
+    print(f"{(after - before) * 1e6 / hz / n:.2f}")
+except ValueError:
+    print("-")' "$1" "$2" "$3"
+}
+
 # field CSV N: the Nth comma-separated field (1 = test name), or "error".
 field() {
     local v
@@ -52,7 +78,7 @@ wait_port "$redis_port"
 timeout --foreground 30 redis-benchmark -h 127.0.0.1 -p "$redis_port" -c 1 -n 1 -t set -q >/dev/null ||
     die "could not SET the benchmark key"
 
-declare -A p50 p99 rps note
+declare -A p50 p99 rps cpu note
 for round in $(seq 1 "$ROUNDS"); do
     for setup in $SETUPS; do
         port=$redis_port
@@ -76,8 +102,14 @@ for round in $(seq 1 "$ROUNDS"); do
         p50[$setup]+="$(field "$line" 5) "
         p99[$setup]+="$(field "$line" 7) "
         log "round $round/$ROUNDS: $setup: c=50, n=$REQUESTS_C50"
+        # socat forks a process per connection, whose time its parent only sees once reaped.
+        ticks=""
+        if [[ -n $proxy_pid && $setup != socat ]]; then ticks=$(cpu_ticks "$proxy_pid"); fi
         line=$(bench "$port" 50 "$REQUESTS_C50")
         rps[$setup]+="$(field "$line" 2) "
+        if [[ -n $ticks ]]; then
+            cpu[$setup]+="$(us_per_request "$ticks" "$(cpu_ticks "$proxy_pid")" "$REQUESTS_C50") "
+        fi
         if [[ -n $proxy_pid ]]; then stop_bg "$proxy_pid"; fi
     done
 done
@@ -86,23 +118,28 @@ for setup in "${!rps[@]}"; do
     p50[$setup]=$(median ${p50[$setup]})
     p99[$setup]=$(median ${p99[$setup]})
     rps[$setup]=$(median ${rps[$setup]})
+    cpu[$setup]=$(median ${cpu[$setup]:-})
 done
 stop_bg "$redis_pid"
 
 # A latency ratio above 1 is slower; a rate ratio below 1 is slower.
 print_header "proxy-latency: redis-benchmark $(redis-benchmark --version | cut -d' ' -f2) GET; c=1 n=$REQUESTS_C1 (latency ms), c=50 n=$REQUESTS_C50 (requests/s)"
 proxies_line ""
-printf '%-14s | %8s %8s %8s %8s | %10s %9s %9s\n' setup "p50 ms" "x direct" "p99 ms" \
-    "x direct" "rps c=50" "vs direct" "vs haproxy"
-printf '%s\n' "---------------+-------------------------------------+-------------------------------"
+printf '%-14s | %8s %8s %8s %8s | %10s %9s %9s | %10s %9s\n' setup "p50 ms" "x direct" "p99 ms" \
+    "x direct" "rps c=50" "vs direct" "vs haproxy" "cpu us/req" "x haproxy"
+printf '%s\n' "---------------+-------------------------------------+-------------------------------+---------------------"
 for setup in $SETUPS; do
     if [[ -n ${note[$setup]:-} ]]; then
         printf '%-14s | %s\n' "$setup" "${note[$setup]}"
         continue
     fi
-    printf '%-14s | %8s %8s %8s %8s | %10s %9s %9s\n' "$setup" \
+    # A CPU ratio above 1 costs more than HAProxy.
+    c=${cpu[$setup]}
+    [[ $c == error ]] && c=-
+    printf '%-14s | %8s %8s %8s %8s | %10s %9s %9s | %10s %9s\n' "$setup" \
         "${p50[$setup]}" "$(ratio "${p50[$setup]}" "${p50[direct]:-}")" \
         "${p99[$setup]}" "$(ratio "${p99[$setup]}" "${p99[direct]:-}")" \
         "${rps[$setup]}" "$(ratio "${rps[$setup]}" "${rps[direct]:-}")" \
-        "$(ratio "${rps[$setup]}" "${rps[haproxy]:-}")"
+        "$(ratio "${rps[$setup]}" "${rps[haproxy]:-}")" \
+        "$c" "$(ratio "$c" "${cpu[haproxy]:-}")"
 done

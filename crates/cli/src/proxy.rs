@@ -129,6 +129,12 @@ pub(crate) struct Args {
     #[arg(long, default_value = "splice", value_parser = parse_copy_mode)]
     copy_mode: CopyMode,
 
+    /// Threads that forward connections. Default: the CPUs this process may run on (its
+    /// affinity mask and cgroup quota). With 1, everything runs on one thread with no
+    /// cross-thread hand-offs, which suits a sidecar pinned to one core.
+    #[arg(long, env = "MESHMETER_PROXY_THREADS", value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    threads: Option<u16>,
+
     /// Run the telemetry configuration inside the proxy: Istio YAML (instances, handlers,
     /// rules), files or directories, reloaded on change. Reports become metrics on
     /// --metrics-addr with no telemetry server; the output is what `meshmeter mixer` would
@@ -181,10 +187,21 @@ impl ReportSink for Discard {
 struct Usage(String);
 
 pub(crate) fn run(args: Args) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let threads = args.threads.map_or_else(
+        || std::thread::available_parallelism().map_or(1, |n| n.get()),
+        usize::from,
+    );
+    // One thread: a current-thread runtime. A multi-thread runtime with one worker still
+    // pays for work stealing (atomic run queues, a second thread driving `block_on`, waking
+    // the worker across threads), per message and direction, for nothing to steal.
+    let mut builder = if threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(threads);
+        b
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

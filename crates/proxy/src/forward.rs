@@ -7,7 +7,11 @@
 
 use std::fmt;
 use std::io;
+use std::pin::Pin;
+use std::task::Poll;
 
+use tokio::io::{AsyncRead, ReadBuf};
+use tokio::net::tcp::{ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 
 use crate::meter::ByteMeter;
@@ -96,14 +100,20 @@ pub(crate) enum PumpError {
 ///
 /// On error nothing is closed here: the caller decides (see [`crate::Proxy`], which resets the
 /// surviving side so that a reset propagates).
+///
+/// The sockets are borrowed mutably only to split each into its read and write half (a
+/// half's reads go through tokio's `AsyncRead`, see `read_once`); nothing else touches them
+/// while forwarding runs.
 pub async fn forward(
-    downstream: &TcpStream,
-    upstream: &TcpStream,
+    downstream: &mut TcpStream,
+    upstream: &mut TcpStream,
     meter: &ByteMeter,
     options: ForwardOptions,
 ) -> Result<(), ForwardError> {
-    let inbound = pump(downstream, upstream, options, |n| meter.add_received(n));
-    let outbound = pump(upstream, downstream, options, |n| meter.add_sent(n));
+    let (down_read, down_write) = downstream.split();
+    let (up_read, up_write) = upstream.split();
+    let inbound = pump(down_read, up_write, options, |n| meter.add_received(n));
+    let outbound = pump(up_read, down_write, options, |n| meter.add_sent(n));
     tokio::pin!(inbound, outbound);
     let (mut inbound_done, mut outbound_done) = (false, false);
     while !(inbound_done && outbound_done) {
@@ -137,8 +147,8 @@ fn blame(error: PumpError, source_side: Side) -> ForwardError {
 }
 
 async fn pump(
-    src: &TcpStream,
-    dst: &TcpStream,
+    src: ReadHalf<'_>,
+    dst: WriteHalf<'_>,
     options: ForwardOptions,
     count: impl Fn(u64),
 ) -> Result<(), PumpError> {
@@ -152,19 +162,20 @@ async fn pump(
 /// connection holds none. Buffers come from a small per-thread pool: allocating and freeing
 /// 64 KiB per message would make the allocator return and re-fault the pages each time.
 pub(crate) async fn pump_copy(
-    src: &TcpStream,
-    dst: &TcpStream,
+    mut src: ReadHalf<'_>,
+    dst: WriteHalf<'_>,
     chunk_size: usize,
     count: impl Fn(u64),
 ) -> Result<(), PumpError> {
     let chunk_size = chunk_size.max(1);
+    let dst = dst.as_ref();
     let mut buf: Option<Box<[u8]>> = None;
     let result = loop {
-        if let Err(e) = read_ready(src).await {
+        if let Err(e) = read_ready(src.as_ref()).await {
             break Err(PumpError::Read(e));
         }
         let chunk = buf.get_or_insert_with(|| pool::take(chunk_size));
-        let n = match src.try_read(chunk) {
+        let n = match read_once(&mut src, chunk).await {
             Ok(0) => break shutdown_write(dst),
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -176,8 +187,16 @@ pub(crate) async fn pump_copy(
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => break Err(PumpError::Read(e)),
         };
+        let drained = n < chunk.len();
         if let Err(e) = write_all(dst, &chunk[..n], &count).await {
             break Err(e);
+        }
+        // A short read emptied the socket (see `read_once`): it will wait for its next bytes
+        // without holding a buffer. After a full read more is likely pending: keep it.
+        if drained {
+            if let Some(b) = buf.take() {
+                pool::give(b);
+            }
         }
     };
     if let Some(b) = buf {
@@ -237,6 +256,29 @@ pub(crate) async fn write_all(
         }
     }
     Ok(())
+}
+
+/// One read into `buf` if `src` has bytes now (`WouldBlock` if not; the task is then woken
+/// when it has).
+///
+/// This goes through tokio's `AsyncRead` rather than `try_read` for one reason: a read that
+/// fills only part of the buffer has emptied the socket's receive queue, and `poll_read`
+/// (unlike `try_read`) then marks the socket not readable. `try_read` leaves it readable, so
+/// every message cost a second `recv` that returned `EAGAIN` before the task could park: one
+/// syscall in three, per message and direction. The epoll registration is edge-triggered, so
+/// bytes arriving after the short read still wake the task. (The one exception is TCP urgent
+/// data: a read stops short at the urgent mark, and the bytes after it then wait for the
+/// peer's next segment. tokio's own `AsyncRead` makes the same assumption, see
+/// tokio-rs/tokio#5866; the proxy never forwarded the urgent byte itself either.)
+pub(crate) async fn read_once(src: &mut ReadHalf<'_>, buf: &mut [u8]) -> io::Result<usize> {
+    let mut buf = ReadBuf::new(buf);
+    std::future::poll_fn(|cx| match Pin::new(&mut *src).poll_read(cx, &mut buf) {
+        Poll::Ready(result) => Poll::Ready(result),
+        // A stale readiness: the read found nothing (and the waker is registered).
+        Poll::Pending => Poll::Ready(Err(io::ErrorKind::WouldBlock.into())),
+    })
+    .await?;
+    Ok(buf.filled().len())
 }
 
 /// Waits until `s` may be readable. Unlike `TcpStream::readable`, this uses the socket's

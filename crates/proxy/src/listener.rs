@@ -267,7 +267,7 @@ enum End {
 
 async fn serve(
     shared: Arc<Shared>,
-    client: TcpStream,
+    mut client: TcpStream,
     peer: SocketAddr,
     _permit: OwnedSemaphorePermit,
     mut abort: watch::Receiver<bool>,
@@ -284,7 +284,7 @@ async fn serve(
         conn.report(&shared, ConnectionEvent::Open, None);
         let config = &shared.config;
         let connect = tokio::time::timeout(config.connect_timeout, TcpStream::connect(config.upstream));
-        let upstream = tokio::select! {
+        let mut upstream = tokio::select! {
             connected = connect => match connected {
                 Ok(Ok(upstream)) => upstream,
                 Ok(Err(error)) => {
@@ -306,7 +306,7 @@ async fn serve(
         let _ = upstream.set_nodelay(true);
         tracing::debug!("connected");
 
-        let end = pump_and_report(&shared, &conn, &client, &upstream, &mut abort).await;
+        let end = pump_and_report(&shared, &conn, &mut client, &mut upstream, &mut abort).await;
         match &end {
             End::Done => tracing::debug!("closed"),
             End::Idle => tracing::debug!("idle timeout"),
@@ -351,8 +351,8 @@ fn reset(stream: &TcpStream) {
 async fn pump_and_report(
     shared: &Shared,
     conn: &Conn,
-    client: &TcpStream,
-    upstream: &TcpStream,
+    client: &mut TcpStream,
+    upstream: &mut TcpStream,
     abort: &mut watch::Receiver<bool>,
 ) -> End {
     let config = &shared.config;

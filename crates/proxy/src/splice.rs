@@ -7,10 +7,10 @@ use std::os::fd::OwnedFd;
 
 use nix::fcntl::{splice, SpliceFFlags};
 use tokio::io::Interest;
-use tokio::net::TcpStream;
+use tokio::net::tcp::{ReadHalf, WriteHalf};
 
 use crate::forward::{
-    pool, pump_copy, read_ready, shutdown_write, write_all, write_ready, PumpError,
+    pool, pump_copy, read_once, read_ready, shutdown_write, write_all, write_ready, PumpError,
 };
 
 struct Pipe {
@@ -80,8 +80,8 @@ const BULK_SPLICE: usize = 16 * 1024;
 /// idle connection holds none); it is always drained before the next splice in, so an
 /// `EAGAIN` on the way in can only mean "the socket has nothing", never "the pipe is full".
 pub(crate) async fn pump_splice(
-    src: &TcpStream,
-    dst: &TcpStream,
+    mut src_half: ReadHalf<'_>,
+    dst_half: WriteHalf<'_>,
     chunk_size: usize,
     count: impl Fn(u64),
 ) -> Result<(), PumpError> {
@@ -94,25 +94,24 @@ pub(crate) async fn pump_splice(
         }
     };
     loop {
-        read_ready(src).await.map_err(PumpError::Read)?;
+        read_ready(src_half.as_ref())
+            .await
+            .map_err(PumpError::Read)?;
         if !bulk {
             let chunk = buf.get_or_insert_with(|| pool::take(chunk_size.max(1)));
-            match src.try_read(chunk) {
+            match read_once(&mut src_half, chunk).await {
                 Ok(0) => {
                     give_buf(&mut buf);
-                    return shutdown_write(dst);
+                    return shutdown_write(dst_half.as_ref());
                 }
                 Ok(n) => {
                     let full = n == chunk.len();
-                    let written = write_all(dst, &chunk[..n], &count).await;
-                    if full {
-                        bulk = true;
-                        give_buf(&mut buf);
-                    }
-                    if let Err(e) = written {
-                        give_buf(&mut buf);
-                        return Err(e);
-                    }
+                    let written = write_all(dst_half.as_ref(), &chunk[..n], &count).await;
+                    // Either way the buffer goes back: a full read turns the stream into a bulk
+                    // transfer (spliced), a short one emptied the socket, which now waits idle.
+                    give_buf(&mut buf);
+                    bulk = full;
+                    written?;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => give_buf(&mut buf),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -131,10 +130,11 @@ pub(crate) async fn pump_splice(
                 // through user space rather than fail the connection.
                 Err(error) => {
                     tracing::debug!(%error, "no pipe for splice: copying instead");
-                    return pump_copy(src, dst, chunk_size, count).await;
+                    return pump_copy(src_half, dst_half, chunk_size, count).await;
                 }
             },
         };
+        let src = src_half.as_ref();
         let moved = src.try_io(Interest::READABLE, || {
             splice(src, None, &p.write, None, chunk_size.max(1), flags()).map_err(io::Error::from)
         });
@@ -143,7 +143,7 @@ pub(crate) async fn pump_splice(
                 if let Some(p) = pipe.take() {
                     give_pipe(p);
                 }
-                return shutdown_write(dst);
+                return shutdown_write(dst_half.as_ref());
             }
             Ok(n) => {
                 if n < BULK_SPLICE {
@@ -162,6 +162,7 @@ pub(crate) async fn pump_splice(
             Err(e) => return Err(PumpError::Read(e)),
         };
         while pending > 0 {
+            let dst = dst_half.as_ref();
             let out = dst.try_io(Interest::WRITABLE, || {
                 splice(&p.read, None, dst, None, pending, flags()).map_err(io::Error::from)
             });
