@@ -98,9 +98,11 @@ pub(crate) struct Args {
     #[arg(long, default_value = "5s", value_name = "DURATION", value_parser = crate::shared::parse_duration)]
     connect_timeout: Duration,
 
-    /// Close connections idle (no byte either way) this long. Default: never.
-    #[arg(long, value_name = "DURATION", value_parser = crate::shared::parse_duration)]
-    idle_timeout: Option<Duration>,
+    /// Close connections idle (no byte either way) this long, including half-closed ones
+    /// whose upstream stalled (`0s`: never). Checked once per period, so a connection closes
+    /// between one and two periods after its last byte.
+    #[arg(long, default_value = "1h", value_name = "DURATION", value_parser = crate::shared::parse_duration)]
+    idle_timeout: Duration,
 
     /// Most connections forwarded at once per listener; beyond it new ones are closed (`UO`).
     #[arg(long, default_value_t = 16_384)]
@@ -326,7 +328,8 @@ async fn serve(args: Args) -> Result<(), Failure> {
         let mut config = ListenerConfig::new(listen, upstream);
         config.report_interval = interval;
         config.connect_timeout = args.connect_timeout;
-        config.idle_timeout = args.idle_timeout;
+        // Never closing idle connections would let clients that left hold descriptors forever.
+        config.idle_timeout = (!args.idle_timeout.is_zero()).then_some(args.idle_timeout);
         config.max_connections = args.max_connections;
         config.forward = ForwardOptions {
             mode: args.copy_mode,

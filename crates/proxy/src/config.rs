@@ -76,14 +76,16 @@ pub struct ListenerConfig {
 }
 
 impl ListenerConfig {
-    /// Defaults: 5 s connect timeout, no idle timeout, 16,384 connections, a backlog of 4096,
-    /// 10 s reports.
+    /// Defaults: 5 s connect timeout, a 1 h idle timeout, 16,384 connections, a backlog of
+    /// 4096, 10 s reports.
     pub fn new(listen: SocketAddr, upstream: SocketAddr) -> Self {
         ListenerConfig {
             listen,
             upstream,
             connect_timeout: Duration::from_secs(5),
-            idle_timeout: None,
+            // Long enough for idle database and message-queue connections, short enough that
+            // connections whose peers left (a stalled upstream after the client's FIN) are freed.
+            idle_timeout: Some(Duration::from_secs(3600)),
             max_connections: 16_384,
             backlog: 4096,
             report_interval: ReportInterval::DEFAULT,
