@@ -4,6 +4,7 @@
 mod support;
 
 use std::io::ErrorKind;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use meshmeter_proxy::{ConnectionEvent, ErrorFlag};
@@ -174,4 +175,48 @@ async fn idle_timeout_closes_quiet_connections() {
     assert_eq!(n, 0);
     let reports = p.stop().await;
     assert_eq!(check_connection(&reports.all()), (2, 2));
+}
+
+#[tokio::test]
+async fn idle_timeout_frees_half_closed_connections_to_a_stalled_upstream() {
+    // Reads to EOF, then holds the socket open without ever answering.
+    let upstream = server(|mut s| async move {
+        let mut sink = Vec::new();
+        let _ = s.read_to_end(&mut sink).await;
+        std::future::pending::<()>().await;
+    })
+    .await;
+    let p = proxy(upstream, |c| {
+        c.idle_timeout = Some(Duration::from_millis(200))
+    })
+    .await;
+    for _ in 0..20 {
+        // The client sends its request, half-closes and leaves.
+        let mut c = TcpStream::connect(p.addr).await.unwrap();
+        c.write_all(b"request").await.unwrap();
+        c.shutdown().await.unwrap();
+        drop(c);
+    }
+    let stats = p.stats.clone();
+    eventually(Duration::from_secs(5), || {
+        (stats.connections_accepted.load(Ordering::Relaxed) == 20
+            && stats.connections_active.load(Ordering::Relaxed) == 0)
+            .then_some(())
+    })
+    .await;
+    let reports = p.stop().await;
+    assert_eq!(reports.closes().len(), 20);
+    assert!(reports
+        .closes()
+        .iter()
+        .all(|r| r.bytes.received_total == 7 && r.bytes.sent_total == 0));
+}
+
+#[test]
+fn listeners_close_idle_connections_by_default() {
+    let c = meshmeter_proxy::ListenerConfig::new(
+        "127.0.0.1:0".parse().unwrap(),
+        "127.0.0.1:1".parse().unwrap(),
+    );
+    assert_eq!(c.idle_timeout, Some(Duration::from_secs(3600)));
 }
