@@ -346,6 +346,8 @@ async fn serve(args: Args) -> Result<(), Failure> {
             meshmeter_proxy::BindError::Config(c) => usage(c.to_string()),
             other => Failure::Runtime(other.into()),
         })?;
+        // The bound address, so that `--listen 127.0.0.1:0` is usable (tests read this line).
+        tracing::info!(listen = %proxy.local_addr(), %upstream, "proxy listening");
         proxies.push(proxy.with_connection_ids(Arc::clone(&ids)));
     }
 
