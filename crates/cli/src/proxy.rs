@@ -104,6 +104,12 @@ pub(crate) struct Args {
     #[arg(long, default_value = "1h", value_name = "DURATION", value_parser = crate::shared::parse_duration)]
     idle_timeout: Duration,
 
+    /// Close half-closed connections (one side sent EOF) after this long without a byte from
+    /// the other side (`0s`: only `--idle-timeout` applies). Frees connections whose client
+    /// left while the upstream stalled.
+    #[arg(long, default_value = "5m", value_name = "DURATION", value_parser = crate::shared::parse_duration)]
+    half_close_timeout: Duration,
+
     /// Most connections forwarded at once per listener; beyond it new ones are closed (`UO`).
     #[arg(long, default_value_t = 16_384)]
     max_connections: usize,
@@ -330,6 +336,8 @@ async fn serve(args: Args) -> Result<(), Failure> {
         config.connect_timeout = args.connect_timeout;
         // Never closing idle connections would let clients that left hold descriptors forever.
         config.idle_timeout = (!args.idle_timeout.is_zero()).then_some(args.idle_timeout);
+        config.half_close_timeout =
+            (!args.half_close_timeout.is_zero()).then_some(args.half_close_timeout);
         config.max_connections = args.max_connections;
         config.forward = ForwardOptions {
             mode: args.copy_mode,

@@ -177,21 +177,20 @@ async fn idle_timeout_closes_quiet_connections() {
     assert_eq!(check_connection(&reports.all()), (2, 2));
 }
 
-#[tokio::test]
-async fn idle_timeout_frees_half_closed_connections_to_a_stalled_upstream() {
-    // Reads to EOF, then holds the socket open without ever answering.
-    let upstream = server(|mut s| async move {
+/// Reads to EOF, then holds the socket open without ever answering.
+async fn stalled_upstream() -> std::net::SocketAddr {
+    server(|mut s| async move {
         let mut sink = Vec::new();
         let _ = s.read_to_end(&mut sink).await;
         std::future::pending::<()>().await;
     })
-    .await;
-    let p = proxy(upstream, |c| {
-        c.idle_timeout = Some(Duration::from_millis(200))
-    })
-    .await;
-    for _ in 0..20 {
-        // The client sends its request, half-closes and leaves.
+    .await
+}
+
+/// `n` clients that each send 7 bytes, half-close and leave; waits until the proxy holds
+/// none of them, and checks their close reports.
+async fn clients_leave(p: Running, n: u64) {
+    for _ in 0..n {
         let mut c = TcpStream::connect(p.addr).await.unwrap();
         c.write_all(b"request").await.unwrap();
         c.shutdown().await.unwrap();
@@ -199,17 +198,63 @@ async fn idle_timeout_frees_half_closed_connections_to_a_stalled_upstream() {
     }
     let stats = p.stats.clone();
     eventually(Duration::from_secs(5), || {
-        (stats.connections_accepted.load(Ordering::Relaxed) == 20
+        (stats.connections_accepted.load(Ordering::Relaxed) == n
             && stats.connections_active.load(Ordering::Relaxed) == 0)
             .then_some(())
     })
     .await;
     let reports = p.stop().await;
-    assert_eq!(reports.closes().len(), 20);
+    assert_eq!(reports.closes().len() as u64, n);
     assert!(reports
         .closes()
         .iter()
         .all(|r| r.bytes.received_total == 7 && r.bytes.sent_total == 0));
+}
+
+#[tokio::test]
+async fn half_close_timeout_frees_connections_to_a_stalled_upstream() {
+    let p = proxy(stalled_upstream().await, |c| {
+        c.idle_timeout = None;
+        c.half_close_timeout = Some(Duration::from_millis(200));
+    })
+    .await;
+    clients_leave(p, 20).await;
+}
+
+#[tokio::test]
+async fn half_close_timeout_spares_an_upstream_that_keeps_answering() {
+    // Answers the half-closed request with 20 chunks, one every 50 ms (1 s in all, over three
+    // times the half-close timeout).
+    let upstream = server(|mut s| async move {
+        let mut request = Vec::new();
+        let _ = s.read_to_end(&mut request).await;
+        for _ in 0..20 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            s.write_all(&[1; 50]).await.unwrap();
+        }
+    })
+    .await;
+    let p = proxy(upstream, |c| {
+        c.idle_timeout = None;
+        c.half_close_timeout = Some(Duration::from_millis(300));
+    })
+    .await;
+    let mut c = TcpStream::connect(p.addr).await.unwrap();
+    c.write_all(b"request").await.unwrap();
+    c.shutdown().await.unwrap();
+    assert_eq!(read_all(&mut c).await.unwrap(), vec![1; 1000]);
+    let reports = p.stop().await;
+    assert_eq!(check_connection(&reports.all()), (7, 1000));
+}
+
+#[tokio::test]
+async fn idle_timeout_frees_half_closed_connections_to_a_stalled_upstream() {
+    let p = proxy(stalled_upstream().await, |c| {
+        c.idle_timeout = Some(Duration::from_millis(200));
+        c.half_close_timeout = None;
+    })
+    .await;
+    clients_leave(p, 20).await;
 }
 
 #[test]
@@ -219,4 +264,5 @@ fn listeners_close_idle_connections_by_default() {
         "127.0.0.1:1".parse().unwrap(),
     );
     assert_eq!(c.idle_timeout, Some(Duration::from_secs(3600)));
+    assert_eq!(c.half_close_timeout, Some(Duration::from_secs(300)));
 }
