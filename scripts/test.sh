@@ -9,8 +9,9 @@
 #      Debian's packages (idempotent; skipped with --quick).
 #   2. cargo fmt --all --check: formatting.
 #   3. cargo clippy --workspace --all-targets -- -D warnings: every lint is an error.
-#   4. cargo test --workspace: the normal suite; needs no external server.
-#   5. cargo test --workspace --tests -- --ignored: the end-to-end and heavy tests, which find
+#   4. cargo doc --no-deps --workspace with RUSTDOCFLAGS=-D warnings: docs build, links resolve.
+#   5. cargo test --workspace: the normal suite; needs no external server.
+#   6. cargo test --workspace --tests -- --ignored: the end-to-end and heavy tests, which find
 #      prometheus, promtool, redis-server and haproxy on PATH. They run on step 4's debug
 #      build: a second, optimised build of every test target cost more time than the tests
 #      gain from it (the whole script stays under 15 minutes from a clean clone on 2 cores).
@@ -92,6 +93,7 @@ fi
 
 run_step "cargo fmt --check" cargo fmt --all --check || true
 run_step "cargo clippy" cargo clippy --workspace --all-targets -- -D warnings || true
+run_step "cargo doc" env RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --workspace || true
 run_step "cargo test (normal suite)" cargo test --workspace || true
 
 if ((quick)); then
