@@ -18,6 +18,8 @@
 //! # }
 //! ```
 
+#![warn(missing_docs)]
+
 mod server;
 
 pub use server::{AdminError, AdminServer, MetricsSource, Readiness, METRICS_CONTENT_TYPE};

@@ -157,6 +157,8 @@
 //! | W0003 | unexpected apiVersion |
 //! | I0001 | a document of a kind telemetry does not use, skipped |
 
+#![warn(missing_docs)]
+
 mod compile;
 mod diagnostic;
 mod exprs;

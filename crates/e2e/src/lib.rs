@@ -4,6 +4,8 @@
 //! Tests that need software we did not write (Prometheus, Redis) are `#[ignore]`d so that a
 //! plain `cargo test` passes without it; `scripts/test.sh` installs it and runs them.
 
+#![warn(missing_docs)]
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
