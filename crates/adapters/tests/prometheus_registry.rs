@@ -68,7 +68,7 @@ fn counters_add_gauges_set_and_labels_escape() {
     assert_eq!(
         text(&registry),
         "# HELP c c\n# TYPE c counter\n\
-         c{a=\"app=x&version=v1\",b=\"q\\\"b\\\\s\\nn\"} 1.5\n\
+         c{a=\"stringmap[app:x version:v1]\",b=\"q\\\"b\\\\s\\nn\"} 1.5\n\
          c{a=\"true\",b=\"7\"} 5\n\
          # HELP g g\n# TYPE g gauge\ng -2.5\n"
     );
