@@ -246,6 +246,16 @@ fn rules_are_scoped_by_namespace() {
     set(&mut inbound, "context.reporter.kind", "outbound");
     assert_eq!(s.identity_namespace(&inbound), Some("other"));
     assert_eq!(s.rules_for_bag(&inbound).count(), 8);
+    // Anything but exactly `inbound`/`outbound` is the empty namespace in Mixer: the rule
+    // namespaced `default` does not apply, whichever side is `default`.
+    set(&mut inbound, "source.namespace", "default");
+    for kind in ["Outbound", "Inbound", "", "outbound "] {
+        set(&mut inbound, "context.reporter.kind", kind);
+        assert_eq!(s.identity_namespace(&inbound), None, "kind {kind:?}");
+        assert_eq!(s.rules_for_bag(&inbound).count(), 8, "kind {kind:?}");
+    }
+    inbound.set(m.id("context.reporter.kind").unwrap(), Value::Int64(1));
+    assert_eq!(s.identity_namespace(&inbound), None);
 }
 
 #[test]
@@ -297,4 +307,38 @@ fn metric_definitions_identify_series() {
             .collect::<Vec<_>>()
     };
     assert_eq!(defs(&a), defs(&b));
+}
+
+#[test]
+fn linear_and_exponential_bounds_are_built_as_mixer_built_them() {
+    use meshmeter_config::Buckets;
+    let linear = Buckets::Linear {
+        num_finite_buckets: 8,
+        width: 0.1,
+        offset: 0.0,
+    };
+    // Repeated addition: 0.1+0.1+... carries the rounding into the `le` text.
+    assert_eq!(
+        linear.bounds(),
+        vec![
+            0.0,
+            0.1,
+            0.2,
+            0.30000000000000004,
+            0.4,
+            0.5,
+            0.6,
+            0.7,
+            0.7999999999999999
+        ]
+    );
+    let exp = Buckets::Exponential {
+        num_finite_buckets: 3,
+        growth_factor: 1.5,
+        scale: 0.001,
+    };
+    assert_eq!(
+        exp.bounds(),
+        vec![0.001, 0.0015, 0.0022500000000000003, 0.0033750000000000004]
+    );
 }
