@@ -5,6 +5,8 @@ use std::fmt::Write as _;
 
 use meshmeter_attributes::{Timestamp, Value, ValueType};
 
+use super::gofloat::parse_go_float;
+
 /// An instance value that cannot become a sample.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ValueError {
@@ -17,16 +19,13 @@ pub enum ValueError {
 }
 
 /// The sample number of an instance value: INT64 and DOUBLE as they are, DURATION in
-/// (fractional) seconds, STRING parsed as a float; anything else is an error for that instance.
+/// (fractional) seconds, STRING parsed as Go's `strconv.ParseFloat` reads it; anything else is an error for that instance.
 pub fn metric_value(value: &Value<'_>) -> Result<f64, ValueError> {
     match value {
         Value::Int64(v) => Ok(*v as f64),
         Value::Double(v) => Ok(*v),
         Value::Duration(d) => Ok(d.as_secs_f64()),
-        Value::String(s) => s
-            .trim()
-            .parse::<f64>()
-            .map_err(|_| ValueError::NotANumber(truncated(s))),
+        Value::String(s) => parse_go_float(s).ok_or_else(|| ValueError::NotANumber(truncated(s))),
         other => Err(ValueError::Unsupported(other.value_type())),
     }
 }
@@ -170,6 +169,15 @@ mod tests {
             Ok(1.5)
         );
         assert_eq!(metric_value(&Value::from("12.5")), Ok(12.5));
+        assert_eq!(metric_value(&Value::from("0x1p-2")), Ok(0.25));
+        assert_eq!(
+            metric_value(&Value::from(" 2")),
+            Err(ValueError::NotANumber(" 2".into()))
+        );
+        assert_eq!(
+            metric_value(&Value::from("1e400")),
+            Err(ValueError::NotANumber("1e400".into()))
+        );
         assert_eq!(
             metric_value(&Value::from("abc")),
             Err(ValueError::NotANumber("abc".into()))
@@ -210,8 +218,14 @@ mod tests {
         assert_eq!(text(Value::from(map)), "stringmap[app:db version:v1]");
         assert_eq!(text(Value::from(StringMap::default())), "stringmap[]");
         let ts = |s: &str| text(Value::Timestamp(s.parse().unwrap()));
-        assert_eq!(ts("2019-05-16T10:00:00.1234569Z"), "2019-05-16T10:00:00.123456Z");
-        assert_eq!(ts("2019-01-01T02:00:00+02:00"), "2019-01-01T00:00:00.000000Z");
+        assert_eq!(
+            ts("2019-05-16T10:00:00.1234569Z"),
+            "2019-05-16T10:00:00.123456Z"
+        );
+        assert_eq!(
+            ts("2019-01-01T02:00:00+02:00"),
+            "2019-01-01T00:00:00.000000Z"
+        );
         assert_eq!(ts("1969-12-31T23:59:58.5Z"), "1969-12-31T23:59:58.500000Z");
     }
 
