@@ -342,3 +342,63 @@ fn linear_and_exponential_bounds_are_built_as_mixer_built_them() {
         vec![0.001, 0.0015, 0.0022500000000000003, 0.0033750000000000004]
     );
 }
+
+/// The seed with its first metric's `name:` line replaced (or removed) and a namespace line.
+fn served_names(name_line: &str, namespace_line: &str) -> (Vec<(String, String)>, String) {
+    let seed = include_str!("data/tcp-metrics.yaml");
+    let text = seed.replacen(
+        "    - name: mongo_sent_bytes # Prometheus metric name\n      instance_name",
+        &format!("    - {name_line}{namespace_line}\n      instance_name"),
+        1,
+    );
+    assert_ne!(text, seed);
+    let s = load_str(&[("t.yaml", &text)], &without_defaults()).unwrap();
+    let HandlerParams::Prometheus(p) = &s.handlers[0].params else {
+        panic!("not prometheus");
+    };
+    let names = p
+        .metrics
+        .iter()
+        .map(|m| (m.full_name.clone(), m.help.clone()))
+        .collect();
+    let warnings = s
+        .diagnostics()
+        .iter()
+        .filter(|d| d.code == "W0004")
+        .map(|d| d.message.clone())
+        .collect::<Vec<_>>()
+        .join("\n");
+    (names, warnings)
+}
+
+#[test]
+fn metric_names_are_built_and_sanitised_as_mixer_did() {
+    let pair = |a: &str, b: &str| (a.to_owned(), b.to_owned());
+    // `name` absent: the whole instance_name, sanitised; HELP keeps the original text.
+    let (names, warnings) = served_names("description: \"\"\n     ", "");
+    assert_eq!(
+        names[0],
+        pair(
+            "istio_mongosentbytes_instance_default",
+            "mongosentbytes.instance.default"
+        )
+    );
+    assert_eq!(
+        warnings,
+        "metric has no name: served as 'istio_mongosentbytes_instance_default', \
+         from instance_name 'mongosentbytes.instance.default'"
+    );
+    // `namespace: ""` is `istio`; the name is sanitised, not refused.
+    let (names, warnings) = served_names("name: my-metric.total", "\n      namespace: \"\"");
+    assert_eq!(names[0], pair("istio_mymetric_total", "my-metric.total"));
+    assert_eq!(
+        warnings,
+        "metric 'istio_my-metric.total' is served as 'istio_mymetric_total'"
+    );
+    let (names, warnings) = served_names("name: m2", "\n      namespace: my-ns");
+    assert_eq!(names[0], pair("myns_m2", "m2"));
+    assert_eq!(warnings, "metric 'my-ns_m2' is served as 'myns_m2'");
+    let (names, warnings) = served_names("name: m2", "\n      namespace: custom");
+    assert_eq!(names[0], pair("custom_m2", "m2"));
+    assert_eq!(warnings, "");
+}
