@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use crate::diagnostic::{Code, Sink, WithHint};
 use crate::fields::suggest;
 use crate::handlers::RawMetric;
-use crate::objects::{Category, Object};
+use crate::objects::Object;
 use crate::resolve::Table;
 use crate::snapshot::{Buckets, InstanceParams, MetricKind, PrometheusMetric};
 use crate::source::Span;
@@ -79,12 +79,7 @@ pub(crate) fn check(
     metrics
         .iter()
         .map(|m| {
-            let obj = table.resolve(
-                m.instance_name,
-                Category::Instance(0),
-                &handler.namespace,
-                sink,
-            );
+            let obj = table.resolve_instance_name(m.instance_name, &handler.namespace, sink);
             (obj, one(obj, m, instances, taken, sink))
         })
         .collect()
@@ -127,7 +122,9 @@ fn served_name<'m>(
         sink.report(
             Code::SanitisedName,
             name_span,
-            format!("metric has no name: served as '{full_name}', from instance_name '{instance_name}'"),
+            format!(
+                "metric has no name: served as '{full_name}', from instance_name '{instance_name}'"
+            ),
         )
         .hint("set `name` to choose the served name");
     } else if full_name != format!("{namespace}_{name}") {

@@ -277,24 +277,74 @@ fn references_resolve_in_every_form() {
             include_str!("data/tcp-metrics-crd.yaml")
         )
     };
-    for (h, i) in [
-        ("mongohandler", "mongosentbytes"),
-        ("mongohandler.prometheus", "mongosentbytes.metric"),
-        ("mongohandler.handler", "mongosentbytes.instance"),
+    // The last number: W0005 warnings, references Istio 1.1.7 would not resolve (bare names
+    // of the legacy kinds `prometheus` and `metric`).
+    for (h, i, not_in_istio) in [
+        ("mongohandler", "mongosentbytes", 2),
+        ("mongohandler.prometheus", "mongosentbytes.metric", 0),
+        ("mongohandler.handler", "mongosentbytes.instance", 0),
+        ("mongohandler.default", "mongosentbytes.default", 0),
         (
             "mongohandler.prometheus.default",
             "mongosentbytes.metric.default",
+            0,
         ),
     ] {
         let text = doc(h, i);
         let s = load_str(&[("x.yaml", &text)], &without_defaults())
             .unwrap_or_else(|d| panic!("{h} {i}: {d}"));
         assert_eq!(s.rules[1].actions[0].instances, [0], "{h} {i}");
+        let warnings = s.diagnostics().iter().filter(|d| d.code == "W0005").count();
+        assert_eq!(warnings, not_in_istio, "{h} {i}: {}", s.diagnostics());
     }
     let text = doc("mongohandler", "mongosentbytes.metric.istio-system");
     let err = load_str(&[("x.yaml", &text)], &without_defaults()).unwrap_err();
     let codes: Vec<_> = err.iter().map(|d| d.code).collect();
-    assert_eq!(codes, ["C0041"]);
+    assert_eq!(codes, ["W0005", "C0041"]);
+    let message = &err.iter().next().unwrap().message;
+    assert_eq!(
+        message,
+        "'mongohandler' resolves here, but Istio 1.1 would not resolve a bare name of a \
+         'prometheus' handler"
+    );
+}
+
+#[test]
+fn instance_names_not_written_as_mixer_needed_resolve_with_a_warning() {
+    let seed = include_str!("data/tcp-metrics.yaml");
+    for (written, warned) in [
+        ("mongosentbytes.instance.default", false),
+        ("mongosentbytes.metric.default", true),
+        ("mongosentbytes.instance", true),
+        ("mongosentbytes.default", true),
+    ] {
+        let text = seed.replacen(
+            "instance_name: mongosentbytes.instance.default",
+            &format!("instance_name: {written}"),
+            1,
+        );
+        let s = load_str(&[("t.yaml", &text)], &without_defaults())
+            .unwrap_or_else(|d| panic!("{written}: {d}"));
+        let HandlerParams::Prometheus(p) = &s.handlers[0].params else {
+            panic!("not prometheus");
+        };
+        assert_eq!(p.metrics[0].instance, 0, "{written}");
+        let messages: Vec<_> = s
+            .diagnostics()
+            .iter()
+            .filter(|d| d.code == "W0005")
+            .map(|d| d.message.clone())
+            .collect();
+        let expected = format!(
+            "'{written}' resolves here, but Istio 1.1 would not resolve an instance_name not \
+             written as 'name.kind.namespace'"
+        );
+        assert_eq!(
+            messages,
+            if warned { vec![expected] } else { vec![] },
+            "{written}"
+        );
+    }
 }
 
 #[test]
