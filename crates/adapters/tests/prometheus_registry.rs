@@ -338,6 +338,13 @@ fn whole_number_counter_increments_stay_exact_beyond_2_pow_53() {
     for v in [0.5, 9_007_199_254_740_992.0, 1.0, 1.0, 0.25] {
         m.record(&[], v).unwrap();
     }
+    // NaN and negative increments are refused (Mixer stuck at NaN or panicked); the total
+    // is untouched.
+    assert!(matches!(c.record(&[], f64::NAN), Err(RecordError::InvalidIncrement(v)) if v.is_nan()));
+    assert_eq!(
+        c.record(&[], -1.0),
+        Err(RecordError::InvalidIncrement(-1.0))
+    );
     // Past 2^64 the integer part would wrap (Mixer's did): ours goes on in the float part.
     for v in [1.8e19, 1.8e19] {
         big.record(&[], v).unwrap();
