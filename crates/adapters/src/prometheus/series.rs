@@ -70,7 +70,7 @@ fn add_f64(cell: &AtomicU64, v: f64) {
 fn add_counter(float: &AtomicU64, whole: &AtomicU64, v: f64) {
     // 2^64 as f64; `v as u64` saturates, so check the range first.
     const LIMIT: f64 = 18_446_744_073_709_551_616.0;
-    if v >= 0.0 && v < LIMIT && v.fract() == 0.0 {
+    if (0.0..LIMIT).contains(&v) && v.fract() == 0.0 {
         let n = v as u64;
         let added = whole.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |w| w.checked_add(n));
         if added.is_ok() {
