@@ -116,20 +116,20 @@ fn every_transport_type() {
             },
         )]),
         bytes: BTreeMap::from([(-4, vec![10, 0, 0, 7])]),
-        durations: BTreeMap::from([(
-            -5,
-            proto::Duration {
+        durations: vec![proto::DurationEntry {
+            key: -5,
+            value: Some(proto::Duration {
                 seconds: -90,
                 nanos: -500_000_000,
-            },
-        )]),
-        timestamps: BTreeMap::from([(
-            -6,
-            proto::Timestamp {
+            }),
+        }],
+        timestamps: vec![proto::TimestampEntry {
+            key: -6,
+            value: Some(proto::Timestamp {
                 seconds: 1_420_211_075,
                 nanos: 250_000_000,
-            },
-        )]),
+            }),
+        }],
         bools: BTreeMap::from([(-7, true)]),
         ..Default::default()
     };
@@ -253,13 +253,13 @@ fn wrong_value_types() {
 
     let req = ReportRequest {
         attributes: vec![bag(|b| {
-            b.timestamps.insert(
-                g("context.time"),
-                proto::Timestamp {
+            b.timestamps.push(proto::TimestampEntry {
+                key: g("context.time"),
+                value: Some(proto::Timestamp {
                     seconds: 0,
                     nanos: -1,
-                },
-            );
+                }),
+            });
         })],
         ..Default::default()
     };

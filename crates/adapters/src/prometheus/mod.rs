@@ -27,6 +27,7 @@
 //! ```
 
 mod encode;
+mod gofloat;
 mod metric;
 mod registry;
 mod series;
