@@ -119,3 +119,53 @@ async fn empty_bag_amplification_is_bounded_and_does_not_starve_others() {
     );
     server.stop().await;
 }
+
+#[tokio::test]
+async fn an_out_of_range_timestamp_is_refused_and_its_retry_counted() {
+    let server = Running::start(ServerOptions {
+        config_paths: vec![data("tcp-metrics.yaml")],
+        include_defaults: true,
+        ..ServerOptions::default()
+    })
+    .await;
+    let client = MixerClient::connect(&server.grpc.to_string())
+        .await
+        .unwrap();
+    let manifest = Manifest::istio();
+    let at = |time: &str| {
+        let mut bag = proxy_bag(7);
+        let ts = meshmeter_attributes::Value::Timestamp(time.parse().unwrap());
+        bag.set(manifest.id("context.time").unwrap(), ts);
+        bytes::Bytes::from(ReportEncoder::new(&manifest, Encoding::Delta).encode_to_vec(&[bag]))
+    };
+    // Year 10000 cannot be written as RFC 3339: refused at decode, named.
+    let mut far = ReportEncoder::new(&manifest, Encoding::Delta).encode_to_vec(&[{
+        let mut bag = proxy_bag(7);
+        bag.set(
+            manifest.id("context.time").unwrap(),
+            meshmeter_attributes::Value::Timestamp(meshmeter_attributes::Timestamp::new(
+                253_402_300_800,
+                0,
+            )),
+        );
+        bag
+    }]);
+    let id = client.next_report_id();
+    let status = client
+        .report(bytes::Bytes::from(std::mem::take(&mut far)), Some(&id))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    assert_eq!(
+        status.message(),
+        "bag 0: attribute 'context.time': timestamp of 253402300800s since the epoch is outside years 0001-9999"
+    );
+    // The corrected retry under the same key is counted, not taken for a duplicate.
+    client
+        .report(at("2026-01-01T00:00:00Z"), Some(&id))
+        .await
+        .unwrap();
+    let text = server.scrape().await;
+    assert_eq!(sent_total(&text), 7.0, "{text}");
+    server.stop().await;
+}
