@@ -58,6 +58,11 @@ pub(crate) struct Args {
     #[arg(long, default_value_t = meshmeter_wire::DEFAULT_MAX_MESSAGE_BYTES, value_name = "BYTES")]
     max_message_bytes: usize,
 
+    /// Refuse Report requests holding more attribute bags than this (RESOURCE_EXHAUSTED,
+    /// counted in meshmeter_decode_errors_total{reason="too_many_bags"}).
+    #[arg(long, default_value_t = meshmeter_wire::DEFAULT_MAX_BAGS_PER_REQUEST as u32, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    max_bags_per_request: u32,
+
     /// The most series one metric keeps; new label combinations beyond it are dropped and
     /// counted in meshmeter_dropped_series_total.
     #[arg(long, default_value_t = meshmeter_adapters::prometheus::DEFAULT_SERIES_LIMIT, value_name = "N")]
@@ -94,6 +99,7 @@ pub(crate) fn run(args: Args) -> ExitCode {
         include_defaults: !args.no_default_config,
         workloads: args.workloads,
         max_message_bytes: args.max_message_bytes,
+        max_bags_per_request: args.max_bags_per_request as usize,
         series_limit: args.series_limit,
         log_output: args.access_log.map(meshmeter_adapters::stdio::Output::File),
         reload_interval: args.reload_interval,

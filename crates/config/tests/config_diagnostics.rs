@@ -500,3 +500,17 @@ fn a_misspelt_handler_kind_is_reported_once() {
         &edit(SEED_CRD, "kind: prometheus", "kind: prometeus", 1),
     );
 }
+
+#[test]
+fn constant_regex_that_cannot_compile() {
+    golden(
+        "invalid_regex",
+        "tcp-metrics.yaml",
+        &edit(
+            SEED,
+            "match: context.protocol == \"tcp\"",
+            "match: context.protocol == \"tcp\" && \"\\\\w{500}\".matches(source.uid)",
+            1,
+        ),
+    );
+}

@@ -35,6 +35,8 @@ pub struct ServerOptions {
     pub workloads: Option<PathBuf>,
     /// Larger `Report` requests are refused.
     pub max_message_bytes: usize,
+    /// `Report` requests with more bags are refused (RESOURCE_EXHAUSTED).
+    pub max_bags_per_request: usize,
     /// The most series one metric keeps.
     pub series_limit: usize,
     /// Send every access log here instead of where its handler says.
@@ -58,6 +60,7 @@ impl Default for ServerOptions {
             include_defaults: true,
             workloads: None,
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            max_bags_per_request: meshmeter_wire::DEFAULT_MAX_BAGS_PER_REQUEST,
             series_limit: meshmeter_adapters::prometheus::DEFAULT_SERIES_LIMIT,
             log_output: None,
             reload_interval: Duration::from_secs(1),
@@ -159,7 +162,10 @@ impl TelemetryServer {
                 log_output: options.log_output.clone(),
             },
         )?);
-        let ingest = Arc::new(Ingest::new(Arc::clone(&engine), options.max_message_bytes));
+        let ingest = Arc::new(
+            Ingest::new(Arc::clone(&engine), options.max_message_bytes)
+                .with_max_bags(options.max_bags_per_request),
+        );
 
         let grpc = TcpListener::bind(options.grpc_addr)
             .await
