@@ -18,6 +18,9 @@ use tokio::net::TcpListener;
 use crate::ingest::Ingest;
 use crate::workers::{default_threads, Workers};
 
+/// How long a shutdown waits for calls in flight before closing what is left.
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// How to run the telemetry server.
 #[derive(Clone, Debug)]
 pub struct ServerOptions {
@@ -46,6 +49,9 @@ pub struct ServerOptions {
     /// Threads (each with a single-threaded runtime) serving report connections; 0 means
     /// one per core this process may run on.
     pub ingest_threads: usize,
+    /// After shutdown is asked for, how long calls in flight may take to finish; then every
+    /// connection still open (idle, without the HTTP/2 preface, stalled) is closed.
+    pub drain_timeout: Duration,
 }
 
 impl Default for ServerOptions {
@@ -63,6 +69,7 @@ impl Default for ServerOptions {
             reload_interval: Duration::from_secs(1),
             dedup_clients: 10_000,
             ingest_threads: 0,
+            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
         }
     }
 }
@@ -110,6 +117,7 @@ pub struct TelemetryServer {
     ready: Readiness,
     max_message_bytes: usize,
     ingest_threads: usize,
+    drain_timeout: Duration,
     _workloads_watch: Option<meshmeter_adapters::workloads::Watch>,
 }
 
@@ -201,6 +209,7 @@ impl TelemetryServer {
                 0 => default_threads(),
                 n => n,
             },
+            drain_timeout: options.drain_timeout,
             _workloads_watch: watch,
         })
     }
@@ -236,11 +245,14 @@ impl TelemetryServer {
             ready,
             max_message_bytes,
             ingest_threads,
+            drain_timeout,
             _workloads_watch,
             ..
         } = self;
 
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        // Turns true when the drain deadline has passed: connections still open are dropped.
+        let (force_tx, force_rx) = tokio::sync::watch::channel(false);
         let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|s| *s).await;
         };
@@ -278,7 +290,7 @@ impl TelemetryServer {
         let grpc_server = MixerServer::from_arc(Arc::clone(&ingest))
             .max_message_bytes(max_message_bytes)
             .with_dedup(dedup);
-        let workers = Workers::start(ingest_threads, &grpc_server, &stop_rx)?;
+        let workers = Workers::start(ingest_threads, &grpc_server, &stop_rx, &force_rx)?;
         let grpc_task = tokio::spawn(workers.serve(grpc, stopped(stop_rx.clone())));
         let admin_task = tokio::spawn(admin.serve(stopped(stop_rx.clone())));
         ready.set(true);
@@ -288,8 +300,8 @@ impl TelemetryServer {
         tracing::info!("shutting down");
         ready.set(false);
         let _ = stop_tx.send(true);
-        let grpc_result = grpc_task.await;
-        let admin_result = admin_task.await;
+        let (grpc_result, admin_result) =
+            drain(grpc_task, admin_task, drain_timeout, &force_tx).await;
         let _ = tokio::join!(reload, sweeper);
         engine.flush_logs();
         match grpc_result {
@@ -298,8 +310,54 @@ impl TelemetryServer {
         }
         match admin_result {
             Ok(r) => r?,
+            // Stopped at the drain deadline (already logged).
+            Err(e) if e.is_cancelled() => {}
             Err(e) => tracing::error!(error = %e, "admin server task failed"),
         }
         Ok(())
     }
+}
+
+type Joined<T> = Result<T, tokio::task::JoinError>;
+
+/// Waits up to `deadline` for both servers to finish their calls in flight; past it, tells the
+/// report runtimes to drop their connections and stops the admin endpoint, so that a client
+/// that never speaks (or never stops) cannot hold the process past its shutdown budget.
+async fn drain(
+    mut grpc: tokio::task::JoinHandle<Result<(), ServerError>>,
+    mut admin: tokio::task::JoinHandle<Result<(), AdminError>>,
+    deadline: Duration,
+    force: &tokio::sync::watch::Sender<bool>,
+) -> (
+    Joined<Result<(), ServerError>>,
+    Joined<Result<(), AdminError>>,
+) {
+    let (mut grpc_done, mut admin_done) = (None, None);
+    let expired = tokio::time::sleep(deadline);
+    tokio::pin!(expired);
+    while grpc_done.is_none() || admin_done.is_none() {
+        tokio::select! {
+            r = &mut grpc, if grpc_done.is_none() => grpc_done = Some(r),
+            r = &mut admin, if admin_done.is_none() => admin_done = Some(r),
+            () = &mut expired => break,
+        }
+    }
+    if grpc_done.is_none() || admin_done.is_none() {
+        tracing::warn!(
+            deadline = ?deadline,
+            "drain deadline passed; closing the connections still open"
+        );
+        let _ = force.send(true);
+        admin.abort();
+    }
+    // Past the deadline the runtimes return as soon as they see `force`: these waits are short.
+    let g = match grpc_done {
+        Some(g) => g,
+        None => grpc.await,
+    };
+    let a = match admin_done {
+        Some(a) => a,
+        None => admin.await,
+    };
+    (g, a)
 }
