@@ -25,8 +25,11 @@ use meshmeter_server::{ServerError, ServerOptions, TelemetryServer};
 /// accepting, finishes calls in flight (for at most --drain-timeout, then closes the
 /// connections still open), flushes the access log and exits 0.
 ///
-/// Exit codes: 0 after a clean shutdown, 1 on a runtime failure (address in use, ...), 2 when
-/// the configuration or the workloads file is invalid at start.
+/// A subsystem (report server, admin endpoint, configuration reloader, series sweeper) that
+/// stops while serving makes /ready answer 503 and the process exit 1, naming it and why.
+///
+/// Exit codes: 0 after a clean shutdown, 1 on a runtime failure (address in use, a stopped
+/// subsystem, ...), 2 when the configuration or the workloads file is invalid at start.
 #[derive(clap::Args, Debug)]
 pub(crate) struct Args {
     /// Configuration directory (read recursively, *.yaml and *.yml) or file; repeatable.

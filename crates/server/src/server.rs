@@ -100,6 +100,17 @@ pub enum ServerError {
     /// The gRPC server failed.
     #[error("report server failed: {0}")]
     Grpc(#[from] tonic::transport::Error),
+    /// A subsystem (report server, admin endpoint, reloader, sweeper) stopped while serving.
+    #[error("{subsystem} stopped: {reason}")]
+    Subsystem {
+        /// Which one.
+        subsystem: &'static str,
+        /// Why (its error, its panic, or that it returned).
+        reason: String,
+    },
+    /// Every thread serving report connections has ended.
+    #[error("no report runtime is running")]
+    NoRuntime,
     /// A background thread could not be started.
     #[error("cannot start a background thread: {0}")]
     Thread(std::io::Error),
@@ -291,12 +302,38 @@ impl TelemetryServer {
             .max_message_bytes(max_message_bytes)
             .with_dedup(dedup);
         let workers = Workers::start(ingest_threads, &grpc_server, &stop_rx, &force_rx)?;
-        let grpc_task = tokio::spawn(workers.serve(grpc, stopped(stop_rx.clone())));
-        let admin_task = tokio::spawn(admin.serve(stopped(stop_rx.clone())));
+        let mut grpc_task = tokio::spawn(workers.serve(grpc, stopped(stop_rx.clone())));
+        let mut admin_task = tokio::spawn(admin.serve(stopped(stop_rx.clone())));
+        let (mut reload, mut sweeper) = (reload, sweeper);
         ready.set(true);
         tracing::info!("telemetry server ready");
 
-        shutdown.await;
+        // Every subsystem runs until shutdown: one that ends before is a failure, which makes
+        // the server unready and stops it (the orchestrator restarts it) instead of serving
+        // half-alive.
+        let failed = first_failure(
+            shutdown,
+            &mut grpc_task,
+            &mut admin_task,
+            &mut reload,
+            &mut sweeper,
+        )
+        .await;
+        if let Some((subsystem, reason)) = failed {
+            ready.set(false);
+            tracing::error!(subsystem, reason = %reason, "a subsystem stopped; shutting down");
+            let _ = stop_tx.send(true);
+            let _ = force_tx.send(true);
+            for task in [
+                &admin_task.abort_handle(),
+                &reload.abort_handle(),
+                &sweeper.abort_handle(),
+            ] {
+                task.abort();
+            }
+            engine.flush_logs();
+            return Err(ServerError::Subsystem { subsystem, reason });
+        }
         tracing::info!("shutting down");
         ready.set(false);
         let _ = stop_tx.send(true);
@@ -360,4 +397,80 @@ async fn drain(
         None => admin.await,
     };
     (g, a)
+}
+
+/// Why a subsystem's task ended: its error, its panic, or a return it should not have made.
+fn ended(joined: Joined<Result<(), String>>) -> String {
+    match joined {
+        Ok(Ok(())) => "it returned before shutdown".to_owned(),
+        Ok(Err(e)) => e,
+        Err(e) if e.is_panic() => format!("it panicked: {e}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// Waits for `shutdown`, or for one of the subsystems to end first: then names it and why.
+async fn first_failure(
+    shutdown: impl Future<Output = ()>,
+    grpc: &mut tokio::task::JoinHandle<Result<(), ServerError>>,
+    admin: &mut tokio::task::JoinHandle<Result<(), AdminError>>,
+    reload: &mut tokio::task::JoinHandle<()>,
+    sweeper: &mut tokio::task::JoinHandle<()>,
+) -> Option<(&'static str, String)> {
+    tokio::select! {
+        () = shutdown => None,
+        r = grpc => Some(("report server", ended(r.map(|r| r.map_err(|e| e.to_string()))))),
+        r = admin => Some(("admin endpoint", ended(r.map(|r| r.map_err(|e| e.to_string()))))),
+        r = reload => Some(("configuration reloader", ended(r.map(Ok)))),
+        r = sweeper => Some(("series sweeper", ended(r.map(Ok)))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn forever<T: Send + 'static>() -> tokio::task::JoinHandle<T> {
+        tokio::spawn(std::future::pending())
+    }
+
+    #[tokio::test]
+    async fn shutdown_first_is_no_failure() {
+        let (mut g, mut a, mut r, mut s) = (forever(), forever(), forever(), forever());
+        assert_eq!(
+            first_failure(async {}, &mut g, &mut a, &mut r, &mut s).await,
+            None
+        );
+    }
+
+    #[tokio::test]
+    async fn a_subsystem_that_ends_early_is_named_with_its_reason() {
+        let (mut g, mut a, mut r) = (forever(), forever(), forever());
+        let mut s = tokio::spawn(async { panic!("sweep broke") });
+        let failed = first_failure(std::future::pending(), &mut g, &mut a, &mut r, &mut s).await;
+        let (which, why) = failed.expect("a failure");
+        assert_eq!(which, "series sweeper");
+        assert!(
+            why.starts_with("it panicked") && why.contains("sweep broke"),
+            "{why}"
+        );
+
+        let (mut r, mut s) = (tokio::spawn(async {}), forever());
+        let failed = first_failure(std::future::pending(), &mut g, &mut a, &mut r, &mut s).await;
+        assert_eq!(
+            failed,
+            Some((
+                "configuration reloader",
+                "it returned before shutdown".to_owned()
+            ))
+        );
+
+        let mut g = tokio::spawn(async { Err(ServerError::NoRuntime) });
+        let mut r = forever();
+        let failed = first_failure(std::future::pending(), &mut g, &mut a, &mut r, &mut s).await;
+        assert_eq!(
+            failed,
+            Some(("report server", "no report runtime is running".to_owned()))
+        );
+    }
 }

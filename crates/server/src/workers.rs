@@ -114,7 +114,9 @@ impl Workers {
                         }
                     }
                     if !delivered {
-                        tracing::error!("no report runtime is running; connection closed");
+                        // Every runtime is gone: stop (the server reports the failure) rather
+                        // than accept connections nobody serves.
+                        return Err(ServerError::NoRuntime);
                     }
                 }
                 Err(e) if is_connection_error(&e) => {
