@@ -22,10 +22,14 @@ use meshmeter_server::{ServerError, ServerOptions, TelemetryServer};
 /// good configuration stays in force.
 ///
 /// Endpoints on --metrics-addr: /metrics, /healthz, /ready. SIGTERM or SIGINT stops
-/// accepting, finishes calls in flight, flushes the access log and exits 0.
+/// accepting, finishes calls in flight (for at most --drain-timeout, then closes the
+/// connections still open), flushes the access log and exits 0.
 ///
-/// Exit codes: 0 after a clean shutdown, 1 on a runtime failure (address in use, ...), 2 when
-/// the configuration or the workloads file is invalid at start.
+/// A subsystem (report server, admin endpoint, configuration reloader, series sweeper) that
+/// stops while serving makes /ready answer 503 and the process exit 1, naming it and why.
+///
+/// Exit codes: 0 after a clean shutdown, 1 on a runtime failure (address in use, a stopped
+/// subsystem, ...), 2 when the configuration or the workloads file is invalid at start.
 #[derive(clap::Args, Debug)]
 pub(crate) struct Args {
     /// Configuration directory (read recursively, *.yaml and *.yml) or file; repeatable.
@@ -80,6 +84,12 @@ pub(crate) struct Args {
     /// How often to check the configuration and the workloads file for changes.
     #[arg(long, default_value = "1s", value_name = "DURATION", value_parser = parse_interval)]
     reload_interval: Duration,
+
+    /// On SIGTERM or SIGINT, how long calls in flight may take to finish; then connections
+    /// still open (idle, without the HTTP/2 preface, stalled) are closed, the access log is
+    /// flushed and the process exits 0.
+    #[arg(long, default_value = "10s", value_name = "DURATION", value_parser = crate::shared::parse_duration)]
+    drain_timeout: Duration,
 }
 
 /// A Go-style duration (`500ms`, `2s`) of at least 100 ms.
@@ -104,6 +114,7 @@ pub(crate) fn run(args: Args) -> ExitCode {
         log_output: args.access_log.map(meshmeter_adapters::stdio::Output::File),
         reload_interval: args.reload_interval,
         ingest_threads: args.ingest_threads.map_or(0, usize::from),
+        drain_timeout: args.drain_timeout,
         ..ServerOptions::default()
     };
     let runtime = match tokio::runtime::Runtime::new() {

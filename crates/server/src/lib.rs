@@ -23,4 +23,4 @@ mod server;
 mod workers;
 
 pub use ingest::Ingest;
-pub use server::{ServerError, ServerOptions, TelemetryServer};
+pub use server::{ServerError, ServerOptions, TelemetryServer, DEFAULT_DRAIN_TIMEOUT};
