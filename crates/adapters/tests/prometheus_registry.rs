@@ -3,8 +3,7 @@
 use std::time::{Duration, Instant};
 
 use meshmeter_adapters::prometheus::{
-    MAX_LABEL_VALUE_BYTES,
-    Buckets, MetricKind, MetricSpec, RecordError, Registry, SpecError,
+    Buckets, MetricKind, MetricSpec, RecordError, Registry, SpecError, MAX_LABEL_VALUE_BYTES,
 };
 use meshmeter_attributes::{StringMap, Value};
 
@@ -184,11 +183,14 @@ fn long_label_values_are_cut_at_a_char_boundary_and_counted() {
     let base = "a".repeat(MAX_LABEL_VALUE_BYTES - 1);
     let long_a = format!("{base}é and a megabyte more");
     let long_b = format!("{base}é but another tail");
-    c.record(&[Value::String(long_a.as_str().into())], 1.0).unwrap();
+    c.record(&[Value::String(long_a.as_str().into())], 1.0)
+        .unwrap();
     c.record(&[Value::String(long_b.into())], 2.0).unwrap();
-    c.record(&[Value::String(base.clone().into())], 4.0).unwrap();
+    c.record(&[Value::String(base.clone().into())], 4.0)
+        .unwrap();
     let exact = "b".repeat(MAX_LABEL_VALUE_BYTES);
-    c.record(&[Value::String(exact.as_str().into())], 8.0).unwrap();
+    c.record(&[Value::String(exact.as_str().into())], 8.0)
+        .unwrap();
     // Both long values share the kept prefix, which equals `base`: one series.
     assert_eq!(c.series_count(), 2);
     assert_eq!(c.truncated_label_values(), 2);

@@ -18,6 +18,7 @@
 //! # }
 //! ```
 
+mod conn;
 mod server;
 
 pub use server::{AdminError, AdminServer, MetricsSource, Readiness, METRICS_CONTENT_TYPE};

@@ -69,8 +69,7 @@ fn every_metric_named_in_readme_and_help_exists() {
             sources(&src, &mut code);
         }
     }
-    let proxy_stats =
-        std::fs::read_to_string(root.join("crates/proxy/src/stats.rs")).unwrap();
+    let proxy_stats = std::fs::read_to_string(root.join("crates/proxy/src/stats.rs")).unwrap();
     let missing: Vec<&String> = mentioned
         .iter()
         .filter(|n| !served(n, &code, &proxy_stats))
