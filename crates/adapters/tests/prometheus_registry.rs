@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use meshmeter_adapters::prometheus::{
-    Buckets, MetricKind, MetricSpec, RecordError, Registry, SpecError,
+    Buckets, MetricKind, MetricSpec, RecordError, Registry, SpecError, MAX_LABEL_VALUE_BYTES,
 };
 use meshmeter_attributes::{StringMap, Value};
 
@@ -167,7 +167,42 @@ fn series_limit_drops_and_counts() {
          meshmeter_prometheus_dropped_series_total{metric=\"c\"} 3\n\
          # HELP meshmeter_prometheus_series Series held per configured metric.\n\
          # TYPE meshmeter_prometheus_series gauge\n\
-         meshmeter_prometheus_series{metric=\"c\"} 2\n"
+         meshmeter_prometheus_series{metric=\"c\"} 2\n\
+         # HELP meshmeter_prometheus_truncated_label_values_total Label values cut to the longest kept length (1024 bytes).\n\
+         # TYPE meshmeter_prometheus_truncated_label_values_total counter\n\
+         meshmeter_prometheus_truncated_label_values_total{metric=\"c\"} 0\n"
+    );
+}
+
+#[test]
+fn long_label_values_are_cut_at_a_char_boundary_and_counted() {
+    let spec = MetricSpec::new("c", MetricKind::Counter, vec!["v".into()]);
+    let registry = Registry::new([spec]).unwrap();
+    let c = &registry.metrics()[0];
+    // 1023 ASCII bytes then a 2-byte 'é': the cut falls inside it, so it goes.
+    let base = "a".repeat(MAX_LABEL_VALUE_BYTES - 1);
+    let long_a = format!("{base}é and a megabyte more");
+    let long_b = format!("{base}é but another tail");
+    c.record(&[Value::String(long_a.as_str().into())], 1.0)
+        .unwrap();
+    c.record(&[Value::String(long_b.into())], 2.0).unwrap();
+    c.record(&[Value::String(base.clone().into())], 4.0)
+        .unwrap();
+    let exact = "b".repeat(MAX_LABEL_VALUE_BYTES);
+    c.record(&[Value::String(exact.as_str().into())], 8.0)
+        .unwrap();
+    // Both long values share the kept prefix, which equals `base`: one series.
+    assert_eq!(c.series_count(), 2);
+    assert_eq!(c.truncated_label_values(), 2);
+    assert_eq!(
+        text(&registry),
+        format!("# HELP c c\n# TYPE c counter\nc{{v=\"{base}\"}} 7\nc{{v=\"{exact}\"}} 8\n")
+    );
+    let mut own = String::new();
+    registry.encode_self(&mut own);
+    assert!(
+        own.ends_with("\nmeshmeter_prometheus_truncated_label_values_total{metric=\"c\"} 2\n"),
+        "{own}"
     );
 }
 

@@ -20,6 +20,7 @@
 
 #![warn(missing_docs)]
 
+mod conn;
 mod server;
 
 pub use server::{AdminError, AdminServer, MetricsSource, Readiness, METRICS_CONTENT_TYPE};

@@ -68,7 +68,7 @@ pub(crate) struct Args {
     max_bags_per_request: u32,
 
     /// The most series one metric keeps; new label combinations beyond it are dropped and
-    /// counted in meshmeter_dropped_series_total.
+    /// counted in meshmeter_prometheus_dropped_series_total.
     #[arg(long, default_value_t = meshmeter_adapters::prometheus::DEFAULT_SERIES_LIMIT, value_name = "N")]
     series_limit: usize,
 

@@ -216,6 +216,8 @@ pub(crate) struct Store {
     hasher: DefaultHashBuilder,
     count: AtomicUsize,
     dropped: AtomicU64,
+    /// Label values cut to the length cap.
+    truncated: AtomicU64,
     /// Coarse time (ms since [`epoch`]) stamped on updates; advanced by sweeps and by series
     /// creation, so the hot path never reads the clock.
     clock: AtomicU64,
@@ -231,6 +233,7 @@ impl Store {
             hasher: DefaultHashBuilder::default(),
             count: AtomicUsize::new(0),
             dropped: AtomicU64::new(0),
+            truncated: AtomicU64::new(0),
             clock: AtomicU64::new(millis_since_epoch(Instant::now())),
             histogram_buckets,
         }
@@ -343,6 +346,16 @@ impl Store {
     /// The number of series held.
     pub(crate) fn len(&self) -> usize {
         self.count.load(Ordering::Relaxed)
+    }
+
+    /// Counts `n` label values cut to the length cap.
+    pub(crate) fn count_truncated(&self, n: u64) {
+        self.truncated.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Label values cut to the length cap, since the store was made.
+    pub(crate) fn truncated(&self) -> u64 {
+        self.truncated.load(Ordering::Relaxed)
     }
 
     /// New series refused because of the limit, since the store was made.

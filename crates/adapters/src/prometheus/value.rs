@@ -1,6 +1,7 @@
 //! Instance values to sample numbers, dimension values to label text, and the escaping and
 //! number formats of the text exposition format.
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 
 use meshmeter_attributes::{Timestamp, Value, ValueType};
@@ -77,6 +78,39 @@ fn timestamp_text(t: Timestamp, out: &mut String) {
     let whole = Timestamp::new(t.secs(), 0).to_string();
     let date_time = whole.strip_suffix('Z').unwrap_or(&whole);
     let _ = write!(out, "{date_time}.{:06}Z", t.subsec_nanos() / 1000);
+}
+
+/// The longest label value kept, in bytes of unescaped text; longer values are cut at the last
+/// character boundary within it (and counted), so that megabyte dimension values cannot make
+/// series, memory and `/metrics` unbounded.
+pub const MAX_LABEL_VALUE_BYTES: usize = 1024;
+
+/// `value` cut to [`MAX_LABEL_VALUE_BYTES`] of label text, as a STRING; `None` when it fits.
+///
+/// Text values are sliced without copying; maps and bytes (the other unbounded types) are
+/// rendered first. The cut value is also the series' identity, so two long values sharing the
+/// kept prefix are one series rather than two with the same label text.
+pub(crate) fn capped<'v>(value: &'v Value<'_>) -> Option<Value<'v>> {
+    let cut = |text: &str| -> usize {
+        let mut end = MAX_LABEL_VALUE_BYTES;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        end
+    };
+    if let Some(text) = value.as_text() {
+        return (text.len() > MAX_LABEL_VALUE_BYTES)
+            .then(|| Value::String(Cow::Borrowed(&text[..cut(text)])));
+    }
+    if !matches!(value, Value::StringMap(_) | Value::Bytes(_)) {
+        return None;
+    }
+    let mut text = String::new();
+    label_text(value, &mut text);
+    (text.len() > MAX_LABEL_VALUE_BYTES).then(|| {
+        text.truncate(cut(&text));
+        Value::String(Cow::Owned(text))
+    })
 }
 
 /// Appends `text` escaped for a label value: `\`, `"` and newline.
