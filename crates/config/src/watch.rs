@@ -191,12 +191,9 @@ fn fingerprint(paths: &[PathBuf]) -> u64 {
         Ok(files) => {
             for f in files {
                 f.hash(&mut h);
-                match std::fs::metadata(&f) {
-                    Ok(m) if m.len() > MAX_FILE_BYTES => m.len().hash(&mut h),
-                    _ => match std::fs::read(&f) {
-                        Ok(bytes) => bytes.hash(&mut h),
-                        Err(e) => e.kind().hash(&mut h),
-                    },
+                match crate::fsread::read_regular_file(&f, MAX_FILE_BYTES) {
+                    Ok(bytes) => bytes.hash(&mut h),
+                    Err(e) => e.to_string().hash(&mut h),
                 }
             }
         }
