@@ -10,6 +10,8 @@ use std::time::{Duration, SystemTime};
 
 use arc_swap::{ArcSwap, Guard};
 use meshmeter_attributes::StringMap;
+use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
+use yaml_rust2::scanner::Marker;
 use yaml_rust2::{Yaml, YamlLoader};
 
 use super::{Service, TableError, Workload, WorkloadTable};
@@ -102,8 +104,42 @@ fn scalar_text(y: &Yaml) -> Option<String> {
     }
 }
 
+/// The largest workloads file read: far above any real inventory, small enough that a hostile
+/// or runaway file cannot exhaust memory.
+pub const MAX_WORKLOADS_FILE_BYTES: u64 = 64 << 20;
+
+/// Records the position of the first alias in a YAML event stream.
+#[derive(Default)]
+struct AliasFinder(Option<Marker>);
+
+impl MarkedEventReceiver for AliasFinder {
+    fn on_event(&mut self, ev: Event, mark: Marker) {
+        if self.0.is_none() && matches!(ev, Event::Alias(_)) {
+            self.0 = Some(mark);
+        }
+    }
+}
+
+/// Refuses YAML aliases before building the document: expanding them (billion laughs) could
+/// take exponential memory, and the configuration loader refuses them too.
+fn refuse_aliases(path: &Path, text: &str) -> Result<(), WorkloadError> {
+    let mut finder = AliasFinder::default();
+    // Syntax errors are reported by the real load below, with their position.
+    let _ = Parser::new_from_str(text).load(&mut finder, true);
+    match finder.0 {
+        Some(m) => Err(WorkloadError::Syntax {
+            path: path.to_owned(),
+            line: m.line(),
+            column: m.col() + 1,
+            message: "YAML aliases are not supported; write the value out in full".into(),
+        }),
+        None => Ok(()),
+    }
+}
+
 /// Parses the text of a workloads file; `path` is only used in errors.
 pub fn parse(path: &Path, text: &str) -> Result<WorkloadTable, WorkloadError> {
+    refuse_aliases(path, text)?;
     let docs = YamlLoader::load_from_str(text).map_err(|e| WorkloadError::Syntax {
         path: path.to_owned(),
         line: e.marker().line(),
@@ -334,10 +370,23 @@ impl FileRegistry {
 }
 
 fn read(path: &Path) -> Result<WorkloadTable, WorkloadError> {
-    let text = std::fs::read_to_string(path).map_err(|source| WorkloadError::Read {
+    use std::io::Read;
+    let read_err = |source| WorkloadError::Read {
         path: path.to_owned(),
         source,
-    })?;
+    };
+    let mut text = String::new();
+    // Bounded: one byte past the limit tells an oversized file apart without reading it all.
+    std::fs::File::open(path)
+        .map_err(read_err)?
+        .take(MAX_WORKLOADS_FILE_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(read_err)?;
+    if text.len() as u64 > MAX_WORKLOADS_FILE_BYTES {
+        return Err(read_err(io::Error::other(format!(
+            "file is larger than the limit of {MAX_WORKLOADS_FILE_BYTES} bytes"
+        ))));
+    }
     parse(path, &text)
 }
 
