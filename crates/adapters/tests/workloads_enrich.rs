@@ -285,3 +285,23 @@ fn reloading_a_billion_laughs_file_keeps_the_last_good_table() {
     );
     assert_eq!(registry.load().workloads().len(), 2);
 }
+
+#[test]
+fn an_emptied_file_is_suspect_and_keeps_the_last_good_table() {
+    let path = temp_path("emptied.yaml");
+    rewrite(&path, SEED);
+    let registry = FileRegistry::open(&path).unwrap();
+    rewrite(&path, "");
+    assert_eq!(
+        registry.poll().unwrap_err().to_string(),
+        format!(
+            "{}: holds no document (caught mid-write?); keeping the last good workloads",
+            path.display()
+        )
+    );
+    assert_eq!(registry.load().workloads().len(), 2);
+    // Once whole again it reloads; an explicit empty list really empties the table.
+    rewrite(&path, "workloads: []\n");
+    assert!(registry.poll().unwrap());
+    assert!(registry.load().workloads().is_empty());
+}

@@ -85,6 +85,13 @@ pub enum WorkloadError {
         /// What is wrong.
         problem: FieldProblem,
     },
+    /// On reload, the file holds no YAML document at all (likely caught mid-write); the last
+    /// good table stays in force. Write `workloads: []` to really remove every workload.
+    #[error("{path}: holds no document (caught mid-write?); keeping the last good workloads")]
+    Empty {
+        /// The file.
+        path: PathBuf,
+    },
     /// Workloads that contradict each other.
     #[error("{path}: {error}")]
     Conflict {
@@ -331,7 +338,14 @@ impl FileRegistry {
             Ok(now) if seen.as_ref() == Some(&now) => Ok(false),
             Ok(now) => {
                 *seen = Some(now);
-                let table = read(&self.path)?;
+                let text = read_text(&self.path)?;
+                // A truncated file must not silently strip every workload's identity.
+                if no_documents(&text) && !self.table.load().workloads().is_empty() {
+                    return Err(WorkloadError::Empty {
+                        path: self.path.clone(),
+                    });
+                }
+                let table = parse(&self.path, &text)?;
                 self.table.store(Arc::new(table));
                 Ok(true)
             }
@@ -370,6 +384,18 @@ impl FileRegistry {
 }
 
 fn read(path: &Path) -> Result<WorkloadTable, WorkloadError> {
+    parse(path, &read_text(path)?)
+}
+
+/// Whether `text` is only blank lines and comments.
+fn no_documents(text: &str) -> bool {
+    text.lines().all(|l| {
+        let l = l.trim();
+        l.is_empty() || l.starts_with('#') || l == "---" || l == "..."
+    })
+}
+
+fn read_text(path: &Path) -> Result<String, WorkloadError> {
     use std::io::Read;
     let read_err = |source| WorkloadError::Read {
         path: path.to_owned(),
@@ -387,7 +413,7 @@ fn read(path: &Path) -> Result<WorkloadTable, WorkloadError> {
             "file is larger than the limit of {MAX_WORKLOADS_FILE_BYTES} bytes"
         ))));
     }
-    parse(path, &text)
+    Ok(text)
 }
 
 /// A running [`FileRegistry::watch`]; dropping it stops the thread.
