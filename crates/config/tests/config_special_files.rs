@@ -34,14 +34,14 @@ fn fifos_and_dev_zero_links_are_skipped() {
     std::os::unix::fs::symlink("/dev/zero", dir.join("zero.yaml")).unwrap();
 
     assert_eq!(
-        config_files(&[dir.clone()]).unwrap(),
+        config_files(std::slice::from_ref(&dir)).unwrap(),
         [dir.join("seed.yaml")]
     );
-    let snap = load_paths(&[dir.clone()], &options()).unwrap();
+    let snap = load_paths(std::slice::from_ref(&dir), &options()).unwrap();
     assert_eq!(snap.prometheus_metrics().count(), 2);
 
     // Named explicitly, they are refused with a located error instead of hanging.
-    let err = load_paths(&[fifo.clone()], &options()).unwrap_err();
+    let err = load_paths(std::slice::from_ref(&fifo), &options()).unwrap_err();
     let msg = err.iter().next().unwrap().message.clone();
     assert_eq!(msg, "cannot read: not a regular file (a FIFO)");
     let err = load_paths(&[dir.join("zero.yaml")], &options()).unwrap_err();
@@ -59,10 +59,10 @@ fn symlink_loops_are_walked_once() {
     }
     // Before: every path through the loops up to depth 16 (3^16 directories) was walked.
     assert_eq!(
-        config_files(&[dir.clone()]).unwrap(),
+        config_files(std::slice::from_ref(&dir)).unwrap(),
         [dir.join("seed.yaml")]
     );
-    let snap = load_paths(&[dir.clone()], &options()).unwrap();
+    let snap = load_paths(std::slice::from_ref(&dir), &options()).unwrap();
     assert_eq!(snap.prometheus_metrics().count(), 2);
     let _ = std::fs::remove_dir_all(&dir);
 }
