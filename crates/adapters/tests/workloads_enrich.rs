@@ -249,3 +249,59 @@ fn watch_thread_picks_up_changes() {
     drop(watch);
     assert!(reloaded, "the watcher did not reload within 5 s");
 }
+
+/// A billion-laughs document: nine levels of nine aliases each.
+fn billion_laughs() -> String {
+    let mut s = String::from("a0: &a0 [lol]\n");
+    for i in 1..10 {
+        let refs = vec![format!("*a{}", i - 1); 9].join(", ");
+        s.push_str(&format!("a{i}: &a{i} [{refs}]\n"));
+    }
+    s.push_str("workloads: *a9\n");
+    s
+}
+
+#[test]
+fn aliases_are_refused_with_their_position() {
+    assert_eq!(
+        err(&billion_laughs()),
+        "w.yaml:2:10: invalid YAML: YAML aliases are not supported; write the value out in full"
+    );
+}
+
+#[test]
+fn reloading_a_billion_laughs_file_keeps_the_last_good_table() {
+    let path = temp_path("laughs.yaml");
+    rewrite(&path, SEED);
+    let registry = FileRegistry::open(&path).unwrap();
+    rewrite(&path, &billion_laughs());
+    let e = registry.poll().unwrap_err().to_string();
+    assert_eq!(
+        e,
+        format!(
+            "{}:2:10: invalid YAML: YAML aliases are not supported; write the value out in full",
+            path.display()
+        )
+    );
+    assert_eq!(registry.load().workloads().len(), 2);
+}
+
+#[test]
+fn an_emptied_file_is_suspect_and_keeps_the_last_good_table() {
+    let path = temp_path("emptied.yaml");
+    rewrite(&path, SEED);
+    let registry = FileRegistry::open(&path).unwrap();
+    rewrite(&path, "");
+    assert_eq!(
+        registry.poll().unwrap_err().to_string(),
+        format!(
+            "{}: holds no document (caught mid-write?); keeping the last good workloads",
+            path.display()
+        )
+    );
+    assert_eq!(registry.load().workloads().len(), 2);
+    // Once whole again it reloads; an explicit empty list really empties the table.
+    rewrite(&path, "workloads: []\n");
+    assert!(registry.poll().unwrap());
+    assert!(registry.load().workloads().is_empty());
+}

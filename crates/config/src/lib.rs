@@ -165,6 +165,7 @@ mod compile;
 mod diagnostic;
 mod exprs;
 mod fields;
+pub mod fsread;
 mod handlers;
 mod instances;
 mod load;

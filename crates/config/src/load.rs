@@ -1,9 +1,11 @@
 //! Finding and reading configuration files.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use crate::compile;
 use crate::diagnostic::{Code, Diagnostic, Diagnostics};
+use crate::fsread::{is_regular_file, read_regular_file};
 use crate::snapshot::{Origin, Snapshot};
 use crate::source::{FileId, SourceFile, Sources};
 
@@ -46,10 +48,12 @@ impl Default for LoadOptions {
 /// `..data` links of a mounted Kubernetes ConfigMap (the files would otherwise load twice).
 pub fn config_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, (PathBuf, std::io::Error)> {
     let mut out = Vec::new();
+    // Each real directory is walked once, however many symlinks lead to it (`a -> .` loops).
+    let mut seen = HashSet::new();
     for p in paths {
         let meta = std::fs::metadata(p).map_err(|e| (p.clone(), e))?;
         if meta.is_dir() {
-            walk(p, 0, &mut out).map_err(|e| (p.clone(), e))?;
+            walk(p, 0, &mut seen, &mut out).map_err(|e| (p.clone(), e))?;
         } else {
             out.push(p.clone());
         }
@@ -57,8 +61,15 @@ pub fn config_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, (PathBuf, std::io
     Ok(out)
 }
 
-fn walk(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
-    if depth > MAX_DEPTH {
+fn walk(
+    dir: &Path,
+    depth: usize,
+    seen: &mut HashSet<(u64, u64)>,
+    out: &mut Vec<PathBuf>,
+) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(dir)?;
+    if depth > MAX_DEPTH || !seen.insert((meta.dev(), meta.ino())) {
         return Ok(());
     }
     let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)?
@@ -76,13 +87,18 @@ fn walk(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) -> std::io::Result<()>
             break;
         }
         if p.is_dir() {
-            walk(&p, depth + 1, out)?;
+            walk(&p, depth + 1, seen, out)?;
         } else if p
             .extension()
             .and_then(|e| e.to_str())
             .is_some_and(|e| e == "yaml" || e == "yml")
         {
-            out.push(p);
+            if is_regular_file(&p) {
+                out.push(p);
+            } else {
+                // A FIFO would block the loader, `/dev/zero` would never end.
+                tracing::warn!(file = %p.display(), "skipping configuration entry: not a regular file");
+            }
         }
     }
     Ok(())
@@ -119,14 +135,7 @@ pub fn load_str(files: &[(&str, &str)], options: &LoadOptions) -> Result<Snapsho
 }
 
 fn read_limited(path: &Path) -> Result<String, String> {
-    let meta = std::fs::metadata(path).map_err(|e| e.to_string())?;
-    if meta.len() > MAX_FILE_BYTES {
-        return Err(format!(
-            "file is {} bytes; the limit is {MAX_FILE_BYTES}",
-            meta.len()
-        ));
-    }
-    let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
+    let bytes = read_regular_file(path, MAX_FILE_BYTES).map_err(|e| e.to_string())?;
     String::from_utf8(bytes)
         .map_err(|e| format!("not UTF-8 text (at byte {})", e.utf8_error().valid_up_to()))
 }

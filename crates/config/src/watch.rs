@@ -36,6 +36,9 @@ struct Shared {
     tx: watch::Sender<Published>,
     /// Serialises reloads (a poll and `reload_now` racing would publish out of order).
     reload: Mutex<u64>,
+    /// A changed fingerprint seen once; it is loaded only when the next poll sees the same
+    /// one, so a file caught mid-write (truncated, half copied) is never loaded.
+    pending: Mutex<Option<u64>>,
 }
 
 /// Owns the configuration in force and keeps it up to date.
@@ -75,6 +78,7 @@ impl ConfigWatcher {
                 failures: AtomicU64::new(0),
                 tx,
                 reload: Mutex::new(fingerprint),
+                pending: Mutex::new(None),
             }),
             task: None,
         })
@@ -150,9 +154,20 @@ impl Shared {
     fn poll(&self) {
         let mut last = lock(&self.reload);
         let now = fingerprint(&self.paths);
+        let mut pending = self
+            .pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if now == *last {
+            *pending = None;
             return;
         }
+        if *pending != Some(now) {
+            // Not settled yet: wait for one more poll with the same content.
+            *pending = Some(now);
+            return;
+        }
+        *pending = None;
         *last = now;
         let _ = self.reload();
     }
@@ -191,12 +206,9 @@ fn fingerprint(paths: &[PathBuf]) -> u64 {
         Ok(files) => {
             for f in files {
                 f.hash(&mut h);
-                match std::fs::metadata(&f) {
-                    Ok(m) if m.len() > MAX_FILE_BYTES => m.len().hash(&mut h),
-                    _ => match std::fs::read(&f) {
-                        Ok(bytes) => bytes.hash(&mut h),
-                        Err(e) => e.kind().hash(&mut h),
-                    },
+                match crate::fsread::read_regular_file(&f, MAX_FILE_BYTES) {
+                    Ok(bytes) => bytes.hash(&mut h),
+                    Err(e) => e.to_string().hash(&mut h),
                 }
             }
         }
@@ -206,4 +218,45 @@ fn fingerprint(paths: &[PathBuf]) -> u64 {
         }
     }
     h.finish()
+}
+
+#[cfg(test)]
+mod settle_tests {
+    use super::*;
+
+    const SEED: &str = include_str!("../tests/data/tcp-metrics.yaml");
+
+    #[test]
+    fn a_change_is_loaded_only_once_it_has_settled() {
+        let dir = std::env::temp_dir().join(format!("meshmeter-settle-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("seed.yaml");
+        std::fs::write(&file, SEED).unwrap();
+        let options = LoadOptions {
+            include_defaults: false,
+            ..LoadOptions::default()
+        };
+        let w = ConfigWatcher::new(vec![dir.clone()], options).unwrap();
+        // A truncating write caught half way: an empty file, seen by one poll only.
+        std::fs::write(&file, "").unwrap();
+        w.shared.poll();
+        assert_eq!(w.generation(), 1, "an unsettled change is not loaded");
+        std::fs::write(&file, SEED).unwrap();
+        w.shared.poll();
+        w.shared.poll();
+        assert_eq!(
+            w.generation(),
+            1,
+            "back to the loaded content: nothing to do"
+        );
+        assert_eq!(w.current().prometheus_metrics().count(), 2);
+        // A real change is loaded on the second poll that sees it.
+        std::fs::write(&file, SEED.replace("mongo_sent_bytes", "mongo_sent_v2")).unwrap();
+        w.shared.poll();
+        assert_eq!(w.generation(), 1);
+        w.shared.poll();
+        assert_eq!(w.generation(), 2);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

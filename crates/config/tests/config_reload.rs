@@ -28,6 +28,24 @@ impl Drop for TempDir {
     }
 }
 
+/// Replaces `path`'s content atomically: the text is written to a staging file beside the
+/// watched directory (never inside it, so the watcher cannot load it) and renamed over
+/// `path`. A plain `std::fs::write` truncates first, so a 20 ms poller may see an empty or
+/// half-written file and the test would flake.
+fn write_atomic(path: &Path, text: impl AsRef<str>) {
+    let staging = path
+        .parent()
+        .and_then(Path::parent)
+        .expect("a file inside a directory")
+        .join(format!(
+            "meshmeter-reload-staging-{}-{}",
+            std::process::id(),
+            path.file_name().unwrap().to_string_lossy()
+        ));
+    std::fs::write(&staging, text.as_ref()).unwrap();
+    std::fs::rename(&staging, path).unwrap();
+}
+
 fn options() -> LoadOptions {
     LoadOptions {
         include_defaults: false,
@@ -63,11 +81,10 @@ async fn polling_swaps_valid_changes_and_rejects_invalid_ones() {
     let mut rx = w.subscribe();
     w.spawn_polling(Duration::from_millis(20));
 
-    std::fs::write(
+    write_atomic(
         &file,
         SEED.replace("mongo_sent_bytes", "mongo_sent_bytes_v2"),
-    )
-    .unwrap();
+    );
     tokio::time::timeout(Duration::from_secs(5), rx.changed())
         .await
         .expect("a reload within 5 s")
@@ -80,7 +97,7 @@ async fn polling_swaps_valid_changes_and_rejects_invalid_ones() {
         ["istio_mongo_sent_bytes_v2", "istio_mongo_received_bytes"]
     );
 
-    std::fs::write(&file, SEED.replace("instance_name", "instance_nmae")).unwrap();
+    write_atomic(&file, SEED.replace("instance_name", "instance_nmae"));
     eventually(|| w.failures() == 1).await;
     assert_eq!(w.generation(), 2);
     assert!(!rx.has_changed().unwrap());
@@ -90,7 +107,7 @@ async fn polling_swaps_valid_changes_and_rejects_invalid_ones() {
     );
 
     // Fixing the file is picked up again.
-    std::fs::write(&file, SEED).unwrap();
+    write_atomic(&file, SEED);
     eventually(|| w.generation() == 3).await;
     assert_eq!(
         metric_names(&w),
@@ -103,18 +120,18 @@ async fn polling_swaps_valid_changes_and_rejects_invalid_ones() {
 fn reload_now_reports_diagnostics_and_keeps_the_old_snapshot() {
     let dir = TempDir::new("now");
     let file = dir.path().join("seed.yaml");
-    std::fs::write(&file, SEED).unwrap();
+    write_atomic(&file, SEED);
     let w = ConfigWatcher::new(vec![file.clone()], options()).unwrap();
     let before = w.current();
 
-    std::fs::write(&file, SEED.replace("kind: COUNTER", "kind: COUNTR")).unwrap();
+    write_atomic(&file, SEED.replace("kind: COUNTER", "kind: COUNTR"));
     let err = w.reload_now().unwrap_err();
     let codes: Vec<_> = err.iter().map(|d| (d.code, d.line)).collect();
     assert_eq!(codes, [("C0013", 47), ("C0013", 54)]);
     assert_eq!(w.generation(), 1);
     assert!(std::sync::Arc::ptr_eq(&before, &w.current()));
 
-    std::fs::write(&file, SEED.replace("kind: COUNTER", "kind: GAUGE")).unwrap();
+    write_atomic(&file, SEED.replace("kind: COUNTER", "kind: GAUGE"));
     assert_eq!(w.reload_now().unwrap(), 2);
     let HandlerParams::Prometheus(p) = &w.load().handlers[0].params else {
         panic!("not prometheus");
@@ -126,11 +143,10 @@ fn reload_now_reports_diagnostics_and_keeps_the_old_snapshot() {
 fn an_invalid_initial_configuration_is_refused() {
     let dir = TempDir::new("initial");
     let file = dir.path().join("seed.yaml");
-    std::fs::write(
+    write_atomic(
         &file,
         SEED.replace("handler: mongohandler", "handler: nope"),
-    )
-    .unwrap();
+    );
     let err = ConfigWatcher::new(vec![file], options()).unwrap_err();
     assert_eq!(err.error_count(), 1);
     assert_eq!(err.iter().next().unwrap().code, "C0040");

@@ -10,6 +10,8 @@ use std::time::{Duration, SystemTime};
 
 use arc_swap::{ArcSwap, Guard};
 use meshmeter_attributes::StringMap;
+use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
+use yaml_rust2::scanner::Marker;
 use yaml_rust2::{Yaml, YamlLoader};
 
 use super::{Service, TableError, Workload, WorkloadTable};
@@ -83,6 +85,13 @@ pub enum WorkloadError {
         /// What is wrong.
         problem: FieldProblem,
     },
+    /// On reload, the file holds no YAML document at all (likely caught mid-write); the last
+    /// good table stays in force. Write `workloads: []` to really remove every workload.
+    #[error("{path}: holds no document (caught mid-write?); keeping the last good workloads")]
+    Empty {
+        /// The file.
+        path: PathBuf,
+    },
     /// Workloads that contradict each other.
     #[error("{path}: {error}")]
     Conflict {
@@ -102,8 +111,42 @@ fn scalar_text(y: &Yaml) -> Option<String> {
     }
 }
 
+/// The largest workloads file read: far above any real inventory, small enough that a hostile
+/// or runaway file cannot exhaust memory.
+pub const MAX_WORKLOADS_FILE_BYTES: u64 = 64 << 20;
+
+/// Records the position of the first alias in a YAML event stream.
+#[derive(Default)]
+struct AliasFinder(Option<Marker>);
+
+impl MarkedEventReceiver for AliasFinder {
+    fn on_event(&mut self, ev: Event, mark: Marker) {
+        if self.0.is_none() && matches!(ev, Event::Alias(_)) {
+            self.0 = Some(mark);
+        }
+    }
+}
+
+/// Refuses YAML aliases before building the document: expanding them (billion laughs) could
+/// take exponential memory, and the configuration loader refuses them too.
+fn refuse_aliases(path: &Path, text: &str) -> Result<(), WorkloadError> {
+    let mut finder = AliasFinder::default();
+    // Syntax errors are reported by the real load below, with their position.
+    let _ = Parser::new_from_str(text).load(&mut finder, true);
+    match finder.0 {
+        Some(m) => Err(WorkloadError::Syntax {
+            path: path.to_owned(),
+            line: m.line(),
+            column: m.col() + 1,
+            message: "YAML aliases are not supported; write the value out in full".into(),
+        }),
+        None => Ok(()),
+    }
+}
+
 /// Parses the text of a workloads file; `path` is only used in errors.
 pub fn parse(path: &Path, text: &str) -> Result<WorkloadTable, WorkloadError> {
+    refuse_aliases(path, text)?;
     let docs = YamlLoader::load_from_str(text).map_err(|e| WorkloadError::Syntax {
         path: path.to_owned(),
         line: e.marker().line(),
@@ -295,7 +338,14 @@ impl FileRegistry {
             Ok(now) if seen.as_ref() == Some(&now) => Ok(false),
             Ok(now) => {
                 *seen = Some(now);
-                let table = read(&self.path)?;
+                let text = read_text(&self.path)?;
+                // A truncated file must not silently strip every workload's identity.
+                if no_documents(&text) && !self.table.load().workloads().is_empty() {
+                    return Err(WorkloadError::Empty {
+                        path: self.path.clone(),
+                    });
+                }
+                let table = parse(&self.path, &text)?;
                 self.table.store(Arc::new(table));
                 Ok(true)
             }
@@ -334,11 +384,36 @@ impl FileRegistry {
 }
 
 fn read(path: &Path) -> Result<WorkloadTable, WorkloadError> {
-    let text = std::fs::read_to_string(path).map_err(|source| WorkloadError::Read {
+    parse(path, &read_text(path)?)
+}
+
+/// Whether `text` is only blank lines and comments.
+fn no_documents(text: &str) -> bool {
+    text.lines().all(|l| {
+        let l = l.trim();
+        l.is_empty() || l.starts_with('#') || l == "---" || l == "..."
+    })
+}
+
+fn read_text(path: &Path) -> Result<String, WorkloadError> {
+    use std::io::Read;
+    let read_err = |source| WorkloadError::Read {
         path: path.to_owned(),
         source,
-    })?;
-    parse(path, &text)
+    };
+    let mut text = String::new();
+    // Bounded: one byte past the limit tells an oversized file apart without reading it all.
+    std::fs::File::open(path)
+        .map_err(read_err)?
+        .take(MAX_WORKLOADS_FILE_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(read_err)?;
+    if text.len() as u64 > MAX_WORKLOADS_FILE_BYTES {
+        return Err(read_err(io::Error::other(format!(
+            "file is larger than the limit of {MAX_WORKLOADS_FILE_BYTES} bytes"
+        ))));
+    }
+    Ok(text)
 }
 
 /// A running [`FileRegistry::watch`]; dropping it stops the thread.

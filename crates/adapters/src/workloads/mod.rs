@@ -36,7 +36,7 @@ use hashbrown::HashMap;
 use meshmeter_attributes::StringMap;
 
 pub use enrich::{Enriched, Enricher};
-pub use file::{parse, FieldProblem, FileRegistry, Watch, WorkloadError};
+pub use file::{parse, FieldProblem, FileRegistry, Watch, WorkloadError, MAX_WORKLOADS_FILE_BYTES};
 
 /// A Kubernetes-style service a workload backs.
 #[derive(Clone, Debug, PartialEq, Eq)]
