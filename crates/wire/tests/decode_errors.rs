@@ -545,8 +545,10 @@ fn a_word_after_the_maps_still_names_entries_before_it() {
 fn timestamps_outside_years_1_to_9999_are_refused() {
     let at = |seconds: i64| ReportRequest {
         attributes: vec![bag(|b| {
-            b.timestamps
-                .insert(g("context.time"), proto::Timestamp { seconds, nanos: 0 });
+            b.timestamps.push(proto::TimestampEntry {
+                key: g("context.time"),
+                value: Some(proto::Timestamp { seconds, nanos: 0 }),
+            });
         })],
         ..Default::default()
     };
