@@ -110,7 +110,8 @@ pub(crate) async fn serve(
 fn next_check(state: &ConnState, port: &Port) -> Instant {
     let limits = &port.limits;
     if state.read.load(Ordering::Acquire) < HANDSHAKE_BYTES {
-        return state.start + limits.handshake_timeout;
+        // Also wake at the idle deadline, when it is the sooner, to look again then.
+        return state.start + limits.handshake_timeout.min(limits.idle_timeout);
     }
     if state.active.load(Ordering::Acquire) > 0 {
         return Instant::now() + limits.idle_timeout;
