@@ -30,8 +30,8 @@ use meshmeter_server::{GrpcLimits, ServerError, ServerOptions, TelemetryServer};
 ///
 /// Report-port limits (the --grpc-* flags): each hit is counted in
 /// meshmeter_grpc_limit_hits_total{limit="connections"|"handshake_timeout"|"idle_timeout"|
-/// "body_timeout"|"buffered_bytes"|"connection_buffered_bytes"}; open connections and buffered
-/// request-body bytes are the gauges meshmeter_grpc_connections and
+/// "keepalive_timeout"|"body_timeout"|"buffered_bytes"|"connection_buffered_bytes"}; open
+/// connections and buffered request-body bytes are the gauges meshmeter_grpc_connections and
 /// meshmeter_grpc_buffered_bytes. Calls refused for overload (a body budget, the body timeout)
 /// get UNAVAILABLE, which clients retry.
 ///
@@ -118,7 +118,8 @@ pub(crate) struct Args {
     #[arg(long, default_value = "1m", value_name = "DURATION", value_parser = crate::shared::parse_positive_duration)]
     grpc_keepalive_interval: Duration,
 
-    /// A connection whose client does not answer a PING within this is closed.
+    /// A connection whose client does not answer a PING within this is closed
+    /// (limit="keepalive_timeout").
     #[arg(long, default_value = "20s", value_name = "DURATION", value_parser = crate::shared::parse_positive_duration)]
     grpc_keepalive_timeout: Duration,
 

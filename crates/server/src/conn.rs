@@ -78,8 +78,13 @@ pub(crate) async fn serve(
         let check = next_check(&state, &port);
         tokio::select! {
             r = conn.as_mut() => {
-                if let Err(e) = r {
-                    tracing::debug!(error = %e, "report connection ended with an error");
+                match r {
+                    Err(e) if e.is_timeout() => {
+                        port.hits.keepalive_timeout.inc();
+                        tracing::debug!("report connection closed: no answer to a keepalive ping");
+                    }
+                    Err(e) => tracing::debug!(error = %e, "report connection ended with an error"),
+                    Ok(()) => {}
                 }
                 break;
             }

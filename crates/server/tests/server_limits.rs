@@ -318,3 +318,40 @@ async fn an_idle_connection_gets_goaway_at_the_idle_timeout_and_is_counted() {
     assert_eq!(m["meshmeter_grpc_connections"], 0.0);
     running.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_does_not_answer_pings_is_closed_at_the_keepalive_timeout_and_counted() {
+    use tokio::io::AsyncWriteExt;
+    let running = start(GrpcLimits {
+        keepalive_interval: Duration::from_millis(200),
+        keepalive_timeout: Duration::from_millis(200),
+        ..GrpcLimits::default()
+    })
+    .await;
+    let mut deaf = TcpStream::connect(running.grpc).await.unwrap();
+    // The preface and an empty SETTINGS frame, then nothing: PINGs go unanswered.
+    deaf.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let mut sink = Vec::new();
+    tokio::time::timeout(Duration::from_secs(3), deaf.read_to_end(&mut sink))
+        .await
+        .expect("the server closed the connection")
+        .ok();
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    // What the server sent, frame by frame: it pinged (type 6) before giving up.
+    let mut types = Vec::new();
+    let mut rest = &sink[..];
+    while rest.len() >= 9 {
+        let len = u32::from_be_bytes([0, rest[0], rest[1], rest[2]]) as usize;
+        types.push(rest[3]);
+        rest = &rest[(9 + len).min(rest.len())..];
+    }
+    assert!(types.contains(&6), "frame types sent: {types:?}");
+    let m = grpc_metrics(&running).await;
+    assert_eq!(m[&hits("keepalive_timeout")], 1.0);
+    assert_eq!(m[&hits("handshake_timeout")], 0.0);
+    assert_eq!(m["meshmeter_grpc_connections"], 0.0);
+    running.stop().await;
+}
