@@ -189,18 +189,22 @@ pub(crate) struct Budgeted<B> {
     /// The connection's buffered bytes.
     conn: Arc<AtomicUsize>,
     held: usize,
-    deadline: Pin<Box<tokio::time::Sleep>>,
+    /// When the body must be complete.
+    due: tokio::time::Instant,
+    /// Armed the first time the body is not ready (most arrive with their headers: no timer).
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl<B> Budgeted<B> {
     pub(crate) fn new(inner: B, port: Arc<Port>, conn: Arc<AtomicUsize>) -> Self {
-        let deadline = Box::pin(tokio::time::sleep(port.limits.body_timeout));
+        let due = tokio::time::Instant::now() + port.limits.body_timeout;
         Budgeted {
             inner,
             port,
             conn,
             held: 0,
-            deadline,
+            due,
+            deadline: None,
         }
     }
 
@@ -264,7 +268,12 @@ where
             }
             Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
             Poll::Ready(None) => Poll::Ready(None),
-            Poll::Pending => match this.deadline.as_mut().poll(cx) {
+            Poll::Pending => match this
+                .deadline
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(this.due)))
+                .as_mut()
+                .poll(cx)
+            {
                 Poll::Ready(()) => {
                     this.port.hits.body_timeout.inc();
                     let within = this.port.limits.body_timeout;
