@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use meshmeter_server::{ServerError, ServerOptions, TelemetryServer};
+use meshmeter_server::{GrpcLimits, ServerError, ServerOptions, TelemetryServer};
 
 /// Run the telemetry server: accept Mixer v1 `Report` calls from proxies (Istio's or
 /// meshmeter's), apply the Istio telemetry configuration (instances, handlers, rules), and
@@ -27,6 +27,13 @@ use meshmeter_server::{ServerError, ServerOptions, TelemetryServer};
 ///
 /// A subsystem (report server, admin endpoint, configuration reloader, series sweeper) that
 /// stops while serving makes /ready answer 503 and the process exit 1, naming it and why.
+///
+/// Report-port limits (the --grpc-* flags): each hit is counted in
+/// meshmeter_grpc_limit_hits_total{limit="connections"|"handshake_timeout"|"idle_timeout"|
+/// "keepalive_timeout"|"body_timeout"|"buffered_bytes"|"connection_buffered_bytes"}; open
+/// connections and buffered request-body bytes are the gauges meshmeter_grpc_connections and
+/// meshmeter_grpc_buffered_bytes. Calls refused for overload (a body budget, the body timeout)
+/// get UNAVAILABLE, which clients retry.
 ///
 /// Exit codes: 0 after a clean shutdown, 1 on a runtime failure (address in use, a stopped
 /// subsystem, ...), 2 when the configuration or the workloads file is invalid at start.
@@ -90,6 +97,54 @@ pub(crate) struct Args {
     /// flushed and the process exits 0.
     #[arg(long, default_value = "10s", value_name = "DURATION", value_parser = crate::shared::parse_duration)]
     drain_timeout: Duration,
+
+    /// HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS: calls one report connection may have open at once.
+    #[arg(long, default_value_t = meshmeter_server::DEFAULT_MAX_CONCURRENT_STREAMS, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    grpc_max_concurrent_streams: u32,
+
+    /// Report connections open at once (gauge meshmeter_grpc_connections); a new connection
+    /// over it is closed at once. Every limit hit is counted in
+    /// meshmeter_grpc_limit_hits_total{limit=...}, this one as limit="connections".
+    #[arg(long, default_value_t = meshmeter_server::DEFAULT_MAX_CONNECTIONS as u64, value_name = "N",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    grpc_max_connections: u64,
+
+    /// A connection that has not sent the HTTP/2 preface and SETTINGS within this is closed
+    /// (limit="handshake_timeout").
+    #[arg(long, default_value = "10s", value_name = "DURATION", value_parser = crate::shared::parse_positive_duration)]
+    grpc_handshake_timeout: Duration,
+
+    /// A connection without a call open for this long is sent GOAWAY (limit="idle_timeout").
+    #[arg(long, default_value = "5m", value_name = "DURATION", value_parser = crate::shared::parse_positive_duration)]
+    grpc_idle_timeout: Duration,
+
+    /// How often the server sends an HTTP/2 PING on each report connection.
+    #[arg(long, default_value = "1m", value_name = "DURATION", value_parser = crate::shared::parse_positive_duration)]
+    grpc_keepalive_interval: Duration,
+
+    /// A connection whose client does not answer a PING within this is closed
+    /// (limit="keepalive_timeout").
+    #[arg(long, default_value = "20s", value_name = "DURATION", value_parser = crate::shared::parse_positive_duration)]
+    grpc_keepalive_timeout: Duration,
+
+    /// A call whose request body has not fully arrived within this is refused with UNAVAILABLE
+    /// (limit="body_timeout").
+    #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = crate::shared::parse_positive_duration)]
+    grpc_body_timeout: Duration,
+
+    /// Request-body bytes received but not yet decoded, over all report connections (gauge
+    /// meshmeter_grpc_buffered_bytes); a call that would go over it is refused with
+    /// UNAVAILABLE, which clients retry (limit="buffered_bytes").
+    #[arg(long, default_value_t = meshmeter_server::DEFAULT_MAX_BUFFERED_BYTES as u64, value_name = "BYTES",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    grpc_max_buffered_bytes: u64,
+
+    /// The same budget for one connection (limit="connection_buffered_bytes"); keep it at
+    /// least --max-message-bytes, or the largest messages are always refused.
+    #[arg(long, default_value_t = meshmeter_server::DEFAULT_MAX_CONNECTION_BUFFERED_BYTES as u64,
+          value_name = "BYTES", value_parser = clap::value_parser!(u64).range(1..))]
+    grpc_max_connection_buffered_bytes: u64,
 }
 
 /// A Go-style duration (`500ms`, `2s`) of at least 100 ms.
@@ -115,6 +170,18 @@ pub(crate) fn run(args: Args) -> ExitCode {
         reload_interval: args.reload_interval,
         ingest_threads: args.ingest_threads.map_or(0, usize::from),
         drain_timeout: args.drain_timeout,
+        grpc_limits: GrpcLimits {
+            max_concurrent_streams: args.grpc_max_concurrent_streams,
+            max_connections: usize::try_from(args.grpc_max_connections).unwrap_or(usize::MAX),
+            handshake_timeout: args.grpc_handshake_timeout,
+            idle_timeout: args.grpc_idle_timeout,
+            keepalive_interval: args.grpc_keepalive_interval,
+            keepalive_timeout: args.grpc_keepalive_timeout,
+            body_timeout: args.grpc_body_timeout,
+            max_buffered_bytes: usize::try_from(args.grpc_max_buffered_bytes).unwrap_or(usize::MAX),
+            max_connection_buffered_bytes: usize::try_from(args.grpc_max_connection_buffered_bytes)
+                .unwrap_or(usize::MAX),
+        },
         ..ServerOptions::default()
     };
     let runtime = match tokio::runtime::Runtime::new() {

@@ -18,9 +18,16 @@
 
 #![warn(missing_docs)]
 
+mod conn;
 mod ingest;
+mod limits;
 mod server;
 mod workers;
 
 pub use ingest::Ingest;
+pub use limits::{
+    GrpcLimits, DEFAULT_BODY_TIMEOUT, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_KEEPALIVE_INTERVAL, DEFAULT_KEEPALIVE_TIMEOUT, DEFAULT_MAX_BUFFERED_BYTES,
+    DEFAULT_MAX_CONCURRENT_STREAMS, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTION_BUFFERED_BYTES,
+};
 pub use server::{ServerError, ServerOptions, TelemetryServer, DEFAULT_DRAIN_TIMEOUT};

@@ -16,6 +16,7 @@ use meshmeter_wire::{Deduplicator, MixerServer, DEFAULT_MAX_MESSAGE_BYTES};
 use tokio::net::TcpListener;
 
 use crate::ingest::Ingest;
+use crate::limits::{GrpcLimits, Port};
 use crate::workers::{default_threads, Workers};
 
 /// How long a shutdown waits for calls in flight before closing what is left.
@@ -54,6 +55,8 @@ pub struct ServerOptions {
     /// After shutdown is asked for, how long calls in flight may take to finish; then every
     /// connection still open (idle, without the HTTP/2 preface, stalled) is closed.
     pub drain_timeout: Duration,
+    /// Bounds on the report port's connections, calls and buffered request bodies.
+    pub grpc_limits: GrpcLimits,
 }
 
 impl Default for ServerOptions {
@@ -73,6 +76,7 @@ impl Default for ServerOptions {
             dedup_clients: 10_000,
             ingest_threads: 0,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+            grpc_limits: GrpcLimits::default(),
         }
     }
 }
@@ -132,6 +136,7 @@ pub struct TelemetryServer {
     max_message_bytes: usize,
     ingest_threads: usize,
     drain_timeout: Duration,
+    port: Arc<Port>,
     _workloads_watch: Option<meshmeter_adapters::workloads::Watch>,
 }
 
@@ -211,6 +216,7 @@ impl TelemetryServer {
         )
         .await?;
 
+        let port = Port::new(options.grpc_limits.clone(), engine.self_metrics());
         watcher.spawn_polling(options.reload_interval);
         Ok(TelemetryServer {
             grpc,
@@ -227,6 +233,7 @@ impl TelemetryServer {
                 n => n,
             },
             drain_timeout: options.drain_timeout,
+            port,
             _workloads_watch: watch,
         })
     }
@@ -263,6 +270,7 @@ impl TelemetryServer {
             max_message_bytes,
             ingest_threads,
             drain_timeout,
+            port,
             _workloads_watch,
             ..
         } = self;
@@ -307,8 +315,8 @@ impl TelemetryServer {
         let grpc_server = MixerServer::from_arc(Arc::clone(&ingest))
             .max_message_bytes(max_message_bytes)
             .with_dedup(dedup);
-        let workers = Workers::start(ingest_threads, &grpc_server, &stop_rx, &force_rx)?;
-        let mut grpc_task = tokio::spawn(workers.serve(grpc, stopped(stop_rx.clone())));
+        let workers = Workers::start(ingest_threads, &grpc_server, &port, &stop_rx, &force_rx)?;
+        let mut grpc_task = tokio::spawn(workers.serve(grpc, port, stopped(stop_rx.clone())));
         let mut admin_task = tokio::spawn(admin.serve(stopped(stop_rx.clone())));
         let (mut reload, mut sweeper) = (reload, sweeper);
         ready.set(true);

@@ -17,7 +17,9 @@ use meshmeter_wire::MixerServer;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::conn;
 use crate::ingest::Ingest;
+use crate::limits::{ConnSlot, Port};
 use crate::server::ServerError;
 
 /// How many runtimes serve reports when the options leave it to us: one per core this
@@ -26,9 +28,12 @@ pub(crate) fn default_threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
+/// An accepted connection and its place under the connection cap.
+type Handed = (std::net::TcpStream, ConnSlot);
+
 /// The threads serving report connections, each with its own runtime.
 pub(crate) struct Workers {
-    senders: Vec<mpsc::UnboundedSender<std::net::TcpStream>>,
+    senders: Vec<mpsc::UnboundedSender<Handed>>,
     done: Vec<oneshot::Receiver<Result<(), tonic::transport::Error>>>,
 }
 
@@ -38,42 +43,36 @@ impl Workers {
     pub(crate) fn start(
         threads: usize,
         server: &MixerServer<Ingest>,
+        port: &Arc<Port>,
         stop: &watch::Receiver<bool>,
         force: &watch::Receiver<bool>,
     ) -> Result<Self, ServerError> {
         let mut senders = Vec::with_capacity(threads);
         let mut done = Vec::with_capacity(threads);
         for i in 0..threads.max(1) {
-            let (tx, mut rx) = mpsc::unbounded_channel::<std::net::TcpStream>();
+            let (tx, rx) = mpsc::unbounded_channel::<Handed>();
             let (done_tx, done_rx) = oneshot::channel();
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .map_err(ServerError::Thread)?;
             let server = server.clone();
-            let mut stop = stop.clone();
+            let port = Arc::clone(port);
+            let stop = stop.clone();
             let mut force = force.clone();
             std::thread::Builder::new()
                 .name(format!("meshmeter-ingest-{i}"))
                 .spawn(move || {
-                    // A connection moves to this runtime's reactor when first polled here.
-                    let incoming = futures_util::stream::poll_fn(move |cx| {
-                        rx.poll_recv(cx)
-                            .map(|s| s.map(tokio::net::TcpStream::from_std))
-                    });
-                    let shutdown = async move {
-                        let _ = stop.wait_for(|s| *s).await;
-                    };
                     // Past the drain deadline the serving future is dropped, and with it
-                    // every connection this runtime still holds.
-                    let result = runtime.block_on(async move {
+                    // (with the runtime) every connection this runtime still holds.
+                    runtime.block_on(async move {
                         tokio::select! {
-                            r = server.serve_connections(incoming, shutdown) => r,
-                            _ = force.wait_for(|f| *f) => Ok(()),
+                            () = run_connections(rx, server, port, stop) => {}
+                            _ = force.wait_for(|f| *f) => {}
                         }
                     });
                     drop(runtime);
-                    let _ = done_tx.send(result);
+                    let _ = done_tx.send(Ok(()));
                 })
                 .map_err(ServerError::Thread)?;
             senders.push(tx);
@@ -87,6 +86,7 @@ impl Workers {
     pub(crate) async fn serve(
         self,
         listener: TcpListener,
+        port: Arc<Port>,
         stopped: impl Future<Output = ()>,
     ) -> Result<(), ServerError> {
         let Workers { senders, done } = self;
@@ -98,8 +98,20 @@ impl Workers {
                 accepted = listener.accept() => accepted,
                 () = &mut stopped => break,
             };
-            match accepted.and_then(|(stream, _)| hand_over(stream)) {
-                Ok(mut stream) => {
+            match accepted {
+                Ok((stream, _)) => {
+                    // Over the cap: closed at once (dropped), counted.
+                    let Some(slot) = port.admit() else {
+                        tracing::debug!("report connection refused: too many open");
+                        continue;
+                    };
+                    let mut stream = match hand_over(stream) {
+                        Ok(s) => (s, slot),
+                        Err(e) => {
+                            tracing::debug!(error = %e, "connection failed before it was served");
+                            continue;
+                        }
+                    };
                     // In turn, passing over any runtime whose thread has ended.
                     let mut delivered = false;
                     for _ in 0..senders.len() {
@@ -141,6 +153,39 @@ impl Workers {
         }
         result
     }
+}
+
+/// Serves the connections handed to this runtime, each in a task of its own, until `stop`
+/// turns true; then waits for them to finish their calls (they were sent GOAWAY).
+async fn run_connections(
+    mut rx: mpsc::UnboundedReceiver<Handed>,
+    server: MixerServer<Ingest>,
+    port: Arc<Port>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut tasks = tokio::task::JoinSet::new();
+    let each = stop.clone();
+    loop {
+        tokio::select! {
+            handed = rx.recv() => match handed {
+                Some((stream, slot)) => {
+                    // A connection moves to this runtime's reactor here.
+                    let stream = match tokio::net::TcpStream::from_std(stream) {
+                        Ok(s) => s,
+                        Err(e) => {
+                            tracing::debug!(error = %e, "cannot serve a report connection");
+                            continue;
+                        }
+                    };
+                    tasks.spawn(conn::serve(stream, server.clone(), Arc::clone(&port), slot, each.clone()));
+                }
+                None => break,
+            },
+            _ = stop.wait_for(|s| *s) => break,
+            Some(_) = tasks.join_next() => {}
+        }
+    }
+    while tasks.join_next().await.is_some() {}
 }
 
 /// Readies an accepted connection for another runtime: replies are small and must not wait
