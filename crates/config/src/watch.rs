@@ -16,7 +16,7 @@ use tokio::sync::watch;
 
 use crate::diagnostic::Diagnostics;
 use crate::load::{config_files, load_paths, LoadOptions, MAX_FILE_BYTES};
-use crate::snapshot::Snapshot;
+use crate::snapshot::{Counts, Snapshot};
 
 /// A snapshot and the generation that produced it (1 for the initial load, +1 per reload).
 #[derive(Clone, Debug)]
@@ -134,7 +134,8 @@ impl ConfigWatcher {
     pub fn reload_now(&self) -> Result<u64, Diagnostics> {
         let mut last = lock(&self.shared.reload);
         *last = fingerprint(&self.shared.paths);
-        self.shared.reload()
+        // Asked for explicitly: an emptied configuration is taken as meant.
+        self.shared.reload(false)
     }
 }
 
@@ -169,11 +170,27 @@ impl Shared {
         }
         *pending = None;
         *last = now;
-        let _ = self.reload();
+        let _ = self.reload(true);
     }
 
-    fn reload(&self) -> Result<u64, Diagnostics> {
+    /// Loads and publishes. With `suspect_empty`, a configuration that suddenly holds no
+    /// object of the operator's (where the one in force has some) is refused: a file being
+    /// rewritten in place (truncated, then written) can look empty for longer than two polls,
+    /// and dropping every rule would reset every counter.
+    fn reload(&self, suspect_empty: bool) -> Result<u64, Diagnostics> {
         match load_paths(&self.paths, &self.options) {
+            Ok(snapshot)
+                if suspect_empty
+                    && snapshot.user_counts() == Counts::default()
+                    && self.current.load().user_counts() != Counts::default() =>
+            {
+                self.failures.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    generation = self.generation.load(Ordering::Acquire),
+                    "the configuration files suddenly hold no instance, handler or rule (caught mid-write?); the previous configuration stays in force"
+                );
+                Err(Diagnostics::default())
+            }
             Ok(snapshot) => {
                 let snapshot = Arc::new(snapshot);
                 let generation = self.generation.load(Ordering::Acquire) + 1;
@@ -257,6 +274,40 @@ mod settle_tests {
         assert_eq!(w.generation(), 1);
         w.shared.poll();
         assert_eq!(w.generation(), 2);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn an_emptied_configuration_is_suspect_and_keeps_the_last_good() {
+        let dir = std::env::temp_dir().join(format!("meshmeter-empty-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("seed.yaml");
+        std::fs::write(&file, SEED).unwrap();
+        let options = LoadOptions {
+            include_defaults: false,
+            ..LoadOptions::default()
+        };
+        let w = ConfigWatcher::new(vec![dir.clone()], options).unwrap();
+        // Empty (only a comment) for longer than the settle rule covers.
+        std::fs::write(&file, "# being rewritten\n").unwrap();
+        for _ in 0..4 {
+            w.shared.poll();
+        }
+        assert_eq!(w.generation(), 1, "an emptied configuration is not loaded");
+        assert_eq!(w.failures(), 1, "refused once, not on every poll");
+        assert_eq!(w.current().prometheus_metrics().count(), 2);
+        // The rewrite completes (same content): loaded again, same metrics, no more refusals.
+        std::fs::write(&file, SEED).unwrap();
+        w.shared.poll();
+        w.shared.poll();
+        assert_eq!(w.generation(), 2);
+        assert_eq!(w.failures(), 1);
+        assert_eq!(w.current().prometheus_metrics().count(), 2);
+        // Asked for explicitly, an empty configuration is taken as meant.
+        std::fs::write(&file, "").unwrap();
+        assert_eq!(w.reload_now().unwrap(), 3);
+        assert_eq!(w.current().prometheus_metrics().count(), 0);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
