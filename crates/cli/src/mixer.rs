@@ -75,6 +75,12 @@ pub(crate) struct Args {
     /// How often to check the configuration and the workloads file for changes.
     #[arg(long, default_value = "1s", value_name = "DURATION", value_parser = parse_interval)]
     reload_interval: Duration,
+
+    /// When a reload removes a metric, keep its series (not exposed) this long, so that
+    /// restoring the metric within it continues its counters instead of restarting them at
+    /// 0; after it they are dropped. 0 drops them at once.
+    #[arg(long, default_value = "5m", value_name = "DURATION", value_parser = crate::shared::parse_duration)]
+    removed_metric_grace: Duration,
 }
 
 /// A Go-style duration (`500ms`, `2s`) of at least 100 ms.
@@ -98,6 +104,7 @@ pub(crate) fn run(args: Args) -> ExitCode {
         log_output: args.access_log.map(meshmeter_adapters::stdio::Output::File),
         reload_interval: args.reload_interval,
         ingest_threads: args.ingest_threads.map_or(0, usize::from),
+        removed_metric_grace: args.removed_metric_grace,
         ..ServerOptions::default()
     };
     let runtime = match tokio::runtime::Runtime::new() {

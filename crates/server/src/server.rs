@@ -46,6 +46,9 @@ pub struct ServerOptions {
     /// Threads (each with a single-threaded runtime) serving report connections; 0 means
     /// one per core this process may run on.
     pub ingest_threads: usize,
+    /// How long a metric a reload removed keeps its series, so that restoring it continues
+    /// its counters; zero drops it at once.
+    pub removed_metric_grace: Duration,
 }
 
 impl Default for ServerOptions {
@@ -63,6 +66,7 @@ impl Default for ServerOptions {
             reload_interval: Duration::from_secs(1),
             dedup_clients: 10_000,
             ingest_threads: 0,
+            removed_metric_grace: meshmeter_engine::DEFAULT_REMOVED_METRIC_GRACE,
         }
     }
 }
@@ -157,6 +161,7 @@ impl TelemetryServer {
             EngineOptions {
                 series_limit: options.series_limit,
                 log_output: options.log_output.clone(),
+                removed_metric_grace: options.removed_metric_grace,
             },
         )?);
         let ingest = Arc::new(Ingest::new(Arc::clone(&engine), options.max_message_bytes));
