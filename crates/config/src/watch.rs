@@ -4,7 +4,6 @@
 //! including a ConfigMap's symlink swap. The fingerprint hashes the files' contents, not
 //! their mtimes, so two edits within one mtime tick are not missed; configuration is small.
 
-use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use meshmeter_fswatch::Settle;
 use tokio::sync::watch;
 
 use crate::diagnostic::Diagnostics;
@@ -34,11 +34,10 @@ struct Shared {
     generation: AtomicU64,
     failures: AtomicU64,
     tx: watch::Sender<Published>,
-    /// Serialises reloads (a poll and `reload_now` racing would publish out of order).
-    reload: Mutex<u64>,
-    /// A changed fingerprint seen once; it is loaded only when the next poll sees the same
-    /// one, so a file caught mid-write (truncated, half copied) is never loaded.
-    pending: Mutex<Option<u64>>,
+    /// The settle rule over the files' fingerprint (a change is loaded once two consecutive
+    /// polls agree on it); the lock also serialises reloads (a poll and `reload_now` racing
+    /// would publish out of order).
+    reload: Mutex<Settle>,
 }
 
 /// Owns the configuration in force and keeps it up to date.
@@ -77,8 +76,7 @@ impl ConfigWatcher {
                 generation: AtomicU64::new(1),
                 failures: AtomicU64::new(0),
                 tx,
-                reload: Mutex::new(fingerprint),
-                pending: Mutex::new(None),
+                reload: Mutex::new(Settle::new(fingerprint)),
             }),
             task: None,
         })
@@ -132,8 +130,8 @@ impl ConfigWatcher {
     /// on failure the old snapshot stays in force and the diagnostics are returned (and
     /// logged).
     pub fn reload_now(&self) -> Result<u64, Diagnostics> {
-        let mut last = lock(&self.shared.reload);
-        *last = fingerprint(&self.shared.paths);
+        let mut settle = lock(&self.shared.reload);
+        settle.loaded(fingerprint(&self.shared.paths));
         // Asked for explicitly: an emptied configuration is taken as meant.
         self.shared.reload(false)
     }
@@ -147,30 +145,16 @@ impl Drop for ConfigWatcher {
     }
 }
 
-fn lock(m: &Mutex<u64>) -> std::sync::MutexGuard<'_, u64> {
+fn lock(m: &Mutex<Settle>) -> std::sync::MutexGuard<'_, Settle> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl Shared {
     fn poll(&self) {
-        let mut last = lock(&self.reload);
-        let now = fingerprint(&self.paths);
-        let mut pending = self
-            .pending
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if now == *last {
-            *pending = None;
-            return;
+        let mut settle = lock(&self.reload);
+        if settle.poll(fingerprint(&self.paths)) {
+            let _ = self.reload(true);
         }
-        if *pending != Some(now) {
-            // Not settled yet: wait for one more poll with the same content.
-            *pending = Some(now);
-            return;
-        }
-        *pending = None;
-        *last = now;
-        let _ = self.reload(true);
     }
 
     /// Loads and publishes. With `suspect_empty`, a configuration that suddenly holds no
@@ -218,23 +202,17 @@ impl Shared {
 
 /// A hash of the set of configuration files and their contents.
 fn fingerprint(paths: &[PathBuf]) -> u64 {
-    let mut h = DefaultHasher::new();
     match config_files(paths) {
         Ok(files) => {
-            for f in files {
-                f.hash(&mut h);
-                match crate::fsread::read_regular_file(&f, MAX_FILE_BYTES) {
-                    Ok(bytes) => bytes.hash(&mut h),
-                    Err(e) => e.to_string().hash(&mut h),
-                }
-            }
+            meshmeter_fswatch::fingerprint(files.iter().map(PathBuf::as_path), MAX_FILE_BYTES)
         }
         Err((p, e)) => {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
             p.hash(&mut h);
             e.kind().hash(&mut h);
+            h.finish()
         }
     }
-    h.finish()
 }
 
 #[cfg(test)]
