@@ -10,4 +10,4 @@
 pub mod fsread;
 mod settle;
 
-pub use settle::{fingerprint, Settle};
+pub use settle::{fingerprint, read_fingerprinted, Settle};

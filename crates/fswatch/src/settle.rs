@@ -4,7 +4,7 @@ use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::path::Path;
 
-use crate::fsread::read_regular_file;
+use crate::fsread::{read_regular_file, FileReadError};
 
 /// A hash of `files` (their paths and contents, each read through
 /// [`read_regular_file`] with the limit `max`). A file that cannot be read contributes its
@@ -13,12 +13,26 @@ pub fn fingerprint<'a>(files: impl IntoIterator<Item = &'a Path>, max: u64) -> u
     let mut h = DefaultHasher::new();
     for f in files {
         f.hash(&mut h);
-        match read_regular_file(f, max) {
-            Ok(bytes) => bytes.hash(&mut h),
-            Err(e) => e.to_string().hash(&mut h),
-        }
+        hash_read(&read_regular_file(f, max), &mut h);
     }
     h.finish()
+}
+
+/// Reads one file as [`fingerprint`] would and returns its fingerprint with what was read, so
+/// that a watcher of one file reads it once per poll.
+pub fn read_fingerprinted(path: &Path, max: u64) -> (u64, Result<Vec<u8>, FileReadError>) {
+    let read = read_regular_file(path, max);
+    let mut h = DefaultHasher::new();
+    path.hash(&mut h);
+    hash_read(&read, &mut h);
+    (h.finish(), read)
+}
+
+fn hash_read(read: &Result<Vec<u8>, FileReadError>, h: &mut DefaultHasher) {
+    match read {
+        Ok(bytes) => bytes.hash(h),
+        Err(e) => e.to_string().hash(h),
+    }
 }
 
 /// Decides, poll by poll, when a changed fingerprint is to be loaded: only when the poll
@@ -101,7 +115,6 @@ mod tests {
         assert_ne!(a, b);
         std::fs::write(&p, b"aaaa").unwrap();
         assert_eq!(fingerprint([p.as_path()], 16), a);
-        std::fs::remove_file(&p).unwrap();
         assert_ne!(
             fingerprint([p.as_path()], 16),
             a,

@@ -6,10 +6,12 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use arc_swap::{ArcSwap, Guard};
 use meshmeter_attributes::StringMap;
+use meshmeter_fswatch::fsread::FileReadError;
+use meshmeter_fswatch::{read_fingerprinted, Settle};
 use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
 use yaml_rust2::scanner::Marker;
 use yaml_rust2::{Yaml, YamlLoader};
@@ -276,21 +278,6 @@ fn parse_entry(path: &Path, index: usize, entry: &Yaml) -> Result<Workload, Work
     Ok(w)
 }
 
-/// What identifies a version of the file without reading it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct Stamp {
-    modified: Option<SystemTime>,
-    len: u64,
-}
-
-fn stamp(path: &Path) -> io::Result<Stamp> {
-    let m = std::fs::metadata(path)?;
-    Ok(Stamp {
-        modified: m.modified().ok(),
-        len: m.len(),
-    })
-}
-
 /// A workload table loaded from a file and reloaded when the file changes.
 ///
 /// Readers take [`FileRegistry::load`] (lock-free); a failed reload keeps the last good table.
@@ -298,20 +285,21 @@ fn stamp(path: &Path) -> io::Result<Stamp> {
 pub struct FileRegistry {
     path: PathBuf,
     table: ArcSwap<WorkloadTable>,
-    /// The stamp of the last version tried, good or bad, so a bad file is reported once.
-    seen: Mutex<Option<Stamp>>,
+    /// The settle rule over the file's content fingerprint: a change is tried once two
+    /// consecutive polls agree on it, and only once (a bad version is reported once).
+    settle: Mutex<Settle>,
 }
 
 impl FileRegistry {
     /// Loads `path`; it must be valid now.
     pub fn open(path: impl Into<PathBuf>) -> Result<Self, WorkloadError> {
         let path = path.into();
-        let seen = stamp(&path).ok();
-        let table = read(&path)?;
+        let (fingerprint, bytes) = read_fingerprinted(&path, MAX_WORKLOADS_FILE_BYTES);
+        let table = parse(&path, &text_of(&path, bytes)?)?;
         Ok(FileRegistry {
             path,
             table: ArcSwap::from_pointee(table),
-            seen: Mutex::new(seen),
+            settle: Mutex::new(Settle::new(fingerprint)),
         })
     }
 
@@ -325,37 +313,26 @@ impl FileRegistry {
         self.table.load()
     }
 
-    /// Reloads when the file's modification time or size changed: `Ok(true)` when a new
-    /// table is in place, `Ok(false)` when nothing changed, and an error (once per change)
-    /// when the new version is unusable, the last good table staying in place.
+    /// Reads the file and reloads it when its content changed and has settled (the poll
+    /// before saw the same content): `Ok(true)` when a new table is in place, `Ok(false)`
+    /// when there is nothing (yet) to load, and an error (once per change) when the new
+    /// version is unusable, the last good table staying in place.
     pub fn poll(&self) -> Result<bool, WorkloadError> {
-        let now = stamp(&self.path).map_err(|source| WorkloadError::Read {
-            path: self.path.clone(),
-            source,
-        });
-        let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
-        match now {
-            Ok(now) if seen.as_ref() == Some(&now) => Ok(false),
-            Ok(now) => {
-                *seen = Some(now);
-                let text = read_text(&self.path)?;
-                // A truncated file must not silently strip every workload's identity.
-                if no_documents(&text) && !self.table.load().workloads().is_empty() {
-                    return Err(WorkloadError::Empty {
-                        path: self.path.clone(),
-                    });
-                }
-                let table = parse(&self.path, &text)?;
-                self.table.store(Arc::new(table));
-                Ok(true)
-            }
-            // A missing file is reported once, like any bad version.
-            Err(_) if seen.is_none() => Ok(false),
-            Err(e) => {
-                *seen = None;
-                Err(e)
-            }
+        let mut settle = self.settle.lock().unwrap_or_else(PoisonError::into_inner);
+        let (fingerprint, bytes) = read_fingerprinted(&self.path, MAX_WORKLOADS_FILE_BYTES);
+        if !settle.poll(fingerprint) {
+            return Ok(false);
         }
+        let text = text_of(&self.path, bytes)?;
+        // A truncated file must not silently strip every workload's identity.
+        if no_documents(&text) && !self.table.load().workloads().is_empty() {
+            return Err(WorkloadError::Empty {
+                path: self.path.clone(),
+            });
+        }
+        let table = parse(&self.path, &text)?;
+        self.table.store(Arc::new(table));
+        Ok(true)
     }
 
     /// Polls every `every` on a thread until the returned [`Watch`] is dropped; errors go to
@@ -383,10 +360,6 @@ impl FileRegistry {
     }
 }
 
-fn read(path: &Path) -> Result<WorkloadTable, WorkloadError> {
-    parse(path, &read_text(path)?)
-}
-
 /// Whether `text` is only blank lines and comments.
 fn no_documents(text: &str) -> bool {
     text.lines().all(|l| {
@@ -395,25 +368,23 @@ fn no_documents(text: &str) -> bool {
     })
 }
 
-fn read_text(path: &Path) -> Result<String, WorkloadError> {
-    use std::io::Read;
+/// The text of a read through the bounded, regular-file-only reader (a FIFO or device named
+/// as the workloads file is refused, not read forever).
+fn text_of(path: &Path, bytes: Result<Vec<u8>, FileReadError>) -> Result<String, WorkloadError> {
     let read_err = |source| WorkloadError::Read {
         path: path.to_owned(),
         source,
     };
-    let mut text = String::new();
-    // Bounded: one byte past the limit tells an oversized file apart without reading it all.
-    std::fs::File::open(path)
-        .map_err(read_err)?
-        .take(MAX_WORKLOADS_FILE_BYTES + 1)
-        .read_to_string(&mut text)
-        .map_err(read_err)?;
-    if text.len() as u64 > MAX_WORKLOADS_FILE_BYTES {
-        return Err(read_err(io::Error::other(format!(
-            "file is larger than the limit of {MAX_WORKLOADS_FILE_BYTES} bytes"
-        ))));
-    }
-    Ok(text)
+    let bytes = bytes.map_err(|e| match e {
+        FileReadError::Io(e) => read_err(e),
+        other => read_err(io::Error::other(other.to_string())),
+    })?;
+    String::from_utf8(bytes).map_err(|e| {
+        read_err(io::Error::other(format!(
+            "not UTF-8 text (at byte {})",
+            e.utf8_error().valid_up_to()
+        )))
+    })
 }
 
 /// A running [`FileRegistry::watch`]; dropping it stops the thread.
