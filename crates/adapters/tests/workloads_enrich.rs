@@ -32,15 +32,15 @@ fn err(text: &str) -> String {
 fn file_errors_name_file_entry_and_field() {
     assert_eq!(
         err("workloads:\n- name: a\n  namespace: d\n  ips: [1.2.3]\n"),
-        "w.yaml: workload 0 (a): field 'ips[0]' '1.2.3' is not an IP address"
+        "w.yaml:4:9: workload 0 (a): field 'ips[0]' '1.2.3' is not an IP address"
     );
     assert_eq!(
         err("workloads:\n- name: a\n  namespace: d\n- namespace: d\n"),
-        "w.yaml: workload 1: field 'name' is required"
+        "w.yaml:4:3: workload 1: field 'name' is required"
     );
     assert_eq!(
         err("workloads:\n- name: a\n  namespace: d\n  lables: {}\n"),
-        "w.yaml: workload 0 (a): field 'lables' is not a known field (expected name, namespace, \
+        "w.yaml:4:3: workload 0 (a): field 'lables' is not a known field (expected name, namespace, \
          labels, ips, services, pod, uid, service_account, owner)"
     );
     assert_eq!(
@@ -49,7 +49,24 @@ fn file_errors_name_file_entry_and_field() {
     );
     assert_eq!(
         err("workloads:\n- name: a\n  namespace: d\n  labels: [x]\n"),
-        "w.yaml: workload 0 (a): field 'labels' must be a map of names to strings"
+        "w.yaml:4:11: workload 0 (a): field 'labels' must be a map of names to strings"
+    );
+    // Nested fields point at their own value; a second workload at its own lines.
+    assert_eq!(
+        err("workloads:\n- name: a\n  namespace: d\n- name: b\n  namespace: d\n  labels:\n    app: [x]\n"),
+        "w.yaml:7:10: workload 1 (b): field 'labels.app' must be a string"
+    );
+    assert_eq!(
+        err("workloads:\n- name: a\n  namespace: d\n  services: [ok.svc, 7, x]\n"),
+        "w.yaml:4:22: workload 0 (a): field 'services[1]' must be a string"
+    );
+    assert_eq!(
+        err("# inventory\nworkloads:\n- {name: a, namespace: ''}\n"),
+        "w.yaml:3:24: workload 0 (a): field 'namespace' must not be empty"
+    );
+    assert_eq!(
+        err("workloads:\n- 3\n"),
+        "w.yaml:2:3: workload 0: field 'name' is required"
     );
     assert_eq!(
         err("workloads: 3\n"),
@@ -222,7 +239,7 @@ fn poll_reloads_changes_and_keeps_the_last_good_table() {
     assert_eq!(
         poll_settled(&registry).unwrap_err().to_string(),
         format!(
-            "{}: workload 0 (x): field 'namespace' is required",
+            "{}:2:3: workload 0 (x): field 'namespace' is required",
             path.display()
         )
     );

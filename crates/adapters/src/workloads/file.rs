@@ -1,5 +1,6 @@
 //! The workloads file: parsing with precise errors, and reloading when it changes.
 
+use std::collections::HashMap;
 use std::io;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -74,10 +75,15 @@ pub enum WorkloadError {
         path: PathBuf,
     },
     /// One field of one workload is wrong.
-    #[error("{path}: workload {index}{}: field '{field}' {problem}", name.as_ref().map(|n| format!(" ({n})")).unwrap_or_default())]
+    #[error("{path}:{line}:{column}: workload {index}{}: field '{field}' {problem}", name.as_ref().map(|n| format!(" ({n})")).unwrap_or_default())]
     Field {
         /// The file.
         path: PathBuf,
+        /// 1-based line of the field's value (of its key for an unknown field, of the
+        /// workload for a missing one).
+        line: usize,
+        /// 1-based column.
+        column: usize,
         /// 0-based position in the `workloads` list.
         index: usize,
         /// The workload's name, when it has one.
@@ -117,25 +123,127 @@ fn scalar_text(y: &Yaml) -> Option<String> {
 /// or runaway file cannot exhaust memory.
 pub const MAX_WORKLOADS_FILE_BYTES: u64 = 64 << 20;
 
-/// Records the position of the first alias in a YAML event stream.
-#[derive(Default)]
-struct AliasFinder(Option<Marker>);
+/// One open collection while walking the YAML events.
+enum Frame {
+    Seq { path: String, next: usize },
+    Map { path: String, key: Option<String> },
+}
 
-impl MarkedEventReceiver for AliasFinder {
+/// Where things are in the first document, from one pass over the YAML events (the loaded
+/// `Yaml` tree keeps no positions): the first alias, and the start of every node and every
+/// mapping key by path (`workloads[0].ips[1]`, `workloads[0].labels.app`).
+#[derive(Default)]
+struct Positions {
+    first_alias: Option<Marker>,
+    nodes: HashMap<String, Marker>,
+    keys: HashMap<String, Marker>,
+    stack: Vec<Frame>,
+    /// Past the first document: only aliases are still looked for.
+    done: bool,
+}
+
+impl Positions {
+    fn scan(text: &str) -> Positions {
+        let mut p = Positions::default();
+        // Syntax errors are reported by the real load, with their position.
+        let _ = Parser::new_from_str(text).load(&mut p, true);
+        p
+    }
+
+    /// The node starting at `mark`: its path, or `None` when it is a mapping key (recorded).
+    fn node(&mut self, mark: Marker, key_text: Option<&str>) -> Option<String> {
+        let path = match self.stack.last_mut() {
+            None => String::new(),
+            Some(Frame::Seq { path, next }) => {
+                *next += 1;
+                format!("{path}[{}]", *next - 1)
+            }
+            Some(Frame::Map { path, key }) => match key.take() {
+                Some(k) => join(path, &k),
+                None => {
+                    let k = key_text.unwrap_or("?").to_owned();
+                    self.keys.insert(join(path, &k), mark);
+                    // A block mapping's start is reported after its first key (at the ':');
+                    // the mapping starts where that key does.
+                    if let Some(start) = self.nodes.get_mut(path.as_str()) {
+                        if mark.index() < start.index() {
+                            *start = mark;
+                        }
+                    }
+                    *key = Some(k);
+                    return None;
+                }
+            },
+        };
+        self.nodes.entry(path.clone()).or_insert(mark);
+        Some(path)
+    }
+
+    /// Where the field `field` of workload `index` is (see [`WorkloadError::Field`]).
+    fn field(&self, index: usize, field: &str, problem: &FieldProblem) -> (usize, usize) {
+        let item = format!("workloads[{index}]");
+        let at = join(&item, field);
+        let mark = match problem {
+            FieldProblem::Missing => self.nodes.get(&item),
+            FieldProblem::Unknown => self.keys.get(&at),
+            _ => self.nodes.get(&at).or_else(|| self.keys.get(&at)),
+        }
+        .or_else(|| self.nodes.get(&item));
+        mark.map_or((0, 0), |m| (m.line(), m.col() + 1))
+    }
+}
+
+fn join(path: &str, key: &str) -> String {
+    if path.is_empty() {
+        key.to_owned()
+    } else {
+        format!("{path}.{key}")
+    }
+}
+
+impl MarkedEventReceiver for Positions {
     fn on_event(&mut self, ev: Event, mark: Marker) {
-        if self.0.is_none() && matches!(ev, Event::Alias(_)) {
-            self.0 = Some(mark);
+        if matches!(ev, Event::Alias(_)) && self.first_alias.is_none() {
+            self.first_alias = Some(mark);
+        }
+        if self.done {
+            return;
+        }
+        match ev {
+            Event::Scalar(ref text, ..) => {
+                self.node(mark, Some(text));
+            }
+            Event::Alias(_) => {
+                self.node(mark, None);
+            }
+            Event::SequenceStart(..) => {
+                if let Some(path) = self.node(mark, None) {
+                    self.stack.push(Frame::Seq { path, next: 0 });
+                } else {
+                    // A collection used as a key: walk it under a path nothing looks up.
+                    self.stack.push(Frame::Seq {
+                        path: "?".into(),
+                        next: 0,
+                    });
+                }
+            }
+            Event::MappingStart(..) => {
+                let path = self.node(mark, None).unwrap_or_else(|| "?".into());
+                self.stack.push(Frame::Map { path, key: None });
+            }
+            Event::SequenceEnd | Event::MappingEnd => {
+                self.stack.pop();
+            }
+            Event::DocumentEnd => self.done = true,
+            _ => {}
         }
     }
 }
 
 /// Refuses YAML aliases before building the document: expanding them (billion laughs) could
 /// take exponential memory, and the configuration loader refuses them too.
-fn refuse_aliases(path: &Path, text: &str) -> Result<(), WorkloadError> {
-    let mut finder = AliasFinder::default();
-    // Syntax errors are reported by the real load below, with their position.
-    let _ = Parser::new_from_str(text).load(&mut finder, true);
-    match finder.0 {
+fn refuse_aliases(path: &Path, positions: &Positions) -> Result<(), WorkloadError> {
+    match positions.first_alias {
         Some(m) => Err(WorkloadError::Syntax {
             path: path.to_owned(),
             line: m.line(),
@@ -148,7 +256,8 @@ fn refuse_aliases(path: &Path, text: &str) -> Result<(), WorkloadError> {
 
 /// Parses the text of a workloads file; `path` is only used in errors.
 pub fn parse(path: &Path, text: &str) -> Result<WorkloadTable, WorkloadError> {
-    refuse_aliases(path, text)?;
+    let positions = Positions::scan(text);
+    refuse_aliases(path, &positions)?;
     let docs = YamlLoader::load_from_str(text).map_err(|e| WorkloadError::Syntax {
         path: path.to_owned(),
         line: e.marker().line(),
@@ -174,7 +283,7 @@ pub fn parse(path: &Path, text: &str) -> Result<WorkloadTable, WorkloadError> {
     };
     let mut workloads = Vec::with_capacity(list.len());
     for (index, entry) in list.iter().enumerate() {
-        workloads.push(parse_entry(path, index, entry)?);
+        workloads.push(parse_entry(path, &positions, index, entry)?);
     }
     WorkloadTable::new(workloads).map_err(|error| WorkloadError::Conflict {
         path: path.to_owned(),
@@ -182,14 +291,24 @@ pub fn parse(path: &Path, text: &str) -> Result<WorkloadTable, WorkloadError> {
     })
 }
 
-fn parse_entry(path: &Path, index: usize, entry: &Yaml) -> Result<Workload, WorkloadError> {
+fn parse_entry(
+    path: &Path,
+    positions: &Positions,
+    index: usize,
+    entry: &Yaml,
+) -> Result<Workload, WorkloadError> {
     let name = entry["name"].as_str().map(str::to_owned);
-    let err = |field: &str, problem| WorkloadError::Field {
-        path: path.to_owned(),
-        index,
-        name: name.clone(),
-        field: field.to_owned(),
-        problem,
+    let err = |field: &str, problem: FieldProblem| {
+        let (line, column) = positions.field(index, field, &problem);
+        WorkloadError::Field {
+            path: path.to_owned(),
+            line,
+            column,
+            index,
+            name: name.clone(),
+            field: field.to_owned(),
+            problem,
+        }
     };
     let Yaml::Hash(map) = entry else {
         return Err(err("name", FieldProblem::Missing));
