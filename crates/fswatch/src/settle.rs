@@ -115,6 +115,12 @@ mod tests {
         assert_ne!(a, b);
         std::fs::write(&p, b"aaaa").unwrap();
         assert_eq!(fingerprint([p.as_path()], 16), a);
+        assert_eq!(
+            read_fingerprinted(&p, 16).0,
+            a,
+            "one file: the same fingerprint"
+        );
+        std::fs::remove_file(&p).unwrap();
         assert_ne!(
             fingerprint([p.as_path()], 16),
             a,
