@@ -18,8 +18,10 @@ use meshmeter_server::{ServerError, ServerOptions, TelemetryServer};
 ///
 /// The configuration and the workloads file are checked for changes every
 /// --reload-interval; a valid change takes effect without a restart (counters of unchanged
-/// metrics keep their values), an invalid one is logged with its diagnostics and the last
-/// good configuration stays in force.
+/// metrics keep their values; a removed metric's series are held for --removed-metric-grace),
+/// an invalid one is logged with its diagnostics and the last good configuration stays in
+/// force. A change is loaded once two consecutive polls see the same content, and one that
+/// leaves no instance, handler or rule at all is refused as a file caught mid-write.
 ///
 /// Endpoints on --metrics-addr: /metrics, /healthz, /ready. SIGTERM or SIGINT stops
 /// accepting, finishes calls in flight, flushes the access log and exits 0.
