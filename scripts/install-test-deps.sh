@@ -8,6 +8,8 @@
 #   haproxy                     package haproxy
 #   iperf3                      package iperf3
 #   socat                       package socat
+#   iptables-restore            package iptables   (transparent capture, netns tests)
+#   ip                          package iproute2   (netns tests)
 #
 # Idempotent: a program already on PATH is not reinstalled, and when nothing is missing apt is
 # not touched at all. Needs root (or sudo) only when something is missing.
@@ -31,6 +33,8 @@ readonly NEEDED=(
     "haproxy haproxy"
     "iperf3 iperf3"
     "socat socat"
+    "iptables-restore iptables"
+    "ip iproute2"
 )
 # Programs a package may start as a service behind our back.
 readonly DAEMONS=(prometheus redis-server haproxy iperf3)
@@ -49,6 +53,7 @@ version_of() {
     local out
     case "$1" in
         haproxy) out=$(haproxy -v 2>&1) ;;
+        ip) out=$(ip -V 2>&1) ;;
         socat) out=$(socat -V 2>&1 | grep -m1 'socat version') ;;
         *) out=$("$1" --version 2>&1) ;;
     esac || return 1

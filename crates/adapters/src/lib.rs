@@ -7,6 +7,8 @@
 //!   [`workloads::Enricher`].
 //! - [`selfmetrics`]: meshmeter's own `meshmeter_*` counters and gauges.
 
+#![warn(missing_docs)]
+
 pub mod prometheus;
 pub mod selfmetrics;
 pub mod stdio;

@@ -18,13 +18,13 @@
 use std::fs::OpenOptions;
 use std::io::{self, BufWriter, Write};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError, TrySendError};
-use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use meshmeter_attributes::json::value_to_json;
 use meshmeter_attributes::{Timestamp, Value};
+
+use crate::selfmetrics::Counter;
 
 /// The levels Mixer's stdio adapter wrote.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -84,6 +84,20 @@ pub struct StdioOptions {
     pub severity_levels: Vec<(String, Level)>,
     /// Lines queued for the writer thread before new ones are dropped.
     pub queue_capacity: usize,
+    /// Where drops and write errors are counted (share them with a [`SelfMetrics`] registry
+    /// to export them).
+    ///
+    /// [`SelfMetrics`]: crate::selfmetrics::SelfMetrics
+    pub counts: StdioCounts,
+}
+
+/// The writer's loss counters.
+#[derive(Clone, Debug, Default)]
+pub struct StdioCounts {
+    /// Lines dropped because the queue was full.
+    pub dropped: Counter,
+    /// Lines (or flushes) the sink refused.
+    pub write_errors: Counter,
 }
 
 impl Default for StdioOptions {
@@ -94,6 +108,7 @@ impl Default for StdioOptions {
                 .map(|&(s, l)| (s.to_owned(), l))
                 .collect(),
             queue_capacity: 10_000,
+            counts: StdioCounts::default(),
         }
     }
 }
@@ -119,19 +134,13 @@ enum Msg {
     Flush(SyncSender<()>),
 }
 
-#[derive(Debug, Default)]
-struct Counts {
-    dropped: AtomicU64,
-    write_errors: AtomicU64,
-}
-
 /// A logentry writer. Dropping it flushes what is queued and stops the thread.
 #[derive(Debug)]
 pub struct StdioWriter {
     tx: Option<SyncSender<Msg>>,
     thread: Option<JoinHandle<()>>,
     severity_levels: Vec<(String, Level)>,
-    counts: Arc<Counts>,
+    counts: StdioCounts,
 }
 
 impl std::fmt::Debug for Msg {
@@ -166,8 +175,8 @@ impl StdioWriter {
         options: StdioOptions,
     ) -> Result<Self, StdioError> {
         let (tx, rx) = mpsc::sync_channel(options.queue_capacity.max(1));
-        let counts = Arc::new(Counts::default());
-        let thread_counts = Arc::clone(&counts);
+        let counts = options.counts.clone();
+        let thread_counts = options.counts;
         let thread = std::thread::Builder::new()
             .name("meshmeter-stdio".into())
             .spawn(move || run(rx, BufWriter::new(sink), &thread_counts))
@@ -199,7 +208,7 @@ impl StdioWriter {
         match tx.try_send(Msg::Line(line)) {
             Ok(()) => true,
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
-                self.counts.dropped.fetch_add(1, Ordering::Relaxed);
+                self.counts.dropped.inc();
                 false
             }
         }
@@ -217,12 +226,12 @@ impl StdioWriter {
 
     /// Lines dropped because the queue was full.
     pub fn dropped(&self) -> u64 {
-        self.counts.dropped.load(Ordering::Relaxed)
+        self.counts.dropped.get()
     }
 
     /// Lines (or flushes) the sink refused.
     pub fn write_errors(&self) -> u64 {
-        self.counts.write_errors.load(Ordering::Relaxed)
+        self.counts.write_errors.get()
     }
 }
 
@@ -236,16 +245,16 @@ impl Drop for StdioWriter {
     }
 }
 
-fn run(rx: Receiver<Msg>, mut out: BufWriter<Box<dyn Write + Send>>, counts: &Counts) {
+fn run(rx: Receiver<Msg>, mut out: BufWriter<Box<dyn Write + Send>>, counts: &StdioCounts) {
     let flush = |out: &mut BufWriter<Box<dyn Write + Send>>| {
         if out.flush().is_err() {
-            counts.write_errors.fetch_add(1, Ordering::Relaxed);
+            counts.write_errors.inc();
         }
     };
     let handle = |msg: Msg, out: &mut BufWriter<Box<dyn Write + Send>>| match msg {
         Msg::Line(line) => {
             if out.write_all(line.as_bytes()).is_err() {
-                counts.write_errors.fetch_add(1, Ordering::Relaxed);
+                counts.write_errors.inc();
             }
         }
         Msg::Flush(ack) => {

@@ -1,7 +1,7 @@
 //! The exposition passes `promtool check metrics` (Prometheus' own linter).
 //!
-//! `promtool_accepts_exposition` skips with a message when promtool is not installed;
-//! `promtool_required` (ignored; run by CI with `--ignored`) fails instead.
+//! Needs promtool (Debian's `prometheus` package), so it is `#[ignore]`d and run by
+//! `scripts/test.sh`, which installs it; without promtool the test fails, never passes unchecked.
 
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -62,8 +62,8 @@ fn exposition() -> String {
     out
 }
 
-/// `None` when promtool is not installed; otherwise its exit status and output.
-fn promtool(text: &str) -> Option<(bool, String)> {
+/// promtool's exit status and output.
+fn promtool(text: &str) -> (bool, String) {
     let mut child = match Command::new("promtool")
         .args(["check", "metrics"])
         .stdin(Stdio::piped())
@@ -72,7 +72,11 @@ fn promtool(text: &str) -> Option<(bool, String)> {
         .spawn()
     {
         Ok(child) => child,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            panic!(
+                "promtool is not installed: run scripts/install-test-deps.sh (or scripts/test.sh)"
+            )
+        }
         Err(e) => panic!("running promtool: {e}"),
     };
     child
@@ -84,25 +88,13 @@ fn promtool(text: &str) -> Option<(bool, String)> {
     let out = child.wait_with_output().unwrap();
     let mut msg = String::from_utf8_lossy(&out.stdout).into_owned();
     msg.push_str(&String::from_utf8_lossy(&out.stderr));
-    Some((out.status.success(), msg))
-}
-
-fn check(required: bool) {
-    let text = exposition();
-    match promtool(&text) {
-        Some((ok, msg)) => assert!(ok && msg.trim().is_empty(), "promtool: {msg}\n{text}"),
-        None if required => panic!("promtool is not installed (apt-get install prometheus)"),
-        None => eprintln!("SKIPPED: promtool not found on PATH; `apt-get install prometheus`"),
-    }
+    (out.status.success(), msg)
 }
 
 #[test]
+#[ignore = "needs promtool; run by scripts/test.sh"]
 fn promtool_accepts_exposition() {
-    check(false);
-}
-
-#[test]
-#[ignore = "needs promtool; CI runs it with --ignored"]
-fn promtool_required() {
-    check(true);
+    let text = exposition();
+    let (ok, msg) = promtool(&text);
+    assert!(ok && msg.trim().is_empty(), "promtool: {msg}\n{text}");
 }

@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use meshmeter_adapters::prometheus::{
-    Buckets, MetricKind, MetricSpec, RecordError, Registry, SpecError,
+    Buckets, MetricKind, MetricSpec, RecordError, Registry, SpecError, MAX_LABEL_VALUE_BYTES,
 };
 use meshmeter_attributes::{StringMap, Value};
 
@@ -68,7 +68,7 @@ fn counters_add_gauges_set_and_labels_escape() {
     assert_eq!(
         text(&registry),
         "# HELP c c\n# TYPE c counter\n\
-         c{a=\"app=x&version=v1\",b=\"q\\\"b\\\\s\\nn\"} 1.5\n\
+         c{a=\"stringmap[app:x version:v1]\",b=\"q\\\"b\\\\s\\nn\"} 1.5\n\
          c{a=\"true\",b=\"7\"} 5\n\
          # HELP g g\n# TYPE g gauge\ng -2.5\n"
     );
@@ -167,7 +167,42 @@ fn series_limit_drops_and_counts() {
          meshmeter_prometheus_dropped_series_total{metric=\"c\"} 3\n\
          # HELP meshmeter_prometheus_series Series held per configured metric.\n\
          # TYPE meshmeter_prometheus_series gauge\n\
-         meshmeter_prometheus_series{metric=\"c\"} 2\n"
+         meshmeter_prometheus_series{metric=\"c\"} 2\n\
+         # HELP meshmeter_prometheus_truncated_label_values_total Label values cut to the longest kept length (1024 bytes).\n\
+         # TYPE meshmeter_prometheus_truncated_label_values_total counter\n\
+         meshmeter_prometheus_truncated_label_values_total{metric=\"c\"} 0\n"
+    );
+}
+
+#[test]
+fn long_label_values_are_cut_at_a_char_boundary_and_counted() {
+    let spec = MetricSpec::new("c", MetricKind::Counter, vec!["v".into()]);
+    let registry = Registry::new([spec]).unwrap();
+    let c = &registry.metrics()[0];
+    // 1023 ASCII bytes then a 2-byte 'é': the cut falls inside it, so it goes.
+    let base = "a".repeat(MAX_LABEL_VALUE_BYTES - 1);
+    let long_a = format!("{base}é and a megabyte more");
+    let long_b = format!("{base}é but another tail");
+    c.record(&[Value::String(long_a.as_str().into())], 1.0)
+        .unwrap();
+    c.record(&[Value::String(long_b.into())], 2.0).unwrap();
+    c.record(&[Value::String(base.clone().into())], 4.0)
+        .unwrap();
+    let exact = "b".repeat(MAX_LABEL_VALUE_BYTES);
+    c.record(&[Value::String(exact.as_str().into())], 8.0)
+        .unwrap();
+    // Both long values share the kept prefix, which equals `base`: one series.
+    assert_eq!(c.series_count(), 2);
+    assert_eq!(c.truncated_label_values(), 2);
+    assert_eq!(
+        text(&registry),
+        format!("# HELP c c\n# TYPE c counter\nc{{v=\"{base}\"}} 7\nc{{v=\"{exact}\"}} 8\n")
+    );
+    let mut own = String::new();
+    registry.encode_self(&mut own);
+    assert!(
+        own.ends_with("\nmeshmeter_prometheus_truncated_label_values_total{metric=\"c\"} 2\n"),
+        "{own}"
     );
 }
 
@@ -385,4 +420,71 @@ fn a_removed_metric_is_held_for_its_grace_and_continues_when_restored() {
         .unwrap();
     assert!(r8.held_metrics().is_empty());
     assert_eq!(r8.sweep_interval(), None);
+}
+
+#[test]
+fn whole_number_counter_increments_stay_exact_beyond_2_pow_53() {
+    let registry = Registry::new([
+        MetricSpec::new("c", MetricKind::Counter, vec![]),
+        MetricSpec::new("m", MetricKind::Counter, vec![]),
+        MetricSpec::new("big", MetricKind::Counter, vec![]),
+    ])
+    .unwrap();
+    let [c, m, big] = registry.metrics() else {
+        panic!("three metrics")
+    };
+    // A float sum would stay at 2^53: 2^53 + 1 rounds back down.
+    for v in [9_007_199_254_740_992.0, 1.0, 1.0] {
+        c.record(&[], v).unwrap();
+    }
+    // Fractions go to the float part; whole numbers still add exactly.
+    for v in [0.5, 9_007_199_254_740_992.0, 1.0, 1.0, 0.25] {
+        m.record(&[], v).unwrap();
+    }
+    // NaN and negative increments are refused (Mixer stuck at NaN or panicked); the total
+    // is untouched.
+    assert!(matches!(c.record(&[], f64::NAN), Err(RecordError::InvalidIncrement(v)) if v.is_nan()));
+    assert_eq!(
+        c.record(&[], -1.0),
+        Err(RecordError::InvalidIncrement(-1.0))
+    );
+    // Past 2^64 the integer part would wrap (Mixer's did): ours goes on in the float part.
+    for v in [1.8e19, 1.8e19] {
+        big.record(&[], v).unwrap();
+    }
+    assert_eq!(
+        text(&registry),
+        "# HELP big big\n# TYPE big counter\nbig 3.6e+19\n\
+         # HELP c c\n# TYPE c counter\nc 9.007199254740994e+15\n\
+         # HELP m m\n# TYPE m counter\nm 9.007199254740994e+15\n"
+    );
+}
+
+#[test]
+fn samples_and_bounds_print_as_go_does() {
+    let h = MetricSpec::new(
+        "h",
+        MetricKind::Distribution {
+            buckets: Buckets::Explicit(vec![-0.0, 1e-7, 0.005, 1e6, 1_234_567.0]),
+        },
+        vec![],
+    );
+    let registry = Registry::new([h, MetricSpec::new("g", MetricKind::Gauge, vec![])]).unwrap();
+    registry.metrics()[0].record(&[], 2e6).unwrap();
+    registry.metrics()[1]
+        .record(&[], 9.223372036854776e18)
+        .unwrap();
+    assert_eq!(
+        text(&registry),
+        "# HELP g g\n# TYPE g gauge\ng 9.223372036854776e+18\n\
+         # HELP h h\n# TYPE h histogram\n\
+         h_bucket{le=\"-0\"} 0\n\
+         h_bucket{le=\"1e-07\"} 0\n\
+         h_bucket{le=\"0.005\"} 0\n\
+         h_bucket{le=\"1e+06\"} 0\n\
+         h_bucket{le=\"1.234567e+06\"} 0\n\
+         h_bucket{le=\"+Inf\"} 1\n\
+         h_sum 2e+06\n\
+         h_count 1\n"
+    );
 }

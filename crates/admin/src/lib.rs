@@ -18,6 +18,9 @@
 //! # }
 //! ```
 
+#![warn(missing_docs)]
+
+mod conn;
 mod server;
 
 pub use server::{AdminError, AdminServer, MetricsSource, Readiness, METRICS_CONTENT_TYPE};

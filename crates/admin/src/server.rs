@@ -13,19 +13,25 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
+
+use crate::conn::{Counts, Slot, StallTimeout, Table};
 use tokio::net::TcpListener;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 /// The `Content-Type` of `/metrics`: the Prometheus text format 0.0.4.
 pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-/// Connections served at once; more are closed on accept, so a flood of idle clients cannot
-/// exhaust file descriptors or memory.
+/// Connections held at once, so a flood of clients cannot exhaust file descriptors or
+/// memory. A new connection beyond it evicts the oldest idle one, so scrapes get through while
+/// slow clients hang.
 const MAX_CONNECTIONS: usize = 512;
 
 /// A client that sends no complete request head within this long is disconnected.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A client that reads none of a response for this long is disconnected.
+const WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Renders the `/metrics` body (text exposition format).
 pub trait MetricsSource: Send + Sync + 'static {
@@ -76,6 +82,7 @@ pub enum AdminError {
 struct State {
     metrics: Box<dyn MetricsSource>,
     ready: Readiness,
+    counts: Arc<Counts>,
 }
 
 /// A bound admin endpoint, serving once [`AdminServer::serve`] runs.
@@ -112,6 +119,7 @@ impl AdminServer {
             state: Arc::new(State {
                 metrics: Box::new(metrics),
                 ready,
+                counts: Arc::default(),
             }),
         })
     }
@@ -125,7 +133,7 @@ impl AdminServer {
     /// finish (idle keep-alive connections are closed) and returns.
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), AdminError> {
         let (stop_tx, stop_rx) = watch::channel(false);
-        let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+        let table = Table::new(MAX_CONNECTIONS);
         let mut conns = JoinSet::new();
         tokio::pin!(shutdown);
         loop {
@@ -142,34 +150,13 @@ impl AdminServer {
                             continue;
                         }
                     };
-                    let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
-                        tracing::debug!(%peer, "admin connection refused: too many open");
+                    let Some(slot) = table.admit(&self.state.counts) else {
+                        self.state.counts.refused.fetch_add(1, Ordering::Relaxed);
+                        tracing::debug!(%peer, "admin connection refused: all busy");
                         continue;
                     };
                     let state = Arc::clone(&self.state);
-                    let mut stop = stop_rx.clone();
-                    conns.spawn(async move {
-                        let _permit = permit;
-                        let svc = service_fn(move |req| {
-                            let state = Arc::clone(&state);
-                            async move { Ok::<_, Infallible>(route(&state, &req)) }
-                        });
-                        let conn = http1::Builder::new()
-                            .timer(TokioTimer::new())
-                            .header_read_timeout(HEADER_TIMEOUT)
-                            .serve_connection(TokioIo::new(stream), svc);
-                        tokio::pin!(conn);
-                        tokio::select! {
-                            res = conn.as_mut() => {
-                                if let Err(e) = res {
-                                    tracing::debug!(%peer, error = %e, "admin connection ended");
-                                }
-                                return;
-                            }
-                            _ = stop.wait_for(|s| *s) => conn.as_mut().graceful_shutdown(),
-                        }
-                        let _ = conn.await;
-                    });
+                    conns.spawn(connection(stream, peer, state, slot, stop_rx.clone()));
                     // Reap finished connections so the set does not grow with history.
                     while conns.try_join_next().is_some() {}
                 }
@@ -180,6 +167,46 @@ impl AdminServer {
         while conns.join_next().await.is_some() {}
         Ok(())
     }
+}
+
+/// Serves one connection until it ends, is evicted, or the endpoint stops.
+async fn connection(
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    state: Arc<State>,
+    slot: Arc<Slot>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let io = StallTimeout::new(stream, WRITE_STALL_TIMEOUT, Arc::clone(&state.counts));
+    let svc_state = Arc::clone(&state);
+    let svc_slot = Arc::clone(&slot);
+    let svc = service_fn(move |req| {
+        // Busy from the request head until the response is handed over; the body's write is
+        // bounded by the stall timeout instead.
+        svc_slot.set_busy(true);
+        let resp = route(&svc_state, &req);
+        svc_slot.set_busy(false);
+        async move { Ok::<_, Infallible>(resp) }
+    });
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .serve_connection(TokioIo::new(io), svc);
+    tokio::pin!(conn);
+    tokio::select! {
+        res = conn.as_mut() => {
+            if let Err(e) = res {
+                if e.is_timeout() {
+                    state.counts.header_timeouts.fetch_add(1, Ordering::Relaxed);
+                }
+                tracing::debug!(%peer, error = %e, "admin connection ended");
+            }
+            return;
+        }
+        () = slot.evicted() => return,
+        _ = stop.wait_for(|s| *s) => conn.as_mut().graceful_shutdown(),
+    }
+    let _ = conn.await;
 }
 
 fn text(
@@ -218,6 +245,7 @@ fn route(state: &State, req: &Request<Incoming>) -> Response<Full<Bytes>> {
         "/metrics" => {
             let mut body = String::new();
             state.metrics.render(&mut body);
+            state.counts.render(&mut body);
             text(StatusCode::OK, METRICS_CONTENT_TYPE, body)
         }
         "/healthz" => text(StatusCode::OK, PLAIN, "ok\n"),

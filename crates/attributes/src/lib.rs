@@ -14,6 +14,8 @@
 //! assert_eq!(bag.get(sent), Some(&Value::Int64(512)));
 //! ```
 
+#![warn(missing_docs)]
+
 mod bag;
 mod duration;
 pub mod json;

@@ -19,6 +19,17 @@ pub struct Timestamp {
 pub struct ParseTimestampError(pub String);
 
 impl Timestamp {
+    /// The earliest second that RFC 3339 can write: 0001-01-01T00:00:00Z.
+    pub const MIN_SECS: i64 = -62_135_596_800;
+    /// The last second that RFC 3339 can write: 9999-12-31T23:59:59Z.
+    pub const MAX_SECS: i64 = 253_402_300_799;
+
+    /// Whether `secs` lies in years 0001-9999, the range RFC 3339 text can hold (decoders
+    /// refuse instants outside it).
+    pub const fn secs_in_range(secs: i64) -> bool {
+        secs >= Self::MIN_SECS && secs <= Self::MAX_SECS
+    }
+
     /// From seconds and nanoseconds since the epoch; nanoseconds beyond a second carry over.
     pub fn new(secs: i64, nanos: u32) -> Self {
         Timestamp {
@@ -72,11 +83,23 @@ impl FromStr for Timestamp {
 
 impl fmt::Display for Timestamp {
     /// RFC 3339 in UTC, with as many fractional digits as needed (`2015-01-02T15:04:35Z`,
-    /// `2015-01-02T15:04:35.5Z`).
+    /// `2015-01-02T15:04:35.5Z`). An instant outside years 0001-9999 (which RFC 3339 cannot
+    /// write) is written as seconds since the epoch, `@253402300800s`: formatting never fails,
+    /// because a failing `Display` panics in `to_string`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let t = OffsetDateTime::from_unix_timestamp(self.secs)
-            .map(|t| t.replace_nanosecond(self.nanos).unwrap_or(t))
-            .map_err(|_| fmt::Error)?;
+        let t = match OffsetDateTime::from_unix_timestamp(self.secs) {
+            Ok(t) if Self::secs_in_range(self.secs) => {
+                t.replace_nanosecond(self.nanos).unwrap_or(t)
+            }
+            _ => {
+                write!(f, "@{}", self.secs)?;
+                if self.nanos != 0 {
+                    let digits = format!("{:09}", self.nanos);
+                    write!(f, ".{}", digits.trim_end_matches('0'))?;
+                }
+                return f.write_str("s");
+            }
+        };
         let (date, clock) = (t.date(), t.time());
         write!(
             f,
@@ -98,6 +121,30 @@ impl fmt::Display for Timestamp {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn display_never_fails_out_of_range() {
+        assert_eq!(
+            Timestamp::new(i64::MAX, 0).to_string(),
+            format!("@{}s", i64::MAX)
+        );
+        assert_eq!(
+            Timestamp::new(i64::MIN, 500_000_000).to_string(),
+            format!("@{}.5s", i64::MIN)
+        );
+        assert_eq!(
+            Timestamp::new(Timestamp::MAX_SECS + 1, 0).to_string(),
+            "@253402300800s"
+        );
+        assert_eq!(
+            Timestamp::new(Timestamp::MAX_SECS, 0).to_string(),
+            "9999-12-31T23:59:59Z"
+        );
+        assert_eq!(
+            Timestamp::new(Timestamp::MIN_SECS, 0).to_string(),
+            "0001-01-01T00:00:00Z"
+        );
+    }
+
     use super::*;
 
     #[test]

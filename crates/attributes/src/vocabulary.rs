@@ -106,6 +106,10 @@ pub const ISTIO_ATTRIBUTES: &[(&str, ValueType)] = &[
 pub const MESHMETER_ATTRIBUTES: &[(&str, ValueType)] = &[("source.port", ValueType::Int64)];
 
 /// Mixer v1's global dictionary: word `i` of the wire format is `GLOBAL_DICTIONARY[i]`.
+///
+/// Four entries keep the quotes they had in the YAML source (`'200'`, `'0'`, `'1'`, `"-"`),
+/// because Istio's generated list, which Mixer and its clients index into, kept them: those
+/// indexes mean the quoted text on the wire, and the plain words travel elsewhere.
 pub const GLOBAL_DICTIONARY: &[&str] = &[
     "source.ip",
     "source.port",
@@ -201,7 +205,7 @@ pub const GLOBAL_DICTIONARY: &[&str] = &[
     "POST",
     "http",
     "envoy",
-    "200",
+    "'200'",
     "Keep-Alive",
     "chunked",
     "x-envoy-service-time",
@@ -218,8 +222,8 @@ pub const GLOBAL_DICTIONARY: &[&str] = &[
     "text/html; charset=utf-8",
     "text/plain",
     "text/plain; charset=utf-8",
-    "0",
-    "1",
+    "'0'",
+    "'1'",
     "true",
     "false",
     "gzip, deflate",
@@ -325,7 +329,7 @@ pub const GLOBAL_DICTIONARY: &[&str] = &[
     "DI",
     "FI",
     "RL",
-    "-",
+    "\"-\"",
     "inbound",
     "outbound",
 ];

@@ -64,6 +64,11 @@ pub(crate) struct Args {
     #[arg(long, default_value = "8", value_name = "N")]
     attributes: BagShape,
 
+    /// Send a fresh x-meshmeter-report-id (retry deduplication key) with every request, as
+    /// meshmeter's proxy does.
+    #[arg(long)]
+    report_id: bool,
+
     /// Print the summary as one JSON object.
     #[arg(long)]
     json: bool,
@@ -84,6 +89,7 @@ pub(crate) fn run(args: Args) -> ExitCode {
         duration,
         requests: args.requests,
         shape: args.attributes,
+        report_id: args.report_id,
         ..LoadOptions::default()
     };
     let verify = options.metrics.is_some();

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod capture;
 mod demo;
 mod eval;
 mod loadgen;
@@ -39,6 +40,9 @@ enum Command {
     /// Run the seed's scenario on this machine: telemetry server, MongoDB stand-in behind a
     /// sidecar, ratings client, and the metrics the seed shows.
     Demo(demo::Args),
+    /// Install (or --clean) the transparent sidecar's iptables capture in this network
+    /// namespace.
+    Capture(capture::Args),
     // One variant per subcommand module, e.g. `Eval(eval::Args)`.
     /// Run the sidecar TCP proxy: forward bytes exactly and report each connection's TCP
     /// attributes to a telemetry server.
@@ -75,6 +79,7 @@ fn main() -> ExitCode {
         && std::env::var_os("MESHMETER_LOG").is_none();
     init_logging(if quiet_demo { "warn" } else { &cli.log });
     match cli.command {
+        Command::Capture(args) => capture::run(args),
         Command::Demo(args) => demo::run(args),
         Command::Eval(args) => eval::run(args),
         Command::Loadgen(args) => loadgen::run(args),

@@ -24,10 +24,14 @@ use meshmeter_server::{ServerError, ServerOptions, TelemetryServer};
 /// leaves no instance, handler or rule at all is refused as a file caught mid-write.
 ///
 /// Endpoints on --metrics-addr: /metrics, /healthz, /ready. SIGTERM or SIGINT stops
-/// accepting, finishes calls in flight, flushes the access log and exits 0.
+/// accepting, finishes calls in flight (for at most --drain-timeout, then closes the
+/// connections still open), flushes the access log and exits 0.
 ///
-/// Exit codes: 0 after a clean shutdown, 1 on a runtime failure (address in use, ...), 2 when
-/// the configuration or the workloads file is invalid at start.
+/// A subsystem (report server, admin endpoint, configuration reloader, series sweeper) that
+/// stops while serving makes /ready answer 503 and the process exit 1, naming it and why.
+///
+/// Exit codes: 0 after a clean shutdown, 1 on a runtime failure (address in use, a stopped
+/// subsystem, ...), 2 when the configuration or the workloads file is invalid at start.
 #[derive(clap::Args, Debug)]
 pub(crate) struct Args {
     /// Configuration directory (read recursively, *.yaml and *.yml) or file; repeatable.
@@ -60,8 +64,13 @@ pub(crate) struct Args {
     #[arg(long, default_value_t = meshmeter_wire::DEFAULT_MAX_MESSAGE_BYTES, value_name = "BYTES")]
     max_message_bytes: usize,
 
+    /// Refuse Report requests holding more attribute bags than this (RESOURCE_EXHAUSTED,
+    /// counted in meshmeter_decode_errors_total{reason="too_many_bags"}).
+    #[arg(long, default_value_t = meshmeter_wire::DEFAULT_MAX_BAGS_PER_REQUEST as u32, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    max_bags_per_request: u32,
+
     /// The most series one metric keeps; new label combinations beyond it are dropped and
-    /// counted in meshmeter_dropped_series_total.
+    /// counted in meshmeter_prometheus_dropped_series_total.
     #[arg(long, default_value_t = meshmeter_adapters::prometheus::DEFAULT_SERIES_LIMIT, value_name = "N")]
     series_limit: usize,
 
@@ -83,6 +92,12 @@ pub(crate) struct Args {
     /// 0; after it they are dropped. 0 drops them at once.
     #[arg(long, default_value = "5m", value_name = "DURATION", value_parser = crate::shared::parse_duration)]
     removed_metric_grace: Duration,
+
+    /// On SIGTERM or SIGINT, how long calls in flight may take to finish; then connections
+    /// still open (idle, without the HTTP/2 preface, stalled) are closed, the access log is
+    /// flushed and the process exits 0.
+    #[arg(long, default_value = "10s", value_name = "DURATION", value_parser = crate::shared::parse_duration)]
+    drain_timeout: Duration,
 }
 
 /// A Go-style duration (`500ms`, `2s`) of at least 100 ms.
@@ -102,11 +117,13 @@ pub(crate) fn run(args: Args) -> ExitCode {
         include_defaults: !args.no_default_config,
         workloads: args.workloads,
         max_message_bytes: args.max_message_bytes,
+        max_bags_per_request: args.max_bags_per_request as usize,
         series_limit: args.series_limit,
         log_output: args.access_log.map(meshmeter_adapters::stdio::Output::File),
         reload_interval: args.reload_interval,
         ingest_threads: args.ingest_threads.map_or(0, usize::from),
         removed_metric_grace: args.removed_metric_grace,
+        drain_timeout: args.drain_timeout,
         ..ServerOptions::default()
     };
     let runtime = match tokio::runtime::Runtime::new() {

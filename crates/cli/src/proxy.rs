@@ -98,9 +98,17 @@ pub(crate) struct Args {
     #[arg(long, default_value = "5s", value_name = "DURATION", value_parser = crate::shared::parse_duration)]
     connect_timeout: Duration,
 
-    /// Close connections idle (no byte either way) this long. Default: never.
-    #[arg(long, value_name = "DURATION", value_parser = crate::shared::parse_duration)]
-    idle_timeout: Option<Duration>,
+    /// Close connections idle (no byte either way) this long, including half-closed ones
+    /// whose upstream stalled (`0s`: never). Checked once per period, so a connection closes
+    /// between one and two periods after its last byte.
+    #[arg(long, default_value = "1h", value_name = "DURATION", value_parser = crate::shared::parse_duration)]
+    idle_timeout: Duration,
+
+    /// Close half-closed connections (one side sent EOF) after this long without a byte from
+    /// the other side (`0s`: only `--idle-timeout` applies). Frees connections whose client
+    /// left while the upstream stalled.
+    #[arg(long, default_value = "5m", value_name = "DURATION", value_parser = crate::shared::parse_duration)]
+    half_close_timeout: Duration,
 
     /// Most connections forwarded at once per listener; beyond it new ones are closed (`UO`).
     #[arg(long, default_value_t = 16_384)]
@@ -326,7 +334,10 @@ async fn serve(args: Args) -> Result<(), Failure> {
         let mut config = ListenerConfig::new(listen, upstream);
         config.report_interval = interval;
         config.connect_timeout = args.connect_timeout;
-        config.idle_timeout = args.idle_timeout;
+        // Never closing idle connections would let clients that left hold descriptors forever.
+        config.idle_timeout = (!args.idle_timeout.is_zero()).then_some(args.idle_timeout);
+        config.half_close_timeout =
+            (!args.half_close_timeout.is_zero()).then_some(args.half_close_timeout);
         config.max_connections = args.max_connections;
         config.forward = ForwardOptions {
             mode: args.copy_mode,
@@ -343,6 +354,8 @@ async fn serve(args: Args) -> Result<(), Failure> {
             meshmeter_proxy::BindError::Config(c) => usage(c.to_string()),
             other => Failure::Runtime(other.into()),
         })?;
+        // The bound address, so that `--listen 127.0.0.1:0` is usable (tests read this line).
+        tracing::info!(listen = %proxy.local_addr(), %upstream, "proxy listening");
         proxies.push(proxy.with_connection_ids(Arc::clone(&ids)));
     }
 

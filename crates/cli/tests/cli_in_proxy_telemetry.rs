@@ -1,7 +1,8 @@
 //! The real binary: a proxy reporting to `meshmeter mixer` and a proxy running the same
 //! configuration in-process must serve the same metrics for the same traffic.
 
-use std::net::{SocketAddr, TcpListener as StdListener};
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -24,21 +25,82 @@ impl Drop for Process {
     }
 }
 
-fn spawn(args: &[&str]) -> Process {
-    Process(
-        Command::new(BIN)
-            .args(args)
-            .env("MESHMETER_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap(),
-    )
+/// Starts the binary and reads its log (stderr) until every message in `wanted` has been
+/// logged; returns the process and, per message, its `key=value` fields. Children bind port 0
+/// and say where they listen, so no port is chosen before the child binds it.
+fn spawn(args: &[&str], wanted: &[&str]) -> (Process, Vec<Vec<(String, String)>>) {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .env("MESHMETER_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let process = Process(child);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        // Keeps draining after the wanted lines so the child never blocks on a full pipe.
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            let _ = tx.send(strip_ansi(&line));
+        }
+    });
+    let mut found: Vec<Option<Vec<(String, String)>>> = vec![None; wanted.len()];
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut log = Vec::new();
+    while found.iter().any(Option::is_none) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = rx.recv_timeout(left).unwrap_or_else(|e| {
+            panic!(
+                "{args:?}: {wanted:?} not logged ({e}); log:\n{}",
+                log.join("\n")
+            )
+        });
+        for (i, message) in wanted.iter().enumerate() {
+            if found[i].is_none() && line.contains(message) {
+                found[i] = Some(fields(&line));
+            }
+        }
+        log.push(line);
+    }
+    (process, found.into_iter().map(Option::unwrap).collect())
 }
 
-fn free_addr() -> String {
-    let l = StdListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().to_string()
+/// The `key=value` fields of a log line.
+fn fields(line: &str) -> Vec<(String, String)> {
+    line.split_whitespace()
+        .filter_map(|w| w.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
+fn field(fields: &[(String, String)], key: &str) -> String {
+    fields
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.clone())
+        .unwrap_or_else(|| panic!("no {key} in {fields:?}"))
+}
+
+/// The text without terminal colour sequences (`ESC [ ... m`).
+fn strip_ansi(line: &str) -> String {
+    let mut out = String::new();
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 async fn get(addr: &str, path: &str) -> Option<String> {
@@ -123,21 +185,27 @@ async fn in_proxy_metrics_equal_the_servers() {
         }
     });
 
-    let (grpc, server_metrics) = (free_addr(), free_addr());
-    let _server = spawn(&[
-        "mixer",
-        "--config-dir",
-        CONFIG,
-        "--workloads",
-        workloads,
-        "--grpc-addr",
-        &grpc,
-        "--metrics-addr",
-        &server_metrics,
-        "--access-log",
-        log.to_str().unwrap(),
-    ]);
-    let (reporting, local, local_metrics) = (free_addr(), free_addr(), free_addr());
+    let (_server, logged) = spawn(
+        &[
+            "mixer",
+            "--config-dir",
+            CONFIG,
+            "--workloads",
+            workloads,
+            "--grpc-addr",
+            "127.0.0.1:0",
+            "--metrics-addr",
+            "127.0.0.1:0",
+            "--access-log",
+            log.to_str().unwrap(),
+        ],
+        &["telemetry server listening"],
+    );
+    let grpc = field(&logged[0], "grpc");
+    let server_metrics = field(&logged[0], "metrics")
+        .trim_start_matches("http://")
+        .trim_end_matches("/metrics")
+        .to_owned();
     let identity = [
         "--report-interval",
         "1s",
@@ -147,18 +215,19 @@ async fn in_proxy_metrics_equal_the_servers() {
     let mut a = vec![
         "proxy",
         "--listen",
-        &reporting,
+        "127.0.0.1:0",
         "--upstream",
         &upstream,
         "--mixer",
         &grpc,
     ];
     a.extend(identity);
-    let _reporting = spawn(&a);
+    let (_reporting, logged) = spawn(&a, &["proxy listening"]);
+    let reporting = field(&logged[0], "listen");
     let mut b = vec![
         "proxy",
         "--listen",
-        &local,
+        "127.0.0.1:0",
         "--upstream",
         &upstream,
         "--telemetry-config",
@@ -166,12 +235,14 @@ async fn in_proxy_metrics_equal_the_servers() {
         "--workloads",
         workloads,
         "--metrics-addr",
-        &local_metrics,
+        "127.0.0.1:0",
         "--access-log",
         log.to_str().unwrap(),
     ];
     b.extend(identity);
-    let _local = spawn(&b);
+    let (_local, logged) = spawn(&b, &["proxy listening", "serving /metrics and /ready"]);
+    let local = field(&logged[0], "listen");
+    let local_metrics = field(&logged[1], "addr");
     wait_ready(&server_metrics).await;
     wait_ready(&local_metrics).await;
 

@@ -63,6 +63,8 @@ pub(crate) enum Code {
     StringMetricValue,
     UnknownApiVersion,
     SkippedKind,
+    SanitisedName,
+    NotResolvedByIstio,
 }
 
 impl Code {
@@ -99,15 +101,19 @@ impl Code {
             Code::BucketsIgnored => "W0001",
             Code::StringMetricValue => "W0002",
             Code::UnknownApiVersion => "W0003",
+            Code::SanitisedName => "W0004",
+            Code::NotResolvedByIstio => "W0005",
             Code::SkippedKind => "I0001",
         }
     }
 
     const fn severity(self) -> Severity {
         match self {
-            Code::BucketsIgnored | Code::StringMetricValue | Code::UnknownApiVersion => {
-                Severity::Warning
-            }
+            Code::BucketsIgnored
+            | Code::StringMetricValue
+            | Code::UnknownApiVersion
+            | Code::SanitisedName
+            | Code::NotResolvedByIstio => Severity::Warning,
             Code::SkippedKind => Severity::Info,
             _ => Severity::Error,
         }

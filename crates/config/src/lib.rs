@@ -142,7 +142,7 @@
 //! | C0043 | malformed reference, or one naming the wrong kind |
 //! | C0050 | prometheus `label_names` differ from the instance's dimension names |
 //! | C0051 | metric name defined twice (across all prometheus handlers) |
-//! | C0052 | invalid Prometheus metric name or namespace |
+//! | C0052 | Prometheus metric name still invalid after Mixer's sanitising (`istio_a@b`) |
 //! | C0053 | invalid Prometheus label name |
 //! | C0054 | buckets that make no sense |
 //! | C0055 | a label listed twice |
@@ -155,7 +155,11 @@
 //! | W0001 | buckets on a COUNTER or GAUGE (ignored) |
 //! | W0002 | a STRING metric value (parsed as a number for each report, as Mixer did) |
 //! | W0003 | unexpected apiVersion |
+//! | W0004 | a metric served under a sanitised or derived name (`my-metric.total` as `istio_mymetric_total`; no `name`) |
+//! | W0005 | a reference Istio 1.1 would not resolve (bare name of a legacy kind, `instance_name` not `name.kind.namespace`), resolved anyway |
 //! | I0001 | a document of a kind telemetry does not use, skipped |
+
+#![warn(missing_docs)]
 
 mod compile;
 mod diagnostic;

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use crate::diagnostic::{Code, Sink, WithHint};
 use crate::fields::suggest;
 use crate::handlers::RawMetric;
-use crate::objects::{Category, Object};
+use crate::objects::Object;
 use crate::resolve::Table;
 use crate::snapshot::{Buckets, InstanceParams, MetricKind, PrometheusMetric};
 use crate::source::Span;
@@ -79,15 +79,63 @@ pub(crate) fn check(
     metrics
         .iter()
         .map(|m| {
-            let obj = table.resolve(
-                m.instance_name,
-                Category::Instance(0),
-                &handler.namespace,
-                sink,
-            );
+            let obj = table.resolve_instance_name(m.instance_name, &handler.namespace, sink);
             (obj, one(obj, m, instances, taken, sink))
         })
         .collect()
+}
+
+/// The metric's served name as Mixer built it: `namespace` (`istio` when absent or empty) +
+/// `_` + `name` (the whole `instance_name` when absent), both sanitised by [`mangle`]. A name
+/// that changes on the way is served with a warning naming the served name; one that is still
+/// not a Prometheus name is refused. Returns the full name, the unsanitised name (for `# HELP`)
+/// and its span.
+fn served_name<'m>(
+    m: &'m RawMetric<'_>,
+    instance_name: &'m str,
+    sink: &mut Sink<'_>,
+) -> Option<(String, &'m str, Span)> {
+    let named = m.name.and_then(|n| n.as_str().map(|s| (s, n.span)));
+    let (name, name_span) = match named {
+        Some((s, span)) if !s.is_empty() => (s, span),
+        _ => (instance_name, m.entry),
+    };
+    let namespace = if m.namespace.0.is_empty() {
+        "istio"
+    } else {
+        m.namespace.0.as_str()
+    };
+    let full_name = format!("{}_{}", mangle(namespace), mangle(name));
+    if !valid_metric_name(&full_name) {
+        sink.report(
+            Code::BadMetricName,
+            name_span,
+            format!("'{full_name}' is not a valid Prometheus metric name"),
+        )
+        .hint(format!(
+            "use letters, digits, '_' and ':' in namespace and name, e.g. '{}'",
+            sanitized(&full_name)
+        ));
+        return None;
+    }
+    if named.is_none_or(|(s, _)| s.is_empty()) {
+        sink.report(
+            Code::SanitisedName,
+            name_span,
+            format!(
+                "metric has no name: served as '{full_name}', from instance_name '{instance_name}'"
+            ),
+        )
+        .hint("set `name` to choose the served name");
+    } else if full_name != format!("{namespace}_{name}") {
+        sink.report(
+            Code::SanitisedName,
+            name_span,
+            format!("metric '{namespace}_{name}' is served as '{full_name}'"),
+        )
+        .hint("Prometheus names hold letters, digits, '_' and ':'; '-' is removed and '.', '/' and space become '_'");
+    }
+    Some((full_name, name, name_span))
 }
 
 fn one(
@@ -99,40 +147,8 @@ fn one(
 ) -> Option<PrometheusMetric> {
     let before = sink.out.error_count();
     let instance_name = m.instance_name.as_str().unwrap_or_default();
-    let bare = instance_name.split('.').next().unwrap_or_default();
 
-    let (name, name_span) = match m.name.and_then(|n| n.as_str().map(|s| (s, n.span))) {
-        Some((s, span)) if !s.is_empty() => (s, span),
-        _ => (bare, m.entry),
-    };
-    if !valid_metric_name(name) {
-        sink.report(
-            Code::BadMetricName,
-            name_span,
-            format!("'{name}' is not a valid Prometheus metric name"),
-        )
-        .hint(format!(
-            "use letters, digits, '_' and ':' and do not start with a digit, e.g. '{}'",
-            sanitized(name)
-        ));
-    }
-    let namespace = mangle(&m.namespace.0);
-    if !namespace.is_empty() && !valid_metric_name(&namespace) {
-        sink.report(
-            Code::BadMetricName,
-            m.namespace.1,
-            format!(
-                "namespace '{}' does not make a valid metric name prefix",
-                m.namespace.0
-            ),
-        )
-        .hint(format!("e.g. '{}'", sanitized(&namespace)));
-    }
-    let full_name = if namespace.is_empty() {
-        name.to_owned()
-    } else {
-        format!("{namespace}_{name}")
-    };
+    let (full_name, name, name_span) = served_name(m, instance_name, sink)?;
     if let Some(first) = taken.get(&full_name) {
         let file = &sink.sources.get(first.file).name;
         let at = format!("{file}:{}:{}", first.line, first.col);

@@ -1,9 +1,14 @@
 //! Resolving references between objects the way Mixer did.
 //!
-//! A reference is `name.kind.namespace`, `name.kind` or `name`; the short forms are in the
-//! referring object's namespace. The kind part may be the kind as written (`metric`,
-//! `prometheus`), the generic word (`instance`, `handler`) or the template/adapter name, so
-//! both Istio spellings refer to either definition.
+//! A reference is `name.kind.namespace`, `name.kind`, `name.namespace` or `name`; the short
+//! forms are in the referring object's namespace. The kind part may be the kind as written
+//! (`metric`, `prometheus`), the generic word (`instance`, `handler`) or the template/adapter
+//! name, so both Istio spellings refer to either definition.
+//!
+//! Mixer 1.1.7 was stricter in two places: a bare name of a legacy kind (`handler: hp` for a
+//! `kind: prometheus` object) and a prometheus `instance_name` that is not exactly
+//! `name.<own kind>.namespace` did not resolve there. We keep resolving them (configs rely on
+//! it), with warning W0005 saying Istio would not.
 
 use std::collections::HashMap;
 
@@ -44,7 +49,7 @@ impl<'o, 'n> Table<'o, 'n> {
     ) -> Option<usize> {
         let reference = node.as_str()?;
         let parts: Vec<&str> = reference.split('.').collect();
-        let (name, kind, ns) = match parts.as_slice() {
+        let (name, mut kind, mut ns) = match parts.as_slice() {
             [name] => (*name, None, namespace),
             [name, kind] => (*name, Some(*kind), namespace),
             [name @ .., kind, ns] => {
@@ -54,6 +59,15 @@ impl<'o, 'n> Table<'o, 'n> {
             }
             [] => (reference, None, namespace),
         };
+        // `hh.default`: Mixer read a two-part reference that is not `name.kind` as
+        // `name.namespace`.
+        if let [_, second] = parts.as_slice() {
+            let as_kind = self.by_key.get(&(family.family(), ns, name));
+            let kind_fits = as_kind.is_some_and(|&i| self.kind_fits(i, second));
+            if !kind_fits && self.by_key.contains_key(&(family.family(), *second, name)) {
+                (kind, ns) = (None, *second);
+            }
+        }
         let noun = family.noun();
         if name.is_empty() {
             sink.report(
@@ -108,14 +122,18 @@ impl<'o, 'n> Table<'o, 'n> {
         if o.broken {
             return Some(i);
         }
+        if kind.is_none() && parts.len() == 1 && !matches!(o.kind.as_str(), "handler" | "instance")
+        {
+            self.not_in_istio(
+                i,
+                node,
+                &format!("a bare name of a '{}' {noun}", o.kind),
+                sink,
+            );
+        }
         if let Some(kind) = kind {
-            let (generic, specific) = match o.category {
-                Category::Instance(t) => ("instance", TEMPLATES[t]),
-                Category::Handler(a) => ("handler", ADAPTERS[a]),
-                Category::Rule => ("rule", "rule"),
-                Category::Manifest => ("attributemanifest", "attributemanifest"),
-            };
-            if kind != o.kind && kind != generic && kind != specific {
+            let specific = self.specific(i);
+            if !self.kind_fits(i, kind) {
                 sink.report(
                     Code::BadReference,
                     node.span,
@@ -126,5 +144,64 @@ impl<'o, 'n> Table<'o, 'n> {
             }
         }
         Some(i)
+    }
+
+    /// Resolves a prometheus metric's `instance_name`, which Mixer found only when written
+    /// exactly `name.<the instance's own kind>.namespace`; other forms resolve with a warning.
+    pub(crate) fn resolve_instance_name(
+        &self,
+        node: &Node,
+        namespace: &str,
+        sink: &mut Sink<'_>,
+    ) -> Option<usize> {
+        let before = sink.out.len();
+        let i = self.resolve(node, Category::Instance(0), namespace, sink)?;
+        let o = &self.objects[i];
+        let exact = format!("{}.{}.{}", o.name, o.kind, o.namespace);
+        // The resolver's own warning (if any) already says it.
+        if node.as_str() != Some(exact.as_str()) && sink.out.len() == before {
+            self.not_in_istio(
+                i,
+                node,
+                "an instance_name not written as 'name.kind.namespace'",
+                sink,
+            );
+        }
+        Some(i)
+    }
+
+    /// Warning W0005: resolved here, but Mixer 1.1.7 would not have found the object.
+    fn not_in_istio(&self, i: usize, node: &Node, what: &str, sink: &mut Sink<'_>) {
+        let o = &self.objects[i];
+        let reference = node.as_str().unwrap_or_default();
+        sink.report(
+            Code::NotResolvedByIstio,
+            node.span,
+            format!("'{reference}' resolves here, but Istio 1.1 would not resolve {what}"),
+        )
+        .hint(format!("write '{}.{}.{}'", o.name, o.kind, o.namespace));
+    }
+
+    /// The template or adapter name of object `i`.
+    fn specific(&self, i: usize) -> &'static str {
+        match self.objects[i].category {
+            Category::Instance(t) => TEMPLATES[t],
+            Category::Handler(a) => ADAPTERS[a],
+            Category::Rule => "rule",
+            Category::Manifest => "attributemanifest",
+        }
+    }
+
+    /// Whether `kind` names object `i`'s kind: as written, the generic word or the
+    /// template/adapter name.
+    fn kind_fits(&self, i: usize, kind: &str) -> bool {
+        let o = &self.objects[i];
+        let generic = match o.category {
+            Category::Instance(_) => "instance",
+            Category::Handler(_) => "handler",
+            Category::Rule => "rule",
+            Category::Manifest => "attributemanifest",
+        };
+        kind == o.kind || kind == generic || kind == self.specific(i)
     }
 }

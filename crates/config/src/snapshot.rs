@@ -211,7 +211,7 @@ pub enum MetricKind {
 pub enum Buckets {
     /// Exactly these upper bounds (strictly increasing, finite).
     Explicit(Vec<f64>),
-    /// `num_finite_buckets + 1` bounds: `offset + width * i`.
+    /// `num_finite_buckets + 1` bounds: `offset`, then each adds `width`.
     Linear {
         /// Finite buckets (at least 1).
         num_finite_buckets: u32,
@@ -220,7 +220,7 @@ pub enum Buckets {
         /// The first bound.
         offset: f64,
     },
-    /// `num_finite_buckets + 1` bounds: `scale * growth_factor^i`.
+    /// `num_finite_buckets + 1` bounds: `scale`, then each multiplies by `growth_factor`.
     Exponential {
         /// Finite buckets (at least 1).
         num_finite_buckets: u32,
@@ -245,18 +245,23 @@ impl Buckets {
                 num_finite_buckets,
                 width,
                 offset,
-            } => (0..=*num_finite_buckets)
-                .map(|i| offset + width * f64::from(i))
-                .collect(),
+            } => repeated(*offset, *num_finite_buckets, |b| b + width),
             Buckets::Exponential {
                 num_finite_buckets,
                 growth_factor,
                 scale,
-            } => (0..=*num_finite_buckets)
-                .map(|i| scale * growth_factor.powi(i as i32))
-                .collect(),
+            } => repeated(*scale, *num_finite_buckets, |b| b * growth_factor),
         }
     }
+}
+
+/// `n + 1` bounds from `first`, each the step applied to the one before: Mixer's Prometheus
+/// client built linear and exponential bounds by repeated addition and multiplication, and the
+/// last digit of such a bound (`0.7999999999999999`, not `0.8`) is part of the `le` label.
+fn repeated(first: f64, n: u32, step: impl Fn(f64) -> f64) -> Vec<f64> {
+    std::iter::successors(Some(first), |b| Some(step(*b)))
+        .take(n as usize + 1)
+        .collect()
 }
 
 /// One metric of a prometheus handler, resolved.
@@ -435,19 +440,16 @@ impl Snapshot {
         self.default_counts
     }
 
-    /// A report's identity namespace, as Mixer scoped rules: `source.namespace` when
-    /// `context.reporter.kind` is `outbound`, `destination.namespace` otherwise.
+    /// A report's identity namespace, as Mixer scoped rules: `destination.namespace` when
+    /// `context.reporter.kind` is absent or exactly `inbound`, `source.namespace` when it is
+    /// exactly `outbound`. Any other kind (`Outbound`, empty, not a string) gives the empty
+    /// namespace (`None`), so only the default namespace's rules apply, as in Mixer.
     pub fn identity_namespace<'b>(&self, bag: &'b Bag<'_>) -> Option<&'b str> {
-        let outbound = self
-            .identity
-            .reporter_kind
-            .and_then(|id| bag.get(id))
-            .and_then(Value::as_text)
-            == Some("outbound");
-        let id = if outbound {
-            self.identity.source_namespace
-        } else {
-            self.identity.destination_namespace
+        let kind = self.identity.reporter_kind.and_then(|id| bag.get(id));
+        let id = match kind.map(Value::as_text) {
+            None | Some(Some("inbound")) => self.identity.destination_namespace,
+            Some(Some("outbound")) => self.identity.source_namespace,
+            Some(_) => return None,
         };
         id.and_then(|id| bag.get(id)).and_then(Value::as_text)
     }

@@ -220,11 +220,22 @@ fn duplicate_metric_name() {
 }
 
 #[test]
-fn invalid_metric_name() {
+fn metric_names_are_sanitised_with_a_warning() {
+    // Mixer served this as istio_mongosentbytes; refusing it would break a working config.
     golden(
         "metric_name",
         "tcp-metrics.yaml",
         &edit(SEED, "name: mongo_sent_bytes", "name: mongo-sent-bytes", 1),
+    );
+}
+
+#[test]
+fn invalid_metric_name() {
+    // Still not a Prometheus name after Mixer's sanitising.
+    golden(
+        "metric_name_invalid",
+        "tcp-metrics.yaml",
+        &edit(SEED, "name: mongo_sent_bytes", "name: mongo@sent", 1),
     );
 }
 
@@ -487,5 +498,19 @@ fn a_misspelt_handler_kind_is_reported_once() {
         "handler_kind_typo",
         "tcp-metrics-crd.yaml",
         &edit(SEED_CRD, "kind: prometheus", "kind: prometeus", 1),
+    );
+}
+
+#[test]
+fn constant_regex_that_cannot_compile() {
+    golden(
+        "invalid_regex",
+        "tcp-metrics.yaml",
+        &edit(
+            SEED,
+            "match: context.protocol == \"tcp\"",
+            "match: context.protocol == \"tcp\" && \"\\\\w{500}\".matches(source.uid)",
+            1,
+        ),
     );
 }

@@ -246,6 +246,16 @@ fn rules_are_scoped_by_namespace() {
     set(&mut inbound, "context.reporter.kind", "outbound");
     assert_eq!(s.identity_namespace(&inbound), Some("other"));
     assert_eq!(s.rules_for_bag(&inbound).count(), 8);
+    // Anything but exactly `inbound`/`outbound` is the empty namespace in Mixer: the rule
+    // namespaced `default` does not apply, whichever side is `default`.
+    set(&mut inbound, "source.namespace", "default");
+    for kind in ["Outbound", "Inbound", "", "outbound "] {
+        set(&mut inbound, "context.reporter.kind", kind);
+        assert_eq!(s.identity_namespace(&inbound), None, "kind {kind:?}");
+        assert_eq!(s.rules_for_bag(&inbound).count(), 8, "kind {kind:?}");
+    }
+    inbound.set(m.id("context.reporter.kind").unwrap(), Value::Int64(1));
+    assert_eq!(s.identity_namespace(&inbound), None);
 }
 
 #[test]
@@ -267,24 +277,74 @@ fn references_resolve_in_every_form() {
             include_str!("data/tcp-metrics-crd.yaml")
         )
     };
-    for (h, i) in [
-        ("mongohandler", "mongosentbytes"),
-        ("mongohandler.prometheus", "mongosentbytes.metric"),
-        ("mongohandler.handler", "mongosentbytes.instance"),
+    // The last number: W0005 warnings, references Istio 1.1.7 would not resolve (bare names
+    // of the legacy kinds `prometheus` and `metric`).
+    for (h, i, not_in_istio) in [
+        ("mongohandler", "mongosentbytes", 2),
+        ("mongohandler.prometheus", "mongosentbytes.metric", 0),
+        ("mongohandler.handler", "mongosentbytes.instance", 0),
+        ("mongohandler.default", "mongosentbytes.default", 0),
         (
             "mongohandler.prometheus.default",
             "mongosentbytes.metric.default",
+            0,
         ),
     ] {
         let text = doc(h, i);
         let s = load_str(&[("x.yaml", &text)], &without_defaults())
             .unwrap_or_else(|d| panic!("{h} {i}: {d}"));
         assert_eq!(s.rules[1].actions[0].instances, [0], "{h} {i}");
+        let warnings = s.diagnostics().iter().filter(|d| d.code == "W0005").count();
+        assert_eq!(warnings, not_in_istio, "{h} {i}: {}", s.diagnostics());
     }
     let text = doc("mongohandler", "mongosentbytes.metric.istio-system");
     let err = load_str(&[("x.yaml", &text)], &without_defaults()).unwrap_err();
     let codes: Vec<_> = err.iter().map(|d| d.code).collect();
-    assert_eq!(codes, ["C0041"]);
+    assert_eq!(codes, ["W0005", "C0041"]);
+    let message = &err.iter().next().unwrap().message;
+    assert_eq!(
+        message,
+        "'mongohandler' resolves here, but Istio 1.1 would not resolve a bare name of a \
+         'prometheus' handler"
+    );
+}
+
+#[test]
+fn instance_names_not_written_as_mixer_needed_resolve_with_a_warning() {
+    let seed = include_str!("data/tcp-metrics.yaml");
+    for (written, warned) in [
+        ("mongosentbytes.instance.default", false),
+        ("mongosentbytes.metric.default", true),
+        ("mongosentbytes.instance", true),
+        ("mongosentbytes.default", true),
+    ] {
+        let text = seed.replacen(
+            "instance_name: mongosentbytes.instance.default",
+            &format!("instance_name: {written}"),
+            1,
+        );
+        let s = load_str(&[("t.yaml", &text)], &without_defaults())
+            .unwrap_or_else(|d| panic!("{written}: {d}"));
+        let HandlerParams::Prometheus(p) = &s.handlers[0].params else {
+            panic!("not prometheus");
+        };
+        assert_eq!(p.metrics[0].instance, 0, "{written}");
+        let messages: Vec<_> = s
+            .diagnostics()
+            .iter()
+            .filter(|d| d.code == "W0005")
+            .map(|d| d.message.clone())
+            .collect();
+        let expected = format!(
+            "'{written}' resolves here, but Istio 1.1 would not resolve an instance_name not \
+             written as 'name.kind.namespace'"
+        );
+        assert_eq!(
+            messages,
+            if warned { vec![expected] } else { vec![] },
+            "{written}"
+        );
+    }
 }
 
 #[test]
@@ -297,4 +357,98 @@ fn metric_definitions_identify_series() {
             .collect::<Vec<_>>()
     };
     assert_eq!(defs(&a), defs(&b));
+}
+
+#[test]
+fn linear_and_exponential_bounds_are_built_as_mixer_built_them() {
+    use meshmeter_config::Buckets;
+    let linear = Buckets::Linear {
+        num_finite_buckets: 8,
+        width: 0.1,
+        offset: 0.0,
+    };
+    // Repeated addition: 0.1+0.1+... carries the rounding into the `le` text.
+    assert_eq!(
+        linear.bounds(),
+        vec![
+            0.0,
+            0.1,
+            0.2,
+            0.30000000000000004,
+            0.4,
+            0.5,
+            0.6,
+            0.7,
+            0.7999999999999999
+        ]
+    );
+    let exp = Buckets::Exponential {
+        num_finite_buckets: 3,
+        growth_factor: 1.5,
+        scale: 0.001,
+    };
+    assert_eq!(
+        exp.bounds(),
+        vec![0.001, 0.0015, 0.0022500000000000003, 0.0033750000000000004]
+    );
+}
+
+/// The seed with its first metric's `name:` line replaced (or removed) and a namespace line.
+fn served_names(name_line: &str, namespace_line: &str) -> (Vec<(String, String)>, String) {
+    let seed = include_str!("data/tcp-metrics.yaml");
+    let text = seed.replacen(
+        "    - name: mongo_sent_bytes # Prometheus metric name\n      instance_name",
+        &format!("    - {name_line}{namespace_line}\n      instance_name"),
+        1,
+    );
+    assert_ne!(text, seed);
+    let s = load_str(&[("t.yaml", &text)], &without_defaults()).unwrap();
+    let HandlerParams::Prometheus(p) = &s.handlers[0].params else {
+        panic!("not prometheus");
+    };
+    let names = p
+        .metrics
+        .iter()
+        .map(|m| (m.full_name.clone(), m.help.clone()))
+        .collect();
+    let warnings = s
+        .diagnostics()
+        .iter()
+        .filter(|d| d.code == "W0004")
+        .map(|d| d.message.clone())
+        .collect::<Vec<_>>()
+        .join("\n");
+    (names, warnings)
+}
+
+#[test]
+fn metric_names_are_built_and_sanitised_as_mixer_did() {
+    let pair = |a: &str, b: &str| (a.to_owned(), b.to_owned());
+    // `name` absent: the whole instance_name, sanitised; HELP keeps the original text.
+    let (names, warnings) = served_names("description: \"\"\n     ", "");
+    assert_eq!(
+        names[0],
+        pair(
+            "istio_mongosentbytes_instance_default",
+            "mongosentbytes.instance.default"
+        )
+    );
+    assert_eq!(
+        warnings,
+        "metric has no name: served as 'istio_mongosentbytes_instance_default', \
+         from instance_name 'mongosentbytes.instance.default'"
+    );
+    // `namespace: ""` is `istio`; the name is sanitised, not refused.
+    let (names, warnings) = served_names("name: my-metric.total", "\n      namespace: \"\"");
+    assert_eq!(names[0], pair("istio_mymetric_total", "my-metric.total"));
+    assert_eq!(
+        warnings,
+        "metric 'istio_my-metric.total' is served as 'istio_mymetric_total'"
+    );
+    let (names, warnings) = served_names("name: m2", "\n      namespace: my-ns");
+    assert_eq!(names[0], pair("myns_m2", "m2"));
+    assert_eq!(warnings, "metric 'my-ns_m2' is served as 'myns_m2'");
+    let (names, warnings) = served_names("name: m2", "\n      namespace: custom");
+    assert_eq!(names[0], pair("custom_m2", "m2"));
+    assert_eq!(warnings, "");
 }

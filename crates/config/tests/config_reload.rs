@@ -33,12 +33,15 @@ impl Drop for TempDir {
 /// `path`. A plain `std::fs::write` truncates first, so a 20 ms poller may see an empty or
 /// half-written file and the test would flake.
 fn write_atomic(path: &Path, text: impl AsRef<str>) {
+    // Tests run in parallel in one process: a counter keeps their staging files apart.
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let staging = path
         .parent()
         .and_then(Path::parent)
         .expect("a file inside a directory")
         .join(format!(
-            "meshmeter-reload-staging-{}-{}",
+            "meshmeter-reload-staging-{}-{n}-{}",
             std::process::id(),
             path.file_name().unwrap().to_string_lossy()
         ));

@@ -12,6 +12,8 @@
 //! While it runs it prints the Prometheus samples the seed shows, next to the byte counts the
 //! client itself saw; at the end it waits for the final reports and checks that the two agree.
 
+#![warn(missing_docs)]
+
 mod client;
 mod http;
 mod mongo;

@@ -25,11 +25,19 @@ pub(crate) fn scrape_config(target: SocketAddr) -> String {
     )
 }
 
-/// A free port on loopback (the OS picks it; Prometheus binds it right after).
-fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+/// The address Prometheus logged as bound (`msg="Listening on" address=HOST:PORT`): it binds
+/// port 0 and says which port it got, so no port is picked before it binds it.
+fn logged_address(log: &str) -> Option<SocketAddr> {
+    log.lines()
+        .filter(|l| l.contains("msg=\"Listening on\""))
+        .find_map(|l| {
+            l.split_once(" address=")?
+                .1
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
 }
 
 impl Prometheus {
@@ -42,15 +50,15 @@ impl Prometheus {
     ) -> std::io::Result<Prometheus> {
         let config = dir.join("prometheus.yml");
         std::fs::write(&config, scrape_config(target))?;
-        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
-        let log = std::fs::File::create(dir.join("prometheus.log"))?;
-        let child = Command::new(binary)
+        let log_path = dir.join("prometheus.log");
+        let log = std::fs::File::create(&log_path)?;
+        let mut child = Command::new(binary)
             .arg(format!("--config.file={}", config.display()))
             .arg(format!(
                 "--storage.tsdb.path={}",
                 dir.join("prometheus-data").display()
             ))
-            .arg(format!("--web.listen-address={addr}"))
+            .arg("--web.listen-address=127.0.0.1:0")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -59,13 +67,18 @@ impl Prometheus {
             .map_err(|e| {
                 std::io::Error::new(e.kind(), format!("cannot start {}: {e}", binary.display()))
             })?;
-        let mut prometheus = Prometheus { child, addr };
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        let mut addr = None;
         loop {
-            if let Ok((200, _)) = http_get(addr, "/-/ready").await {
-                return Ok(prometheus);
+            if addr.is_none() {
+                addr = logged_address(&std::fs::read_to_string(&log_path).unwrap_or_default());
             }
-            if let Some(status) = prometheus.child.try_wait()? {
+            if let Some(addr) = addr {
+                if let Ok((200, _)) = http_get(addr, "/-/ready").await {
+                    return Ok(Prometheus { child, addr });
+                }
+            }
+            if let Some(status) = child.try_wait()? {
                 return Err(std::io::Error::other(format!(
                     "prometheus exited with {status}; see {}",
                     dir.join("prometheus.log").display()
@@ -74,7 +87,7 @@ impl Prometheus {
             if tokio::time::Instant::now() > deadline {
                 return Err(std::io::Error::new(
                     std::io::ErrorKind::TimedOut,
-                    "prometheus not ready within 30 s",
+                    "prometheus not ready within 30 s (it logs its bound address as `Listening on`, since 2.33)",
                 ));
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -122,4 +135,20 @@ pub(crate) fn default_binary() -> Option<PathBuf> {
             .map(|p| p.join("prometheus"))
             .find(|p| p.is_file())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_bound_address_in_prometheus_log() {
+        let log = "ts=1 caller=web.go:503 level=info component=web msg=\"Start listening for connections\" address=127.0.0.1:0\n\
+                   ts=2 caller=tls_config.go:232 level=info component=web msg=\"Listening on\" address=127.0.0.1:43465\n";
+        assert_eq!(
+            logged_address(log),
+            Some("127.0.0.1:43465".parse().unwrap())
+        );
+        assert_eq!(logged_address(log.lines().next().unwrap()), None);
+    }
 }

@@ -1,8 +1,10 @@
 //! Helpers for meshmeter's end-to-end tests (the tests are in `tests/`): finding external
-//! programs, free ports, a telemetry server with a sidecar in front of a real service.
+//! programs, a telemetry server with a sidecar in front of a real service.
 //!
 //! Tests that need software we did not write (Prometheus, Redis) are `#[ignore]`d so that a
 //! plain `cargo test` passes without it; `scripts/test.sh` installs it and runs them.
+
+#![warn(missing_docs)]
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -34,15 +36,6 @@ pub fn require(program: &str) -> PathBuf {
                 "{program} is not installed: run scripts/install-test-deps.sh (or scripts/test.sh)"
             )
         })
-}
-
-/// A free port on 127.0.0.1.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Sums the samples of metric `name` in Prometheus text.

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use meshmeter_e2e::{free_port, metric_sum, require, Mesh};
+use meshmeter_e2e::{metric_sum, require, Mesh};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -60,36 +60,67 @@ async fn info_stats(addr: SocketAddr) -> (u64, u64, usize, usize) {
     )
 }
 
+/// Starts redis-server on a free port. Redis cannot bind port 0 and say which port it got, so
+/// a port is picked first; another process may take it meanwhile, so the server that answers
+/// must be ours (its `process_id`), and a Redis that could not bind is started again elsewhere.
+async fn start_redis() -> (Redis, SocketAddr) {
+    for _ in 0..20 {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut redis = Redis(
+            Command::new(require("redis-server"))
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                .args(["--save", "", "--appendonly", "no"])
+                .stdout(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while tokio::time::Instant::now() < deadline {
+            if redis.0.try_wait().unwrap().is_some() {
+                break; // could not bind: try another port
+            }
+            if let Some(pid) = redis_pid(addr).await {
+                assert_eq!(pid, redis.0.id(), "{addr} is another process's Redis");
+                return (redis, addr);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    panic!("redis-server did not start");
+}
+
+/// The `process_id` of the Redis answering at `addr`.
+async fn redis_pid(addr: SocketAddr) -> Option<u32> {
+    let mut s = TcpStream::connect(addr).await.ok()?;
+    s.write_all(b"*2\r\n$4\r\nINFO\r\n$6\r\nserver\r\n")
+        .await
+        .ok()?;
+    let mut reply = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = s.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        reply.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&reply);
+        if let Some(rest) = text.split("process_id:").nth(1) {
+            if let Some((pid, _)) = rest.split_once("\r\n") {
+                return pid.trim().parse().ok();
+            }
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs redis-server and redis-benchmark; run by scripts/test.sh"]
 async fn sidecar_totals_equal_what_redis_counted() {
-    let port = free_port();
-    let redis = Redis(
-        Command::new(require("redis-server"))
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(addr).await.is_err() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "redis did not start"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-
+    let (redis, addr) = start_redis().await;
     let mesh = Mesh::start(addr).await;
     let (in_before, out_before, _, before_reply) = info_stats(addr).await;
     let status = tokio::task::spawn_blocking({

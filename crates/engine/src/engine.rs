@@ -4,7 +4,9 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use meshmeter_adapters::prometheus::{metric_value, SpecError};
 use meshmeter_adapters::selfmetrics::{Counter, SelfMetrics};
-use meshmeter_adapters::stdio::{Level, Output, StdioError, StdioOptions, StdioWriter};
+use meshmeter_adapters::stdio::{
+    Level, Output, StdioCounts, StdioError, StdioOptions, StdioWriter,
+};
 use meshmeter_adapters::workloads::WorkloadTable;
 use meshmeter_attributes::{Bag, Timestamp, Value};
 use meshmeter_config::{InstanceParams, LogLevel, LogStream, Snapshot, StdioParams};
@@ -67,6 +69,8 @@ pub struct DispatchOutcome {
 pub(crate) struct Writers {
     open: Mutex<Vec<(Output, Arc<StdioWriter>)>>,
     override_output: Option<Output>,
+    /// Where each writer's drops and write errors are exported.
+    self_metrics: Arc<SelfMetrics>,
 }
 
 impl Writers {
@@ -93,9 +97,35 @@ impl Writers {
                 .map(|(s, l)| (s.clone(), level(*l)))
                 .collect();
         }
+        options.counts = self.counts(&output);
         let writer = Arc::new(StdioWriter::open(&output, options)?);
         open.push((output, Arc::clone(&writer)));
         Ok(writer)
+    }
+
+    /// The loss counters of the writer to `output`, labelled with where it writes.
+    fn counts(&self, output: &Output) -> StdioCounts {
+        let path;
+        let label = match output {
+            Output::Stdout => "stdout",
+            Output::Stderr => "stderr",
+            Output::File(p) => {
+                path = p.display().to_string();
+                path.as_str()
+            }
+        };
+        StdioCounts {
+            dropped: self.self_metrics.counter(
+                "meshmeter_access_log_dropped_lines_total",
+                "Access-log lines dropped because the writer's queue was full.",
+                &[("output", label)],
+            ),
+            write_errors: self.self_metrics.counter(
+                "meshmeter_access_log_write_errors_total",
+                "Access-log writes and flushes the output refused.",
+                &[("output", label)],
+            ),
+        }
     }
 
     fn flush(&self) {
@@ -137,6 +167,7 @@ impl Engine {
         let writers = Writers {
             open: Mutex::default(),
             override_output: options.log_output.clone(),
+            self_metrics: Arc::clone(&self_metrics),
         };
         let runtime = Runtime::build(snapshot, 1, None, &options, &self_metrics, &writers)?;
         let bags = self_metrics.counter(

@@ -18,6 +18,8 @@
 //! The compiled plan ([`Runtime`]) is immutable and swapped atomically when the configuration
 //! changes ([`Engine::apply`]); metrics whose definition did not change keep their series.
 
+#![warn(missing_docs)]
+
 mod engine;
 mod plan;
 mod reload;

@@ -246,3 +246,32 @@ fn reload_keeps_unchanged_counters() {
          istio_mongo_sent_bytes{destination_version=\"v1\",source_service=\"ratings-v2\",source_version=\"v2\"} 101\n"
     );
 }
+
+#[test]
+fn access_log_losses_are_exported_per_output() {
+    let engine = engine(
+        &[("tcp-metrics.yaml", SEED)],
+        true,
+        Some("/dev/full".into()),
+    );
+    let manifest = Manifest::istio();
+    let mut bag = tcp_bag(1, 2);
+    bag["connection.event"] = json!("close");
+    bag["context.reporter.kind"] = json!("inbound");
+    engine.dispatch_bag(&bag_from_json(&manifest, &bag).unwrap());
+    engine.flush_logs();
+    let mut text = String::new();
+    engine.self_metrics().encode(&mut text);
+    assert!(
+        text.contains("\nmeshmeter_access_log_dropped_lines_total{output=\"/dev/full\"} 0\n"),
+        "{text}"
+    );
+    let errors = text
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("meshmeter_access_log_write_errors_total{output=\"/dev/full\"} ")
+        })
+        .unwrap_or_else(|| panic!("write errors missing in\n{text}"));
+    // /dev/full refuses every flush; how many flushes ran depends on the writer's batching.
+    assert_ne!(errors, "0", "{text}");
+}

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use meshmeter_attributes::{AttrId, Bag, Duration, Manifest, StringMap, Value, ValueType};
 
 use crate::ast::{Expr, ExprKind};
-use crate::error::{CompileError, ErrorKind};
+use crate::error::{CompileError, ErrorKind, EvalError};
 use crate::program::{compile_regex, Attr, CmpOp, Func, Node};
 
 /// A parameter type: fixed, or the type variable `T` shared by the parameters that name it.
@@ -427,10 +427,26 @@ impl Checker<'_> {
                 }
             }
             Some(Func::Matches) => {
-                // A constant pattern is compiled once; an invalid one fails at evaluation, as
-                // in Mixer.
+                // A constant pattern is compiled once, here; one that does not compile is a
+                // located error (else it would be compiled again, and fail, for every bag).
                 let regex = match nodes.first() {
-                    Some(Node::Const(Value::String(p))) => compile_regex(p).ok(),
+                    Some(Node::Const(Value::String(p))) => match compile_regex(p) {
+                        Ok(regex) => Some(regex),
+                        Err(e) => {
+                            let span = receiver.map_or(0..0, |r| r.span.clone());
+                            let reason = match e {
+                                EvalError::InvalidRegex { failure } => failure.reason,
+                                other => other.to_string(),
+                            };
+                            return err(
+                                ErrorKind::InvalidRegex {
+                                    pattern: p.to_string(),
+                                    reason,
+                                },
+                                span,
+                            );
+                        }
+                    },
                     _ => None,
                 };
                 match (regex, nodes.len()) {

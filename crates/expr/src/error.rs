@@ -108,6 +108,15 @@ pub enum ErrorKind {
         /// Whether it is a method.
         method: bool,
     },
+    /// E108: a constant `matches()` pattern that does not compile (bad syntax, or beyond the
+    /// size limit); refused at load instead of failing on every bag.
+    #[error("invalid regular expression {pattern:?}: {reason}")]
+    InvalidRegex {
+        /// The pattern.
+        pattern: String,
+        /// The regex compiler's complaint.
+        reason: String,
+    },
 }
 
 impl ErrorKind {
@@ -127,6 +136,7 @@ impl ErrorKind {
             ErrorKind::Arity { .. } => "E105",
             ErrorKind::ArgumentType { .. } => "E106",
             ErrorKind::CallStyle { .. } => "E107",
+            ErrorKind::InvalidRegex { .. } => "E108",
         }
     }
 

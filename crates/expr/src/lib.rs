@@ -51,6 +51,8 @@
 //! E104 unknown function, E105 wrong number of arguments, E106 argument of the wrong type,
 //! E107 method called as a function or the reverse.
 
+#![warn(missing_docs)]
+
 pub mod ast;
 mod check;
 mod error;

@@ -130,10 +130,30 @@ fn regular_expressions_and_globs() {
         eval(r#"match(s, "ratings*")"#, bag.clone()),
         Ok(Value::Bool(true))
     );
+    // A pattern known only at evaluation still fails there.
     assert!(matches!(
-        eval(r#""[".matches(s)"#, bag),
+        eval(r#"s.matches(s)"#, json!({"s": "["})),
         Err(EvalError::InvalidRegex { .. })
     ));
+    drop(bag);
+    // A constant pattern is compiled once at load: one that does not compile (bad syntax,
+    // or over the size limit) is a located error, never a failure per bag.
+    let m = manifest();
+    let err = Expression::compile(r#"s == "x" || "[".matches(s)"#, &m).unwrap_err();
+    assert_eq!((err.code(), err.span()), ("E108", 12..15));
+    assert!(
+        err.message()
+            .starts_with("invalid regular expression \"[\": regex parse error"),
+        "{}",
+        err.message()
+    );
+    let err = Expression::compile(r#""\\w{500}".matches(s)"#, &m).unwrap_err();
+    assert_eq!(err.code(), "E108");
+    assert!(
+        err.message().contains("exceeds size limit"),
+        "{}",
+        err.message()
+    );
 }
 
 #[test]

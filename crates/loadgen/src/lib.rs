@@ -6,6 +6,8 @@
 //! connections. It measures bags per second and request latency, then scrapes the target's
 //! `/metrics` and checks that the seed's counter grew by exactly the bytes it reported.
 
+#![warn(missing_docs)]
+
 mod bags;
 mod run;
 

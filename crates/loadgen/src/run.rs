@@ -38,6 +38,9 @@ pub struct LoadOptions {
     pub shape: BagShape,
     /// How many distinct pre-encoded requests to cycle through.
     pub distinct: usize,
+    /// Send a fresh `x-meshmeter-report-id` with every request (as meshmeter's proxy does),
+    /// so that the server's duplicate filter is on the measured path.
+    pub report_id: bool,
 }
 
 impl Default for LoadOptions {
@@ -53,6 +56,7 @@ impl Default for LoadOptions {
             requests: None,
             shape: BagShape::Small,
             distinct: 16,
+            report_id: false,
         }
     }
 }
@@ -252,6 +256,7 @@ pub async fn run(options: LoadOptions) -> Result<LoadSummary, LoadError> {
             Arc::clone(&first_error),
         );
         let limit = options.requests;
+        let report_id = options.report_id;
         tasks.push(tokio::spawn(async move {
             let mut latencies: Vec<u32> = Vec::new();
             let (mut ok, mut errors, mut received) = (0u64, 0u64, 0u64);
@@ -264,7 +269,8 @@ pub async fn run(options: LoadOptions) -> Result<LoadSummary, LoadError> {
                 let (bytes, rx) = &pool[j % pool.len()];
                 j += 1;
                 let sent = Instant::now();
-                match client.report(bytes.clone(), None).await {
+                let id = report_id.then(|| client.next_report_id());
+                match client.report(bytes.clone(), id.as_ref()).await {
                     Ok(()) => {
                         ok += 1;
                         received += rx;

@@ -26,10 +26,12 @@ async fn counts_what_it_sends_and_verifies_it() {
         let _ = stopped.await;
     }));
     // One connection per sender, and three senders multiplexed on one connection.
-    for (shape, connections) in [
-        (BagShape::Small, None),
-        (BagShape::Full, None),
-        (BagShape::Small, Some(1)),
+    // The last pass sends a deduplication key per request: none may be taken for a retry.
+    for (shape, connections, report_id) in [
+        (BagShape::Small, None, false),
+        (BagShape::Full, None, false),
+        (BagShape::Small, Some(1), false),
+        (BagShape::Small, None, true),
     ] {
         let summary = run(LoadOptions {
             target: grpc.to_string(),
@@ -40,6 +42,7 @@ async fn counts_what_it_sends_and_verifies_it() {
             requests: Some(200),
             shape,
             connections,
+            report_id,
             ..LoadOptions::default()
         })
         .await

@@ -63,6 +63,10 @@ pub struct ListenerConfig {
     /// checked once per period, so an idle connection closes between one and two periods
     /// after its last byte.
     pub idle_timeout: Option<Duration>,
+    /// Close a half-closed connection (one direction ended with EOF) after this long without a
+    /// byte in the other direction: a peer that sent its FIN and left must not be held for
+    /// the whole idle timeout by an upstream that stalled. Checked like `idle_timeout`.
+    pub half_close_timeout: Option<Duration>,
     /// The most connections forwarded at once; beyond it new ones are closed at once (`UO`).
     pub max_connections: usize,
     /// The kernel's queue of connections not yet accepted (capped by `net.core.somaxconn`).
@@ -76,14 +80,17 @@ pub struct ListenerConfig {
 }
 
 impl ListenerConfig {
-    /// Defaults: 5 s connect timeout, no idle timeout, 16,384 connections, a backlog of 4096,
-    /// 10 s reports.
+    /// Defaults: 5 s connect timeout, a 1 h idle timeout, a 5 min half-close timeout, 16,384
+    /// connections, a backlog of 4096, 10 s reports.
     pub fn new(listen: SocketAddr, upstream: SocketAddr) -> Self {
         ListenerConfig {
             listen,
             upstream,
             connect_timeout: Duration::from_secs(5),
-            idle_timeout: None,
+            // Long enough for idle database and message-queue connections, short enough that
+            // connections whose peers left (a stalled upstream after the client's FIN) are freed.
+            idle_timeout: Some(Duration::from_secs(3600)),
+            half_close_timeout: Some(Duration::from_secs(300)),
             max_connections: 16_384,
             backlog: 4096,
             report_interval: ReportInterval::DEFAULT,

@@ -123,10 +123,12 @@ pub async fn forward(
             result = &mut inbound, if !inbound_done => {
                 result.map_err(|e| blame(e, Side::Downstream))?;
                 inbound_done = true;
+                meter.set_half_closed();
             }
             result = &mut outbound, if !outbound_done => {
                 result.map_err(|e| blame(e, Side::Upstream))?;
                 outbound_done = true;
+                meter.set_half_closed();
             }
         }
     }

@@ -50,6 +50,8 @@
 //! # Ok(()) }
 //! ```
 
+#![warn(missing_docs)]
+
 mod config;
 mod forward;
 mod id;

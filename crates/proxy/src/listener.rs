@@ -367,7 +367,14 @@ async fn pump_and_report(
         .unwrap_or(Duration::from_secs(365 * 24 * 3600));
     let mut idle = tokio::time::interval_at(tokio::time::Instant::now() + idle_period, idle_period);
     idle.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let half_period = config
+        .half_close_timeout
+        .unwrap_or(Duration::from_secs(365 * 24 * 3600));
+    let mut half = tokio::time::interval_at(tokio::time::Instant::now() + half_period, half_period);
+    half.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut seen = (0, 0);
+    // Bytes at the last half-close check; None until the connection is half-closed.
+    let mut seen_half = None;
     // Made once: re-registering with the watch channel on every wake-up costs a lock.
     let aborted = abort.wait_for(|&stop| stop);
     tokio::pin!(aborted);
@@ -384,6 +391,15 @@ async fn pump_and_report(
                     return End::Idle;
                 }
                 seen = now;
+            }
+            _ = half.tick(), if config.half_close_timeout.is_some() => {
+                if conn.meter.half_closed() {
+                    let now = (conn.meter.received(), conn.meter.sent());
+                    if seen_half == Some(now) {
+                        return End::Idle;
+                    }
+                    seen_half = Some(now);
+                }
             }
             _ = &mut aborted => return End::Aborted,
         }

@@ -1,7 +1,7 @@
 //! Byte counters for one connection, and the cursor that turns their running totals into
 //! per-report deltas.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// Running byte totals of one proxied connection, seen from the downstream client.
 ///
@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub struct ByteMeter {
     received: AtomicU64,
     sent: AtomicU64,
+    half_closed: AtomicBool,
 }
 
 impl ByteMeter {
@@ -34,6 +35,17 @@ impl ByteMeter {
     /// Bytes sent to the client so far.
     pub fn sent(&self) -> u64 {
         self.sent.load(Ordering::Relaxed)
+    }
+
+    /// Records that one direction has ended (its source sent EOF) while the other may still
+    /// flow; the listener's half-close timeout applies from then on.
+    pub fn set_half_closed(&self) {
+        self.half_closed.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether one direction has ended.
+    pub fn half_closed(&self) -> bool {
+        self.half_closed.load(Ordering::Relaxed)
     }
 }
 

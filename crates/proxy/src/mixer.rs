@@ -81,7 +81,9 @@ impl ReportTransport for MixerTransport {
     }
 }
 
-/// Statuses that say "this content will never be accepted" drop the batch; everything else
+/// RESOURCE_EXHAUSTED is what gRPC servers (meshmeter's and Mixer's) answer for a message over
+/// their size limit, so the batch is split. Statuses that say "this content will never be
+/// accepted" drop the batch; everything else
 /// (unavailable, timeouts, overload, internal errors) may succeed later, and the key makes a
 /// retry after an ambiguous failure safe.
 fn classify(status: &tonic::Status) -> TransportError {
@@ -94,6 +96,7 @@ fn classify(status: &tonic::Status) -> TransportError {
         | Code::FailedPrecondition
         | Code::OutOfRange
         | Code::NotFound => TransportError::Rejected { reason },
+        Code::ResourceExhausted => TransportError::TooLarge { reason },
         _ => TransportError::Retryable { reason },
     }
 }
@@ -111,6 +114,10 @@ mod tests {
         assert!(matches!(
             classify(&tonic::Status::deadline_exceeded("slow")),
             TransportError::Retryable { .. }
+        ));
+        assert!(matches!(
+            classify(&tonic::Status::resource_exhausted("4 MiB")),
+            TransportError::TooLarge { .. }
         ));
         assert_eq!(
             classify(&tonic::Status::invalid_argument("bad word")),

@@ -47,6 +47,23 @@ pub enum TransportError {
         /// The server's explanation.
         reason: String,
     },
+    /// The request is over the server's message size limit: the sender splits the batch in
+    /// halves and sends each (a single report that still does not fit is dropped).
+    #[error("report request too large for the telemetry server: {reason}")]
+    TooLarge {
+        /// The server's explanation.
+        reason: String,
+    },
+}
+
+/// How one batch's delivery ended.
+enum Delivery {
+    /// Delivered, or rejected and dropped.
+    Done,
+    /// Over the server's size limit; the reason is the server's.
+    TooLarge(String),
+    /// Still undelivered at the flush deadline.
+    Expired,
 }
 
 /// How batches reach a telemetry server (the Mixer gRPC client; in tests, a sink that fails on
@@ -125,40 +142,86 @@ impl<T: ReportTransport> ReportSender<T> {
     /// deadline are counted as dropped.
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
         let mut flush_deadline: Option<Instant> = None;
+        // Halves of batches the server found too large, the next to send last; they go before
+        // anything newer so that reports stay in order.
+        let mut halves: Vec<Vec<ConnectionReport>> = Vec::new();
         loop {
             continue_if_shutdown(&shutdown, &mut flush_deadline, &self.config);
-            if flush_deadline.is_none() {
-                self.wait_for_batch(&mut shutdown).await;
-                continue_if_shutdown(&shutdown, &mut flush_deadline, &self.config);
-            }
-            let reports = self.queue.take(self.config.max_batch.max(1));
-            if reports.is_empty() {
-                if flush_deadline.is_some() {
-                    return;
+            let reports = match halves.pop() {
+                Some(reports) => reports,
+                None => {
+                    if flush_deadline.is_none() {
+                        self.wait_for_batch(&mut shutdown).await;
+                        continue_if_shutdown(&shutdown, &mut flush_deadline, &self.config);
+                    }
+                    let reports = self.queue.take(self.config.max_batch.max(1));
+                    if reports.is_empty() {
+                        if flush_deadline.is_some() {
+                            return;
+                        }
+                        continue;
+                    }
+                    reports
                 }
-                continue;
-            }
+            };
+            // A half is a new request: its content differs, so it takes a new key.
             let batch = ReportBatch {
                 seq: self.next_seq,
                 reports,
             };
             self.next_seq += 1;
-            if !self
+            match self
                 .deliver(&batch, &mut shutdown, &mut flush_deadline)
                 .await
             {
-                // Past the flush deadline: everything left is lost.
-                let left = batch.reports.len() + self.queue.take(usize::MAX).len();
-                self.stats
-                    .reports_dropped
-                    .fetch_add(left as u64, Ordering::Relaxed);
-                tracing::warn!(
-                    dropped = left,
-                    "shutdown: reports not delivered before the flush deadline"
-                );
-                return;
+                Delivery::Done => {}
+                Delivery::TooLarge(reason) => self.split(batch, &reason, &mut halves),
+                Delivery::Expired => {
+                    // Past the flush deadline: everything left is lost.
+                    let left = batch.reports.len()
+                        + halves.iter().map(Vec::len).sum::<usize>()
+                        + self.queue.take(usize::MAX).len();
+                    self.stats
+                        .reports_dropped
+                        .fetch_add(left as u64, Ordering::Relaxed);
+                    tracing::warn!(
+                        dropped = left,
+                        "shutdown: reports not delivered before the flush deadline"
+                    );
+                    return;
+                }
             }
         }
+    }
+
+    /// Splits a batch over the server's size limit into halves to send next; a single report
+    /// that does not fit can never be delivered, so it is dropped and counted.
+    fn split(&self, batch: ReportBatch, reason: &str, halves: &mut Vec<Vec<ConnectionReport>>) {
+        let mut first = batch.reports;
+        if first.len() > 1 {
+            let second = first.split_off(first.len() / 2);
+            tracing::debug!(
+                seq = batch.seq,
+                reports = first.len() + second.len(),
+                "report batch too large for the telemetry server; sending it in halves"
+            );
+            halves.push(second);
+            halves.push(first);
+            return;
+        }
+        self.stats
+            .reports_too_large
+            .fetch_add(first.len() as u64, Ordering::Relaxed);
+        self.stats
+            .reports_dropped
+            .fetch_add(first.len() as u64, Ordering::Relaxed);
+        let id = first.first().map(|r| r.connection_id.to_string());
+        tracing::warn!(
+            seq = batch.seq,
+            connection = id.as_deref().unwrap_or(""),
+            %reason,
+            "one report is over the telemetry server's message limit on its own; dropped"
+        );
     }
 
     /// Waits for a first report, then up to `max_delay` for a full batch; returns early on
@@ -180,13 +243,13 @@ impl<T: ReportTransport> ReportSender<T> {
         }
     }
 
-    /// Sends until delivered or rejected (true), or until the flush deadline passes (false).
+    /// Sends until delivered, rejected or found too large, or until the flush deadline passes.
     async fn deliver(
         &self,
         batch: &ReportBatch,
         shutdown: &mut watch::Receiver<bool>,
         flush_deadline: &mut Option<Instant>,
-    ) -> bool {
+    ) -> Delivery {
         let mut backoff = self.config.initial_backoff;
         let mut failures = 0u32;
         loop {
@@ -206,7 +269,7 @@ impl<T: ReportTransport> ReportSender<T> {
                             "telemetry server reachable again"
                         );
                     }
-                    return true;
+                    return Delivery::Done;
                 }
                 Ok(Err(e)) => e,
                 Err(_) => TransportError::Retryable {
@@ -216,12 +279,17 @@ impl<T: ReportTransport> ReportSender<T> {
             self.stats
                 .report_requests_failed
                 .fetch_add(1, Ordering::Relaxed);
-            if let TransportError::Rejected { reason } = &error {
-                self.stats
-                    .reports_dropped
-                    .fetch_add(batch.reports.len() as u64, Ordering::Relaxed);
-                tracing::warn!(seq = batch.seq, reports = batch.reports.len(), %reason, "report batch rejected; dropped");
-                return true;
+            match error {
+                TransportError::Rejected { reason } => {
+                    self.stats
+                        .reports_dropped
+                        .fetch_add(batch.reports.len() as u64, Ordering::Relaxed);
+                    tracing::warn!(seq = batch.seq, reports = batch.reports.len(), %reason, "report batch rejected; dropped");
+                    return Delivery::Done;
+                }
+                // Not worth a backoff: the halves are smaller, the server is not in trouble.
+                TransportError::TooLarge { reason } => return Delivery::TooLarge(reason),
+                TransportError::Retryable { .. } => {}
             }
             failures += 1;
             if failures == 1 {
@@ -235,7 +303,7 @@ impl<T: ReportTransport> ReportSender<T> {
                 continue_if_shutdown(shutdown, flush_deadline, &self.config);
                 if let Some(deadline) = *flush_deadline {
                     if Instant::now() >= deadline {
-                        return false;
+                        return Delivery::Expired;
                     }
                 }
                 let until = flush_deadline.map_or(wake, |d| d.min(wake));

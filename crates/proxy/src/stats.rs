@@ -30,6 +30,9 @@ pub struct ProxyStats {
     /// Reports dropped because the queue was full (or undelivered at the shutdown deadline,
     /// or rejected by the server).
     pub reports_dropped: AtomicU64,
+    /// Reports dropped because one alone is over the telemetry server's message limit (also
+    /// counted in `reports_dropped`).
+    pub reports_too_large: AtomicU64,
 }
 
 fn get(c: &AtomicU64) -> u64 {
@@ -39,7 +42,7 @@ fn get(c: &AtomicU64) -> u64 {
 impl ProxyStats {
     /// Appends the metrics in Prometheus' text exposition format (version 0.0.4).
     pub fn render_prometheus(&self, out: &mut String) {
-        let rows: [(&str, &str, &str, u64); 10] = [
+        let rows: [(&str, &str, &str, u64); 11] = [
             ("connections_accepted_total", "counter", "Downstream connections accepted.", get(&self.connections_accepted)),
             ("connections_active", "gauge", "Connections being forwarded.", get(&self.connections_active)),
             ("connections_overflow_total", "counter", "Connections closed at once because the connection limit was reached (UO).", get(&self.connections_overflow)),
@@ -49,7 +52,8 @@ impl ProxyStats {
             ("report_queue_depth", "gauge", "Reports waiting to be sent.", get(&self.reports_queued)),
             ("reports_sent_total", "counter", "Reports delivered to the telemetry server.", get(&self.reports_sent)),
             ("report_requests_failed_total", "counter", "Report requests that failed; each retry counts.", get(&self.report_requests_failed)),
-            ("reports_dropped_total", "counter", "Reports lost: dropped from a full queue, rejected by the server, or undelivered at shutdown.", get(&self.reports_dropped)),
+            ("reports_dropped_total", "counter", "Reports lost: dropped from a full queue, rejected by the server, over its message limit, or undelivered at shutdown.", get(&self.reports_dropped)),
+            ("reports_too_large_total", "counter", "Reports dropped because one alone is over the telemetry server's message limit (also in reports_dropped_total).", get(&self.reports_too_large)),
         ];
         for (name, kind, help, value) in rows {
             // Writing to a String cannot fail.
@@ -71,7 +75,7 @@ mod tests {
         stats.reports_dropped.store(3, Ordering::Relaxed);
         let mut out = String::new();
         stats.render_prometheus(&mut out);
-        assert_eq!(out.lines().count(), 30);
+        assert_eq!(out.lines().count(), 33);
         assert!(out.contains(
             "# TYPE meshmeter_proxy_reports_dropped_total counter\nmeshmeter_proxy_reports_dropped_total 3\n"
         ));

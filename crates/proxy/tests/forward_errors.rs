@@ -4,6 +4,7 @@
 mod support;
 
 use std::io::ErrorKind;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use meshmeter_proxy::{ConnectionEvent, ErrorFlag};
@@ -174,4 +175,94 @@ async fn idle_timeout_closes_quiet_connections() {
     assert_eq!(n, 0);
     let reports = p.stop().await;
     assert_eq!(check_connection(&reports.all()), (2, 2));
+}
+
+/// Reads to EOF, then holds the socket open without ever answering.
+async fn stalled_upstream() -> std::net::SocketAddr {
+    server(|mut s| async move {
+        let mut sink = Vec::new();
+        let _ = s.read_to_end(&mut sink).await;
+        std::future::pending::<()>().await;
+    })
+    .await
+}
+
+/// `n` clients that each send 7 bytes, half-close and leave; waits until the proxy holds
+/// none of them, and checks their close reports.
+async fn clients_leave(p: Running, n: u64) {
+    for _ in 0..n {
+        let mut c = TcpStream::connect(p.addr).await.unwrap();
+        c.write_all(b"request").await.unwrap();
+        c.shutdown().await.unwrap();
+        drop(c);
+    }
+    let stats = p.stats.clone();
+    eventually(Duration::from_secs(5), || {
+        (stats.connections_accepted.load(Ordering::Relaxed) == n
+            && stats.connections_active.load(Ordering::Relaxed) == 0)
+            .then_some(())
+    })
+    .await;
+    let reports = p.stop().await;
+    assert_eq!(reports.closes().len() as u64, n);
+    assert!(reports
+        .closes()
+        .iter()
+        .all(|r| r.bytes.received_total == 7 && r.bytes.sent_total == 0));
+}
+
+#[tokio::test]
+async fn half_close_timeout_frees_connections_to_a_stalled_upstream() {
+    let p = proxy(stalled_upstream().await, |c| {
+        c.idle_timeout = None;
+        c.half_close_timeout = Some(Duration::from_millis(200));
+    })
+    .await;
+    clients_leave(p, 20).await;
+}
+
+#[tokio::test]
+async fn half_close_timeout_spares_an_upstream_that_keeps_answering() {
+    // Answers the half-closed request with 20 chunks, one every 50 ms (1 s in all, over three
+    // times the half-close timeout).
+    let upstream = server(|mut s| async move {
+        let mut request = Vec::new();
+        let _ = s.read_to_end(&mut request).await;
+        for _ in 0..20 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            s.write_all(&[1; 50]).await.unwrap();
+        }
+    })
+    .await;
+    let p = proxy(upstream, |c| {
+        c.idle_timeout = None;
+        c.half_close_timeout = Some(Duration::from_millis(300));
+    })
+    .await;
+    let mut c = TcpStream::connect(p.addr).await.unwrap();
+    c.write_all(b"request").await.unwrap();
+    c.shutdown().await.unwrap();
+    assert_eq!(read_all(&mut c).await.unwrap(), vec![1; 1000]);
+    let reports = p.stop().await;
+    assert_eq!(check_connection(&reports.all()), (7, 1000));
+}
+
+#[tokio::test]
+async fn idle_timeout_frees_half_closed_connections_to_a_stalled_upstream() {
+    let p = proxy(stalled_upstream().await, |c| {
+        c.idle_timeout = Some(Duration::from_millis(200));
+        c.half_close_timeout = None;
+    })
+    .await;
+    clients_leave(p, 20).await;
+}
+
+#[test]
+fn listeners_close_idle_connections_by_default() {
+    let c = meshmeter_proxy::ListenerConfig::new(
+        "127.0.0.1:0".parse().unwrap(),
+        "127.0.0.1:1".parse().unwrap(),
+    );
+    assert_eq!(c.idle_timeout, Some(Duration::from_secs(3600)));
+    assert_eq!(c.half_close_timeout, Some(Duration::from_secs(300)));
 }

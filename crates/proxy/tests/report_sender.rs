@@ -4,7 +4,7 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -24,6 +24,10 @@ type Deliveries = Arc<Mutex<Vec<(u64, Vec<String>)>>>;
 struct Flaky {
     down: Arc<AtomicBool>,
     reject: Arc<AtomicBool>,
+    /// A server message limit, in "report units" (0: none): each report weighs 1, except the
+    /// ids in `heavy`, which weigh 100.
+    limit: Arc<AtomicUsize>,
+    heavy: Arc<Mutex<Vec<String>>>,
     attempts: Arc<Mutex<Vec<u64>>>,
     delivered: Deliveries,
 }
@@ -42,11 +46,22 @@ impl ReportTransport for Flaky {
             });
         }
         let id = schema.manifest().id("connection.id").unwrap();
-        let ids = batch
+        let ids: Vec<String> = batch
             .bags(schema)
             .iter()
             .map(|b| b.get(id).unwrap().to_string())
             .collect();
+        let limit = self.limit.load(Ordering::SeqCst);
+        let heavy = self.heavy.lock().unwrap().clone();
+        let weight: usize = ids
+            .iter()
+            .map(|id| if heavy.contains(id) { 100 } else { 1 })
+            .sum();
+        if limit > 0 && weight > limit {
+            return Err(TransportError::TooLarge {
+                reason: format!("weight {weight} over {limit}"),
+            });
+        }
         self.delivered.lock().unwrap().push((batch.seq, ids));
         Ok(())
     }
@@ -273,4 +288,47 @@ async fn rejected_batches_are_dropped_not_retried() {
     assert_eq!(s.transport.attempts.lock().unwrap().clone(), vec![0]);
     s.stop.send(true).unwrap();
     s.task.await.unwrap();
+}
+
+#[tokio::test]
+async fn batches_over_the_message_limit_are_halved_and_a_lone_oversized_report_is_dropped() {
+    let transport = Flaky::default();
+    transport.limit.store(4, Ordering::SeqCst);
+    transport.heavy.lock().unwrap().push("c-5".into());
+    let mut cfg = config();
+    cfg.max_delay = Duration::from_secs(3600);
+    let s = start(1000, cfg, transport);
+    // One full batch of ten: halved to 0..5 (halved again) and 5..10, where c-5 ends alone.
+    for n in 0..10 {
+        s.queue.push(report(n));
+    }
+    let t = s.transport.clone();
+    eventually(Duration::from_secs(5), || {
+        (t.delivered_ids().len() == 9).then_some(())
+    })
+    .await;
+    // Later reports are delivered too.
+    for n in 10..13 {
+        s.queue.push(report(n));
+    }
+    s.stop.send(true).unwrap();
+    s.task.await.unwrap();
+    let delivered = t.delivered.lock().unwrap().clone();
+    let batches: Vec<Vec<String>> = delivered.iter().map(|(_, ids)| ids.clone()).collect();
+    assert_eq!(
+        batches,
+        [
+            names(0..2),
+            names(2..5),
+            names(6..7),
+            names(7..10),
+            names(10..13)
+        ]
+    );
+    // Each request has its own key: 10, 0..5, 0..2, 2..5, 5..10, 5..7, c-5, c-6, 7..10, 10..13.
+    assert_eq!(*t.attempts.lock().unwrap(), (0..10).collect::<Vec<u64>>());
+    assert_eq!(s.stats.reports_sent.load(Ordering::Relaxed), 12);
+    assert_eq!(s.stats.reports_too_large.load(Ordering::Relaxed), 1);
+    assert_eq!(s.stats.reports_dropped.load(Ordering::Relaxed), 1);
+    assert_eq!(s.stats.report_requests_failed.load(Ordering::Relaxed), 5);
 }

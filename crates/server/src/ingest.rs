@@ -1,5 +1,16 @@
 //! The `Report` handler: decode, then dispatch every bag with one runtime.
+//!
+//! Two guards keep one client from holding an ingest runtime: a request may hold at most
+//! `max_bags` bags (refused whole beyond), and a request with more than [`HEAVY_BAGS`] bags is
+//! dispatched on a blocking thread, a few at a time ([`Ingest::heavy`]), so that the runtime
+//! keeps answering other connections meanwhile.
+//!
+//! A panic while decoding or dispatching refuses the request with INTERNAL (the caller then
+//! forgets its deduplication key, so a retry is counted). The bags dispatched before the
+//! panic stay counted: dispatch has no undo. Out-of-range input is refused at decode, so a
+//! panic here is a bug, counted in `meshmeter_ingest_panics_total`.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -28,6 +39,8 @@ struct IngestStats {
     wrong_type: Counter,
     too_large: Counter,
     dictionary: Counter,
+    too_many_bags: Counter,
+    panics: Counter,
 }
 
 impl IngestStats {
@@ -60,6 +73,12 @@ impl IngestStats {
             wrong_type: errors("wrong_type"),
             too_large: errors("too_large"),
             dictionary: errors("dictionary_mismatch"),
+            too_many_bags: errors("too_many_bags"),
+            panics: m.counter(
+                "meshmeter_ingest_panics_total",
+                "Report requests refused because decoding or dispatching them panicked (a bug).",
+                &[],
+            ),
         }
     }
 
@@ -71,6 +90,7 @@ impl IngestStats {
                 self.wrong_type.inc()
             }
             DecodeError::TooLarge { .. } => self.too_large.inc(),
+            DecodeError::TooManyBags { .. } => self.too_many_bags.inc(),
             DecodeError::GlobalWordCount { .. } => self.dictionary.inc(),
         }
     }
@@ -80,42 +100,111 @@ impl IngestStats {
 /// its bags is dispatched, so a request is counted entirely or not at all.
 #[derive(Debug)]
 pub struct Ingest {
+    shared: Arc<Shared>,
+}
+
+/// The handler's state, shared with the blocking threads of heavy requests.
+#[derive(Debug)]
+struct Shared {
     engine: Arc<Engine>,
     decoding: ArcSwap<Decoding>,
     max_message_bytes: usize,
+    max_bags: usize,
     stats: IngestStats,
+    /// Requests with many bags dispatched at once (each on a blocking thread).
+    heavy: Arc<tokio::sync::Semaphore>,
 }
+
+/// Requests with more bags than this are dispatched off the ingest runtime. Proxies send
+/// up to 1000 bags per request; most requests are far smaller and stay on the fast path.
+pub(crate) const HEAVY_BAGS: usize = 256;
 
 impl Ingest {
     /// Ingest into `engine`, refusing requests over `max_message_bytes`.
     pub fn new(engine: Arc<Engine>, max_message_bytes: usize) -> Self {
-        let stats = IngestStats::new(engine.self_metrics());
-        let decoding = Self::decoding(&engine, max_message_bytes);
         Ingest {
-            engine,
-            decoding: ArcSwap::from_pointee(decoding),
-            max_message_bytes,
-            stats,
+            shared: Arc::new(Shared::new(engine, max_message_bytes)),
         }
     }
 
-    fn decoding(engine: &Engine, max_message_bytes: usize) -> Decoding {
-        let runtime = engine.runtime();
-        let decoder =
-            BagDecoder::new(&runtime.snapshot().manifest).with_max_message_bytes(max_message_bytes);
-        Decoding { runtime, decoder }
+    /// Refuses requests with more than `limit` bags (RESOURCE_EXHAUSTED).
+    pub fn with_max_bags(self, limit: usize) -> Self {
+        let mut shared = Arc::try_unwrap(self.shared).unwrap_or_else(|a| Shared::clone_of(&a));
+        shared.max_bags = limit.max(1);
+        shared.refresh();
+        Ingest {
+            shared: Arc::new(shared),
+        }
     }
 
     /// Picks up the engine's current runtime (call after [`Engine::apply`]).
     pub fn refresh(&self) {
-        self.decoding.store(Arc::new(Self::decoding(
-            &self.engine,
-            self.max_message_bytes,
-        )));
+        self.shared.refresh();
     }
 
     /// Decodes and dispatches one `ReportRequest`; returns how many bags it held.
     pub fn ingest(&self, request: &[u8]) -> Result<usize, DecodeError> {
+        self.shared.ingest(request)
+    }
+}
+
+impl Shared {
+    fn new(engine: Arc<Engine>, max_message_bytes: usize) -> Self {
+        let stats = IngestStats::new(engine.self_metrics());
+        let max_bags = meshmeter_wire::DEFAULT_MAX_BAGS_PER_REQUEST;
+        let decoding = Self::decoding(&engine, max_message_bytes, max_bags);
+        // One core's worth fewer than all: heavy requests never take every core.
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Shared {
+            engine,
+            decoding: ArcSwap::from_pointee(decoding),
+            max_message_bytes,
+            max_bags,
+            stats,
+            heavy: Arc::new(tokio::sync::Semaphore::new(cores.saturating_sub(1).max(1))),
+        }
+    }
+
+    /// A fresh state over the same engine (only while building, before serving).
+    fn clone_of(other: &Shared) -> Self {
+        Shared::new(Arc::clone(&other.engine), other.max_message_bytes)
+    }
+
+    fn decoding(engine: &Engine, max_message_bytes: usize, max_bags: usize) -> Decoding {
+        let runtime = engine.runtime();
+        let decoder = BagDecoder::new(&runtime.snapshot().manifest)
+            .with_max_message_bytes(max_message_bytes)
+            .with_max_bags(max_bags);
+        Decoding { runtime, decoder }
+    }
+
+    fn refresh(&self) {
+        self.decoding.store(Arc::new(Self::decoding(
+            &self.engine,
+            self.max_message_bytes,
+            self.max_bags,
+        )));
+    }
+
+    /// [`Ingest::ingest`], refusing the request with INTERNAL if it panics.
+    fn ingest_guarded(&self, request: &[u8]) -> Result<(), Status> {
+        match std::panic::catch_unwind(AssertUnwindSafe(|| self.ingest(request))) {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "report rejected");
+                Err(e.to_status())
+            }
+            Err(_) => {
+                self.stats.panics.inc();
+                tracing::error!("dispatching a report panicked; the request is refused");
+                Err(Status::internal(
+                    "the server failed while dispatching this report (a bug); it was refused",
+                ))
+            }
+        }
+    }
+
+    fn ingest(&self, request: &[u8]) -> Result<usize, DecodeError> {
         let decoding = self.decoding.load();
         let table = self.engine.workloads().current();
         // The decoder checks the whole request before it visits the first bag, so a bad bag
@@ -143,9 +232,21 @@ impl Ingest {
 
 impl MixerService for Ingest {
     async fn report(&self, request: Bytes, _metadata: &MetadataMap) -> Result<(), Status> {
-        self.ingest(&request).map(drop).map_err(|e| {
-            tracing::debug!(error = %e, "report rejected");
-            e.to_status()
-        })
+        let this = &self.shared;
+        let bags = BagDecoder::count_bags(&request, this.max_bags);
+        if bags <= HEAVY_BAGS || bags > this.max_bags {
+            // Small (the common case), or refused by the decoder before any dispatch.
+            return this.ingest_guarded(&request);
+        }
+        // Many bags: hours of dispatch for an attacker's delta-encoded empty bags if this
+        // ran on the runtime, which serves other connections too.
+        let _permit = Arc::clone(&this.heavy)
+            .acquire_owned()
+            .await
+            .map_err(|_| Status::unavailable("the server is shutting down"))?;
+        let this = Arc::clone(this);
+        tokio::task::spawn_blocking(move || this.ingest_guarded(&request))
+            .await
+            .unwrap_or_else(|_| Err(Status::internal("report dispatch was cancelled")))
     }
 }

@@ -16,9 +16,11 @@
 //! # }
 //! ```
 
+#![warn(missing_docs)]
+
 mod ingest;
 mod server;
 mod workers;
 
 pub use ingest::Ingest;
-pub use server::{ServerError, ServerOptions, TelemetryServer};
+pub use server::{ServerError, ServerOptions, TelemetryServer, DEFAULT_DRAIN_TIMEOUT};

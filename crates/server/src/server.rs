@@ -18,6 +18,9 @@ use tokio::net::TcpListener;
 use crate::ingest::Ingest;
 use crate::workers::{default_threads, Workers};
 
+/// How long a shutdown waits for calls in flight before closing what is left.
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// How to run the telemetry server.
 #[derive(Clone, Debug)]
 pub struct ServerOptions {
@@ -35,6 +38,8 @@ pub struct ServerOptions {
     pub workloads: Option<PathBuf>,
     /// Larger `Report` requests are refused.
     pub max_message_bytes: usize,
+    /// `Report` requests with more bags are refused (RESOURCE_EXHAUSTED).
+    pub max_bags_per_request: usize,
     /// The most series one metric keeps.
     pub series_limit: usize,
     /// Send every access log here instead of where its handler says.
@@ -49,6 +54,9 @@ pub struct ServerOptions {
     /// How long a metric a reload removed keeps its series, so that restoring it continues
     /// its counters; zero drops it at once.
     pub removed_metric_grace: Duration,
+    /// After shutdown is asked for, how long calls in flight may take to finish; then every
+    /// connection still open (idle, without the HTTP/2 preface, stalled) is closed.
+    pub drain_timeout: Duration,
 }
 
 impl Default for ServerOptions {
@@ -61,12 +69,14 @@ impl Default for ServerOptions {
             include_defaults: true,
             workloads: None,
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            max_bags_per_request: meshmeter_wire::DEFAULT_MAX_BAGS_PER_REQUEST,
             series_limit: meshmeter_adapters::prometheus::DEFAULT_SERIES_LIMIT,
             log_output: None,
             reload_interval: Duration::from_secs(1),
             dedup_clients: 10_000,
             ingest_threads: 0,
             removed_metric_grace: meshmeter_engine::DEFAULT_REMOVED_METRIC_GRACE,
+            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
         }
     }
 }
@@ -97,6 +107,17 @@ pub enum ServerError {
     /// The gRPC server failed.
     #[error("report server failed: {0}")]
     Grpc(#[from] tonic::transport::Error),
+    /// A subsystem (report server, admin endpoint, reloader, sweeper) stopped while serving.
+    #[error("{subsystem} stopped: {reason}")]
+    Subsystem {
+        /// Which one.
+        subsystem: &'static str,
+        /// Why (its error, its panic, or that it returned).
+        reason: String,
+    },
+    /// Every thread serving report connections has ended.
+    #[error("no report runtime is running")]
+    NoRuntime,
     /// A background thread could not be started.
     #[error("cannot start a background thread: {0}")]
     Thread(std::io::Error),
@@ -114,6 +135,7 @@ pub struct TelemetryServer {
     ready: Readiness,
     max_message_bytes: usize,
     ingest_threads: usize,
+    drain_timeout: Duration,
     _workloads_watch: Option<meshmeter_adapters::workloads::Watch>,
 }
 
@@ -164,7 +186,10 @@ impl TelemetryServer {
                 removed_metric_grace: options.removed_metric_grace,
             },
         )?);
-        let ingest = Arc::new(Ingest::new(Arc::clone(&engine), options.max_message_bytes));
+        let ingest = Arc::new(
+            Ingest::new(Arc::clone(&engine), options.max_message_bytes)
+                .with_max_bags(options.max_bags_per_request),
+        );
 
         let grpc = TcpListener::bind(options.grpc_addr)
             .await
@@ -206,6 +231,7 @@ impl TelemetryServer {
                 0 => default_threads(),
                 n => n,
             },
+            drain_timeout: options.drain_timeout,
             _workloads_watch: watch,
         })
     }
@@ -241,11 +267,14 @@ impl TelemetryServer {
             ready,
             max_message_bytes,
             ingest_threads,
+            drain_timeout,
             _workloads_watch,
             ..
         } = self;
 
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        // Turns true when the drain deadline has passed: connections still open are dropped.
+        let (force_tx, force_rx) = tokio::sync::watch::channel(false);
         let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|s| *s).await;
         };
@@ -283,18 +312,44 @@ impl TelemetryServer {
         let grpc_server = MixerServer::from_arc(Arc::clone(&ingest))
             .max_message_bytes(max_message_bytes)
             .with_dedup(dedup);
-        let workers = Workers::start(ingest_threads, &grpc_server, &stop_rx)?;
-        let grpc_task = tokio::spawn(workers.serve(grpc, stopped(stop_rx.clone())));
-        let admin_task = tokio::spawn(admin.serve(stopped(stop_rx.clone())));
+        let workers = Workers::start(ingest_threads, &grpc_server, &stop_rx, &force_rx)?;
+        let mut grpc_task = tokio::spawn(workers.serve(grpc, stopped(stop_rx.clone())));
+        let mut admin_task = tokio::spawn(admin.serve(stopped(stop_rx.clone())));
+        let (mut reload, mut sweeper) = (reload, sweeper);
         ready.set(true);
         tracing::info!("telemetry server ready");
 
-        shutdown.await;
+        // Every subsystem runs until shutdown: one that ends before is a failure, which makes
+        // the server unready and stops it (the orchestrator restarts it) instead of serving
+        // half-alive.
+        let failed = first_failure(
+            shutdown,
+            &mut grpc_task,
+            &mut admin_task,
+            &mut reload,
+            &mut sweeper,
+        )
+        .await;
+        if let Some((subsystem, reason)) = failed {
+            ready.set(false);
+            tracing::error!(subsystem, reason = %reason, "a subsystem stopped; shutting down");
+            let _ = stop_tx.send(true);
+            let _ = force_tx.send(true);
+            for task in [
+                &admin_task.abort_handle(),
+                &reload.abort_handle(),
+                &sweeper.abort_handle(),
+            ] {
+                task.abort();
+            }
+            engine.flush_logs();
+            return Err(ServerError::Subsystem { subsystem, reason });
+        }
         tracing::info!("shutting down");
         ready.set(false);
         let _ = stop_tx.send(true);
-        let grpc_result = grpc_task.await;
-        let admin_result = admin_task.await;
+        let (grpc_result, admin_result) =
+            drain(grpc_task, admin_task, drain_timeout, &force_tx).await;
         let _ = tokio::join!(reload, sweeper);
         engine.flush_logs();
         match grpc_result {
@@ -303,8 +358,130 @@ impl TelemetryServer {
         }
         match admin_result {
             Ok(r) => r?,
+            // Stopped at the drain deadline (already logged).
+            Err(e) if e.is_cancelled() => {}
             Err(e) => tracing::error!(error = %e, "admin server task failed"),
         }
         Ok(())
+    }
+}
+
+type Joined<T> = Result<T, tokio::task::JoinError>;
+
+/// Waits up to `deadline` for both servers to finish their calls in flight; past it, tells the
+/// report runtimes to drop their connections and stops the admin endpoint, so that a client
+/// that never speaks (or never stops) cannot hold the process past its shutdown budget.
+async fn drain(
+    mut grpc: tokio::task::JoinHandle<Result<(), ServerError>>,
+    mut admin: tokio::task::JoinHandle<Result<(), AdminError>>,
+    deadline: Duration,
+    force: &tokio::sync::watch::Sender<bool>,
+) -> (
+    Joined<Result<(), ServerError>>,
+    Joined<Result<(), AdminError>>,
+) {
+    let (mut grpc_done, mut admin_done) = (None, None);
+    let expired = tokio::time::sleep(deadline);
+    tokio::pin!(expired);
+    while grpc_done.is_none() || admin_done.is_none() {
+        tokio::select! {
+            r = &mut grpc, if grpc_done.is_none() => grpc_done = Some(r),
+            r = &mut admin, if admin_done.is_none() => admin_done = Some(r),
+            () = &mut expired => break,
+        }
+    }
+    if grpc_done.is_none() || admin_done.is_none() {
+        tracing::warn!(
+            deadline = ?deadline,
+            "drain deadline passed; closing the connections still open"
+        );
+        let _ = force.send(true);
+        admin.abort();
+    }
+    // Past the deadline the runtimes return as soon as they see `force`: these waits are short.
+    let g = match grpc_done {
+        Some(g) => g,
+        None => grpc.await,
+    };
+    let a = match admin_done {
+        Some(a) => a,
+        None => admin.await,
+    };
+    (g, a)
+}
+
+/// Why a subsystem's task ended: its error, its panic, or a return it should not have made.
+fn ended(joined: Joined<Result<(), String>>) -> String {
+    match joined {
+        Ok(Ok(())) => "it returned before shutdown".to_owned(),
+        Ok(Err(e)) => e,
+        Err(e) if e.is_panic() => format!("it panicked: {e}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// Waits for `shutdown`, or for one of the subsystems to end first: then names it and why.
+async fn first_failure(
+    shutdown: impl Future<Output = ()>,
+    grpc: &mut tokio::task::JoinHandle<Result<(), ServerError>>,
+    admin: &mut tokio::task::JoinHandle<Result<(), AdminError>>,
+    reload: &mut tokio::task::JoinHandle<()>,
+    sweeper: &mut tokio::task::JoinHandle<()>,
+) -> Option<(&'static str, String)> {
+    tokio::select! {
+        () = shutdown => None,
+        r = grpc => Some(("report server", ended(r.map(|r| r.map_err(|e| e.to_string()))))),
+        r = admin => Some(("admin endpoint", ended(r.map(|r| r.map_err(|e| e.to_string()))))),
+        r = reload => Some(("configuration reloader", ended(r.map(Ok)))),
+        r = sweeper => Some(("series sweeper", ended(r.map(Ok)))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn forever<T: Send + 'static>() -> tokio::task::JoinHandle<T> {
+        tokio::spawn(std::future::pending())
+    }
+
+    #[tokio::test]
+    async fn shutdown_first_is_no_failure() {
+        let (mut g, mut a, mut r, mut s) = (forever(), forever(), forever(), forever());
+        assert_eq!(
+            first_failure(async {}, &mut g, &mut a, &mut r, &mut s).await,
+            None
+        );
+    }
+
+    #[tokio::test]
+    async fn a_subsystem_that_ends_early_is_named_with_its_reason() {
+        let (mut g, mut a, mut r) = (forever(), forever(), forever());
+        let mut s = tokio::spawn(async { panic!("sweep broke") });
+        let failed = first_failure(std::future::pending(), &mut g, &mut a, &mut r, &mut s).await;
+        let (which, why) = failed.expect("a failure");
+        assert_eq!(which, "series sweeper");
+        assert!(
+            why.starts_with("it panicked") && why.contains("sweep broke"),
+            "{why}"
+        );
+
+        let (mut r, mut s) = (tokio::spawn(async {}), forever());
+        let failed = first_failure(std::future::pending(), &mut g, &mut a, &mut r, &mut s).await;
+        assert_eq!(
+            failed,
+            Some((
+                "configuration reloader",
+                "it returned before shutdown".to_owned()
+            ))
+        );
+
+        let mut g = tokio::spawn(async { Err(ServerError::NoRuntime) });
+        let mut r = forever();
+        let failed = first_failure(std::future::pending(), &mut g, &mut a, &mut r, &mut s).await;
+        assert_eq!(
+            failed,
+            Some(("report server", "no report runtime is running".to_owned()))
+        );
     }
 }

@@ -34,11 +34,12 @@ pub(crate) struct Workers {
 
 impl Workers {
     /// Starts `threads` runtimes serving `server`; they stop when `stop` turns true and their
-    /// calls in flight are finished.
+    /// calls in flight are finished, or at once (closing their connections) when `force` does.
     pub(crate) fn start(
         threads: usize,
         server: &MixerServer<Ingest>,
         stop: &watch::Receiver<bool>,
+        force: &watch::Receiver<bool>,
     ) -> Result<Self, ServerError> {
         let mut senders = Vec::with_capacity(threads);
         let mut done = Vec::with_capacity(threads);
@@ -51,6 +52,7 @@ impl Workers {
                 .map_err(ServerError::Thread)?;
             let server = server.clone();
             let mut stop = stop.clone();
+            let mut force = force.clone();
             std::thread::Builder::new()
                 .name(format!("meshmeter-ingest-{i}"))
                 .spawn(move || {
@@ -62,7 +64,15 @@ impl Workers {
                     let shutdown = async move {
                         let _ = stop.wait_for(|s| *s).await;
                     };
-                    let result = runtime.block_on(server.serve_connections(incoming, shutdown));
+                    // Past the drain deadline the serving future is dropped, and with it
+                    // every connection this runtime still holds.
+                    let result = runtime.block_on(async move {
+                        tokio::select! {
+                            r = server.serve_connections(incoming, shutdown) => r,
+                            _ = force.wait_for(|f| *f) => Ok(()),
+                        }
+                    });
+                    drop(runtime);
                     let _ = done_tx.send(result);
                 })
                 .map_err(ServerError::Thread)?;
@@ -104,7 +114,9 @@ impl Workers {
                         }
                     }
                     if !delivered {
-                        tracing::error!("no report runtime is running; connection closed");
+                        // Every runtime is gone: stop (the server reports the failure) rather
+                        // than accept connections nobody serves.
+                        return Err(ServerError::NoRuntime);
                     }
                 }
                 Err(e) if is_connection_error(&e) => {

@@ -21,6 +21,10 @@ use crate::reader::{zigzag32, Reader, WireType};
 
 /// The default limit on a request's size: 4 MiB, gRPC's usual default.
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+/// The default for the most bags one request may hold. Each bag costs one dispatch however
+/// few bytes it takes (with DELTA_ENCODING a 2-byte empty bag repeats the previous one), so
+/// the byte limit alone does not bound a request's work. Proxies send 100-1000 per request.
+pub const DEFAULT_MAX_BAGS_PER_REQUEST: usize = 10_000;
 
 /// The most entries one STRING_MAP value may have. `StringMap` keeps entries in a list (a scan
 /// beats hashing for label maps), so inserting is linear; the cap keeps a hostile map from
@@ -80,6 +84,7 @@ pub struct BagDecoder {
     global: Box<[Option<(AttrId, ValueType)>]>,
     by_name: hashbrown::HashMap<Box<[u8]>, (AttrId, ValueType)>,
     max_message_bytes: usize,
+    max_bags: usize,
 }
 
 /// Per-request state: the word lists in force and their name resolutions.
@@ -118,12 +123,38 @@ impl BagDecoder {
             global,
             by_name,
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            max_bags: DEFAULT_MAX_BAGS_PER_REQUEST,
         }
     }
 
     /// Sets the largest request accepted, in bytes.
     pub fn with_max_message_bytes(mut self, limit: usize) -> Self {
         self.max_message_bytes = limit;
+        self
+    }
+
+    /// How many bags `bytes` holds, found by reading only field tags and lengths (cheap next
+    /// to a decode); stops early at malformed bytes or past `cap`, which the decode reports.
+    pub fn count_bags(bytes: &[u8], cap: usize) -> usize {
+        let mut r = Reader::new(bytes);
+        let mut bags = 0;
+        while let Ok(Some((field, wire))) = r.next_field() {
+            if field == 1 {
+                bags += 1;
+                if bags > cap {
+                    break;
+                }
+            }
+            if r.skip(wire).is_err() {
+                break;
+            }
+        }
+        bags
+    }
+
+    /// Sets the most bags one request may hold (more: [`DecodeError::TooManyBags`]).
+    pub fn with_max_bags(mut self, limit: usize) -> Self {
+        self.max_bags = limit;
         self
     }
 
@@ -287,6 +318,11 @@ impl BagDecoder {
                 continue;
             }
             let index = summary.bags;
+            if index >= self.max_bags {
+                return Err(DecodeError::TooManyBags {
+                    limit: self.max_bags,
+                });
+            }
             let msg = r.message().map_err(top)?;
             sink.begin();
             self.apply_bag(msg, index, words, sink, summary)?;
@@ -893,6 +929,9 @@ impl<'a> BagCx<'a, '_> {
                     .ok()
                     .filter(|&n| n < 1_000_000_000)
                     .ok_or_else(|| self.bad_value(id, BadValue::TimestampNanos(nanos)))?;
+                if !Timestamp::secs_in_range(secs) {
+                    return Err(self.bad_value(id, BadValue::TimestampRange(secs)));
+                }
                 Value::Timestamp(Timestamp::new(secs, nanos))
             }
             Raw::Time(seconds, nanos) => {

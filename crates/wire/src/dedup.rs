@@ -187,67 +187,160 @@ impl DedupWindow {
 
 /// Windows for many clients, bounded: beyond `max_clients` the least recently active client
 /// is forgotten.
+///
+/// Why sharded: every report with a key passes here, from every ingest runtime. Clients are
+/// spread over [`Deduplicator::SHARDS`] independently locked shards by a hash of their id,
+/// each an O(1) LRU (a map into a slab linked in recency order), so that neither a lock nor
+/// a scan of all clients is shared by every request. With sharding, "least recently active"
+/// is per shard (each holds `max_clients / SHARDS`); small limits use one shard, exact LRU.
 #[derive(Debug)]
 pub struct Deduplicator {
-    inner: Mutex<Clients>,
-    max_clients: usize,
+    shards: Box<[Mutex<Lru>]>,
+    hasher: std::collections::hash_map::RandomState,
 }
 
+/// One shard: clients by id, linked from most to least recently active.
 #[derive(Debug, Default)]
-struct Clients {
-    tick: u64,
-    windows: HashMap<String, (u64, DedupWindow)>,
+struct Lru {
+    index: HashMap<Box<str>, usize>,
+    nodes: Vec<Node>,
+    /// Most recently active (`NIL` when empty).
+    head: usize,
+    /// Least recently active.
+    tail: usize,
+    capacity: usize,
+}
+
+#[derive(Debug)]
+struct Node {
+    client: Box<str>,
+    window: DedupWindow,
+    prev: usize,
+    next: usize,
+}
+
+const NIL: usize = usize::MAX;
+
+impl Lru {
+    fn new(capacity: usize) -> Self {
+        Lru {
+            head: NIL,
+            tail: NIL,
+            capacity: capacity.max(1),
+            ..Lru::default()
+        }
+    }
+
+    fn unlink(&mut self, i: usize) {
+        let (prev, next) = (self.nodes[i].prev, self.nodes[i].next);
+        match prev {
+            NIL => self.head = next,
+            p => self.nodes[p].next = next,
+        }
+        match next {
+            NIL => self.tail = prev,
+            n => self.nodes[n].prev = prev,
+        }
+    }
+
+    fn push_front(&mut self, i: usize) {
+        self.nodes[i].prev = NIL;
+        self.nodes[i].next = self.head;
+        if self.head != NIL {
+            self.nodes[self.head].prev = i;
+        }
+        self.head = i;
+        if self.tail == NIL {
+            self.tail = i;
+        }
+    }
+
+    /// The window of `client`, made most recently active; a new client takes the least
+    /// recently active one's slot when the shard is full.
+    fn touch(&mut self, client: &str) -> &mut DedupWindow {
+        if let Some(&i) = self.index.get(client) {
+            if self.head != i {
+                self.unlink(i);
+                self.push_front(i);
+            }
+            return &mut self.nodes[i].window;
+        }
+        let node = Node {
+            client: client.into(),
+            window: DedupWindow::new(),
+            prev: NIL,
+            next: NIL,
+        };
+        let i = if self.nodes.len() < self.capacity {
+            self.nodes.push(node);
+            self.nodes.len() - 1
+        } else {
+            let i = self.tail;
+            self.unlink(i);
+            self.index.remove(&self.nodes[i].client);
+            self.nodes[i] = node;
+            i
+        };
+        self.index.insert(client.into(), i);
+        self.push_front(i);
+        &mut self.nodes[i].window
+    }
 }
 
 impl Deduplicator {
+    /// How many shards a large deduplicator has.
+    pub const SHARDS: usize = 16;
+
     /// Remembers at most `max_clients` clients (at least 1).
     pub fn new(max_clients: usize) -> Self {
+        let max_clients = max_clients.max(1);
+        // Below 64 clients per shard, eviction order would differ visibly from exact LRU.
+        let shards = if max_clients >= 64 * Self::SHARDS {
+            Self::SHARDS
+        } else {
+            1
+        };
+        let per_shard = max_clients / shards;
         Deduplicator {
-            inner: Mutex::new(Clients::default()),
-            max_clients: max_clients.max(1),
+            shards: (0..shards)
+                .map(|_| Mutex::new(Lru::new(per_shard)))
+                .collect(),
+            hasher: Default::default(),
         }
+    }
+
+    fn shard(&self, client: &str) -> std::sync::MutexGuard<'_, Lru> {
+        let i = if self.shards.len() == 1 {
+            0
+        } else {
+            (self.hasher.hash_one(client) as usize) % self.shards.len()
+        };
+        // A poisoned lock only means another request panicked mid-update; the windows are
+        // still consistent bitmaps.
+        self.shards[i].lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Records `id` unless it was seen; see [`DedupWindow::check_and_insert`].
     pub fn check_and_insert(&self, id: &ReportId) -> Verdict {
-        // A poisoned lock only means another request panicked mid-update; the windows are
-        // still consistent bitmaps.
-        let mut c = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        c.tick += 1;
-        let tick = c.tick;
-        if !c.windows.contains_key(&id.client) && c.windows.len() >= self.max_clients {
-            let oldest = c
-                .windows
-                .iter()
-                .min_by_key(|(_, (t, _))| *t)
-                .map(|(k, _)| k.clone());
-            if let Some(k) = oldest {
-                c.windows.remove(&k);
-            }
-        }
-        let entry = c
-            .windows
-            .entry(id.client.clone())
-            .or_insert_with(|| (tick, DedupWindow::new()));
-        entry.0 = tick;
-        entry.1.check_and_insert(id.seq)
+        self.shard(&id.client)
+            .touch(&id.client)
+            .check_and_insert(id.seq)
     }
 
     /// Forgets `id` after its processing failed.
     pub fn forget(&self, id: &ReportId) {
-        let mut c = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((_, w)) = c.windows.get_mut(&id.client) {
-            w.forget(id.seq);
+        let mut shard = self.shard(&id.client);
+        if let Some(&i) = shard.index.get(id.client.as_str()) {
+            shard.nodes[i].window.forget(id.seq);
         }
     }
 
     /// How many clients are remembered.
     pub fn clients(&self) -> usize {
-        self.inner
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .windows
-            .len()
+        self.shards
+            .iter()
+            .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).index.len())
+            .sum()
     }
 }
 
@@ -361,5 +454,46 @@ mod tests {
         assert_eq!(d.check_and_insert(&id("b", 1)), New);
         d.forget(&id("b", 1));
         assert_eq!(d.check_and_insert(&id("b", 1)), New);
+    }
+
+    #[test]
+    fn lru_evicts_in_recency_order_and_reuses_slots() {
+        let d = Deduplicator::new(3);
+        let id = |c: &str, seq| ReportId {
+            client: c.into(),
+            seq,
+        };
+        for c in ["a", "b", "c"] {
+            assert_eq!(d.check_and_insert(&id(c, 1)), New);
+        }
+        // Touch "a" (the oldest), so "b" is least recently active.
+        assert_eq!(d.check_and_insert(&id("a", 1)), Duplicate);
+        assert_eq!(d.check_and_insert(&id("d", 1)), New);
+        assert_eq!(d.check_and_insert(&id("c", 1)), Duplicate);
+        assert_eq!(d.check_and_insert(&id("a", 1)), Duplicate);
+        assert_eq!(d.check_and_insert(&id("d", 1)), Duplicate);
+        // "b" was evicted: its window starts over.
+        assert_eq!(d.check_and_insert(&id("b", 1)), New);
+        assert_eq!(d.clients(), 3);
+    }
+
+    #[test]
+    fn sharded_deduplicator_holds_its_limit_and_remembers_recent_clients() {
+        let d = Deduplicator::new(64 * Deduplicator::SHARDS);
+        assert_eq!(d.shards.len(), Deduplicator::SHARDS);
+        for n in 0..10_000u64 {
+            let id = ReportId {
+                client: format!("client-{n}"),
+                seq: 1,
+            };
+            assert_eq!(d.check_and_insert(&id), New);
+            assert_eq!(d.check_and_insert(&id), Duplicate);
+        }
+        assert_eq!(d.clients(), 64 * Deduplicator::SHARDS);
+        let last = ReportId {
+            client: "client-9999".into(),
+            seq: 1,
+        };
+        assert_eq!(d.check_and_insert(&last), Duplicate);
     }
 }

@@ -7,7 +7,8 @@ use meshmeter_attributes::{Bag, Manifest, Value};
 use prost::Message;
 
 use crate::proto::{
-    CompressedAttributes, RepeatedAttributesSemantics, ReportRequest, StringMap as ProtoMap,
+    CompressedAttributes, DurationEntry, RepeatedAttributesSemantics, ReportRequest,
+    StringMap as ProtoMap, TimestampEntry,
 };
 
 /// How the bags of one request relate on the wire.
@@ -77,7 +78,7 @@ impl ReportEncoder {
     pub fn new(manifest: &Manifest, encoding: Encoding) -> Self {
         let mut globals = HashMap::with_capacity(GLOBAL_DICTIONARY.len());
         for (i, &word) in GLOBAL_DICTIONARY.iter().enumerate() {
-            // The dictionary repeats a few words ("0", "200"); the first index is canonical.
+            // Should the dictionary repeat a word, the first index is canonical.
             globals.entry(word).or_insert(i as i32);
         }
         ReportEncoder {
@@ -148,6 +149,9 @@ impl ReportEncoder {
                 let name = dict.word(self.manifest.name(id));
                 put(&mut msg, dict, name, value);
             }
+            // Same entry order as the other (sorted) maps.
+            msg.timestamps.sort_unstable_by_key(|e| e.key);
+            msg.durations.sort_unstable_by_key(|e| e.key);
             msg.words = own.words;
             out.attributes.push(msg);
             prev = Some(bag);
@@ -178,10 +182,16 @@ fn put(msg: &mut CompressedAttributes, dict: &mut Dict<'_>, name: i32, value: &V
             msg.bools.insert(name, *v);
         }
         Value::Timestamp(t) => {
-            msg.timestamps.insert(name, (*t).into());
+            msg.timestamps.push(TimestampEntry {
+                key: name,
+                value: Some((*t).into()),
+            });
         }
         Value::Duration(d) => {
-            msg.durations.insert(name, (*d).into());
+            msg.durations.push(DurationEntry {
+                key: name,
+                value: Some((*d).into()),
+            });
         }
         Value::IpAddress(ip) => {
             let octets = match ip {

@@ -97,6 +97,9 @@ pub enum BadValue {
     /// Timestamp nanoseconds outside 0..1e9.
     #[error("timestamp nanos {0} outside 0..=999999999")]
     TimestampNanos(i32),
+    /// Timestamp seconds outside years 0001-9999 (RFC 3339's range).
+    #[error("timestamp of {0}s since the epoch is outside years 0001-9999")]
+    TimestampRange(i64),
     /// A duration beyond Go's range (about 292 years) or with nanos outside ±1e9.
     #[error("duration of {seconds}s and {nanos}ns is out of range")]
     DurationRange {
@@ -174,6 +177,13 @@ pub enum DecodeError {
         "unknown repeated_attributes_semantics {0} (0 is DELTA_ENCODING, 1 INDEPENDENT_ENCODING)"
     )]
     Semantics(i32),
+    /// More bags than one request may hold (each bag costs a dispatch, however few bytes it
+    /// takes: with DELTA_ENCODING an empty bag repeats the previous one).
+    #[error("request holds more than {limit} bags")]
+    TooManyBags {
+        /// The limit.
+        limit: usize,
+    },
     /// The message exceeds the configured size limit.
     #[error("message of {size} bytes exceeds the limit of {limit} bytes")]
     TooLarge {
@@ -191,12 +201,14 @@ impl DecodeError {
 }
 
 impl DecodeError {
-    /// The gRPC status a server answers with: RESOURCE_EXHAUSTED for an oversized message,
+    /// The gRPC status a server answers with: RESOURCE_EXHAUSTED for an oversized message or too many bags,
     /// FAILED_PRECONDITION for a dictionary mismatch, INVALID_ARGUMENT otherwise; the message
     /// is this error's text.
     pub fn to_status(&self) -> tonic::Status {
         let code = match self {
-            DecodeError::TooLarge { .. } => tonic::Code::ResourceExhausted,
+            DecodeError::TooLarge { .. } | DecodeError::TooManyBags { .. } => {
+                tonic::Code::ResourceExhausted
+            }
             DecodeError::GlobalWordCount { .. } => tonic::Code::FailedPrecondition,
             _ => tonic::Code::InvalidArgument,
         };

@@ -25,8 +25,8 @@ pub mod proto;
 mod reader;
 
 pub use decode::{
-    BagDecoder, DecodeSummary, DEFAULT_MAX_MESSAGE_BYTES, MAX_MAP_ENTRIES,
-    MAX_MAP_ENTRIES_PER_REQUEST,
+    BagDecoder, DecodeSummary, DEFAULT_MAX_BAGS_PER_REQUEST, DEFAULT_MAX_MESSAGE_BYTES,
+    MAX_MAP_ENTRIES, MAX_MAP_ENTRIES_PER_REQUEST,
 };
 pub use dedup::{
     random_client_id, DedupWindow, Deduplicator, ParseReportIdError, ReportId, Verdict,

@@ -26,12 +26,12 @@ pub struct CompressedAttributes {
     /// BOOL attributes.
     #[prost(btree_map = "sint32, bool", tag = "5")]
     pub bools: BTreeMap<i32, bool>,
-    /// TIMESTAMP attributes.
-    #[prost(btree_map = "sint32, message", tag = "6")]
-    pub timestamps: BTreeMap<i32, Timestamp>,
-    /// DURATION attributes.
-    #[prost(btree_map = "sint32, message", tag = "7")]
-    pub durations: BTreeMap<i32, Duration>,
+    /// TIMESTAMP attributes: the map's entries written out (see [`TimestampEntry`]).
+    #[prost(message, repeated, tag = "6")]
+    pub timestamps: Vec<TimestampEntry>,
+    /// DURATION attributes: the map's entries written out (see [`DurationEntry`]).
+    #[prost(message, repeated, tag = "7")]
+    pub durations: Vec<DurationEntry>,
     /// BYTES attributes, and IP_ADDRESS ones (4 or 16 bytes, as Envoy sends them).
     #[prost(btree_map = "sint32, bytes", tag = "8")]
     pub bytes: BTreeMap<i32, Vec<u8>>,
@@ -176,6 +176,30 @@ pub struct AttributeMatch {
     /// The map key as a word index, for STRING_MAP attributes.
     #[prost(sint32, tag = "4")]
     pub map_key: i32,
+}
+
+/// One entry of the TIMESTAMP map, as the wire carries it. Written out rather than as a prost
+/// map because prost leaves out a value equal to the default: a timestamp at the Unix epoch would
+/// travel as an absent value, which Mixer reads as year 1, not 1970.
+#[derive(Clone, Copy, PartialEq, Eq, prost::Message)]
+pub struct TimestampEntry {
+    /// The attribute name's word index.
+    #[prost(sint32, tag = "1")]
+    pub key: i32,
+    /// The value; `Some` is always written, even when zero.
+    #[prost(message, optional, tag = "2")]
+    pub value: Option<Timestamp>,
+}
+
+/// One entry of the DURATION map, always carrying its value (see [`TimestampEntry`]).
+#[derive(Clone, Copy, PartialEq, Eq, prost::Message)]
+pub struct DurationEntry {
+    /// The attribute name's word index.
+    #[prost(sint32, tag = "1")]
+    pub key: i32,
+    /// The value; `Some` is always written, even when zero.
+    #[prost(message, optional, tag = "2")]
+    pub value: Option<Duration>,
 }
 
 /// `google.protobuf.Timestamp`.

@@ -116,20 +116,20 @@ fn every_transport_type() {
             },
         )]),
         bytes: BTreeMap::from([(-4, vec![10, 0, 0, 7])]),
-        durations: BTreeMap::from([(
-            -5,
-            proto::Duration {
+        durations: vec![proto::DurationEntry {
+            key: -5,
+            value: Some(proto::Duration {
                 seconds: -90,
                 nanos: -500_000_000,
-            },
-        )]),
-        timestamps: BTreeMap::from([(
-            -6,
-            proto::Timestamp {
+            }),
+        }],
+        timestamps: vec![proto::TimestampEntry {
+            key: -6,
+            value: Some(proto::Timestamp {
                 seconds: 1_420_211_075,
                 nanos: 250_000_000,
-            },
-        )]),
+            }),
+        }],
         bools: BTreeMap::from([(-7, true)]),
         ..Default::default()
     };
@@ -253,13 +253,13 @@ fn wrong_value_types() {
 
     let req = ReportRequest {
         attributes: vec![bag(|b| {
-            b.timestamps.insert(
-                g("context.time"),
-                proto::Timestamp {
+            b.timestamps.push(proto::TimestampEntry {
+                key: g("context.time"),
+                value: Some(proto::Timestamp {
                     seconds: 0,
                     nanos: -1,
-                },
-            );
+                }),
+            });
         })],
         ..Default::default()
     };
@@ -474,6 +474,7 @@ fn requests_with_more_values_than_are_staged_decode_the_same() {
     let protocol = m.id("context.protocol").unwrap();
     let mut seen = 0i64;
     let summary = BagDecoder::new(&m)
+        .with_max_bags(100_000)
         .decode_report(&req.encode_to_vec(), |i, bag| {
             assert_eq!(i as i64, seen);
             assert_eq!(
@@ -500,6 +501,7 @@ fn requests_with_more_values_than_are_staged_decode_the_same() {
         .insert(g("connection.received.bytes"), g("tcp"));
     let mut visited = 0;
     assert!(BagDecoder::new(&m)
+        .with_max_bags(100_000)
         .decode_report(&req.encode_to_vec(), |_, _| visited += 1)
         .is_err());
     assert_eq!(visited, 0);
@@ -537,4 +539,78 @@ fn a_word_after_the_maps_still_names_entries_before_it() {
     let summary = BagDecoder::new(&m).decode_report(&req, |_, _| {}).unwrap();
     assert_eq!(summary.skipped, 1);
     assert_eq!(summary.first_skipped.as_deref(), Some("gzip"));
+}
+
+#[test]
+fn timestamps_outside_years_1_to_9999_are_refused() {
+    let at = |seconds: i64| ReportRequest {
+        attributes: vec![bag(|b| {
+            b.timestamps.push(proto::TimestampEntry {
+                key: g("context.time"),
+                value: Some(proto::Timestamp { seconds, nanos: 0 }),
+            });
+        })],
+        ..Default::default()
+    };
+    // The last and first seconds RFC 3339 can write are accepted.
+    assert_eq!(
+        decode(&at(253_402_300_799)).unwrap(),
+        [vec!["context.time=9999-12-31T23:59:59Z"]]
+    );
+    assert_eq!(
+        decode(&at(-62_135_596_800)).unwrap(),
+        [vec!["context.time=0001-01-01T00:00:00Z"]]
+    );
+    for seconds in [253_402_300_800, -62_135_596_801, i64::MAX, i64::MIN] {
+        let e = decode(&at(seconds)).unwrap_err();
+        assert_eq!(
+            e,
+            DecodeError::BadValue {
+                attribute: "context.time".into(),
+                bag: 0,
+                reason: BadValue::TimestampRange(seconds),
+            }
+        );
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "bag 0: attribute 'context.time': timestamp of {seconds}s since the epoch is outside years 0001-9999"
+            )
+        );
+        assert_eq!(e.to_status().code(), tonic::Code::InvalidArgument);
+    }
+}
+
+#[test]
+fn more_bags_than_the_limit_are_refused_before_any_is_visited() {
+    // Delta-encoded empty bags: two bytes each, each one a dispatch of the previous bag.
+    let first = bag(|b| {
+        b.int64s.insert(g("connection.sent.bytes"), 1);
+    });
+    let mut req = ReportRequest {
+        attributes: vec![first],
+        ..Default::default()
+    };
+    req.attributes
+        .extend(std::iter::repeat_n(CompressedAttributes::default(), 4));
+    let bytes = req.encode_to_vec();
+    let m = Manifest::istio();
+    let mut visited = 0;
+    let summary = BagDecoder::new(&m)
+        .with_max_bags(100_000)
+        .with_max_bags(5)
+        .decode_report(&bytes, |_, _| visited += 1)
+        .unwrap();
+    assert_eq!((summary.bags, visited), (5, 5));
+    assert_eq!(BagDecoder::count_bags(&bytes, 100), 5);
+
+    let e = BagDecoder::new(&m)
+        .with_max_bags(100_000)
+        .with_max_bags(4)
+        .decode_report(&bytes, |_, _| visited += 1)
+        .unwrap_err();
+    assert_eq!(visited, 5, "no bag of a refused request is visited");
+    assert_eq!(e, DecodeError::TooManyBags { limit: 4 });
+    assert_eq!(e.to_string(), "request holds more than 4 bags");
+    assert_eq!(e.to_status().code(), tonic::Code::ResourceExhausted);
 }

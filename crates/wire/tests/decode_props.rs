@@ -59,7 +59,7 @@ fn value(t: ValueType, s: &Seed) -> Value<'static> {
         ValueType::Int64 => Value::Int64(s.int),
         ValueType::Double => Value::Double(s.double),
         ValueType::Bool => Value::Bool(s.int & 1 == 1),
-        ValueType::Timestamp => Value::Timestamp(Timestamp::new(s.int % 100_000_000_000, s.nanos)),
+        ValueType::Timestamp => Value::Timestamp(Timestamp::new(s.int % 60_000_000_000, s.nanos)),
         ValueType::Duration => Value::Duration(Duration::from_nanos(s.int)),
         ValueType::IpAddress => {
             let mut b = s.bytes.clone();

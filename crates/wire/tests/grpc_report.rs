@@ -192,3 +192,42 @@ async fn check_answers_ok() {
     assert_eq!(pre.valid_duration.unwrap().seconds, 10);
     assert_eq!(pre.valid_use_count, 200);
 }
+
+/// Sends `messages` in one call on the Report path, as a client-streaming client would.
+async fn report_call(addr: SocketAddr, messages: Vec<Vec<u8>>) -> Result<(), Status> {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.unwrap();
+    let stream = futures_util::stream::iter(messages.into_iter().map(Bytes::from));
+    grpc.client_streaming(
+        tonic::Request::new(stream),
+        http::uri::PathAndQuery::from_static(meshmeter_wire::REPORT_PATH),
+        meshmeter_wire::BytesCodec,
+    )
+    .await
+    .map(drop)
+}
+
+#[tokio::test]
+async fn a_unary_report_with_two_messages_is_refused_and_nothing_counted() {
+    let (addr, recorder) = start(4 << 20, None).await;
+    let status = report_call(addr, vec![one_bag(1), one_bag(2)])
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert_eq!(
+        status.message(),
+        "Report is a unary call: it carries exactly one ReportRequest, a second arrived"
+    );
+    let status = report_call(addr, vec![]).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert_eq!(status.message(), "the Report call carries no message");
+    assert!(recorder.bags.lock().unwrap().is_empty());
+    // One message, as clients send it, is still served on the same path.
+    report_call(addr, vec![one_bag(3)]).await.unwrap();
+    assert_eq!(recorder.bags.lock().unwrap().len(), 1);
+}

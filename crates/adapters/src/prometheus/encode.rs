@@ -20,8 +20,8 @@ impl Sample {
     fn read(s: &Series) -> Self {
         let last_update = s.last_update.load(Ordering::Relaxed);
         match &s.state {
-            State::Scalar(c) => Sample {
-                scalar: f64::from_bits(c.load(Ordering::Relaxed)),
+            State::Scalar { float, whole } => Sample {
+                scalar: State::scalar(float, whole),
                 last_update,
                 buckets: Vec::new(),
                 sum: 0.0,

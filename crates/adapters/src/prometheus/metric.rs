@@ -6,7 +6,7 @@ use meshmeter_attributes::Value;
 
 use super::series::{Store, Update};
 use super::spec::{Checked, MetricKind, MetricSpec};
-use super::value::{escape_label_value, label_text};
+use super::value::{capped, escape_label_value, label_text};
 
 /// A record that changed nothing.
 #[derive(Clone, Copy, Debug, PartialEq, thiserror::Error)]
@@ -28,6 +28,15 @@ pub enum RecordError {
         /// The limit.
         limit: usize,
     },
+}
+
+/// Whether `v` may exceed the label value cap: text longer than it, or a map or bytes value
+/// (whose rendered length is only known by rendering it).
+fn needs_cap(v: &Value<'_>) -> bool {
+    match v.as_text() {
+        Some(text) => text.len() > super::MAX_LABEL_VALUE_BYTES,
+        None => matches!(v, Value::StringMap(_) | Value::Bytes(_)),
+    }
 }
 
 #[derive(Debug)]
@@ -87,9 +96,28 @@ impl Metric {
             MetricKind::Distribution { .. } => Update::Observe(value, &inner.bounds),
         };
         let limit = inner.spec.series_limit;
+        // The common case (every value within the cap) neither copies nor allocates.
+        if labels.iter().all(|v| !needs_cap(v)) {
+            return inner
+                .store
+                .update(labels, update, limit, || self.render(labels))
+                .map_err(|_| RecordError::SeriesLimit { limit });
+        }
+        let mut cut = 0;
+        let labels: Vec<Value<'_>> = labels
+            .iter()
+            .map(|v| match capped(v) {
+                Some(c) => {
+                    cut += 1;
+                    c
+                }
+                None => v.borrowed(),
+            })
+            .collect();
+        inner.store.count_truncated(cut);
         inner
             .store
-            .update(labels, update, limit, || self.render(labels))
+            .update(&labels, update, limit, || self.render(&labels))
             .map_err(|_| RecordError::SeriesLimit { limit })
     }
 
@@ -124,6 +152,11 @@ impl Metric {
     /// The number of series it holds.
     pub fn series_count(&self) -> usize {
         self.0.store.len()
+    }
+
+    /// Label values cut to [`super::MAX_LABEL_VALUE_BYTES`], since the definition appeared.
+    pub fn truncated_label_values(&self) -> u64 {
+        self.0.store.truncated()
     }
 
     /// New series refused because of the series limit, since the definition appeared.

@@ -27,6 +27,7 @@
 //! ```
 
 mod encode;
+mod gofloat;
 mod metric;
 mod registry;
 mod series;
@@ -39,7 +40,7 @@ pub use spec::{
     BucketError, Buckets, MetricKind, MetricSpec, SpecError, DEFAULT_BUCKETS, DEFAULT_SERIES_LIMIT,
     MAX_BUCKETS,
 };
-pub use value::{label_text, metric_value, ValueError};
+pub use value::{label_text, metric_value, ValueError, MAX_LABEL_VALUE_BYTES};
 
 /// The `Content-Type` of [`Registry::encode`]'s output.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";

@@ -207,14 +207,16 @@ impl Registry {
     }
 
     /// Appends the registry's own health in the text format:
-    /// `meshmeter_prometheus_series{metric=..}` (series held) and
+    /// `meshmeter_prometheus_series{metric=..}` (series held),
     /// `meshmeter_prometheus_dropped_series_total{metric=..}` (new series refused at the
-    /// limit), one sample per metric, sorted by metric name. Nothing when there are no metrics.
+    /// limit) and `meshmeter_prometheus_truncated_label_values_total{metric=..}` (label values
+    /// cut to [`super::MAX_LABEL_VALUE_BYTES`]), one sample per metric, sorted by metric name.
+    /// Nothing when there are no metrics.
     pub fn encode_self(&self, out: &mut String) {
         if self.metrics.is_empty() {
             return;
         }
-        let families: [Family; 2] = [
+        let families: [Family; 3] = [
             (
                 "meshmeter_prometheus_dropped_series_total",
                 "New series refused because the metric held its series limit.",
@@ -226,6 +228,12 @@ impl Registry {
                 "Series held per configured metric.",
                 "gauge",
                 |m| m.series_count() as u64,
+            ),
+            (
+                "meshmeter_prometheus_truncated_label_values_total",
+                "Label values cut to the longest kept length (1024 bytes).",
+                "counter",
+                Metric::truncated_label_values,
             ),
         ];
         for (name, help, kind, value) in families {

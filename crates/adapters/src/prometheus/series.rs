@@ -39,8 +39,10 @@ pub(crate) struct Series {
 /// A series' numbers; f64s are kept as their bits in atomics.
 #[derive(Debug)]
 pub(crate) enum State {
-    /// A counter's total or a gauge's level.
-    Scalar(AtomicU64),
+    /// A counter's total or a gauge's level: `float` (f64 bits) plus `whole`. Whole-number
+    /// counter increments go to the integer `whole`, as Istio's Prometheus client kept them, so
+    /// a counter stays exact beyond 2^53; gauges use `float` only.
+    Scalar { float: AtomicU64, whole: AtomicU64 },
     /// Per-bucket (not cumulative) counts, the last being `+Inf`, and the sum of observations.
     Histogram {
         buckets: Box<[AtomicU64]>,
@@ -63,11 +65,35 @@ fn add_f64(cell: &AtomicU64, v: f64) {
     });
 }
 
+/// Adds a whole number in `0..2^64` to the integer part, anything else (or an addition that
+/// would wrap, where Mixer's counter wrapped and ours does not) to the float part.
+fn add_counter(float: &AtomicU64, whole: &AtomicU64, v: f64) {
+    // 2^64 as f64; `v as u64` saturates, so check the range first.
+    const LIMIT: f64 = 18_446_744_073_709_551_616.0;
+    if (0.0..LIMIT).contains(&v) && v.fract() == 0.0 {
+        let n = v as u64;
+        let added = whole.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |w| w.checked_add(n));
+        if added.is_ok() {
+            return;
+        }
+    }
+    add_f64(float, v);
+}
+
+impl State {
+    /// The scalar's value: float part plus integer part, as Istio's client read it.
+    pub(crate) fn scalar(float: &AtomicU64, whole: &AtomicU64) -> f64 {
+        f64::from_bits(float.load(Ordering::Relaxed)) + whole.load(Ordering::Relaxed) as f64
+    }
+}
+
 impl Series {
     fn apply(&self, update: Update<'_>, now: u64) {
         match (&self.state, update) {
-            (State::Scalar(cell), Update::Add(v)) => add_f64(cell, v),
-            (State::Scalar(cell), Update::Set(v)) => cell.store(v.to_bits(), Ordering::Relaxed),
+            (State::Scalar { float, whole }, Update::Add(v)) => add_counter(float, whole, v),
+            (State::Scalar { float, .. }, Update::Set(v)) => {
+                float.store(v.to_bits(), Ordering::Relaxed)
+            }
             (State::Histogram { buckets, sum }, Update::Observe(v, bounds)) => {
                 // `le` is inclusive; NaN belongs only in +Inf.
                 let i = if v.is_nan() {
@@ -190,6 +216,8 @@ pub(crate) struct Store {
     hasher: DefaultHashBuilder,
     count: AtomicUsize,
     dropped: AtomicU64,
+    /// Label values cut to the length cap.
+    truncated: AtomicU64,
     /// Coarse time (ms since [`epoch`]) stamped on updates; advanced by sweeps and by series
     /// creation, so the hot path never reads the clock.
     clock: AtomicU64,
@@ -205,6 +233,7 @@ impl Store {
             hasher: DefaultHashBuilder::default(),
             count: AtomicUsize::new(0),
             dropped: AtomicU64::new(0),
+            truncated: AtomicU64::new(0),
             clock: AtomicU64::new(millis_since_epoch(Instant::now())),
             histogram_buckets,
         }
@@ -256,7 +285,10 @@ impl Store {
         }
         let now = self.advance_clock(Instant::now());
         let state = if self.histogram_buckets == 0 {
-            State::Scalar(AtomicU64::new(0f64.to_bits()))
+            State::Scalar {
+                float: AtomicU64::new(0f64.to_bits()),
+                whole: AtomicU64::new(0),
+            }
         } else {
             State::Histogram {
                 buckets: (0..self.histogram_buckets)
@@ -314,6 +346,16 @@ impl Store {
     /// The number of series held.
     pub(crate) fn len(&self) -> usize {
         self.count.load(Ordering::Relaxed)
+    }
+
+    /// Counts `n` label values cut to the length cap.
+    pub(crate) fn count_truncated(&self, n: u64) {
+        self.truncated.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Label values cut to the length cap, since the store was made.
+    pub(crate) fn truncated(&self) -> u64 {
+        self.truncated.load(Ordering::Relaxed)
     }
 
     /// New series refused because of the limit, since the store was made.

@@ -122,7 +122,10 @@ impl Buckets {
                 if !(width > 0.0 && width.is_finite()) {
                     return Err(BucketError::Width(width));
                 }
-                (0..=n).map(|i| offset + f64::from(i) * width).collect()
+                // Repeated addition, as Mixer's client built them (the last digit is `le` text).
+                std::iter::successors(Some(offset), |b| Some(b + width))
+                    .take(n as usize + 1)
+                    .collect()
             }
             Buckets::Exponential {
                 num_finite_buckets: n,
@@ -136,8 +139,8 @@ impl Buckets {
                 if !(scale > 0.0 && scale.is_finite()) {
                     return Err(BucketError::Scale(scale));
                 }
-                (0..=n)
-                    .map(|i| scale * growth_factor.powi(i as i32))
+                std::iter::successors(Some(scale), |b| Some(b * growth_factor))
+                    .take(n as usize + 1)
                     .collect()
             }
         };

@@ -1,9 +1,12 @@
 //! Instance values to sample numbers, dimension values to label text, and the escaping and
 //! number formats of the text exposition format.
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 
-use meshmeter_attributes::{Value, ValueType};
+use meshmeter_attributes::{Timestamp, Value, ValueType};
+
+use super::gofloat::parse_go_float;
 
 /// An instance value that cannot become a sample.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -17,16 +20,13 @@ pub enum ValueError {
 }
 
 /// The sample number of an instance value: INT64 and DOUBLE as they are, DURATION in
-/// (fractional) seconds, STRING parsed as a float; anything else is an error for that instance.
+/// (fractional) seconds, STRING parsed as Go's `strconv.ParseFloat` reads it; anything else is an error for that instance.
 pub fn metric_value(value: &Value<'_>) -> Result<f64, ValueError> {
     match value {
         Value::Int64(v) => Ok(*v as f64),
         Value::Double(v) => Ok(*v),
         Value::Duration(d) => Ok(d.as_secs_f64()),
-        Value::String(s) => s
-            .trim()
-            .parse::<f64>()
-            .map_err(|_| ValueError::NotANumber(truncated(s))),
+        Value::String(s) => parse_go_float(s).ok_or_else(|| ValueError::NotANumber(truncated(s))),
         other => Err(ValueError::Unsupported(other.value_type())),
     }
 }
@@ -40,14 +40,28 @@ fn truncated(s: &str) -> String {
     }
 }
 
-/// Appends the label text of a dimension value, unescaped: text as it is, numbers in decimal
-/// (doubles in the shortest form, no exponent), BOOL `true`/`false`, IP addresses and
-/// timestamps (RFC 3339) as text, durations in Go's form, STRING_MAP as `k1=v1&k2=v2` with keys
-/// sorted, BYTES as hex.
+/// Appends the label text of a dimension value, unescaped, as Mixer's adapter printed it: text
+/// as it is, numbers in decimal (doubles in the shortest form, no exponent), BOOL
+/// `true`/`false`, IP addresses as text, timestamps in UTC with exactly six truncated fractional
+/// digits, durations in Go's form, STRING_MAP as Go printed Mixer's map type
+/// (`stringmap[a:2 z:1]`, keys sorted), BYTES as hex.
 pub fn label_text(value: &Value<'_>, out: &mut String) {
     match value {
         // Go's spelling, which Mixer used, rather than Rust's `inf`.
         Value::Double(d) if d.is_infinite() => write_f64(*d, out),
+        Value::StringMap(m) => {
+            out.push_str("stringmap[");
+            for (n, (k, v)) in m.sorted().into_iter().enumerate() {
+                if n > 0 {
+                    out.push(' ');
+                }
+                out.push_str(k);
+                out.push(':');
+                out.push_str(v);
+            }
+            out.push(']');
+        }
+        Value::Timestamp(t) => timestamp_text(*t, out),
         other => match other.as_text() {
             Some(text) => out.push_str(text),
             // Writing to a String cannot fail.
@@ -56,6 +70,47 @@ pub fn label_text(value: &Value<'_>, out: &mut String) {
             }
         },
     }
+}
+
+/// `2019-05-16T10:00:00.123456Z`: Mixer formatted timestamps with a fixed microsecond layout,
+/// so the fraction is always six digits and cut, not rounded.
+fn timestamp_text(t: Timestamp, out: &mut String) {
+    let whole = Timestamp::new(t.secs(), 0).to_string();
+    let date_time = whole.strip_suffix('Z').unwrap_or(&whole);
+    let _ = write!(out, "{date_time}.{:06}Z", t.subsec_nanos() / 1000);
+}
+
+/// The longest label value kept, in bytes of unescaped text; longer values are cut at the last
+/// character boundary within it (and counted), so that megabyte dimension values cannot make
+/// series, memory and `/metrics` unbounded.
+pub const MAX_LABEL_VALUE_BYTES: usize = 1024;
+
+/// `value` cut to [`MAX_LABEL_VALUE_BYTES`] of label text, as a STRING; `None` when it fits.
+///
+/// Text values are sliced without copying; maps and bytes (the other unbounded types) are
+/// rendered first. The cut value is also the series' identity, so two long values sharing the
+/// kept prefix are one series rather than two with the same label text.
+pub(crate) fn capped<'v>(value: &'v Value<'_>) -> Option<Value<'v>> {
+    let cut = |text: &str| -> usize {
+        let mut end = MAX_LABEL_VALUE_BYTES;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        end
+    };
+    if let Some(text) = value.as_text() {
+        return (text.len() > MAX_LABEL_VALUE_BYTES)
+            .then(|| Value::String(Cow::Borrowed(&text[..cut(text)])));
+    }
+    if !matches!(value, Value::StringMap(_) | Value::Bytes(_)) {
+        return None;
+    }
+    let mut text = String::new();
+    label_text(value, &mut text);
+    (text.len() > MAX_LABEL_VALUE_BYTES).then(|| {
+        text.truncate(cut(&text));
+        Value::String(Cow::Owned(text))
+    })
 }
 
 /// Appends `text` escaped for a label value: `\`, `"` and newline.
@@ -81,18 +136,28 @@ pub(crate) fn escape_help(text: &str, out: &mut String) {
     }
 }
 
-/// Appends a sample value or `le` bound: integral values without exponent or fraction,
-/// others in the shortest round-trip form, `+Inf`/`-Inf`/`NaN` as Prometheus spells them.
+/// Appends a sample value or `le` bound as Go's `strconv.FormatFloat(v, 'g', -1, 64)` prints
+/// it (what Mixer's Prometheus client wrote): shortest round-trip digits, exponent form when the
+/// decimal exponent is below -4 or at least 6 (`1e+06`, `1.234567e+06`, `1e-07`),
+/// `+Inf`/`-Inf`/`NaN` as Prometheus spells them. `le` is a label value, so the text must be
+/// Mixer's exactly or histograms split into two series.
 pub(crate) fn write_f64(v: f64, out: &mut String) {
     if v.is_nan() {
         out.push_str("NaN");
+        return;
     } else if v.is_infinite() {
         out.push_str(if v > 0.0 { "+Inf" } else { "-Inf" });
-    } else if v.abs() >= 1e21 || (v != 0.0 && v.abs() < 1e-9) {
-        // Rust's plain form would print hundreds of digits for these.
-        let _ = write!(out, "{v:e}");
-    } else {
+        return;
+    }
+    // Rust's `{:e}` gives the same shortest digits as Go, as `d.ddde<exp>`.
+    let sci = format!("{v:e}");
+    let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
+    if v == 0.0 || (-4..6).contains(&exp) {
         let _ = write!(out, "{v}");
+    } else {
+        let sign = if exp < 0 { '-' } else { '+' };
+        let _ = write!(out, "{mantissa}e{sign}{:02}", exp.unsigned_abs());
     }
 }
 
@@ -138,6 +203,15 @@ mod tests {
             Ok(1.5)
         );
         assert_eq!(metric_value(&Value::from("12.5")), Ok(12.5));
+        assert_eq!(metric_value(&Value::from("0x1p-2")), Ok(0.25));
+        assert_eq!(
+            metric_value(&Value::from(" 2")),
+            Err(ValueError::NotANumber(" 2".into()))
+        );
+        assert_eq!(
+            metric_value(&Value::from("1e400")),
+            Err(ValueError::NotANumber("1e400".into()))
+        );
         assert_eq!(
             metric_value(&Value::from("abc")),
             Err(ValueError::NotANumber("abc".into()))
@@ -175,7 +249,18 @@ mod tests {
             "1m30.5s"
         );
         let map: StringMap<'_> = [("version", "v1"), ("app", "db")].into_iter().collect();
-        assert_eq!(text(Value::from(map)), "app=db&version=v1");
+        assert_eq!(text(Value::from(map)), "stringmap[app:db version:v1]");
+        assert_eq!(text(Value::from(StringMap::default())), "stringmap[]");
+        let ts = |s: &str| text(Value::Timestamp(s.parse().unwrap()));
+        assert_eq!(
+            ts("2019-05-16T10:00:00.1234569Z"),
+            "2019-05-16T10:00:00.123456Z"
+        );
+        assert_eq!(
+            ts("2019-01-01T02:00:00+02:00"),
+            "2019-01-01T00:00:00.000000Z"
+        );
+        assert_eq!(ts("1969-12-31T23:59:58.5Z"), "1969-12-31T23:59:58.500000Z");
     }
 
     #[test]
@@ -188,12 +273,25 @@ mod tests {
             write_f64(v, &mut s);
             s
         };
-        assert_eq!(num(128_000_000.0), "128000000");
+        assert_eq!(num(128_000_000.0), "1.28e+08");
+        assert_eq!(num(250.0), "250");
+        assert_eq!(num(1.5), "1.5");
+        assert_eq!(num(999_999.0), "999999");
+        assert_eq!(num(1e6), "1e+06");
+        assert_eq!(num(1_234_567.0), "1.234567e+06");
+        assert_eq!(num(9.223372036854776e18), "9.223372036854776e+18");
+        assert_eq!(num(9_007_199_254_740_994.0), "9.007199254740994e+15");
+        assert_eq!(num(1e-7), "1e-07");
+        assert_eq!(num(0.0001), "0.0001");
+        assert_eq!(num(0.00001234), "1.234e-05");
+        assert_eq!(num(-2.5e-10), "-2.5e-10");
+        assert_eq!(num(0.0), "0");
         assert_eq!(num(0.005), "0.005");
         assert_eq!(num(f64::INFINITY), "+Inf");
         assert_eq!(num(f64::NEG_INFINITY), "-Inf");
         assert_eq!(num(f64::NAN), "NaN");
-        assert_eq!(num(1e300), "1e300");
+        assert_eq!(num(1e300), "1e+300");
+        assert_eq!(num(-1e6), "-1e+06");
         assert_eq!(num(-0.0), "-0");
     }
 }

@@ -7,8 +7,8 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use tonic::body::Body;
 use tonic::metadata::MetadataMap;
-use tonic::server::{Grpc, NamedService, UnaryService};
-use tonic::{Code, Request, Response, Status};
+use tonic::server::{ClientStreamingService, Grpc, NamedService, UnaryService};
+use tonic::{Code, Request, Response, Status, Streaming};
 
 use super::codec::BytesCodec;
 use super::{CHECK_PATH, REPORT_PATH, SERVICE_NAME};
@@ -152,15 +152,33 @@ struct ReportSvc<S> {
     dedup: Option<Arc<Deduplicator>>,
 }
 
-impl<S: MixerService> UnaryService<Bytes> for ReportSvc<S> {
+/// Reads the one message of a unary call: tonic's unary path would ignore a second one
+/// silently, and its content would be lost without the client knowing.
+async fn only_message(stream: &mut Streaming<Bytes>) -> Result<Bytes, Status> {
+    let Some(first) = stream.message().await? else {
+        return Err(Status::invalid_argument(
+            "the Report call carries no message",
+        ));
+    };
+    if stream.message().await?.is_some() {
+        return Err(Status::invalid_argument(
+            "Report is a unary call: it carries exactly one ReportRequest, a second arrived",
+        ));
+    }
+    Ok(first)
+}
+
+// A client-streaming service only to see a second message; the call is unary for clients.
+impl<S: MixerService> ClientStreamingService<Bytes> for ReportSvc<S> {
     type Response = Bytes;
     type Future = Pin<Box<dyn Future<Output = Result<Response<Bytes>, Status>> + Send>>;
 
-    fn call(&mut self, request: Request<Bytes>) -> Self::Future {
+    fn call(&mut self, request: Request<Streaming<Bytes>>) -> Self::Future {
         let inner = Arc::clone(&self.inner);
         let dedup = self.dedup.clone();
         Box::pin(async move {
-            let (metadata, _, body) = request.into_parts();
+            let (metadata, _, mut stream) = request.into_parts();
+            let body = only_message(&mut stream).await?;
             let id = match (&dedup, metadata.get(REPORT_ID_HEADER)) {
                 (Some(_), Some(v)) => {
                     let text = v.to_str().map_err(|_| {
@@ -264,7 +282,7 @@ where
                 };
                 Box::pin(async move {
                     let mut grpc = Grpc::new(BytesCodec).max_decoding_message_size(limit);
-                    let response = grpc.unary(svc, req).await;
+                    let response = grpc.client_streaming(svc, req).await;
                     Ok(oversized_to_resource_exhausted(response, limit))
                 })
             }
