@@ -355,6 +355,74 @@ fn reload_while_recording_loses_nothing() {
 }
 
 #[test]
+fn a_removed_metric_is_held_for_its_grace_and_continues_when_restored() {
+    let grace = Duration::from_secs(300);
+    let t0 = Instant::now();
+    let r1 = Registry::new(seed_specs()).unwrap();
+    let dims = [Value::from("r"), Value::from("v2"), Value::from("v1")];
+    r1.metrics()[0].record(&dims, 10.0).unwrap();
+    r1.metrics()[1].record(&dims, 20.0).unwrap();
+
+    // The reload drops istio_mongo_received_bytes: held, not exposed.
+    let r2 = r1
+        .rebuild_holding_at(seed_specs()[..1].to_vec(), grace, t0)
+        .unwrap();
+    assert_eq!(r2.held_metrics(), ["istio_mongo_received_bytes"]);
+    assert!(r2.get("istio_mongo_received_bytes").is_none());
+    assert!(!text(&r2).contains("received"));
+    assert_eq!(r2.sweep_at(t0 + grace / 2), 0, "within the grace: kept");
+    assert_eq!(r2.sweep_interval(), Some(grace / 2));
+
+    // Restored within the grace: the counter continues.
+    let r3 = r2
+        .rebuild_holding_at(seed_specs(), grace, t0 + grace / 2)
+        .unwrap();
+    assert!(r3.held_metrics().is_empty());
+    r3.get("istio_mongo_received_bytes")
+        .unwrap()
+        .record(&dims, 5.0)
+        .unwrap();
+    assert!(text(&r3).contains(
+        "istio_mongo_received_bytes{destination_version=\"v1\",source_service=\"r\",source_version=\"v2\"} 25\n"
+    ));
+
+    // Removed again, then the grace passes: a sweep drops it (1 series) ...
+    let r4 = r3
+        .rebuild_holding_at(seed_specs()[..1].to_vec(), grace, t0)
+        .unwrap();
+    assert_eq!(r4.sweep_at(t0 + grace), 1);
+    assert!(r4.held_metrics().is_empty());
+    let r5 = r4
+        .rebuild_holding_at(seed_specs(), grace, t0 + grace)
+        .unwrap();
+    assert_eq!(
+        r5.get("istio_mongo_received_bytes").unwrap().series_count(),
+        0
+    );
+    // ... and so does a rebuild after the grace, without any sweep.
+    r5.get("istio_mongo_received_bytes")
+        .unwrap()
+        .record(&dims, 1.0)
+        .unwrap();
+    let r6 = r5
+        .rebuild_holding_at(seed_specs()[..1].to_vec(), grace, t0)
+        .unwrap();
+    let r7 = r6
+        .rebuild_holding_at(seed_specs(), grace, t0 + grace)
+        .unwrap();
+    assert_eq!(
+        r7.get("istio_mongo_received_bytes").unwrap().series_count(),
+        0
+    );
+    // A zero grace holds nothing.
+    let r8 = r1
+        .rebuild_holding_at(seed_specs()[..1].to_vec(), Duration::ZERO, t0)
+        .unwrap();
+    assert!(r8.held_metrics().is_empty());
+    assert_eq!(r8.sweep_interval(), None);
+}
+
+#[test]
 fn whole_number_counter_increments_stay_exact_beyond_2_pow_53() {
     let registry = Registry::new([
         MetricSpec::new("c", MetricKind::Counter, vec![]),

@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use meshmeter_adapters::workloads::{parse, Enriched, Enricher, FileRegistry, WorkloadRegistry};
+use meshmeter_adapters::workloads::{
+    parse, Enriched, Enricher, FileRegistry, WorkloadError, WorkloadRegistry,
+};
 use meshmeter_attributes::{Bag, Manifest, StringMap, Value};
 
 const SEED: &str = "\
@@ -30,15 +32,15 @@ fn err(text: &str) -> String {
 fn file_errors_name_file_entry_and_field() {
     assert_eq!(
         err("workloads:\n- name: a\n  namespace: d\n  ips: [1.2.3]\n"),
-        "w.yaml: workload 0 (a): field 'ips[0]' '1.2.3' is not an IP address"
+        "w.yaml:4:9: workload 0 (a): field 'ips[0]' '1.2.3' is not an IP address"
     );
     assert_eq!(
         err("workloads:\n- name: a\n  namespace: d\n- namespace: d\n"),
-        "w.yaml: workload 1: field 'name' is required"
+        "w.yaml:4:3: workload 1: field 'name' is required"
     );
     assert_eq!(
         err("workloads:\n- name: a\n  namespace: d\n  lables: {}\n"),
-        "w.yaml: workload 0 (a): field 'lables' is not a known field (expected name, namespace, \
+        "w.yaml:4:3: workload 0 (a): field 'lables' is not a known field (expected name, namespace, \
          labels, ips, services, pod, uid, service_account, owner)"
     );
     assert_eq!(
@@ -47,7 +49,24 @@ fn file_errors_name_file_entry_and_field() {
     );
     assert_eq!(
         err("workloads:\n- name: a\n  namespace: d\n  labels: [x]\n"),
-        "w.yaml: workload 0 (a): field 'labels' must be a map of names to strings"
+        "w.yaml:4:11: workload 0 (a): field 'labels' must be a map of names to strings"
+    );
+    // Nested fields point at their own value; a second workload at its own lines.
+    assert_eq!(
+        err("workloads:\n- name: a\n  namespace: d\n- name: b\n  namespace: d\n  labels:\n    app: [x]\n"),
+        "w.yaml:7:10: workload 1 (b): field 'labels.app' must be a string"
+    );
+    assert_eq!(
+        err("workloads:\n- name: a\n  namespace: d\n  services: [ok.svc, 7, x]\n"),
+        "w.yaml:4:22: workload 0 (a): field 'services[1]' must be a string"
+    );
+    assert_eq!(
+        err("# inventory\nworkloads:\n- {name: a, namespace: ''}\n"),
+        "w.yaml:3:24: workload 0 (a): field 'namespace' must not be empty"
+    );
+    assert_eq!(
+        err("workloads:\n- 3\n"),
+        "w.yaml:2:3: workload 0: field 'name' is required"
     );
     assert_eq!(
         err("workloads: 3\n"),
@@ -195,6 +214,15 @@ fn rewrite(path: &Path, text: &str) {
     std::fs::write(path, text).unwrap();
 }
 
+/// Polls twice: a change is tried only once two consecutive polls see the same content.
+fn poll_settled(registry: &FileRegistry) -> Result<bool, WorkloadError> {
+    assert!(
+        !registry.poll().unwrap(),
+        "a change is not loaded by the first poll that sees it"
+    );
+    registry.poll()
+}
+
 #[test]
 fn poll_reloads_changes_and_keeps_the_last_good_table() {
     let path = temp_path("poll.yaml");
@@ -205,28 +233,43 @@ fn poll_reloads_changes_and_keeps_the_last_good_table() {
         &path,
         "workloads:\n- {name: x, namespace: y, ips: [10.1.1.1]}\n",
     );
-    assert!(registry.poll().unwrap());
+    assert!(poll_settled(&registry).unwrap());
     assert_eq!(registry.load().workloads()[0].name, "x");
     rewrite(&path, "workloads:\n- {name: x, ips: [10.1.1.1]}\n");
     assert_eq!(
-        registry.poll().unwrap_err().to_string(),
+        poll_settled(&registry).unwrap_err().to_string(),
         format!(
-            "{}: workload 0 (x): field 'namespace' is required",
+            "{}:2:3: workload 0 (x): field 'namespace' is required",
             path.display()
         )
     );
     assert!(!registry.poll().unwrap(), "a bad version is reported once");
     assert_eq!(registry.load().workloads()[0].name, "x");
     std::fs::remove_file(&path).unwrap();
-    assert!(registry
-        .poll()
+    assert!(poll_settled(&registry)
         .unwrap_err()
         .to_string()
         .contains("cannot read"));
     assert!(!registry.poll().unwrap());
     rewrite(&path, SEED);
-    assert!(registry.poll().unwrap());
+    assert!(poll_settled(&registry).unwrap());
     assert_eq!(registry.load().workloads().len(), 2);
+    // A version caught once mid-write (truncated, then whole again) is never tried.
+    rewrite(&path, "workloads:\n- {name: x");
+    assert!(!registry.poll().unwrap());
+    rewrite(&path, SEED);
+    assert!(!registry.poll().unwrap());
+    assert!(!registry.poll().unwrap());
+    // Same size, same second: still a change (content, not mtime and length).
+    let same_size = SEED.replacen("v1", "v9", 1);
+    assert_eq!(same_size.len(), SEED.len());
+    rewrite(&path, &same_size);
+    assert!(poll_settled(&registry).unwrap());
+    assert!(registry
+        .load()
+        .workloads()
+        .iter()
+        .any(|w| w.name == "mongodb-v9"));
 }
 
 #[test]
@@ -275,7 +318,7 @@ fn reloading_a_billion_laughs_file_keeps_the_last_good_table() {
     rewrite(&path, SEED);
     let registry = FileRegistry::open(&path).unwrap();
     rewrite(&path, &billion_laughs());
-    let e = registry.poll().unwrap_err().to_string();
+    let e = poll_settled(&registry).unwrap_err().to_string();
     assert_eq!(
         e,
         format!(
@@ -293,7 +336,7 @@ fn an_emptied_file_is_suspect_and_keeps_the_last_good_table() {
     let registry = FileRegistry::open(&path).unwrap();
     rewrite(&path, "");
     assert_eq!(
-        registry.poll().unwrap_err().to_string(),
+        poll_settled(&registry).unwrap_err().to_string(),
         format!(
             "{}: holds no document (caught mid-write?); keeping the last good workloads",
             path.display()
@@ -302,6 +345,29 @@ fn an_emptied_file_is_suspect_and_keeps_the_last_good_table() {
     assert_eq!(registry.load().workloads().len(), 2);
     // Once whole again it reloads; an explicit empty list really empties the table.
     rewrite(&path, "workloads: []\n");
-    assert!(registry.poll().unwrap());
+    assert!(poll_settled(&registry).unwrap());
     assert!(registry.load().workloads().is_empty());
+}
+
+#[test]
+fn special_files_are_refused_without_blocking() {
+    assert_eq!(
+        FileRegistry::open("/dev/zero").unwrap_err().to_string(),
+        "/dev/zero: cannot read: not a regular file (a device)"
+    );
+    // Replaced on reload by a link to /dev/zero: refused, the last good table stays.
+    let path = temp_path("special.yaml");
+    rewrite(&path, SEED);
+    let registry = FileRegistry::open(&path).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", &path).unwrap();
+    assert_eq!(
+        poll_settled(&registry).unwrap_err().to_string(),
+        format!(
+            "{}: cannot read: not a regular file (a device)",
+            path.display()
+        )
+    );
+    assert_eq!(registry.load().workloads().len(), 2);
+    std::fs::remove_file(&path).unwrap();
 }

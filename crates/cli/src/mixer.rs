@@ -18,8 +18,10 @@ use meshmeter_server::{GrpcLimits, ServerError, ServerOptions, TelemetryServer};
 ///
 /// The configuration and the workloads file are checked for changes every
 /// --reload-interval; a valid change takes effect without a restart (counters of unchanged
-/// metrics keep their values), an invalid one is logged with its diagnostics and the last
-/// good configuration stays in force.
+/// metrics keep their values; a removed metric's series are held for --removed-metric-grace),
+/// an invalid one is logged with its diagnostics and the last good configuration stays in
+/// force. A change is loaded once two consecutive polls see the same content, and one that
+/// leaves no instance, handler or rule at all is refused as a file caught mid-write.
 ///
 /// Endpoints on --metrics-addr: /metrics, /healthz, /ready. SIGTERM or SIGINT stops
 /// accepting, finishes calls in flight (for at most --drain-timeout, then closes the
@@ -91,6 +93,12 @@ pub(crate) struct Args {
     /// How often to check the configuration and the workloads file for changes.
     #[arg(long, default_value = "1s", value_name = "DURATION", value_parser = parse_interval)]
     reload_interval: Duration,
+
+    /// When a reload removes a metric, keep its series (not exposed) this long, so that
+    /// restoring the metric within it continues its counters instead of restarting them at
+    /// 0; after it they are dropped. 0 drops them at once.
+    #[arg(long, default_value = "5m", value_name = "DURATION", value_parser = crate::shared::parse_duration)]
+    removed_metric_grace: Duration,
 
     /// On SIGTERM or SIGINT, how long calls in flight may take to finish; then connections
     /// still open (idle, without the HTTP/2 preface, stalled) are closed, the access log is
@@ -169,6 +177,7 @@ pub(crate) fn run(args: Args) -> ExitCode {
         log_output: args.access_log.map(meshmeter_adapters::stdio::Output::File),
         reload_interval: args.reload_interval,
         ingest_threads: args.ingest_threads.map_or(0, usize::from),
+        removed_metric_grace: args.removed_metric_grace,
         drain_timeout: args.drain_timeout,
         grpc_limits: GrpcLimits {
             max_concurrent_streams: args.grpc_max_concurrent_streams,

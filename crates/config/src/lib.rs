@@ -165,7 +165,9 @@ mod compile;
 mod diagnostic;
 mod exprs;
 mod fields;
-pub mod fsread;
+/// The bounded regular-file reader (now in `meshmeter-fswatch`, shared with the workloads
+/// file); re-exported for existing users.
+pub use meshmeter_fswatch::fsread;
 mod handlers;
 mod instances;
 mod load;

@@ -5,9 +5,9 @@ use std::path::{Path, PathBuf};
 
 use crate::compile;
 use crate::diagnostic::{Code, Diagnostic, Diagnostics};
-use crate::fsread::{is_regular_file, read_regular_file};
 use crate::snapshot::{Origin, Snapshot};
 use crate::source::{FileId, SourceFile, Sources};
+use meshmeter_fswatch::fsread::{is_regular_file, read_regular_file};
 
 /// Istio 1.1's default telemetry configuration (standard TCP and HTTP metrics, the access
 /// logs, workload identity), rendered for namespace `istio-system`.

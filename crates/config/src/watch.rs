@@ -4,7 +4,6 @@
 //! including a ConfigMap's symlink swap. The fingerprint hashes the files' contents, not
 //! their mtimes, so two edits within one mtime tick are not missed; configuration is small.
 
-use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,11 +11,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use meshmeter_fswatch::Settle;
 use tokio::sync::watch;
 
 use crate::diagnostic::Diagnostics;
 use crate::load::{config_files, load_paths, LoadOptions, MAX_FILE_BYTES};
-use crate::snapshot::Snapshot;
+use crate::snapshot::{Counts, Snapshot};
 
 /// A snapshot and the generation that produced it (1 for the initial load, +1 per reload).
 #[derive(Clone, Debug)]
@@ -34,11 +34,10 @@ struct Shared {
     generation: AtomicU64,
     failures: AtomicU64,
     tx: watch::Sender<Published>,
-    /// Serialises reloads (a poll and `reload_now` racing would publish out of order).
-    reload: Mutex<u64>,
-    /// A changed fingerprint seen once; it is loaded only when the next poll sees the same
-    /// one, so a file caught mid-write (truncated, half copied) is never loaded.
-    pending: Mutex<Option<u64>>,
+    /// The settle rule over the files' fingerprint (a change is loaded once two consecutive
+    /// polls agree on it); the lock also serialises reloads (a poll and `reload_now` racing
+    /// would publish out of order).
+    reload: Mutex<Settle>,
 }
 
 /// Owns the configuration in force and keeps it up to date.
@@ -77,8 +76,7 @@ impl ConfigWatcher {
                 generation: AtomicU64::new(1),
                 failures: AtomicU64::new(0),
                 tx,
-                reload: Mutex::new(fingerprint),
-                pending: Mutex::new(None),
+                reload: Mutex::new(Settle::new(fingerprint)),
             }),
             task: None,
         })
@@ -132,9 +130,10 @@ impl ConfigWatcher {
     /// on failure the old snapshot stays in force and the diagnostics are returned (and
     /// logged).
     pub fn reload_now(&self) -> Result<u64, Diagnostics> {
-        let mut last = lock(&self.shared.reload);
-        *last = fingerprint(&self.shared.paths);
-        self.shared.reload()
+        let mut settle = lock(&self.shared.reload);
+        settle.loaded(fingerprint(&self.shared.paths));
+        // Asked for explicitly: an emptied configuration is taken as meant.
+        self.shared.reload(false)
     }
 }
 
@@ -146,34 +145,36 @@ impl Drop for ConfigWatcher {
     }
 }
 
-fn lock(m: &Mutex<u64>) -> std::sync::MutexGuard<'_, u64> {
+fn lock(m: &Mutex<Settle>) -> std::sync::MutexGuard<'_, Settle> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl Shared {
     fn poll(&self) {
-        let mut last = lock(&self.reload);
-        let now = fingerprint(&self.paths);
-        let mut pending = self
-            .pending
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if now == *last {
-            *pending = None;
-            return;
+        let mut settle = lock(&self.reload);
+        if settle.poll(fingerprint(&self.paths)) {
+            let _ = self.reload(true);
         }
-        if *pending != Some(now) {
-            // Not settled yet: wait for one more poll with the same content.
-            *pending = Some(now);
-            return;
-        }
-        *pending = None;
-        *last = now;
-        let _ = self.reload();
     }
 
-    fn reload(&self) -> Result<u64, Diagnostics> {
+    /// Loads and publishes. With `suspect_empty`, a configuration that suddenly holds no
+    /// object of the operator's (where the one in force has some) is refused: a file being
+    /// rewritten in place (truncated, then written) can look empty for longer than two polls,
+    /// and dropping every rule would reset every counter.
+    fn reload(&self, suspect_empty: bool) -> Result<u64, Diagnostics> {
         match load_paths(&self.paths, &self.options) {
+            Ok(snapshot)
+                if suspect_empty
+                    && snapshot.user_counts() == Counts::default()
+                    && self.current.load().user_counts() != Counts::default() =>
+            {
+                self.failures.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    generation = self.generation.load(Ordering::Acquire),
+                    "the configuration files suddenly hold no instance, handler or rule (caught mid-write?); the previous configuration stays in force"
+                );
+                Err(Diagnostics::default())
+            }
             Ok(snapshot) => {
                 let snapshot = Arc::new(snapshot);
                 let generation = self.generation.load(Ordering::Acquire) + 1;
@@ -201,23 +202,17 @@ impl Shared {
 
 /// A hash of the set of configuration files and their contents.
 fn fingerprint(paths: &[PathBuf]) -> u64 {
-    let mut h = DefaultHasher::new();
     match config_files(paths) {
         Ok(files) => {
-            for f in files {
-                f.hash(&mut h);
-                match crate::fsread::read_regular_file(&f, MAX_FILE_BYTES) {
-                    Ok(bytes) => bytes.hash(&mut h),
-                    Err(e) => e.to_string().hash(&mut h),
-                }
-            }
+            meshmeter_fswatch::fingerprint(files.iter().map(PathBuf::as_path), MAX_FILE_BYTES)
         }
         Err((p, e)) => {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
             p.hash(&mut h);
             e.kind().hash(&mut h);
+            h.finish()
         }
     }
-    h.finish()
 }
 
 #[cfg(test)]
@@ -257,6 +252,40 @@ mod settle_tests {
         assert_eq!(w.generation(), 1);
         w.shared.poll();
         assert_eq!(w.generation(), 2);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn an_emptied_configuration_is_suspect_and_keeps_the_last_good() {
+        let dir = std::env::temp_dir().join(format!("meshmeter-empty-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("seed.yaml");
+        std::fs::write(&file, SEED).unwrap();
+        let options = LoadOptions {
+            include_defaults: false,
+            ..LoadOptions::default()
+        };
+        let w = ConfigWatcher::new(vec![dir.clone()], options).unwrap();
+        // Empty (only a comment) for longer than the settle rule covers.
+        std::fs::write(&file, "# being rewritten\n").unwrap();
+        for _ in 0..4 {
+            w.shared.poll();
+        }
+        assert_eq!(w.generation(), 1, "an emptied configuration is not loaded");
+        assert_eq!(w.failures(), 1, "refused once, not on every poll");
+        assert_eq!(w.current().prometheus_metrics().count(), 2);
+        // The rewrite completes (same content): loaded again, same metrics, no more refusals.
+        std::fs::write(&file, SEED).unwrap();
+        w.shared.poll();
+        w.shared.poll();
+        assert_eq!(w.generation(), 2);
+        assert_eq!(w.failures(), 1);
+        assert_eq!(w.current().prometheus_metrics().count(), 2);
+        // Asked for explicitly, an empty configuration is taken as meant.
+        std::fs::write(&file, "").unwrap();
+        assert_eq!(w.reload_now().unwrap(), 3);
+        assert_eq!(w.current().prometheus_metrics().count(), 0);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -1,4 +1,5 @@
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use meshmeter_adapters::prometheus::{metric_value, SpecError};
@@ -34,13 +35,20 @@ pub struct EngineOptions {
     /// Where every stdio handler writes, overriding its own `log_stream` (the demo sends the
     /// access log to a file so that it does not drown its display).
     pub log_output: Option<Output>,
+    /// How long a metric a reload removed keeps its series (held, not exposed), so that
+    /// restoring it continues its counters; zero drops it at once.
+    pub removed_metric_grace: Duration,
 }
+
+/// The default [`EngineOptions::removed_metric_grace`]: five minutes.
+pub const DEFAULT_REMOVED_METRIC_GRACE: Duration = Duration::from_secs(300);
 
 impl Default for EngineOptions {
     fn default() -> Self {
         EngineOptions {
             series_limit: meshmeter_adapters::prometheus::DEFAULT_SERIES_LIMIT,
             log_output: None,
+            removed_metric_grace: DEFAULT_REMOVED_METRIC_GRACE,
         }
     }
 }
@@ -161,14 +169,7 @@ impl Engine {
             override_output: options.log_output.clone(),
             self_metrics: Arc::clone(&self_metrics),
         };
-        let runtime = Runtime::build(
-            snapshot,
-            1,
-            None,
-            options.series_limit,
-            &self_metrics,
-            &writers,
-        )?;
+        let runtime = Runtime::build(snapshot, 1, None, &options, &self_metrics, &writers)?;
         let bags = self_metrics.counter(
             "meshmeter_bags_dispatched_total",
             "Attribute bags run through the configuration.",
@@ -194,7 +195,7 @@ impl Engine {
             snapshot,
             generation,
             Some(&previous),
-            self.options.series_limit,
+            &self.options,
             &self.self_metrics,
             &self.writers,
         )?;

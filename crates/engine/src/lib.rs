@@ -25,7 +25,9 @@ mod plan;
 mod reload;
 mod workloads;
 
-pub use engine::{DispatchOutcome, Engine, EngineError, EngineOptions};
+pub use engine::{
+    DispatchOutcome, Engine, EngineError, EngineOptions, DEFAULT_REMOVED_METRIC_GRACE,
+};
 pub use plan::Runtime;
 pub use reload::spawn_reloader;
 pub use workloads::Workloads;

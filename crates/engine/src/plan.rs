@@ -11,7 +11,7 @@ use meshmeter_adapters::stdio::StdioWriter;
 use meshmeter_adapters::workloads::Enricher;
 use meshmeter_config::{HandlerParams, InstanceParams, MetricKind, Snapshot};
 
-use crate::engine::{EngineError, Writers};
+use crate::engine::{EngineError, EngineOptions, Writers};
 
 /// A configuration compiled for dispatch. Immutable; the engine swaps whole runtimes.
 #[derive(Debug)]
@@ -166,13 +166,15 @@ impl Runtime {
         snapshot: Arc<Snapshot>,
         generation: u64,
         previous: Option<&Runtime>,
-        series_limit: usize,
+        options: &EngineOptions,
         self_metrics: &SelfMetrics,
         writers: &Writers,
     ) -> Result<Runtime, EngineError> {
-        let specs = metric_specs(&snapshot, series_limit);
+        let specs = metric_specs(&snapshot, options.series_limit);
         let prometheus = match previous {
-            Some(prev) => prev.prometheus.rebuild(specs),
+            Some(prev) => prev
+                .prometheus
+                .rebuild_holding(specs, options.removed_metric_grace),
             None => Registry::new(specs),
         }
         .map_err(EngineError::Metrics)?;

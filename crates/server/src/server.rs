@@ -52,6 +52,9 @@ pub struct ServerOptions {
     /// Threads (each with a single-threaded runtime) serving report connections; 0 means
     /// one per core this process may run on.
     pub ingest_threads: usize,
+    /// How long a metric a reload removed keeps its series, so that restoring it continues
+    /// its counters; zero drops it at once.
+    pub removed_metric_grace: Duration,
     /// After shutdown is asked for, how long calls in flight may take to finish; then every
     /// connection still open (idle, without the HTTP/2 preface, stalled) is closed.
     pub drain_timeout: Duration,
@@ -75,6 +78,7 @@ impl Default for ServerOptions {
             reload_interval: Duration::from_secs(1),
             dedup_clients: 10_000,
             ingest_threads: 0,
+            removed_metric_grace: meshmeter_engine::DEFAULT_REMOVED_METRIC_GRACE,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             grpc_limits: GrpcLimits::default(),
         }
@@ -184,6 +188,7 @@ impl TelemetryServer {
             EngineOptions {
                 series_limit: options.series_limit,
                 log_output: options.log_output.clone(),
+                removed_metric_grace: options.removed_metric_grace,
             },
         )?);
         let ingest = Arc::new(

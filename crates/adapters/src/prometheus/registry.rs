@@ -1,7 +1,7 @@
 //! A set of metrics built from specs, rebuilt on reload keeping unchanged definitions' series.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::encode::encode_metric;
@@ -21,6 +21,18 @@ pub struct Registry {
     metrics: Vec<Metric>,
     /// Indexes into `metrics` sorted by name, for exposition.
     by_name: Vec<usize>,
+    /// Metrics a reload removed, held (not exposed, not recorded to) for a grace period so
+    /// that restoring them continues their series; see [`Registry::rebuild_holding`].
+    held: Arc<Mutex<Vec<Held>>>,
+    /// How long `held` metrics are kept.
+    grace: Duration,
+}
+
+/// A removed metric and when it was removed.
+#[derive(Clone, Debug)]
+struct Held {
+    metric: Metric,
+    since: Instant,
 }
 
 impl Registry {
@@ -36,12 +48,68 @@ impl Registry {
     /// Records made through `self`'s handles after the rebuild still land in the shared
     /// series, so nothing is lost while workers switch over.
     pub fn rebuild(&self, specs: impl IntoIterator<Item = MetricSpec>) -> Result<Self, SpecError> {
-        let old: HashMap<&str, &Metric> = self.metrics.iter().map(|m| (m.name(), m)).collect();
-        Self::build(specs, |spec| {
+        self.rebuild_holding_at(specs, Duration::ZERO, Instant::now())
+    }
+
+    /// [`Registry::rebuild`], except that metrics no longer specified are held for `grace`
+    /// (not exposed, their series kept): a later rebuild within `grace` that specifies one
+    /// again with the same definition continues its series (a metric dropped by an edit
+    /// mistake or a file caught mid-rewrite does not restart its counters). Held metrics are
+    /// dropped by the first [`Registry::sweep`] or rebuild after `grace`. A zero `grace`
+    /// holds nothing.
+    pub fn rebuild_holding(
+        &self,
+        specs: impl IntoIterator<Item = MetricSpec>,
+        grace: Duration,
+    ) -> Result<Self, SpecError> {
+        self.rebuild_holding_at(specs, grace, Instant::now())
+    }
+
+    /// [`Registry::rebuild_holding`] as of `now` (for tests and simulated time).
+    pub fn rebuild_holding_at(
+        &self,
+        specs: impl IntoIterator<Item = MetricSpec>,
+        grace: Duration,
+        now: Instant,
+    ) -> Result<Self, SpecError> {
+        let mut held = self.held_at(now, grace);
+        let mut old: HashMap<&str, &Metric> =
+            held.iter().map(|h| (h.metric.name(), &h.metric)).collect();
+        old.extend(self.metrics.iter().map(|m| (m.name(), m)));
+        let mut registry = Self::build(specs, |spec| {
             old.get(spec.name.as_str())
                 .filter(|m| m.spec().same_definition(spec))
                 .map(|m| Arc::clone(&m.0.store))
-        })
+        })?;
+        if !grace.is_zero() {
+            held.retain(|h| registry.get(h.metric.name()).is_none());
+            for m in &self.metrics {
+                if registry.get(m.name()).is_none() {
+                    held.push(Held {
+                        metric: m.clone(),
+                        since: now,
+                    });
+                }
+            }
+            registry.held = Arc::new(Mutex::new(held));
+            registry.grace = grace;
+        }
+        Ok(registry)
+    }
+
+    /// The held metrics still within `grace` at `now`.
+    fn held_at(&self, now: Instant, grace: Duration) -> Vec<Held> {
+        let held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        held.iter()
+            .filter(|h| now.saturating_duration_since(h.since) < grace)
+            .cloned()
+            .collect()
+    }
+
+    /// The names of the metrics a reload removed that are held for their grace period.
+    pub fn held_metrics(&self) -> Vec<String> {
+        let held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        held.iter().map(|h| h.metric.name().to_owned()).collect()
     }
 
     fn build(
@@ -59,7 +127,11 @@ impl Registry {
         }
         let mut by_name: Vec<usize> = (0..metrics.len()).collect();
         by_name.sort_by(|&a, &b| metrics[a].name().cmp(metrics[b].name()));
-        Ok(Registry { metrics, by_name })
+        Ok(Registry {
+            metrics,
+            by_name,
+            ..Registry::default()
+        })
     }
 
     /// The metrics, in the order of the specs they were built from.
@@ -88,15 +160,25 @@ impl Registry {
         self.sweep_at(Instant::now())
     }
 
-    /// [`Registry::sweep`] as of `now` (for tests and simulated time).
+    /// [`Registry::sweep`] as of `now` (for tests and simulated time). Also drops held
+    /// metrics whose grace period is over; their series count as removed.
     pub fn sweep_at(&self, now: Instant) -> usize {
-        self.metrics
-            .iter()
-            .map(|m| {
-                let idle = m.spec().expiry.map(|e| e.as_millis() as u64);
-                m.0.store.sweep(now, idle)
-            })
-            .sum()
+        let sweep = |m: &Metric| {
+            let idle = m.spec().expiry.map(|e| e.as_millis() as u64);
+            m.0.store.sweep(now, idle)
+        };
+        let mut removed: usize = self.metrics.iter().map(sweep).sum();
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        held.retain(|h| {
+            if now.saturating_duration_since(h.since) < self.grace {
+                removed += sweep(&h.metric);
+                true
+            } else {
+                removed += h.metric.series_count();
+                false
+            }
+        });
+        removed
     }
 
     /// How often to call [`Registry::sweep`]: half the shortest expiry (as Mixer's default
@@ -104,10 +186,17 @@ impl Registry {
     ///
     /// Updates are stamped with a clock that sweeps advance, so a series is removed after
     /// between one and one and a half times its expiry of idleness when sweeps come this often.
+    /// While metrics are held, the grace period counts as an expiry too.
     pub fn sweep_interval(&self) -> Option<Duration> {
+        let holding = !self
+            .held
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty();
         self.metrics
             .iter()
             .filter_map(|m| m.spec().expiry)
+            .chain(holding.then_some(self.grace))
             .min()
             .map(|e| (e / 2).max(Duration::from_millis(10)))
     }

@@ -1,15 +1,18 @@
 //! The workloads file: parsing with precise errors, and reloading when it changes.
 
+use std::collections::HashMap;
 use std::io;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use arc_swap::{ArcSwap, Guard};
 use meshmeter_attributes::StringMap;
+use meshmeter_fswatch::fsread::FileReadError;
+use meshmeter_fswatch::{read_fingerprinted, Settle};
 use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
 use yaml_rust2::scanner::Marker;
 use yaml_rust2::{Yaml, YamlLoader};
@@ -72,10 +75,15 @@ pub enum WorkloadError {
         path: PathBuf,
     },
     /// One field of one workload is wrong.
-    #[error("{path}: workload {index}{}: field '{field}' {problem}", name.as_ref().map(|n| format!(" ({n})")).unwrap_or_default())]
+    #[error("{path}:{line}:{column}: workload {index}{}: field '{field}' {problem}", name.as_ref().map(|n| format!(" ({n})")).unwrap_or_default())]
     Field {
         /// The file.
         path: PathBuf,
+        /// 1-based line of the field's value (of its key for an unknown field, of the
+        /// workload for a missing one).
+        line: usize,
+        /// 1-based column.
+        column: usize,
         /// 0-based position in the `workloads` list.
         index: usize,
         /// The workload's name, when it has one.
@@ -115,25 +123,127 @@ fn scalar_text(y: &Yaml) -> Option<String> {
 /// or runaway file cannot exhaust memory.
 pub const MAX_WORKLOADS_FILE_BYTES: u64 = 64 << 20;
 
-/// Records the position of the first alias in a YAML event stream.
-#[derive(Default)]
-struct AliasFinder(Option<Marker>);
+/// One open collection while walking the YAML events.
+enum Frame {
+    Seq { path: String, next: usize },
+    Map { path: String, key: Option<String> },
+}
 
-impl MarkedEventReceiver for AliasFinder {
+/// Where things are in the first document, from one pass over the YAML events (the loaded
+/// `Yaml` tree keeps no positions): the first alias, and the start of every node and every
+/// mapping key by path (`workloads[0].ips[1]`, `workloads[0].labels.app`).
+#[derive(Default)]
+struct Positions {
+    first_alias: Option<Marker>,
+    nodes: HashMap<String, Marker>,
+    keys: HashMap<String, Marker>,
+    stack: Vec<Frame>,
+    /// Past the first document: only aliases are still looked for.
+    done: bool,
+}
+
+impl Positions {
+    fn scan(text: &str) -> Positions {
+        let mut p = Positions::default();
+        // Syntax errors are reported by the real load, with their position.
+        let _ = Parser::new_from_str(text).load(&mut p, true);
+        p
+    }
+
+    /// The node starting at `mark`: its path, or `None` when it is a mapping key (recorded).
+    fn node(&mut self, mark: Marker, key_text: Option<&str>) -> Option<String> {
+        let path = match self.stack.last_mut() {
+            None => String::new(),
+            Some(Frame::Seq { path, next }) => {
+                *next += 1;
+                format!("{path}[{}]", *next - 1)
+            }
+            Some(Frame::Map { path, key }) => match key.take() {
+                Some(k) => join(path, &k),
+                None => {
+                    let k = key_text.unwrap_or("?").to_owned();
+                    self.keys.insert(join(path, &k), mark);
+                    // A block mapping's start is reported after its first key (at the ':');
+                    // the mapping starts where that key does.
+                    if let Some(start) = self.nodes.get_mut(path.as_str()) {
+                        if mark.index() < start.index() {
+                            *start = mark;
+                        }
+                    }
+                    *key = Some(k);
+                    return None;
+                }
+            },
+        };
+        self.nodes.entry(path.clone()).or_insert(mark);
+        Some(path)
+    }
+
+    /// Where the field `field` of workload `index` is (see [`WorkloadError::Field`]).
+    fn field(&self, index: usize, field: &str, problem: &FieldProblem) -> (usize, usize) {
+        let item = format!("workloads[{index}]");
+        let at = join(&item, field);
+        let mark = match problem {
+            FieldProblem::Missing => self.nodes.get(&item),
+            FieldProblem::Unknown => self.keys.get(&at),
+            _ => self.nodes.get(&at).or_else(|| self.keys.get(&at)),
+        }
+        .or_else(|| self.nodes.get(&item));
+        mark.map_or((0, 0), |m| (m.line(), m.col() + 1))
+    }
+}
+
+fn join(path: &str, key: &str) -> String {
+    if path.is_empty() {
+        key.to_owned()
+    } else {
+        format!("{path}.{key}")
+    }
+}
+
+impl MarkedEventReceiver for Positions {
     fn on_event(&mut self, ev: Event, mark: Marker) {
-        if self.0.is_none() && matches!(ev, Event::Alias(_)) {
-            self.0 = Some(mark);
+        if matches!(ev, Event::Alias(_)) && self.first_alias.is_none() {
+            self.first_alias = Some(mark);
+        }
+        if self.done {
+            return;
+        }
+        match ev {
+            Event::Scalar(ref text, ..) => {
+                self.node(mark, Some(text));
+            }
+            Event::Alias(_) => {
+                self.node(mark, None);
+            }
+            Event::SequenceStart(..) => {
+                if let Some(path) = self.node(mark, None) {
+                    self.stack.push(Frame::Seq { path, next: 0 });
+                } else {
+                    // A collection used as a key: walk it under a path nothing looks up.
+                    self.stack.push(Frame::Seq {
+                        path: "?".into(),
+                        next: 0,
+                    });
+                }
+            }
+            Event::MappingStart(..) => {
+                let path = self.node(mark, None).unwrap_or_else(|| "?".into());
+                self.stack.push(Frame::Map { path, key: None });
+            }
+            Event::SequenceEnd | Event::MappingEnd => {
+                self.stack.pop();
+            }
+            Event::DocumentEnd => self.done = true,
+            _ => {}
         }
     }
 }
 
 /// Refuses YAML aliases before building the document: expanding them (billion laughs) could
 /// take exponential memory, and the configuration loader refuses them too.
-fn refuse_aliases(path: &Path, text: &str) -> Result<(), WorkloadError> {
-    let mut finder = AliasFinder::default();
-    // Syntax errors are reported by the real load below, with their position.
-    let _ = Parser::new_from_str(text).load(&mut finder, true);
-    match finder.0 {
+fn refuse_aliases(path: &Path, positions: &Positions) -> Result<(), WorkloadError> {
+    match positions.first_alias {
         Some(m) => Err(WorkloadError::Syntax {
             path: path.to_owned(),
             line: m.line(),
@@ -146,7 +256,8 @@ fn refuse_aliases(path: &Path, text: &str) -> Result<(), WorkloadError> {
 
 /// Parses the text of a workloads file; `path` is only used in errors.
 pub fn parse(path: &Path, text: &str) -> Result<WorkloadTable, WorkloadError> {
-    refuse_aliases(path, text)?;
+    let positions = Positions::scan(text);
+    refuse_aliases(path, &positions)?;
     let docs = YamlLoader::load_from_str(text).map_err(|e| WorkloadError::Syntax {
         path: path.to_owned(),
         line: e.marker().line(),
@@ -172,7 +283,7 @@ pub fn parse(path: &Path, text: &str) -> Result<WorkloadTable, WorkloadError> {
     };
     let mut workloads = Vec::with_capacity(list.len());
     for (index, entry) in list.iter().enumerate() {
-        workloads.push(parse_entry(path, index, entry)?);
+        workloads.push(parse_entry(path, &positions, index, entry)?);
     }
     WorkloadTable::new(workloads).map_err(|error| WorkloadError::Conflict {
         path: path.to_owned(),
@@ -180,14 +291,24 @@ pub fn parse(path: &Path, text: &str) -> Result<WorkloadTable, WorkloadError> {
     })
 }
 
-fn parse_entry(path: &Path, index: usize, entry: &Yaml) -> Result<Workload, WorkloadError> {
+fn parse_entry(
+    path: &Path,
+    positions: &Positions,
+    index: usize,
+    entry: &Yaml,
+) -> Result<Workload, WorkloadError> {
     let name = entry["name"].as_str().map(str::to_owned);
-    let err = |field: &str, problem| WorkloadError::Field {
-        path: path.to_owned(),
-        index,
-        name: name.clone(),
-        field: field.to_owned(),
-        problem,
+    let err = |field: &str, problem: FieldProblem| {
+        let (line, column) = positions.field(index, field, &problem);
+        WorkloadError::Field {
+            path: path.to_owned(),
+            line,
+            column,
+            index,
+            name: name.clone(),
+            field: field.to_owned(),
+            problem,
+        }
     };
     let Yaml::Hash(map) = entry else {
         return Err(err("name", FieldProblem::Missing));
@@ -276,21 +397,6 @@ fn parse_entry(path: &Path, index: usize, entry: &Yaml) -> Result<Workload, Work
     Ok(w)
 }
 
-/// What identifies a version of the file without reading it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct Stamp {
-    modified: Option<SystemTime>,
-    len: u64,
-}
-
-fn stamp(path: &Path) -> io::Result<Stamp> {
-    let m = std::fs::metadata(path)?;
-    Ok(Stamp {
-        modified: m.modified().ok(),
-        len: m.len(),
-    })
-}
-
 /// A workload table loaded from a file and reloaded when the file changes.
 ///
 /// Readers take [`FileRegistry::load`] (lock-free); a failed reload keeps the last good table.
@@ -298,20 +404,21 @@ fn stamp(path: &Path) -> io::Result<Stamp> {
 pub struct FileRegistry {
     path: PathBuf,
     table: ArcSwap<WorkloadTable>,
-    /// The stamp of the last version tried, good or bad, so a bad file is reported once.
-    seen: Mutex<Option<Stamp>>,
+    /// The settle rule over the file's content fingerprint: a change is tried once two
+    /// consecutive polls agree on it, and only once (a bad version is reported once).
+    settle: Mutex<Settle>,
 }
 
 impl FileRegistry {
     /// Loads `path`; it must be valid now.
     pub fn open(path: impl Into<PathBuf>) -> Result<Self, WorkloadError> {
         let path = path.into();
-        let seen = stamp(&path).ok();
-        let table = read(&path)?;
+        let (fingerprint, bytes) = read_fingerprinted(&path, MAX_WORKLOADS_FILE_BYTES);
+        let table = parse(&path, &text_of(&path, bytes)?)?;
         Ok(FileRegistry {
             path,
             table: ArcSwap::from_pointee(table),
-            seen: Mutex::new(seen),
+            settle: Mutex::new(Settle::new(fingerprint)),
         })
     }
 
@@ -325,37 +432,26 @@ impl FileRegistry {
         self.table.load()
     }
 
-    /// Reloads when the file's modification time or size changed: `Ok(true)` when a new
-    /// table is in place, `Ok(false)` when nothing changed, and an error (once per change)
-    /// when the new version is unusable, the last good table staying in place.
+    /// Reads the file and reloads it when its content changed and has settled (the poll
+    /// before saw the same content): `Ok(true)` when a new table is in place, `Ok(false)`
+    /// when there is nothing (yet) to load, and an error (once per change) when the new
+    /// version is unusable, the last good table staying in place.
     pub fn poll(&self) -> Result<bool, WorkloadError> {
-        let now = stamp(&self.path).map_err(|source| WorkloadError::Read {
-            path: self.path.clone(),
-            source,
-        });
-        let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
-        match now {
-            Ok(now) if seen.as_ref() == Some(&now) => Ok(false),
-            Ok(now) => {
-                *seen = Some(now);
-                let text = read_text(&self.path)?;
-                // A truncated file must not silently strip every workload's identity.
-                if no_documents(&text) && !self.table.load().workloads().is_empty() {
-                    return Err(WorkloadError::Empty {
-                        path: self.path.clone(),
-                    });
-                }
-                let table = parse(&self.path, &text)?;
-                self.table.store(Arc::new(table));
-                Ok(true)
-            }
-            // A missing file is reported once, like any bad version.
-            Err(_) if seen.is_none() => Ok(false),
-            Err(e) => {
-                *seen = None;
-                Err(e)
-            }
+        let mut settle = self.settle.lock().unwrap_or_else(PoisonError::into_inner);
+        let (fingerprint, bytes) = read_fingerprinted(&self.path, MAX_WORKLOADS_FILE_BYTES);
+        if !settle.poll(fingerprint) {
+            return Ok(false);
         }
+        let text = text_of(&self.path, bytes)?;
+        // A truncated file must not silently strip every workload's identity.
+        if no_documents(&text) && !self.table.load().workloads().is_empty() {
+            return Err(WorkloadError::Empty {
+                path: self.path.clone(),
+            });
+        }
+        let table = parse(&self.path, &text)?;
+        self.table.store(Arc::new(table));
+        Ok(true)
     }
 
     /// Polls every `every` on a thread until the returned [`Watch`] is dropped; errors go to
@@ -383,10 +479,6 @@ impl FileRegistry {
     }
 }
 
-fn read(path: &Path) -> Result<WorkloadTable, WorkloadError> {
-    parse(path, &read_text(path)?)
-}
-
 /// Whether `text` is only blank lines and comments.
 fn no_documents(text: &str) -> bool {
     text.lines().all(|l| {
@@ -395,25 +487,23 @@ fn no_documents(text: &str) -> bool {
     })
 }
 
-fn read_text(path: &Path) -> Result<String, WorkloadError> {
-    use std::io::Read;
+/// The text of a read through the bounded, regular-file-only reader (a FIFO or device named
+/// as the workloads file is refused, not read forever).
+fn text_of(path: &Path, bytes: Result<Vec<u8>, FileReadError>) -> Result<String, WorkloadError> {
     let read_err = |source| WorkloadError::Read {
         path: path.to_owned(),
         source,
     };
-    let mut text = String::new();
-    // Bounded: one byte past the limit tells an oversized file apart without reading it all.
-    std::fs::File::open(path)
-        .map_err(read_err)?
-        .take(MAX_WORKLOADS_FILE_BYTES + 1)
-        .read_to_string(&mut text)
-        .map_err(read_err)?;
-    if text.len() as u64 > MAX_WORKLOADS_FILE_BYTES {
-        return Err(read_err(io::Error::other(format!(
-            "file is larger than the limit of {MAX_WORKLOADS_FILE_BYTES} bytes"
-        ))));
-    }
-    Ok(text)
+    let bytes = bytes.map_err(|e| match e {
+        FileReadError::Io(e) => read_err(e),
+        other => read_err(io::Error::other(other.to_string())),
+    })?;
+    String::from_utf8(bytes).map_err(|e| {
+        read_err(io::Error::other(format!(
+            "not UTF-8 text (at byte {})",
+            e.utf8_error().valid_up_to()
+        )))
+    })
 }
 
 /// A running [`FileRegistry::watch`]; dropping it stops the thread.
