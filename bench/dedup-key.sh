@@ -13,6 +13,8 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 DURATION=${DURATION:-5}
 PAIRS=${PAIRS:-3}
+# ROWS="100 4 4;1 32 2": batch, in flight, connections per row.
+IFS=";" read -r -a ROWS <<<"${ROWS:-100 4 4;1 32 2}"
 [[ -x $MESHMETER_BIN ]] || die "$MESHMETER_BIN not found (cargo build --release -p meshmeter)"
 clock_ticks=$(getconf CLK_TCK)
 seed="$REPO_DIR/examples/tcp-metrics.yaml"
@@ -33,8 +35,12 @@ one_run() {
         --access-log "$WORK_DIR/access.log" --config-dir "$seed"
     group=$BG_PID
     wait_port "$metrics"
-    pid=$(pgrep -g "$group" -x meshmeter | head -n 1)
-    [[ -n $pid ]] || die "server process not found"
+    pid=""
+    for _ in $(seq 1 50); do
+        pid=$(pgrep -g "$group" -x meshmeter | head -n 1) && [[ -n $pid ]] && break
+        sleep 0.1
+    done
+    [[ -n $pid ]] || die "server process not found (the binary must be named meshmeter)"
     before=$(cpu_seconds "$pid")
     json=$(timeout --foreground $((DURATION + 60)) "${LOAD_PREFIX[@]}" "$MESHMETER_BIN" loadgen \
         --target "127.0.0.1:$grpc" --metrics "127.0.0.1:$metrics" --batch "$batch" \
@@ -56,7 +62,7 @@ echo "Pinning: $PINNING. ${DURATION}s per run, seed + Istio default config, acce
 echo
 echo "| batch | in flight / connections | pair | bags/s without / with key | bags per server CPU-s without / with key | ratio (CPU) | verified |"
 echo "|---|---|---|---|---|---|---|"
-for row in "100 4 4" "1 32 2"; do
+for row in "${ROWS[@]}"; do
     read -r batch concurrency connections <<<"$row"
     for pair in $(seq 1 "$PAIRS"); do
         read -r wall0 cpu0 ok0 <<<"$(one_run "$batch" "$concurrency" "$connections")"
