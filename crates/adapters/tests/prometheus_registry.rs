@@ -353,3 +353,65 @@ fn reload_while_recording_loses_nothing() {
         "{sample}"
     );
 }
+
+#[test]
+fn exposition_in_chunks_is_the_same_text_and_each_chunk_is_bounded() {
+    let counter = MetricSpec::new("a_requests", MetricKind::Counter, labels(&["path"]));
+    let empty = MetricSpec::new("b_idle", MetricKind::Gauge, labels(&["path"]));
+    let mut hist = MetricSpec::new(
+        "c_latency",
+        MetricKind::Distribution {
+            buckets: Buckets::Explicit(vec![1.0, 10.0, 100.0]),
+        },
+        labels(&["path"]),
+    );
+    hist.series_limit = 1_000_000;
+    let mut counter = counter;
+    counter.series_limit = 1_000_000;
+    let registry = Registry::new([counter, empty, hist]).unwrap();
+    for n in 0..2000 {
+        let path = Value::from(format!("/p/{n:05}"));
+        registry.metrics()[0]
+            .record(&[path.clone()], n as f64)
+            .unwrap();
+        if n % 5 == 0 {
+            registry.metrics()[2].record(&[path], n as f64).unwrap();
+        }
+    }
+    let whole = text(&registry);
+    assert_eq!(whole.lines().count(), 2 + 2000 + 2 + 400 * 6);
+
+    const FILL: usize = 4096;
+    // The longest series block: a histogram series' six lines.
+    let longest = whole
+        .lines()
+        .filter(|l| l.starts_with("c_latency_bucket"))
+        .map(|l| l.len() + 1)
+        .max()
+        .unwrap()
+        * 6;
+    let mut exposition = registry.exposition();
+    let mut chunks = Vec::new();
+    loop {
+        let mut chunk = String::new();
+        if !exposition.next_chunk(&mut chunk, FILL) {
+            assert_eq!(chunk, "", "a finished exposition appends nothing");
+            break;
+        }
+        assert!(
+            chunk.len() < FILL + longest,
+            "chunk of {} bytes",
+            chunk.len()
+        );
+        chunks.push(chunk);
+    }
+    assert!(!exposition.next_chunk(&mut String::new(), FILL));
+    let (last, full) = chunks.split_last().unwrap();
+    assert!(full.iter().all(|c| c.len() >= FILL));
+    assert!(!last.is_empty());
+    assert!(chunks.len() > whole.len() / (FILL + longest));
+    assert!(
+        chunks.concat() == whole,
+        "chunked text differs from encode's"
+    );
+}

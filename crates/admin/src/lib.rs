@@ -18,7 +18,11 @@
 //! # }
 //! ```
 
+mod body;
 mod conn;
 mod server;
 
-pub use server::{AdminError, AdminServer, MetricsSource, Readiness, METRICS_CONTENT_TYPE};
+pub use body::{MetricsBody, CHUNK_BYTES};
+pub use server::{
+    AdminError, AdminServer, MetricsSource, Readiness, Streamed, METRICS_CONTENT_TYPE,
+};

@@ -34,7 +34,7 @@ mod spec;
 mod value;
 
 pub use metric::{Metric, RecordError};
-pub use registry::Registry;
+pub use registry::{Exposition, Registry};
 pub use spec::{
     BucketError, Buckets, MetricKind, MetricSpec, SpecError, DEFAULT_BUCKETS, DEFAULT_SERIES_LIMIT,
     MAX_BUCKETS,
