@@ -181,7 +181,7 @@ impl Registry {
         let families: [Family; 3] = [
             (
                 "meshmeter_prometheus_dropped_series_total",
-                "New series refused because the metric held its series limit.",
+                "New series refused because the metric held its series limit or label bytes limit.",
                 "counter",
                 Metric::dropped_series,
             ),
