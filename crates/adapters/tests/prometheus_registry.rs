@@ -162,7 +162,7 @@ fn series_limit_drops_and_counts() {
     registry.encode_self(&mut own);
     assert_eq!(
         own,
-        "# HELP meshmeter_prometheus_dropped_series_total New series refused because the metric held its series limit.\n\
+        "# HELP meshmeter_prometheus_dropped_series_total New series refused because the metric held its series limit or label bytes limit.\n\
          # TYPE meshmeter_prometheus_dropped_series_total counter\n\
          meshmeter_prometheus_dropped_series_total{metric=\"c\"} 3\n\
          # HELP meshmeter_prometheus_series Series held per configured metric.\n\
@@ -487,4 +487,122 @@ fn samples_and_bounds_print_as_go_does() {
          h_sum 2e+06\n\
          h_count 1\n"
     );
+}
+
+#[test]
+fn exposition_in_chunks_is_the_same_text_and_each_chunk_is_bounded() {
+    let counter = MetricSpec::new("a_requests", MetricKind::Counter, labels(&["path"]));
+    let empty = MetricSpec::new("b_idle", MetricKind::Gauge, labels(&["path"]));
+    let mut hist = MetricSpec::new(
+        "c_latency",
+        MetricKind::Distribution {
+            buckets: Buckets::Explicit(vec![1.0, 10.0, 100.0]),
+        },
+        labels(&["path"]),
+    );
+    hist.series_limit = 1_000_000;
+    let mut counter = counter;
+    counter.series_limit = 1_000_000;
+    let registry = Registry::new([counter, empty, hist]).unwrap();
+    for n in 0..2000 {
+        let path = Value::from(format!("/p/{n:05}"));
+        registry.metrics()[0]
+            .record(std::slice::from_ref(&path), n as f64)
+            .unwrap();
+        if n % 5 == 0 {
+            registry.metrics()[2].record(&[path], n as f64).unwrap();
+        }
+    }
+    let whole = text(&registry);
+    assert_eq!(whole.lines().count(), 2 + 2000 + 2 + 400 * 6);
+
+    const FILL: usize = 4096;
+    // The longest series block: a histogram series' six lines.
+    let longest = whole
+        .lines()
+        .filter(|l| l.starts_with("c_latency_bucket"))
+        .map(|l| l.len() + 1)
+        .max()
+        .unwrap()
+        * 6;
+    let mut exposition = registry.exposition();
+    let mut chunks = Vec::new();
+    loop {
+        let mut chunk = String::new();
+        if !exposition.next_chunk(&mut chunk, FILL) {
+            assert_eq!(chunk, "", "a finished exposition appends nothing");
+            break;
+        }
+        assert!(
+            chunk.len() < FILL + longest,
+            "chunk of {} bytes",
+            chunk.len()
+        );
+        chunks.push(chunk);
+    }
+    assert!(!exposition.next_chunk(&mut String::new(), FILL));
+    let (last, full) = chunks.split_last().unwrap();
+    assert!(full.iter().all(|c| c.len() >= FILL));
+    assert!(!last.is_empty());
+    assert!(chunks.len() > whole.len() / (FILL + longest));
+    assert!(
+        chunks.concat() == whole,
+        "chunked text differs from encode's"
+    );
+}
+
+#[test]
+fn label_bytes_limit_drops_and_counts_and_sweeps_free_the_budget() {
+    let mut spec = MetricSpec::new("c", MetricKind::Counter, labels(&["path"]));
+    assert_eq!(
+        spec.label_bytes_limit,
+        meshmeter_adapters::prometheus::DEFAULT_LABEL_BYTES_LIMIT
+    );
+    assert_eq!(spec.label_bytes_limit, 64 << 20);
+    // `path="/a"` is 9 bytes of label text: three such series fit in 34, a fourth does not.
+    spec.label_bytes_limit = 34;
+    spec.expiry = Some(Duration::from_secs(60));
+    let registry = Registry::new([spec]).unwrap();
+    let c = &registry.metrics()[0];
+    for p in ["/a", "/b", "/c"] {
+        c.record(&[Value::from(p)], 1.0).unwrap();
+    }
+    assert_eq!(c.label_bytes(), 27);
+    assert_eq!(
+        c.record(&[Value::from("/d")], 1.0),
+        Err(RecordError::LabelBytesLimit { limit: 34 })
+    );
+    // A shorter one (`path=""`, 7 bytes) still fits: 27 + 7 = 34, the limit is inclusive.
+    c.record(&[Value::from("")], 1.0).unwrap();
+    assert_eq!(c.label_bytes(), 34);
+    assert_eq!(
+        c.record(&[Value::from("")], 1.0),
+        Ok(()),
+        "an existing series records at the limit"
+    );
+    c.record(&[Value::from("/a")], 2.0).unwrap();
+    assert_eq!(
+        c.record(&[Value::from("/e")], 1.0),
+        Err(RecordError::LabelBytesLimit { limit: 34 })
+    );
+    assert_eq!(c.series_count(), 4);
+    assert_eq!(c.dropped_series(), 2);
+    assert_eq!(
+        text(&registry),
+        "# HELP c c\n# TYPE c counter\nc{path=\"\"} 2\nc{path=\"/a\"} 3\nc{path=\"/b\"} 1\nc{path=\"/c\"} 1\n"
+    );
+    let mut own = String::new();
+    registry.encode_self(&mut own);
+    assert!(
+        own.contains("meshmeter_prometheus_dropped_series_total{metric=\"c\"} 2\n"),
+        "{own}"
+    );
+    // Expired series give their bytes back.
+    assert_eq!(
+        registry.sweep_at(Instant::now() + Duration::from_secs(120)),
+        4
+    );
+    assert_eq!(c.label_bytes(), 0);
+    c.record(&[Value::from("/d")], 1.0).unwrap();
+    assert_eq!(c.label_bytes(), 9);
 }

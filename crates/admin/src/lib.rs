@@ -20,7 +20,11 @@
 
 #![warn(missing_docs)]
 
+mod body;
 mod conn;
 mod server;
 
-pub use server::{AdminError, AdminServer, MetricsSource, Readiness, METRICS_CONTENT_TYPE};
+pub use body::{MetricsBody, CHUNK_BYTES};
+pub use server::{
+    AdminError, AdminServer, MetricsSource, Readiness, Streamed, METRICS_CONTENT_TYPE,
+};

@@ -8,12 +8,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{header, Method, Request, Response, StatusCode};
-use http_body_util::Full;
+use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 
+use crate::body::{Exposition, MetricsBody, Whole};
 use crate::conn::{Counts, Slot, StallTimeout, Table};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -33,15 +34,31 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// A client that reads none of a response for this long is disconnected.
 const WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Renders the `/metrics` body (text exposition format).
+/// Produces the `/metrics` body (text exposition format).
+///
+/// A closure `Fn(&mut String)` renders the whole body per scrape; a large exposition should be
+/// a [`Streamed`] source instead, which the endpoint sends as a chunked body pulled a part at a
+/// time, so a slow scraper does not pin a full copy of it.
 pub trait MetricsSource: Send + Sync + 'static {
-    /// Appends the current metrics to `out`.
-    fn render(&self, out: &mut String);
+    /// Starts one scrape: the parts of its body, produced as the client takes them.
+    fn scrape(&self) -> Box<dyn MetricsBody>;
 }
 
 impl<F: Fn(&mut String) + Send + Sync + 'static> MetricsSource for F {
-    fn render(&self, out: &mut String) {
-        self(out)
+    fn scrape(&self) -> Box<dyn MetricsBody> {
+        let mut text = String::new();
+        self(&mut text);
+        Box::new(Whole(Some(text)))
+    }
+}
+
+/// A source that starts each scrape with its closure, which returns the scrape's parts.
+#[derive(Debug)]
+pub struct Streamed<F>(pub F);
+
+impl<F: Fn() -> Box<dyn MetricsBody> + Send + Sync + 'static> MetricsSource for Streamed<F> {
+    fn scrape(&self) -> Box<dyn MetricsBody> {
+        (self.0)()
     }
 }
 
@@ -209,12 +226,18 @@ async fn connection(
     let _ = conn.await;
 }
 
+type AdminBody = Either<Full<Bytes>, Exposition>;
+
 fn text(
     status: StatusCode,
     content_type: &'static str,
     body: impl Into<Bytes>,
-) -> Response<Full<Bytes>> {
-    let mut resp = Response::new(Full::new(body.into()));
+) -> Response<AdminBody> {
+    respond(status, content_type, Either::Left(Full::new(body.into())))
+}
+
+fn respond(status: StatusCode, content_type: &'static str, body: AdminBody) -> Response<AdminBody> {
+    let mut resp = Response::new(body);
     *resp.status_mut() = status;
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -225,7 +248,7 @@ fn text(
 
 const PLAIN: &str = "text/plain; charset=utf-8";
 
-fn route(state: &State, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+fn route(state: &State, req: &Request<Incoming>) -> Response<AdminBody> {
     let path = req.uri().path();
     let known = matches!(path, "/metrics" | "/healthz" | "/ready");
     if !known {
@@ -243,10 +266,9 @@ fn route(state: &State, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     }
     match path {
         "/metrics" => {
-            let mut body = String::new();
-            state.metrics.render(&mut body);
-            state.counts.render(&mut body);
-            text(StatusCode::OK, METRICS_CONTENT_TYPE, body)
+            let parts = state.metrics.scrape();
+            let body = Exposition::new(parts, Arc::clone(&state.counts));
+            respond(StatusCode::OK, METRICS_CONTENT_TYPE, Either::Right(body))
         }
         "/healthz" => text(StatusCode::OK, PLAIN, "ok\n"),
         _ if state.ready.is_ready() => text(StatusCode::OK, PLAIN, "ready\n"),

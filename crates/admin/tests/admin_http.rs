@@ -61,6 +61,11 @@ async fn request(addr: SocketAddr, method: &str, path: &str) -> (String, Vec<Str
     let mut raw = String::new();
     s.read_to_string(&mut raw).await.unwrap();
     let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+    let body = if head.contains("transfer-encoding: chunked") {
+        dechunk(body)
+    } else {
+        body.to_owned()
+    };
     let mut lines = head.split("\r\n");
     let status = lines.next().unwrap().to_owned();
     let headers = lines
@@ -70,7 +75,23 @@ async fn request(addr: SocketAddr, method: &str, path: &str) -> (String, Vec<Str
         })
         .filter(|h| !h.starts_with("date:"))
         .collect();
-    (status, headers, body.to_owned())
+    (status, headers, body)
+}
+
+/// The body of a chunked response; panics on bad framing.
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    loop {
+        let (size, rest) = body.split_once("\r\n").expect("chunk size line");
+        let size = usize::from_str_radix(size, 16).expect("hex chunk size");
+        if size == 0 {
+            assert_eq!(rest, "\r\n", "after the last chunk");
+            return out;
+        }
+        out.push_str(&rest[..size]);
+        assert_eq!(&rest[size..size + 2], "\r\n", "chunk end");
+        body = &rest[size + 2..];
+    }
 }
 
 /// The endpoint's own counters as rendered after the source's text.
@@ -110,7 +131,6 @@ fn hdrs(v: &[&str]) -> Vec<String> {
 async fn routes() {
     let r = start().await;
     let body = format!("meshmeter_scrapes_total 1\n{}", own(0, 0, 0, 0));
-    let length = format!("content-length: {}", body.len());
     assert_eq!(
         request(r.addr, "GET", "/metrics").await,
         (
@@ -118,7 +138,7 @@ async fn routes() {
             hdrs(&[
                 "content-type: text/plain; version=0.0.4; charset=utf-8",
                 "connection: close",
-                &length,
+                "transfer-encoding: chunked",
             ]),
             body
         )
@@ -246,5 +266,100 @@ async fn bind_error_names_the_address() {
         err.to_string()
             .starts_with(&format!("cannot listen on {}: ", r.addr)),
         "{err}"
+    );
+}
+
+/// Part `p` of the big source: one line, exactly 64 KiB.
+fn big_part(p: usize) -> String {
+    let mut line = format!("part_{p:06} ");
+    line.extend(std::iter::repeat_n('x', 64 * 1024 - line.len() - 1));
+    line.push('\n');
+    line
+}
+
+#[tokio::test]
+async fn a_slow_scraper_holds_back_rendering_and_blocks_no_one() {
+    use meshmeter_admin::{MetricsBody, Streamed};
+    const PARTS: usize = 512; // 32 MiB
+                              // Bytes rendered so far, per scrape.
+    let rendered: Arc<std::sync::Mutex<Vec<Arc<AtomicU64>>>> = Arc::default();
+    let log = Arc::clone(&rendered);
+    let server = AdminServer::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        Streamed(move || {
+            let count = Arc::new(AtomicU64::new(0));
+            log.lock().unwrap().push(Arc::clone(&count));
+            let mut p = 0;
+            Box::new(move |out: &mut String| {
+                if p == PARTS {
+                    return false;
+                }
+                let part = big_part(p);
+                count.fetch_add(part.len() as u64, Ordering::Relaxed);
+                out.push_str(&part);
+                p += 1;
+                true
+            }) as Box<dyn MetricsBody>
+        }),
+        Readiness::new(),
+    )
+    .await
+    .unwrap();
+    let addr = server.local_addr();
+    tokio::spawn(server.serve(std::future::pending()));
+    let expected: String = (0..PARTS).map(big_part).chain([own(0, 0, 0, 0)]).collect();
+
+    // The slow scraper: a small receive window, reads the status line, then pauses.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut slow = socket.connect(addr).await.unwrap();
+    slow.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut first = [0u8; 12];
+    slow.read_exact(&mut first).await.unwrap();
+    assert_eq!(&first, b"HTTP/1.1 200");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // Others are served in full meanwhile (the bound only keeps a regression from hanging).
+    let (status, _, body) =
+        tokio::time::timeout(Duration::from_secs(30), request(addr, "GET", "/metrics"))
+            .await
+            .expect("scrape blocked by a slow scraper");
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    assert!(
+        body == expected,
+        "full scrape differs ({} bytes)",
+        body.len()
+    );
+    let (status, _, body) = request(addr, "GET", "/healthz").await;
+    assert_eq!(
+        (status.as_str(), body.as_str()),
+        ("HTTP/1.1 200 OK", "ok\n")
+    );
+
+    // The paused scrape has rendered only what the sockets and hyper's write buffer hold
+    // (kernel send buffer at most 4 MiB here), not the 32 MiB body.
+    let slow_count = Arc::clone(&rendered.lock().unwrap()[0]);
+    let held = slow_count.load(Ordering::Relaxed);
+    assert!(
+        held > 0 && held < 8 << 20,
+        "slow scrape rendered {held} bytes"
+    );
+    assert_eq!(
+        rendered.lock().unwrap()[1].load(Ordering::Relaxed),
+        (PARTS * 64 * 1024) as u64
+    );
+
+    // Resumed, the slow scraper gets the exact body.
+    let mut raw = first.to_vec();
+    slow.read_to_end(&mut raw).await.unwrap();
+    let raw = String::from_utf8(raw).unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+    assert!(head.contains("transfer-encoding: chunked"), "{head}");
+    assert!(dechunk(body) == expected, "slow scrape's body differs");
+    assert_eq!(
+        slow_count.load(Ordering::Relaxed),
+        (PARTS * 64 * 1024) as u64
     );
 }

@@ -76,8 +76,9 @@ pub(crate) struct Args {
     #[arg(long, default_value_t = meshmeter_wire::DEFAULT_MAX_BAGS_PER_REQUEST as u32, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     max_bags_per_request: u32,
 
-    /// The most series one metric keeps; new label combinations beyond it are dropped and
-    /// counted in meshmeter_prometheus_dropped_series_total.
+    /// The most series one metric keeps; new label combinations beyond it (or beyond 64 MiB of
+    /// label text per metric) are dropped and counted in
+    /// meshmeter_prometheus_dropped_series_total.
     #[arg(long, default_value_t = meshmeter_adapters::prometheus::DEFAULT_SERIES_LIMIT, value_name = "N")]
     series_limit: usize,
 

@@ -11,7 +11,7 @@ use std::time::Duration;
 use meshmeter_adapters::selfmetrics::SelfMetrics;
 use meshmeter_adapters::stdio::Output;
 use meshmeter_adapters::workloads::{FileRegistry, Watch};
-use meshmeter_admin::{AdminServer, Readiness};
+use meshmeter_admin::{AdminServer, MetricsBody, Readiness, Streamed, CHUNK_BYTES};
 use meshmeter_attributes::Manifest;
 use meshmeter_config::{ConfigWatcher, LoadOptions};
 use meshmeter_engine::{spawn_reloader, Engine, EngineOptions, Workloads};
@@ -370,14 +370,7 @@ async fn serve(args: Args) -> Result<(), Failure> {
             let engine = local.as_ref().map(|(engine, _, _)| Arc::clone(engine));
             let server = AdminServer::bind(
                 addr,
-                move |out: &mut String| {
-                    if let Some(engine) = &engine {
-                        engine.encode_metrics(out);
-                        engine.runtime().prometheus().encode_self(out);
-                        engine.self_metrics().encode(out);
-                    }
-                    metrics.render_prometheus(out);
-                },
+                Streamed(move || scrape(engine.clone(), Arc::clone(&metrics))),
                 readiness.clone(),
             )
             .await
@@ -483,4 +476,29 @@ fn local_telemetry(
         reloader,
         workloads_watch,
     }))
+}
+
+/// One scrape's body: the in-proxy engine's configured metrics a chunk at a time (the large
+/// part), then its own metrics and the proxy's counters.
+fn scrape(engine: Option<Arc<Engine>>, stats: Arc<ProxyStats>) -> Box<dyn MetricsBody> {
+    let mut configured = engine
+        .as_ref()
+        .map(|engine| engine.runtime().prometheus().exposition());
+    let mut own_written = false;
+    Box::new(move |out: &mut String| {
+        if let Some(configured) = &mut configured {
+            if configured.next_chunk(out, CHUNK_BYTES) {
+                return true;
+            }
+        }
+        if std::mem::replace(&mut own_written, true) {
+            return false;
+        }
+        if let Some(engine) = &engine {
+            engine.runtime().prometheus().encode_self(out);
+            engine.self_metrics().encode(out);
+        }
+        stats.render_prometheus(out);
+        true
+    })
 }

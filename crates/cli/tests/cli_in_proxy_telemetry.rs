@@ -111,7 +111,26 @@ async fn get(addr: &str, path: &str) -> Option<String> {
     let mut out = String::new();
     s.read_to_string(&mut out).await.ok()?;
     let (head, body) = out.split_once("\r\n\r\n")?;
-    head.starts_with("HTTP/1.1 200").then(|| body.to_owned())
+    if !head.starts_with("HTTP/1.1 200") {
+        return None;
+    }
+    if !head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        return Some(body.to_owned());
+    }
+    // /metrics is sent in chunks.
+    let (mut rest, mut text) = (body, String::new());
+    loop {
+        let (size, after) = rest.split_once("\r\n")?;
+        let size = usize::from_str_radix(size, 16).ok()?;
+        if size == 0 {
+            return Some(text);
+        }
+        text.push_str(after.get(..size)?);
+        rest = after.get(size + 2..)?;
+    }
 }
 
 /// The configured (istio_*) samples, sorted.

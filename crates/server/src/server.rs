@@ -9,7 +9,7 @@ use std::time::Duration;
 use meshmeter_adapters::selfmetrics::SelfMetrics;
 use meshmeter_adapters::stdio::Output;
 use meshmeter_adapters::workloads::{FileRegistry, WorkloadError};
-use meshmeter_admin::{AdminError, AdminServer, Readiness};
+use meshmeter_admin::{AdminError, AdminServer, MetricsBody, Readiness, Streamed, CHUNK_BYTES};
 use meshmeter_config::{ConfigWatcher, Diagnostics, LoadOptions};
 use meshmeter_engine::{spawn_reloader, Engine, EngineError, EngineOptions, Workloads};
 use meshmeter_wire::{Deduplicator, MixerServer, DEFAULT_MAX_MESSAGE_BYTES};
@@ -211,12 +211,7 @@ impl TelemetryServer {
         let metrics_engine = Arc::clone(&engine);
         let admin = AdminServer::bind(
             options.metrics_addr,
-            move |out: &mut String| {
-                metrics_engine.encode_metrics(out);
-                let runtime = metrics_engine.runtime();
-                runtime.prometheus().encode_self(out);
-                metrics_engine.self_metrics().encode(out);
-            },
+            Streamed(move || scrape(&metrics_engine)),
             ready.clone(),
         )
         .await?;
@@ -372,6 +367,25 @@ impl TelemetryServer {
         }
         Ok(())
     }
+}
+
+/// One scrape's body: the configured metrics a chunk at a time (the large part), then the
+/// registry's and the engine's own metrics.
+fn scrape(engine: &Arc<Engine>) -> Box<dyn MetricsBody> {
+    let engine = Arc::clone(engine);
+    let mut configured = engine.runtime().prometheus().exposition();
+    let mut own_written = false;
+    Box::new(move |out: &mut String| {
+        if configured.next_chunk(out, CHUNK_BYTES) {
+            return true;
+        }
+        if std::mem::replace(&mut own_written, true) {
+            return false;
+        }
+        engine.runtime().prometheus().encode_self(out);
+        engine.self_metrics().encode(out);
+        true
+    })
 }
 
 type Joined<T> = Result<T, tokio::task::JoinError>;

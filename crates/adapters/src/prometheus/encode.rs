@@ -52,12 +52,65 @@ impl Sample {
     }
 }
 
-pub(super) fn encode_metric(metric: &Metric, out: &mut String) {
-    let mut series = metric.0.store.snapshot();
-    if series.is_empty() {
-        return;
+/// One metric's series in exposition order, written out a few at a time so that a scrape
+/// never holds more than a bounded part of the text (the series themselves are shared, not
+/// copied).
+pub(super) struct Cursor {
+    metric: Metric,
+    series: Vec<Arc<Series>>,
+    /// The next series to write.
+    next: usize,
+    header_written: bool,
+}
+
+impl Cursor {
+    /// The metric's series as of now, sorted by label text; `None` when it has none (a metric
+    /// without series is left out of the exposition).
+    pub(super) fn new(metric: &Metric) -> Option<Self> {
+        let mut series = metric.0.store.snapshot();
+        if series.is_empty() {
+            return None;
+        }
+        series.sort_unstable_by(|a, b| a.labels.cmp(&b.labels));
+        Some(Cursor {
+            metric: metric.clone(),
+            series,
+            next: 0,
+            header_written: false,
+        })
     }
-    series.sort_unstable_by(|a, b| a.labels.cmp(&b.labels));
+
+    /// Appends the header (first call) and series until `out` holds at least `fill` bytes or
+    /// the metric is complete; returns whether it is complete.
+    pub(super) fn write(&mut self, out: &mut String, fill: usize) -> bool {
+        let metric = &self.metric;
+        let series = &self.series;
+        let spec = metric.spec();
+        if !self.header_written {
+            write_header(metric, out);
+            self.header_written = true;
+        }
+        // Values of different types can render to the same text (STRING "1" and INT64 1 after
+        // a reload changed a dimension's type); Prometheus refuses duplicate series, so merge
+        // them.
+        let mut i = self.next;
+        while i < series.len() && out.len() < fill {
+            let labels: &Arc<Series> = &series[i];
+            let mut sample = Sample::read(labels);
+            let mut j = i + 1;
+            while j < series.len() && series[j].labels == labels.labels {
+                sample.merge(Sample::read(&series[j]), &spec.kind);
+                j += 1;
+            }
+            write_series(metric, &labels.labels, &sample, out);
+            i = j;
+        }
+        self.next = i;
+        i >= series.len()
+    }
+}
+
+fn write_header(metric: &Metric, out: &mut String) {
     let spec = metric.spec();
     let name = &spec.name;
     out.push_str("# HELP ");
@@ -69,21 +122,6 @@ pub(super) fn encode_metric(metric: &Metric, out: &mut String) {
     out.push(' ');
     out.push_str(spec.kind.type_name());
     out.push('\n');
-
-    // Values of different types can render to the same text (STRING "1" and INT64 1 after a
-    // reload changed a dimension's type); Prometheus refuses duplicate series, so merge them.
-    let mut i = 0;
-    while i < series.len() {
-        let labels: &Arc<Series> = &series[i];
-        let mut sample = Sample::read(labels);
-        let mut j = i + 1;
-        while j < series.len() && series[j].labels == labels.labels {
-            sample.merge(Sample::read(&series[j]), &spec.kind);
-            j += 1;
-        }
-        write_series(metric, &labels.labels, &sample, out);
-        i = j;
-    }
 }
 
 fn write_series(metric: &Metric, labels: &str, sample: &Sample, out: &mut String) {

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use meshmeter_attributes::Value;
 
-use super::series::{Store, Update};
+use super::series::{LimitReached, Limits, Store, Update};
 use super::spec::{Checked, MetricKind, MetricSpec};
 use super::value::{capped, escape_label_value, label_text};
 
@@ -26,6 +26,13 @@ pub enum RecordError {
     #[error("the metric already holds its limit of {limit} series")]
     SeriesLimit {
         /// The limit.
+        limit: usize,
+    },
+    /// The new series' label text would take the metric past its label bytes budget; the
+    /// series was dropped and counted with those over the series limit.
+    #[error("the metric's series already hold its limit of {limit} bytes of label text")]
+    LabelBytesLimit {
+        /// The limit, in bytes.
         limit: usize,
     },
 }
@@ -95,13 +102,24 @@ impl Metric {
             MetricKind::Gauge => Update::Set(value),
             MetricKind::Distribution { .. } => Update::Observe(value, &inner.bounds),
         };
-        let limit = inner.spec.series_limit;
+        let limits = Limits {
+            series: inner.spec.series_limit,
+            label_bytes: inner.spec.label_bytes_limit,
+        };
+        let refused = |why| match why {
+            LimitReached::Series => RecordError::SeriesLimit {
+                limit: limits.series,
+            },
+            LimitReached::LabelBytes => RecordError::LabelBytesLimit {
+                limit: limits.label_bytes,
+            },
+        };
         // The common case (every value within the cap) neither copies nor allocates.
         if labels.iter().all(|v| !needs_cap(v)) {
             return inner
                 .store
-                .update(labels, update, limit, || self.render(labels))
-                .map_err(|_| RecordError::SeriesLimit { limit });
+                .update(labels, update, limits, || self.render(labels))
+                .map_err(refused);
         }
         let mut cut = 0;
         let labels: Vec<Value<'_>> = labels
@@ -117,8 +135,8 @@ impl Metric {
         inner.store.count_truncated(cut);
         inner
             .store
-            .update(&labels, update, limit, || self.render(&labels))
-            .map_err(|_| RecordError::SeriesLimit { limit })
+            .update(&labels, update, limits, || self.render(&labels))
+            .map_err(refused)
     }
 
     fn render(&self, labels: &[Value<'_>]) -> Box<str> {
@@ -159,7 +177,13 @@ impl Metric {
         self.0.store.truncated()
     }
 
-    /// New series refused because of the series limit, since the definition appeared.
+    /// Bytes of label text its series hold (bounded by [`MetricSpec::label_bytes_limit`]).
+    pub fn label_bytes(&self) -> usize {
+        self.0.store.label_bytes()
+    }
+
+    /// New series refused because of the series limit or the label bytes limit, since the
+    /// definition appeared.
     pub fn dropped_series(&self) -> u64 {
         self.0.store.dropped()
     }

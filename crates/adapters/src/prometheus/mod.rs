@@ -35,10 +35,10 @@ mod spec;
 mod value;
 
 pub use metric::{Metric, RecordError};
-pub use registry::Registry;
+pub use registry::{Exposition, Registry};
 pub use spec::{
-    BucketError, Buckets, MetricKind, MetricSpec, SpecError, DEFAULT_BUCKETS, DEFAULT_SERIES_LIMIT,
-    MAX_BUCKETS,
+    BucketError, Buckets, MetricKind, MetricSpec, SpecError, DEFAULT_BUCKETS,
+    DEFAULT_LABEL_BYTES_LIMIT, DEFAULT_SERIES_LIMIT, MAX_BUCKETS,
 };
 pub use value::{label_text, metric_value, ValueError, MAX_LABEL_VALUE_BYTES};
 

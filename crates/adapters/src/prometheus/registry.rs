@@ -4,12 +4,53 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::encode::encode_metric;
+use super::encode::Cursor;
 use super::metric::Metric;
 use super::spec::{check, MetricSpec, SpecError};
 
 /// A self-metric family: name, help, type and how to read it from a metric.
 type Family = (&'static str, &'static str, &'static str, fn(&Metric) -> u64);
+
+/// A [`Registry`]'s exposition being written out chunk by chunk (see [`Registry::exposition`]).
+pub struct Exposition {
+    registry: Registry,
+    /// Position in `registry.by_name` of the next metric to start.
+    next_metric: usize,
+    current: Option<Cursor>,
+}
+
+impl std::fmt::Debug for Exposition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Exposition")
+            .field("next_metric", &self.next_metric)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Exposition {
+    /// Appends the next part of the text to `out`, stopping once `out` holds at least `fill`
+    /// bytes (it may exceed `fill` by one series' lines); returns `false`, appending nothing,
+    /// when the exposition is complete.
+    pub fn next_chunk(&mut self, out: &mut String, fill: usize) -> bool {
+        let start = out.len();
+        loop {
+            if let Some(cursor) = &mut self.current {
+                if !cursor.write(out, fill) {
+                    return true;
+                }
+                self.current = None;
+            }
+            let Some(&i) = self.registry.by_name.get(self.next_metric) else {
+                return out.len() > start;
+            };
+            self.next_metric += 1;
+            self.current = Cursor::new(&self.registry.metrics[i]);
+            if out.len() >= fill && out.len() > start {
+                return true;
+            }
+        }
+    }
+}
 
 /// The metrics of one configuration generation.
 ///
@@ -150,8 +191,18 @@ impl Registry {
     /// Appends the text exposition format (0.0.4): metrics sorted by name, each with `# HELP`
     /// and `# TYPE`, series sorted by label text; metrics without series are left out.
     pub fn encode(&self, out: &mut String) {
-        for &i in &self.by_name {
-            encode_metric(&self.metrics[i], out);
+        let mut exposition = self.exposition();
+        while exposition.next_chunk(out, usize::MAX) {}
+    }
+
+    /// The same text as [`Registry::encode`], produced a chunk at a time by
+    /// [`Exposition::next_chunk`], so that a slow reader holds one chunk instead of a copy of
+    /// the whole exposition. Each metric's series are read when its turn comes.
+    pub fn exposition(&self) -> Exposition {
+        Exposition {
+            registry: self.clone(),
+            next_metric: 0,
+            current: None,
         }
     }
 
@@ -219,7 +270,7 @@ impl Registry {
         let families: [Family; 3] = [
             (
                 "meshmeter_prometheus_dropped_series_total",
-                "New series refused because the metric held its series limit.",
+                "New series refused because the metric held its series limit or label bytes limit.",
                 "counter",
                 Metric::dropped_series,
             ),

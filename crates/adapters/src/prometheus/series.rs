@@ -206,7 +206,21 @@ fn text<H: Hasher>(h: &mut H, tag: u8, s: &str) {
 
 /// Why a new series was not created.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct LimitReached;
+pub(crate) enum LimitReached {
+    /// The store holds its series limit.
+    Series,
+    /// The new series' label text would take the store past its label bytes budget.
+    LabelBytes,
+}
+
+/// How much a store may hold.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Limits {
+    /// Series.
+    pub(crate) series: usize,
+    /// Bytes of label text (`a="x",b="y"`) across all series.
+    pub(crate) label_bytes: usize,
+}
 
 /// All series of one metric definition. Shared by the registries of successive reloads while
 /// the definition stays the same, so records through an old handle still land.
@@ -215,6 +229,9 @@ pub(crate) struct Store {
     shards: Box<[RwLock<HashTable<Arc<Series>>>]>,
     hasher: DefaultHashBuilder,
     count: AtomicUsize,
+    /// Label text bytes held, bounded by [`Limits::label_bytes`] so that the exposition's size
+    /// is bounded too.
+    label_bytes: AtomicUsize,
     dropped: AtomicU64,
     /// Label values cut to the length cap.
     truncated: AtomicU64,
@@ -232,6 +249,7 @@ impl Store {
             shards: (0..SHARDS).map(|_| RwLock::new(HashTable::new())).collect(),
             hasher: DefaultHashBuilder::default(),
             count: AtomicUsize::new(0),
+            label_bytes: AtomicUsize::new(0),
             dropped: AtomicU64::new(0),
             truncated: AtomicU64::new(0),
             clock: AtomicU64::new(millis_since_epoch(Instant::now())),
@@ -254,12 +272,12 @@ impl Store {
     }
 
     /// Applies `update` to the series of `labels`, creating it (rendered by `render`) when
-    /// absent and the limit allows.
+    /// absent and the limits allow.
     pub(crate) fn update(
         &self,
         labels: &[Value<'_>],
         update: Update<'_>,
-        limit: usize,
+        limits: Limits,
         render: impl FnOnce() -> Box<str>,
     ) -> Result<(), LimitReached> {
         let hash = self.hash(labels);
@@ -278,10 +296,18 @@ impl Store {
             s.apply(update, now);
             return Ok(());
         }
-        if self.count.fetch_add(1, Ordering::Relaxed) >= limit {
+        if self.count.fetch_add(1, Ordering::Relaxed) >= limits.series {
             self.count.fetch_sub(1, Ordering::Relaxed);
             self.dropped.fetch_add(1, Ordering::Relaxed);
-            return Err(LimitReached);
+            return Err(LimitReached::Series);
+        }
+        let text = render();
+        let held = self.label_bytes.fetch_add(text.len(), Ordering::Relaxed);
+        if held.saturating_add(text.len()) > limits.label_bytes {
+            self.label_bytes.fetch_sub(text.len(), Ordering::Relaxed);
+            self.count.fetch_sub(1, Ordering::Relaxed);
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            return Err(LimitReached::LabelBytes);
         }
         let now = self.advance_clock(Instant::now());
         let state = if self.histogram_buckets == 0 {
@@ -300,7 +326,7 @@ impl Store {
         let series = Arc::new(Series {
             hash,
             key: labels.iter().map(|v| v.clone().into_owned()).collect(),
-            labels: render(),
+            labels: text,
             state,
             last_update: AtomicU64::new(now),
         });
@@ -331,21 +357,31 @@ impl Store {
             return 0;
         };
         let mut removed = 0;
+        let mut freed = 0;
         for shard in self.shards.iter() {
             let mut table = shard.write().unwrap_or_else(PoisonError::into_inner);
             table.retain(|s| {
                 let keep = now.saturating_sub(s.last_update.load(Ordering::Relaxed)) <= max_idle;
-                removed += usize::from(!keep);
+                if !keep {
+                    removed += 1;
+                    freed += s.labels.len();
+                }
                 keep
             });
         }
         self.count.fetch_sub(removed, Ordering::Relaxed);
+        self.label_bytes.fetch_sub(freed, Ordering::Relaxed);
         removed
     }
 
     /// The number of series held.
     pub(crate) fn len(&self) -> usize {
         self.count.load(Ordering::Relaxed)
+    }
+
+    /// Bytes of label text held.
+    pub(crate) fn label_bytes(&self) -> usize {
+        self.label_bytes.load(Ordering::Relaxed)
     }
 
     /// Counts `n` label values cut to the length cap.

@@ -8,6 +8,13 @@ use std::time::Duration;
 /// fed by a per-connection value (a port, a request id) cannot grow memory without limit.
 pub const DEFAULT_SERIES_LIMIT: usize = 100_000;
 
+/// The default [`MetricSpec::label_bytes_limit`]: 64 MiB of label text per metric.
+///
+/// The series limit counts series, not bytes; with label values up to
+/// [`super::MAX_LABEL_VALUE_BYTES`] each, this keeps one metric's exposition (and the memory
+/// behind it) bounded in bytes as well.
+pub const DEFAULT_LABEL_BYTES_LIMIT: usize = 64 << 20;
+
 /// The most buckets a generated (linear or exponential) bucket scheme may ask for.
 pub const MAX_BUCKETS: u32 = 1_000;
 
@@ -32,6 +39,10 @@ pub struct MetricSpec {
     /// The most series this metric keeps; new label combinations beyond it are dropped and
     /// counted ([`super::Metric::dropped_series`]).
     pub series_limit: usize,
+    /// The most bytes of label text (`a="x",b="y"` per series) this metric keeps, which
+    /// bounds its share of the exposition; new series beyond it are dropped and counted with
+    /// those beyond the series limit.
+    pub label_bytes_limit: usize,
 }
 
 impl MetricSpec {
@@ -45,6 +56,7 @@ impl MetricSpec {
             label_names,
             expiry: None,
             series_limit: DEFAULT_SERIES_LIMIT,
+            label_bytes_limit: DEFAULT_LABEL_BYTES_LIMIT,
         }
     }
 
