@@ -257,3 +257,44 @@ print_header() {
         printf '# WARNING: the machine was busy (1-minute load above 1): figures are noisy\n'
     fi
 }
+
+# cpu_seconds PID: user+system CPU time the process has used.
+cpu_seconds() {
+    awk -v t="$(getconf CLK_TCK)" '{ printf "%.3f", ($14 + $15) / t }' "/proc/$1/stat"
+}
+
+# mixer_run SERVER_BIN BATCH CONCURRENCY CONNECTIONS [LOADGEN ARGS...]: one fresh telemetry
+# server (pinned like a proxy under test, seed + Istio default config, access log to a file)
+# driven by `loadgen` from $MESHMETER_BIN for $DURATION seconds; prints
+# "bags_per_sec bags_per_server_cpu_second verified".
+mixer_run() {
+    local bin=$1 batch=$2 concurrency=$3 connections=$4
+    shift 4
+    local grpc metrics group before after json pid=""
+    grpc=$(free_port)
+    metrics=$(free_port)
+    start_bg "server" "$PROXY_CPUS" "$bin" --log warn mixer \
+        --grpc-addr "127.0.0.1:$grpc" --metrics-addr "127.0.0.1:$metrics" \
+        --access-log "$WORK_DIR/access.log" --config-dir "$REPO_DIR/examples/tcp-metrics.yaml"
+    group=$BG_PID
+    wait_port "$metrics"
+    for _ in $(seq 1 50); do
+        pid=$(pgrep -g "$group" -x meshmeter | head -n 1) && [[ -n $pid ]] && break
+        sleep 0.1
+    done
+    [[ -n $pid ]] || die "server process not found (the binary must be named meshmeter)"
+    before=$(cpu_seconds "$pid")
+    json=$(timeout --foreground $((DURATION + 60)) "${LOAD_PREFIX[@]}" "$MESHMETER_BIN" loadgen \
+        --target "127.0.0.1:$grpc" --metrics "127.0.0.1:$metrics" --batch "$batch" \
+        --concurrency "$concurrency" --connections "$connections" --duration "${DURATION}s" \
+        --json "$@") || true
+    after=$(cpu_seconds "$pid")
+    stop_bg "$group"
+    python3 - "$before" "$after" "$json" <<'PY'
+import json, sys
+before, after, raw = sys.argv[1:]
+s = json.loads(raw)
+cpu = float(after) - float(before)
+print(f"{s['bags_per_sec']:.0f} {s['bags'] / cpu:.0f} {'yes' if s['verified'] else 'NO'}")
+PY
+}

@@ -21,13 +21,6 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 DURATION=${DURATION:-10}
 [[ -x $MESHMETER_BIN ]] || die "$MESHMETER_BIN not found (cargo build --release -p meshmeter)"
 
-clock_ticks=$(getconf CLK_TCK)
-
-# cpu_seconds PID: user+system CPU time the process has used.
-cpu_seconds() {
-    awk -v t="$clock_ticks" '{ printf "%.3f", ($14 + $15) / t }' "/proc/$1/stat"
-}
-
 # status_kib PID FIELD: a /proc/PID/status field in KiB (VmRSS, VmHWM).
 status_kib() {
     awk -v f="$2:" '$1 == f { print $2 }' "/proc/$1/status"

@@ -15,6 +15,7 @@ mod proxy;
 mod report;
 mod shared;
 mod signals;
+mod supervise;
 mod validate;
 
 /// Service-mesh telemetry for TCP services: a sidecar proxy that measures every byte, and a

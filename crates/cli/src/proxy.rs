@@ -15,6 +15,8 @@ use meshmeter_admin::{AdminServer, MetricsBody, Readiness, Streamed, CHUNK_BYTES
 use meshmeter_attributes::Manifest;
 use meshmeter_config::{ConfigWatcher, LoadOptions};
 use meshmeter_engine::{spawn_reloader, Engine, EngineOptions, Workloads};
+
+use crate::supervise::noticed;
 use meshmeter_proxy::LocalTelemetry;
 use meshmeter_proxy::{
     ConnectionReport, CopyMode, ForwardOptions, Identity, ListenerConfig, MixerTransport, Proxy,
@@ -30,10 +32,11 @@ use tokio::sync::watch;
 /// Identity flags default from the environment a Kubernetes sidecar gets (POD_NAME,
 /// POD_NAMESPACE, ...). On SIGTERM or SIGINT the proxy stops accepting, lets open connections
 /// finish for up to `--drain-timeout`, sends their close reports, flushes the report queue,
-/// and exits.
+/// and exits. A listener, the report sender or the admin endpoint that stops while serving
+/// turns `/ready` to 503, shuts the rest down the same way and exits 1, naming it.
 ///
-/// Exit codes: 0 after a clean shutdown, 1 runtime failure (e.g. an address in use), 2 bad
-/// flags (e.g. a report interval below 1s).
+/// Exit codes: 0 after a clean shutdown, 1 runtime failure (e.g. an address in use, or a
+/// task that stopped while serving), 2 bad flags (e.g. a report interval below 1s).
 #[derive(clap::Args, Debug)]
 pub(crate) struct Args {
     /// Address to accept client connections on, e.g. `0.0.0.0:27017`.
@@ -364,6 +367,8 @@ async fn serve(args: Args) -> Result<(), Failure> {
     // be scraped while connections finish.
     let (admin_stop, admin_stop_rx) = watch::channel(false);
     let readiness = Readiness::new();
+    // Every serving task names itself here when it ends; before SIGTERM that is a failure.
+    let (ended_tx, mut ended_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
     let admin = match args.metrics_addr {
         Some(addr) => {
             let metrics = Arc::clone(&stats);
@@ -377,25 +382,45 @@ async fn serve(args: Args) -> Result<(), Failure> {
             .map_err(|e| Failure::Runtime(e.into()))?;
             tracing::info!(addr = %server.local_addr(), "serving /metrics and /ready");
             let mut stop = admin_stop_rx;
-            Some(tokio::spawn(server.serve(async move {
+            let serve = server.serve(async move {
                 let _ = stop.wait_for(|&s| s).await;
-            })))
+            });
+            Some(tokio::spawn(noticed(
+                "admin endpoint".into(),
+                &ended_tx,
+                async move {
+                    if let Err(e) = serve.await {
+                        tracing::error!(error = %e, "admin endpoint failed");
+                    }
+                },
+            )))
         }
         None => None,
     };
 
     let (sender_stop, sender_rx) = watch::channel(false);
-    let sender_task = sender.map(|s| tokio::spawn(s.run(sender_rx)));
+    let sender_task =
+        sender.map(|s| tokio::spawn(noticed("report sender".into(), &ended_tx, s.run(sender_rx))));
     let drain = args.drain_timeout;
     let tasks: Vec<_> = proxies
         .into_iter()
-        .map(|p| tokio::spawn(p.run(shutdown_rx.clone(), drain)))
+        .map(|p| {
+            let name = format!("listener {}", p.local_addr());
+            tokio::spawn(noticed(name, &ended_tx, p.run(shutdown_rx.clone(), drain)))
+        })
         .collect();
+    drop(ended_tx);
     readiness.set(true);
 
-    crate::signals::terminated().await;
-    tracing::info!("shutting down: draining connections");
+    let failed = tokio::select! {
+        () = crate::signals::terminated() => None,
+        Some(name) = ended_rx.recv() => Some(name),
+    };
     readiness.set(false);
+    match &failed {
+        None => tracing::info!("shutting down: draining connections"),
+        Some(name) => tracing::error!(subsystem = %name, "stopped while serving; shutting down"),
+    }
     let _ = shutdown_tx.send(true);
     for task in tasks {
         let _ = task.await;
@@ -415,7 +440,12 @@ async fn serve(args: Args) -> Result<(), Failure> {
         let _ = task.await;
     }
     tracing::info!("stopped");
-    Ok(())
+    match failed {
+        None => Ok(()),
+        Some(name) => Err(Failure::Runtime(anyhow::anyhow!(
+            "{name} stopped while serving"
+        ))),
+    }
 }
 
 /// The in-proxy telemetry of `--telemetry-config`.

@@ -221,9 +221,9 @@ mod settle_tests {
 
     const SEED: &str = include_str!("../tests/data/tcp-metrics.yaml");
 
-    #[test]
-    fn a_change_is_loaded_only_once_it_has_settled() {
-        let dir = std::env::temp_dir().join(format!("meshmeter-settle-{}", std::process::id()));
+    /// A fresh directory holding the seed's file, and a watcher over it without the defaults.
+    fn watched_seed(name: &str) -> (std::path::PathBuf, std::path::PathBuf, ConfigWatcher) {
+        let dir = std::env::temp_dir().join(format!("meshmeter-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("seed.yaml");
@@ -233,6 +233,12 @@ mod settle_tests {
             ..LoadOptions::default()
         };
         let w = ConfigWatcher::new(vec![dir.clone()], options).unwrap();
+        (dir, file, w)
+    }
+
+    #[test]
+    fn a_change_is_loaded_only_once_it_has_settled() {
+        let (dir, file, w) = watched_seed("settle");
         // A truncating write caught half way: an empty file, seen by one poll only.
         std::fs::write(&file, "").unwrap();
         w.shared.poll();
@@ -257,16 +263,7 @@ mod settle_tests {
 
     #[test]
     fn an_emptied_configuration_is_suspect_and_keeps_the_last_good() {
-        let dir = std::env::temp_dir().join(format!("meshmeter-empty-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let file = dir.join("seed.yaml");
-        std::fs::write(&file, SEED).unwrap();
-        let options = LoadOptions {
-            include_defaults: false,
-            ..LoadOptions::default()
-        };
-        let w = ConfigWatcher::new(vec![dir.clone()], options).unwrap();
+        let (dir, file, w) = watched_seed("empty");
         // Empty (only a comment) for longer than the settle rule covers.
         std::fs::write(&file, "# being rewritten\n").unwrap();
         for _ in 0..4 {
