@@ -12,13 +12,7 @@ fn record(c: &mut Criterion) {
     ];
     let registry = Registry::new([
         MetricSpec::new("istio_counter", MetricKind::Counter, labels.clone()),
-        MetricSpec::new(
-            "istio_histogram",
-            MetricKind::Distribution {
-                buckets: meshmeter_adapters::prometheus::Buckets::Default,
-            },
-            labels,
-        ),
+        MetricSpec::new("istio_histogram", MetricKind::Distribution, labels),
     ])
     .expect("valid specs");
     let values = [

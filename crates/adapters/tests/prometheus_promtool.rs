@@ -6,9 +6,10 @@
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-use meshmeter_adapters::prometheus::{Buckets, MetricKind, MetricSpec, Registry};
+use meshmeter_adapters::prometheus::{MetricKind, MetricSpec, Registry};
 use meshmeter_adapters::selfmetrics::SelfMetrics;
 use meshmeter_attributes::{Duration, StringMap, Value};
+use meshmeter_prommodel::Buckets;
 
 fn exposition() -> String {
     let l = |n: &[&str]| n.iter().map(|s| s.to_string()).collect::<Vec<_>>();
@@ -21,15 +22,14 @@ fn exposition() -> String {
     let registry = Registry::new([
         sent,
         MetricSpec::new("istio_level", MetricKind::Gauge, l(&["x"])),
-        MetricSpec::new(
+        MetricSpec::histogram(
             "istio_duration_seconds",
-            MetricKind::Distribution {
-                buckets: Buckets::Exponential {
-                    num_finite_buckets: 5,
-                    growth_factor: 2.0,
-                    scale: 0.001,
-                },
-            },
+            Buckets::Exponential {
+                num_finite_buckets: 5,
+                growth_factor: 2.0,
+                scale: 0.001,
+            }
+            .bounds(),
             l(&["x"]),
         ),
     ])

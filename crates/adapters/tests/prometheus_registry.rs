@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use meshmeter_adapters::prometheus::{
-    Buckets, MetricKind, MetricSpec, RecordError, Registry, SpecError, MAX_LABEL_VALUE_BYTES,
+    MetricKind, MetricSpec, RecordError, Registry, SpecError, MAX_LABEL_VALUE_BYTES,
 };
 use meshmeter_attributes::{StringMap, Value};
 
@@ -88,20 +88,8 @@ fn counters_add_gauges_set_and_labels_escape() {
 #[test]
 fn histograms_bucket_inclusively() {
     let registry = Registry::new([
-        MetricSpec::new(
-            "h",
-            MetricKind::Distribution {
-                buckets: Buckets::Explicit(vec![1.0, 2.5]),
-            },
-            labels(&["x"]),
-        ),
-        MetricSpec::new(
-            "d",
-            MetricKind::Distribution {
-                buckets: Buckets::Default,
-            },
-            vec![],
-        ),
+        MetricSpec::histogram("h", vec![1.0, 2.5], labels(&["x"])),
+        MetricSpec::new("d", MetricKind::Distribution, vec![]),
     ])
     .unwrap();
     let h = &registry.metrics()[0];
@@ -239,15 +227,7 @@ fn rebuild_keeps_unchanged_definitions_only() {
     assert!(new.get("gone").is_none());
 
     // A changed kind or buckets resets too.
-    let h = |b: Vec<f64>| {
-        MetricSpec::new(
-            "h",
-            MetricKind::Distribution {
-                buckets: Buckets::Explicit(b),
-            },
-            vec![],
-        )
-    };
+    let h = |b: Vec<f64>| MetricSpec::histogram("h", b, vec![]);
     let r1 = Registry::new([h(vec![1.0])]).unwrap();
     r1.metrics()[0].record(&[], 0.5).unwrap();
     assert_eq!(r1.rebuild([h(vec![1.0])]).unwrap().series_count(), 1);
@@ -462,13 +442,7 @@ fn whole_number_counter_increments_stay_exact_beyond_2_pow_53() {
 
 #[test]
 fn samples_and_bounds_print_as_go_does() {
-    let h = MetricSpec::new(
-        "h",
-        MetricKind::Distribution {
-            buckets: Buckets::Explicit(vec![-0.0, 1e-7, 0.005, 1e6, 1_234_567.0]),
-        },
-        vec![],
-    );
+    let h = MetricSpec::histogram("h", vec![-0.0, 1e-7, 0.005, 1e6, 1_234_567.0], vec![]);
     let registry = Registry::new([h, MetricSpec::new("g", MetricKind::Gauge, vec![])]).unwrap();
     registry.metrics()[0].record(&[], 2e6).unwrap();
     registry.metrics()[1]
@@ -493,13 +467,7 @@ fn samples_and_bounds_print_as_go_does() {
 fn exposition_in_chunks_is_the_same_text_and_each_chunk_is_bounded() {
     let counter = MetricSpec::new("a_requests", MetricKind::Counter, labels(&["path"]));
     let empty = MetricSpec::new("b_idle", MetricKind::Gauge, labels(&["path"]));
-    let mut hist = MetricSpec::new(
-        "c_latency",
-        MetricKind::Distribution {
-            buckets: Buckets::Explicit(vec![1.0, 10.0, 100.0]),
-        },
-        labels(&["path"]),
-    );
+    let mut hist = MetricSpec::histogram("c_latency", vec![1.0, 10.0, 100.0], labels(&["path"]));
     hist.series_limit = 1_000_000;
     let mut counter = counter;
     counter.series_limit = 1_000_000;

@@ -3,6 +3,7 @@
 //! The field reference (the user documentation) is in the crate docs; keep them in step.
 
 use meshmeter_attributes::Duration;
+use meshmeter_prommodel::MAX_BUCKETS;
 
 use crate::diagnostic::{Code, Sink, WithHint};
 use crate::fields;
@@ -64,8 +65,6 @@ const KUBERNETESENV: &[&str] = &[
     "cluster_registries_namespace",
     "cluster_domain_name",
 ];
-/// More finite buckets than this is a mistake, and would cost memory per series.
-const MAX_BUCKETS: u32 = 1000;
 const LEVELS: [&str; 3] = ["INFO", "WARNING", "ERROR"];
 
 /// Reads a handler object's params; `None` when anything is wrong (reported).

@@ -8,6 +8,7 @@ use std::fmt;
 
 use meshmeter_attributes::{AttrId, Bag, Manifest, Value};
 use meshmeter_expr::Expression;
+pub use meshmeter_prommodel::{Buckets, MetricKind};
 
 use crate::diagnostic::Diagnostics;
 
@@ -193,75 +194,6 @@ pub struct ExpiryPolicy {
     pub expiry: std::time::Duration,
     /// How often to look; half of `expiry` when not configured.
     pub check_interval: std::time::Duration,
-}
-
-/// Prometheus metric kinds.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum MetricKind {
-    /// Adds each value.
-    Counter,
-    /// Sets the value.
-    Gauge,
-    /// Observes each value into buckets.
-    Distribution,
-}
-
-/// Histogram buckets.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Buckets {
-    /// Exactly these upper bounds (strictly increasing, finite).
-    Explicit(Vec<f64>),
-    /// `num_finite_buckets + 1` bounds: `offset`, then each adds `width`.
-    Linear {
-        /// Finite buckets (at least 1).
-        num_finite_buckets: u32,
-        /// Distance between bounds (positive).
-        width: f64,
-        /// The first bound.
-        offset: f64,
-    },
-    /// `num_finite_buckets + 1` bounds: `scale`, then each multiplies by `growth_factor`.
-    Exponential {
-        /// Finite buckets (at least 1).
-        num_finite_buckets: u32,
-        /// Ratio between bounds (greater than 1).
-        growth_factor: f64,
-        /// The first bound (positive).
-        scale: f64,
-    },
-}
-
-impl Buckets {
-    /// Prometheus' default bounds, used when a distribution names none.
-    pub const DEFAULT_BOUNDS: [f64; 11] = [
-        0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-    ];
-
-    /// The upper bounds, ascending (the `+Inf` bucket is implied).
-    pub fn bounds(&self) -> Vec<f64> {
-        match self {
-            Buckets::Explicit(b) => b.clone(),
-            Buckets::Linear {
-                num_finite_buckets,
-                width,
-                offset,
-            } => repeated(*offset, *num_finite_buckets, |b| b + width),
-            Buckets::Exponential {
-                num_finite_buckets,
-                growth_factor,
-                scale,
-            } => repeated(*scale, *num_finite_buckets, |b| b * growth_factor),
-        }
-    }
-}
-
-/// `n + 1` bounds from `first`, each the step applied to the one before: Mixer's Prometheus
-/// client built linear and exponential bounds by repeated addition and multiplication, and the
-/// last digit of such a bound (`0.7999999999999999`, not `0.8`) is part of the `le` label.
-fn repeated(first: f64, n: u32, step: impl Fn(f64) -> f64) -> Vec<f64> {
-    std::iter::successors(Some(first), |b| Some(step(*b)))
-        .take(n as usize + 1)
-        .collect()
 }
 
 /// One metric of a prometheus handler, resolved.

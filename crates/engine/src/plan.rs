@@ -5,11 +5,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use meshmeter_adapters::prometheus::{self, Metric, MetricSpec, Registry};
+use meshmeter_adapters::prometheus::{Metric, MetricSpec, Registry};
 use meshmeter_adapters::selfmetrics::{Counter, SelfMetrics};
 use meshmeter_adapters::stdio::StdioWriter;
 use meshmeter_adapters::workloads::Enricher;
-use meshmeter_config::{HandlerParams, InstanceParams, MetricKind, Snapshot};
+use meshmeter_config::{HandlerParams, InstanceParams, Snapshot};
 
 use crate::engine::{EngineError, EngineOptions, Writers};
 
@@ -104,14 +104,8 @@ fn metric_specs(snapshot: &Snapshot, series_limit: usize) -> Vec<MetricSpec> {
                 HandlerParams::Prometheus(p) => p.expiry.map(|e| e.expiry),
                 _ => None,
             };
-            let kind = match m.kind {
-                MetricKind::Counter => prometheus::MetricKind::Counter,
-                MetricKind::Gauge => prometheus::MetricKind::Gauge,
-                MetricKind::Distribution => prometheus::MetricKind::Distribution {
-                    buckets: prometheus::Buckets::Explicit(m.bounds.clone()),
-                },
-            };
-            let mut spec = MetricSpec::new(m.full_name.clone(), kind, m.label_names.clone());
+            let mut spec = MetricSpec::new(m.full_name.clone(), m.kind, m.label_names.clone());
+            spec.bounds = m.bounds.clone();
             spec.help = m.help.clone();
             spec.expiry = expiry;
             spec.series_limit = series_limit;

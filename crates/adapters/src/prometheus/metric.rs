@@ -100,7 +100,7 @@ impl Metric {
                 Update::Add(value)
             }
             MetricKind::Gauge => Update::Set(value),
-            MetricKind::Distribution { .. } => Update::Observe(value, &inner.bounds),
+            MetricKind::Distribution => Update::Observe(value, &inner.bounds),
         };
         let limits = Limits {
             series: inner.spec.series_limit,

@@ -37,8 +37,8 @@ mod value;
 pub use metric::{Metric, RecordError};
 pub use registry::{Exposition, Registry};
 pub use spec::{
-    BucketError, Buckets, MetricKind, MetricSpec, SpecError, DEFAULT_BUCKETS,
-    DEFAULT_LABEL_BYTES_LIMIT, DEFAULT_SERIES_LIMIT, MAX_BUCKETS,
+    BucketError, MetricKind, MetricSpec, SpecError, DEFAULT_BOUNDS, DEFAULT_LABEL_BYTES_LIMIT,
+    DEFAULT_SERIES_LIMIT,
 };
 pub use value::{label_text, metric_value, ValueError, MAX_LABEL_VALUE_BYTES};
 

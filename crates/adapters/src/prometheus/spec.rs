@@ -2,6 +2,9 @@
 
 use std::time::Duration;
 
+use meshmeter_prommodel::{check_bounds, valid_label_name, valid_metric_name};
+pub use meshmeter_prommodel::{BucketError, MetricKind, DEFAULT_BOUNDS};
+
 /// The number of series one metric may hold unless its spec says otherwise.
 ///
 /// Generous for a mesh (100,000 label combinations of one metric), yet a bound: a dimension
@@ -15,14 +18,6 @@ pub const DEFAULT_SERIES_LIMIT: usize = 100_000;
 /// behind it) bounded in bytes as well.
 pub const DEFAULT_LABEL_BYTES_LIMIT: usize = 64 << 20;
 
-/// The most buckets a generated (linear or exponential) bucket scheme may ask for.
-pub const MAX_BUCKETS: u32 = 1_000;
-
-/// Prometheus' default histogram buckets, used when a distribution names none.
-pub const DEFAULT_BUCKETS: [f64; 11] = [
-    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-];
-
 /// One Prometheus metric of a handler.
 #[derive(Clone, Debug, PartialEq)]
 pub struct MetricSpec {
@@ -32,6 +27,10 @@ pub struct MetricSpec {
     pub help: String,
     /// Counter, gauge or histogram.
     pub kind: MetricKind,
+    /// A histogram's finite upper bounds, strictly increasing (the `+Inf` bucket is implied);
+    /// ignored for counters and gauges. [`MetricSpec::new`] gives a histogram
+    /// [`DEFAULT_BOUNDS`].
+    pub bounds: Vec<f64>,
     /// Label names, in the order the engine passes dimension values to [`super::Metric::record`].
     pub label_names: Vec<String>,
     /// Series not updated for this long are removed by [`super::Registry::sweep`].
@@ -46,13 +45,19 @@ pub struct MetricSpec {
 }
 
 impl MetricSpec {
-    /// A spec with no expiry and the default series limit; `help` defaults to the name.
+    /// A spec with no expiry and the default series limit; `help` defaults to the name and a
+    /// histogram's bounds to Prometheus' defaults.
     pub fn new(name: impl Into<String>, kind: MetricKind, label_names: Vec<String>) -> Self {
         let name = name.into();
+        let bounds = match kind {
+            MetricKind::Distribution => DEFAULT_BOUNDS.to_vec(),
+            MetricKind::Counter | MetricKind::Gauge => Vec::new(),
+        };
         MetricSpec {
             help: name.clone(),
             name,
             kind,
+            bounds,
             label_names,
             expiry: None,
             series_limit: DEFAULT_SERIES_LIMIT,
@@ -60,164 +65,29 @@ impl MetricSpec {
         }
     }
 
+    /// A histogram spec with these finite upper bounds (see [`MetricSpec::new`]).
+    pub fn histogram(name: impl Into<String>, bounds: Vec<f64>, label_names: Vec<String>) -> Self {
+        let mut spec = MetricSpec::new(name, MetricKind::Distribution, label_names);
+        spec.bounds = bounds;
+        spec
+    }
+
     /// Whether `other` keeps this metric's series meaningful: same name, kind, buckets and
     /// label names. Help text, expiry and limit may change without resetting anything.
     pub fn same_definition(&self, other: &MetricSpec) -> bool {
-        self.name == other.name && self.kind == other.kind && self.label_names == other.label_names
+        self.name == other.name
+            && self.kind == other.kind
+            && self.label_names == other.label_names
+            && self.histogram_bounds() == other.histogram_bounds()
     }
-}
 
-/// The Prometheus metric type and, for histograms, the bucket scheme.
-#[derive(Clone, Debug, PartialEq)]
-pub enum MetricKind {
-    /// A monotonic total: each record adds its value.
-    Counter,
-    /// A level: each record sets it.
-    Gauge,
-    /// A histogram: each record observes its value.
-    Distribution {
-        /// The bucket scheme.
-        buckets: Buckets,
-    },
-}
-
-impl MetricKind {
-    /// The word `# TYPE` uses.
-    pub fn type_name(&self) -> &'static str {
-        match self {
-            MetricKind::Counter => "counter",
-            MetricKind::Gauge => "gauge",
-            MetricKind::Distribution { .. } => "histogram",
+    /// The bounds that matter: a histogram's, none for counters and gauges.
+    fn histogram_bounds(&self) -> &[f64] {
+        match self.kind {
+            MetricKind::Distribution => &self.bounds,
+            MetricKind::Counter | MetricKind::Gauge => &[],
         }
     }
-}
-
-/// A histogram's bucket scheme (Istio's `buckets` param).
-#[derive(Clone, Debug, PartialEq)]
-pub enum Buckets {
-    /// Prometheus' defaults ([`DEFAULT_BUCKETS`]).
-    Default,
-    /// `explicit_buckets.bounds`: strictly increasing finite upper bounds.
-    Explicit(Vec<f64>),
-    /// `linear_buckets`: `num_finite_buckets + 1` bounds `offset + i * width`.
-    Linear {
-        /// Buckets between the first and the last bound.
-        num_finite_buckets: u32,
-        /// Distance between bounds; positive.
-        width: f64,
-        /// The first bound.
-        offset: f64,
-    },
-    /// `exponential_buckets`: `num_finite_buckets + 1` bounds `scale * growth_factor^i`.
-    Exponential {
-        /// Buckets between the first and the last bound.
-        num_finite_buckets: u32,
-        /// Ratio between bounds; greater than 1.
-        growth_factor: f64,
-        /// The first bound; positive.
-        scale: f64,
-    },
-}
-
-impl Buckets {
-    /// The finite upper bounds, increasing (the `+Inf` bucket is implied).
-    pub fn bounds(&self) -> Result<Vec<f64>, BucketError> {
-        let bounds = match *self {
-            Buckets::Default => DEFAULT_BUCKETS.to_vec(),
-            Buckets::Explicit(ref b) => b.clone(),
-            Buckets::Linear {
-                num_finite_buckets: n,
-                width,
-                offset,
-            } => {
-                check_count(n)?;
-                if !(width > 0.0 && width.is_finite()) {
-                    return Err(BucketError::Width(width));
-                }
-                // Repeated addition, as Mixer's client built them (the last digit is `le` text).
-                std::iter::successors(Some(offset), |b| Some(b + width))
-                    .take(n as usize + 1)
-                    .collect()
-            }
-            Buckets::Exponential {
-                num_finite_buckets: n,
-                growth_factor,
-                scale,
-            } => {
-                check_count(n)?;
-                if !(growth_factor > 1.0 && growth_factor.is_finite()) {
-                    return Err(BucketError::GrowthFactor(growth_factor));
-                }
-                if !(scale > 0.0 && scale.is_finite()) {
-                    return Err(BucketError::Scale(scale));
-                }
-                std::iter::successors(Some(scale), |b| Some(b * growth_factor))
-                    .take(n as usize + 1)
-                    .collect()
-            }
-        };
-        if bounds.is_empty() {
-            return Err(BucketError::Empty);
-        }
-        for (i, &b) in bounds.iter().enumerate() {
-            if !b.is_finite() {
-                return Err(BucketError::NotFinite { index: i, bound: b });
-            }
-            if i > 0 && bounds[i - 1] >= b {
-                return Err(BucketError::NotIncreasing {
-                    index: i,
-                    previous: bounds[i - 1],
-                    bound: b,
-                });
-            }
-        }
-        Ok(bounds)
-    }
-}
-
-fn check_count(n: u32) -> Result<(), BucketError> {
-    if n == 0 || n > MAX_BUCKETS {
-        return Err(BucketError::Count(n));
-    }
-    Ok(())
-}
-
-/// A bucket scheme that yields no usable bounds.
-#[derive(Clone, Debug, PartialEq, thiserror::Error)]
-pub enum BucketError {
-    /// Explicit bounds are empty.
-    #[error("explicit buckets need at least one bound")]
-    Empty,
-    /// A bound is infinite or NaN (or a generated bound overflowed).
-    #[error("bucket bound {index} is {bound}, not a finite number")]
-    NotFinite {
-        /// Position among the bounds.
-        index: usize,
-        /// The bound.
-        bound: f64,
-    },
-    /// A bound is not greater than the one before it.
-    #[error("bucket bound {index} ({bound}) is not greater than the one before it ({previous})")]
-    NotIncreasing {
-        /// Position among the bounds.
-        index: usize,
-        /// The bound before it.
-        previous: f64,
-        /// The bound.
-        bound: f64,
-    },
-    /// `num_finite_buckets` is 0 or above [`MAX_BUCKETS`].
-    #[error("num_finite_buckets is {0}; it must be between 1 and {MAX_BUCKETS}")]
-    Count(u32),
-    /// A linear width that is not positive.
-    #[error("linear bucket width is {0}; it must be positive")]
-    Width(f64),
-    /// An exponential growth factor not above 1.
-    #[error("exponential growth_factor is {0}; it must be greater than 1")]
-    GrowthFactor(f64),
-    /// An exponential scale that is not positive.
-    #[error("exponential scale is {0}; it must be positive")]
-    Scale(f64),
 }
 
 /// A set of specs that cannot make a registry.
@@ -267,13 +137,6 @@ pub enum SpecError {
     },
 }
 
-fn valid_name(name: &str, colon: bool) -> bool {
-    let mut chars = name.chars();
-    let ok_start = |c: char| c.is_ascii_alphabetic() || c == '_' || (colon && c == ':');
-    let ok_rest = |c: char| c.is_ascii_alphanumeric() || c == '_' || (colon && c == ':');
-    matches!(chars.next(), Some(c) if ok_start(c)) && chars.all(ok_rest)
-}
-
 /// A spec checked and with its bucket bounds computed.
 #[derive(Clone, Debug)]
 pub(crate) struct Checked {
@@ -284,11 +147,11 @@ pub(crate) struct Checked {
 
 pub(crate) fn check(spec: MetricSpec) -> Result<Checked, SpecError> {
     let metric = || spec.name.clone();
-    if !valid_name(&spec.name, true) {
+    if !valid_metric_name(&spec.name) {
         return Err(SpecError::MetricName(metric()));
     }
     for (i, label) in spec.label_names.iter().enumerate() {
-        if !valid_name(label, false) || label.starts_with("__") {
+        if !valid_label_name(label) {
             return Err(SpecError::LabelName {
                 metric: metric(),
                 label: label.clone(),
@@ -304,17 +167,18 @@ pub(crate) fn check(spec: MetricSpec) -> Result<Checked, SpecError> {
     if spec.series_limit == 0 {
         return Err(SpecError::ZeroSeriesLimit { metric: metric() });
     }
-    let bounds = match &spec.kind {
-        MetricKind::Distribution { buckets } => {
+    let bounds = match spec.kind {
+        MetricKind::Distribution => {
             if spec.label_names.iter().any(|l| l == "le") {
                 return Err(SpecError::ReservedLe { metric: metric() });
             }
-            buckets.bounds().map_err(|error| SpecError::Buckets {
+            check_bounds(&spec.bounds).map_err(|error| SpecError::Buckets {
                 metric: metric(),
                 error,
-            })?
+            })?;
+            spec.bounds.clone()
         }
-        _ => Vec::new(),
+        MetricKind::Counter | MetricKind::Gauge => Vec::new(),
     };
     Ok(Checked { spec, bounds })
 }
@@ -324,63 +188,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn generated_bounds() {
-        let linear = Buckets::Linear {
-            num_finite_buckets: 3,
-            width: 10.0,
-            offset: 1.0,
-        };
-        assert_eq!(linear.bounds(), Ok(vec![1.0, 11.0, 21.0, 31.0]));
-        let exp = Buckets::Exponential {
-            num_finite_buckets: 2,
-            growth_factor: 10.0,
-            scale: 0.5,
-        };
-        assert_eq!(exp.bounds(), Ok(vec![0.5, 5.0, 50.0]));
-        assert_eq!(Buckets::Default.bounds().unwrap().len(), 11);
-    }
-
-    #[test]
     fn bad_bounds() {
-        assert_eq!(Buckets::Explicit(vec![]).bounds(), Err(BucketError::Empty));
+        let mut spec = MetricSpec::new("h", MetricKind::Distribution, vec![]);
+        spec.bounds = vec![1.0, 1.0];
         assert_eq!(
-            Buckets::Explicit(vec![1.0, 1.0]).bounds(),
-            Err(BucketError::NotIncreasing {
-                index: 1,
-                previous: 1.0,
-                bound: 1.0
+            check(spec).map(|_| ()),
+            Err(SpecError::Buckets {
+                metric: "h".into(),
+                error: BucketError::NotIncreasing {
+                    index: 1,
+                    previous: 1.0,
+                    bound: 1.0
+                }
             })
         );
-        assert_eq!(
-            Buckets::Linear {
-                num_finite_buckets: 0,
-                width: 1.0,
-                offset: 0.0
-            }
-            .bounds(),
-            Err(BucketError::Count(0))
-        );
-        assert_eq!(
-            Buckets::Exponential {
-                num_finite_buckets: 2,
-                growth_factor: 1.0,
-                scale: 1.0
-            }
-            .bounds(),
-            Err(BucketError::GrowthFactor(1.0))
-        );
-        assert_eq!(
-            Buckets::Exponential {
-                num_finite_buckets: 1000,
-                growth_factor: 1e300,
-                scale: 1.0
-            }
-            .bounds(),
-            Err(BucketError::NotFinite {
-                index: 2,
-                bound: f64::INFINITY
-            })
-        );
+        let mut counter = MetricSpec::new("c", MetricKind::Counter, vec![]);
+        counter.bounds = vec![2.0, 1.0];
+        assert!(check(counter).unwrap().bounds.is_empty());
     }
 
     #[test]
@@ -388,9 +212,7 @@ mod tests {
         let s = |name: &str, labels: &[&str]| {
             check(MetricSpec::new(
                 name,
-                MetricKind::Distribution {
-                    buckets: Buckets::Default,
-                },
+                MetricKind::Distribution,
                 labels.iter().map(|l| l.to_string()).collect(),
             ))
             .map(|_| ())
