@@ -16,13 +16,13 @@ use crate::instances;
 use crate::objects::{self, Category, Object};
 use crate::prom;
 use crate::resolve::Table;
-use crate::rules::{self, RawRule};
+use crate::rules::{self, RawAction, RawRule};
 use crate::snapshot::{
-    Action, Counts, Handler, HandlerParams, IdentityAttrs, Instance, ObjectName, Origin,
-    PrometheusParams, Rule, Snapshot,
+    Action, Counts, Handler, HandlerParams, IdentityAttrs, Instance, InstanceParams, ObjectName,
+    Origin, PrometheusParams, Rule, Snapshot,
 };
 use crate::source::{FileId, Sources};
-use crate::yaml;
+use crate::yaml::{self, Node};
 
 /// Compiles the files (defaults first, then the operator's, in load order). Diagnostics come
 /// out ordered by file, line and column.
@@ -49,10 +49,50 @@ fn compile_unsorted(
     sources: &Sources,
     files: &[(FileId, Origin)],
     default_namespace: &str,
-    mut diagnostics: Diagnostics,
+    diagnostics: Diagnostics,
 ) -> Result<(Snapshot, Diagnostics), Diagnostics> {
     let mut sink = Sink::new(sources);
-    sink.out = std::mem::take(&mut diagnostics);
+    sink.out = diagnostics;
+    let (parsed, syntax_ok) = parse(sources, files, &mut sink);
+    let objects: Vec<Object<'_>> = parsed
+        .iter()
+        .flat_map(|(origin, p)| p.documents.iter().map(move |d| (*origin, d)))
+        .filter_map(|(origin, doc)| objects::read(doc, origin, &mut sink))
+        .collect();
+    let alive = dedupe(&objects, &mut sink);
+    let manifest = manifest(&objects, &alive, &mut sink);
+    let raw = read_bodies(&objects, &alive, &manifest, &mut sink);
+    if !syntax_ok {
+        return Err(sink.out);
+    }
+    let table = Table::new(&objects, &alive);
+    let (instances, instance_index) = instances(&objects, &raw.params);
+    let inst = prom::Instances {
+        params: &raw.params,
+        index: &instance_index,
+    };
+    let handlers = handlers(&objects, &raw.handlers, &table, &inst, &mut sink);
+    let rules = rules(&objects, &raw.rules, &table, &inst, &handlers, &mut sink);
+    if sink.has_errors() {
+        return Err(sink.out);
+    }
+    let snapshot = assemble(
+        manifest,
+        instances,
+        handlers.handlers,
+        rules,
+        default_namespace,
+    );
+    Ok((snapshot, sink.out))
+}
+
+/// Parses every file; reports YAML problems. The flag says whether every file parsed to its
+/// end (a syntax error loses the documents after it).
+fn parse(
+    sources: &Sources,
+    files: &[(FileId, Origin)],
+    sink: &mut Sink<'_>,
+) -> (Vec<(Origin, yaml::Parsed)>, bool) {
     let mut syntax_ok = true;
     let mut parsed = Vec::with_capacity(files.len());
     for &(file, origin) in files {
@@ -66,69 +106,94 @@ fn compile_unsorted(
         syntax_ok &= p.complete;
         parsed.push((origin, p));
     }
+    (parsed, syntax_ok)
+}
 
-    let mut objects: Vec<Object<'_>> = Vec::new();
-    for (origin, p) in &parsed {
-        for doc in &p.documents {
-            if let Some(o) = objects::read(doc, *origin, &mut sink) {
-                objects.push(o);
-            }
-        }
-    }
-    let alive = dedupe(&objects, &mut sink);
-    let manifest = manifest(&objects, &alive, &mut sink);
+/// Each object's own part, read and checked on its own; parallel to the objects, `None` for
+/// objects of other categories, objects not in force and objects with errors (reported).
+struct RawBodies<'n> {
+    params: Vec<Option<InstanceParams>>,
+    handlers: Vec<Option<RawHandler<'n>>>,
+    rules: Vec<Option<RawRule<'n>>>,
+}
 
-    let mut params = Vec::with_capacity(objects.len());
-    let mut raw_handlers: Vec<Option<RawHandler<'_>>> = Vec::with_capacity(objects.len());
-    let mut raw_rules: Vec<Option<RawRule<'_>>> = Vec::with_capacity(objects.len());
+fn read_bodies<'n>(
+    objects: &[Object<'n>],
+    alive: &[bool],
+    manifest: &Manifest,
+    sink: &mut Sink<'_>,
+) -> RawBodies<'n> {
+    let mut raw = RawBodies {
+        params: Vec::with_capacity(objects.len()),
+        handlers: Vec::with_capacity(objects.len()),
+        rules: Vec::with_capacity(objects.len()),
+    };
     for (i, o) in objects.iter().enumerate() {
         let live = alive[i] && !o.broken;
-        params.push(match o.category {
-            Category::Instance(_) if live => instances::build(o, &manifest, &mut sink),
+        raw.params.push(match o.category {
+            Category::Instance(_) if live => instances::build(o, manifest, sink),
             _ => None,
         });
-        raw_handlers.push(match o.category {
-            Category::Handler(_) if live => handlers::read(o, &mut sink),
+        raw.handlers.push(match o.category {
+            Category::Handler(_) if live => handlers::read(o, sink),
             _ => None,
         });
-        raw_rules.push(match o.category {
-            Category::Rule if live => rules::read(o, &manifest, &mut sink),
+        raw.rules.push(match o.category {
+            Category::Rule if live => rules::read(o, manifest, sink),
             _ => None,
         });
     }
-    if !syntax_ok {
-        return Err(sink.out);
-    }
+    raw
+}
 
-    let table = Table::new(&objects, &alive);
-    let mut instance_index = HashMap::new();
-    let mut snapshot_instances = Vec::new();
+/// The snapshot's instances, and the snapshot index of each instance object.
+fn instances(
+    objects: &[Object<'_>],
+    params: &[Option<InstanceParams>],
+) -> (Vec<Instance>, HashMap<usize, usize>) {
+    let mut index = HashMap::new();
+    let mut instances = Vec::new();
     for (i, p) in params.iter().enumerate() {
         if let Some(p) = p {
-            instance_index.insert(i, snapshot_instances.len());
-            snapshot_instances.push(Instance {
+            index.insert(i, instances.len());
+            instances.push(Instance {
                 name: name_of(&objects[i]),
                 origin: objects[i].origin,
                 params: p.clone(),
             });
         }
     }
-    let inst = prom::Instances {
-        params: &params,
-        index: &instance_index,
-    };
+    (instances, index)
+}
 
-    // Handlers: resolve prometheus metrics; remember which instances each one serves.
+/// The snapshot's handlers and what rules need to know about them.
+struct Handlers {
+    handlers: Vec<Handler>,
+    /// Snapshot index per handler object.
+    index: HashMap<usize, usize>,
+    /// Per snapshot handler, the instance objects a prometheus handler has a metric for.
+    served: Vec<Vec<usize>>,
+}
+
+/// Builds the handlers, resolving prometheus metrics against the instances.
+fn handlers(
+    objects: &[Object<'_>],
+    raw_handlers: &[Option<RawHandler<'_>>],
+    table: &Table<'_, '_>,
+    inst: &prom::Instances<'_>,
+    sink: &mut Sink<'_>,
+) -> Handlers {
     let mut taken = prom::Taken::new();
-    let mut handler_index = HashMap::new();
-    let mut served: Vec<Vec<usize>> = Vec::new();
-    let mut snapshot_handlers = Vec::new();
+    let mut out = Handlers {
+        handlers: Vec::new(),
+        index: HashMap::new(),
+        served: Vec::new(),
+    };
     for (i, raw) in raw_handlers.iter().enumerate() {
         let Some(raw) = raw else { continue };
         let (params, serves) = match raw {
             RawHandler::Prometheus { metrics, expiry } => {
-                let checked =
-                    prom::check(&objects[i], metrics, &table, &inst, &mut taken, &mut sink);
+                let checked = prom::check(&objects[i], metrics, table, inst, &mut taken, sink);
                 // A metric that failed its checks still serves its instance: saying the rule's
                 // instance is unserved too would only echo that failure.
                 let serves = checked.iter().filter_map(|(o, _)| *o).collect();
@@ -144,86 +209,131 @@ fn compile_unsorted(
             RawHandler::Stdio(p) => (HandlerParams::Stdio(p.clone()), Vec::new()),
             RawHandler::KubernetesEnv => (HandlerParams::KubernetesEnv, Vec::new()),
         };
-        handler_index.insert(i, snapshot_handlers.len());
-        served.push(serves);
-        snapshot_handlers.push(Handler {
+        out.index.insert(i, out.handlers.len());
+        out.served.push(serves);
+        out.handlers.push(Handler {
             name: name_of(&objects[i]),
             origin: objects[i].origin,
             params,
         });
     }
+    out
+}
 
-    let mut snapshot_rules = Vec::new();
+/// Builds the rules, resolving each action's handler and instances.
+fn rules(
+    objects: &[Object<'_>],
+    raw_rules: &[Option<RawRule<'_>>],
+    table: &Table<'_, '_>,
+    inst: &prom::Instances<'_>,
+    handlers: &Handlers,
+    sink: &mut Sink<'_>,
+) -> Vec<Rule> {
+    let mut out = Vec::new();
     for (i, raw) in raw_rules.iter().enumerate() {
         let Some(raw) = raw else { continue };
         let o = &objects[i];
-        let mut actions = Vec::new();
-        for a in &raw.actions {
-            let handler = table
-                .resolve(a.handler, Category::Handler(0), &o.namespace, &mut sink)
-                .and_then(|h| handler_index.get(&h).copied());
-            let mut resolved = Vec::new();
-            for r in &a.instances {
-                let Some(obj) = table.resolve(r, Category::Instance(0), &o.namespace, &mut sink)
-                else {
-                    continue;
-                };
-                let (Some(p), Some(&idx)) = (&params[obj], instance_index.get(&obj)) else {
-                    continue;
-                };
-                if let Some(h) = handler {
-                    let hp = &snapshot_handlers[h].params;
-                    let hname = &snapshot_handlers[h].name;
-                    if !hp.accepts(p.template()) {
-                        sink.report(
-                            Code::IncompatibleInstance,
-                            r.span,
-                            format!(
-                                "handler '{hname}' ({}) cannot take {} instance '{}'",
-                                hp.adapter(),
-                                p.template(),
-                                r.as_str().unwrap_or_default()
-                            ),
-                        );
-                        continue;
-                    }
-                    if matches!(hp, HandlerParams::Prometheus(_)) && !served[h].contains(&obj) {
-                        sink.report(
-                            Code::UnroutedInstance,
-                            r.span,
-                            format!(
-                                "prometheus handler '{hname}' has no metric fed by instance '{}'",
-                                r.as_str().unwrap_or_default()
-                            ),
-                        )
-                        .hint("add a metric with this instance_name to the handler, or remove the instance from the action");
-                        continue;
-                    }
-                }
-                resolved.push(idx);
-            }
-            if let Some(handler) = handler {
-                actions.push(Action {
-                    name: a.name.clone(),
-                    handler,
-                    instances: resolved,
-                });
-            }
-        }
-        snapshot_rules.push(Rule {
+        let actions = raw
+            .actions
+            .iter()
+            .filter_map(|a| action(a, &o.namespace, table, inst, handlers, sink))
+            .collect();
+        out.push(Rule {
             name: name_of(o),
             origin: o.origin,
             match_: raw.match_.clone(),
             actions,
         });
     }
+    out
+}
 
-    if sink.has_errors() {
-        return Err(sink.out);
+/// Resolves one action of a rule in `namespace`; `None` when its handler does not resolve.
+/// Instances that do not resolve, or that the handler cannot take, are reported and left out.
+fn action(
+    a: &RawAction<'_>,
+    namespace: &str,
+    table: &Table<'_, '_>,
+    inst: &prom::Instances<'_>,
+    handlers: &Handlers,
+    sink: &mut Sink<'_>,
+) -> Option<Action> {
+    let handler = table
+        .resolve(a.handler, Category::Handler(0), namespace, sink)
+        .and_then(|h| handlers.index.get(&h).copied());
+    let mut resolved = Vec::new();
+    for r in &a.instances {
+        let Some(obj) = table.resolve(r, Category::Instance(0), namespace, sink) else {
+            continue;
+        };
+        let (Some(p), Some(&idx)) = (&inst.params[obj], inst.index.get(&obj)) else {
+            continue;
+        };
+        if let Some(h) = handler {
+            if !handler_takes(handlers, h, obj, p, r, sink) {
+                continue;
+            }
+        }
+        resolved.push(idx);
     }
+    Some(Action {
+        name: a.name.clone(),
+        handler: handler?,
+        instances: resolved,
+    })
+}
+
+/// Whether snapshot handler `h` can take instance object `obj` (with params `p`, referred to
+/// by `r`); reports why not.
+fn handler_takes(
+    handlers: &Handlers,
+    h: usize,
+    obj: usize,
+    p: &InstanceParams,
+    r: &Node,
+    sink: &mut Sink<'_>,
+) -> bool {
+    let hp = &handlers.handlers[h].params;
+    let hname = &handlers.handlers[h].name;
+    if !hp.accepts(p.template()) {
+        sink.report(
+            Code::IncompatibleInstance,
+            r.span,
+            format!(
+                "handler '{hname}' ({}) cannot take {} instance '{}'",
+                hp.adapter(),
+                p.template(),
+                r.as_str().unwrap_or_default()
+            ),
+        );
+        return false;
+    }
+    if matches!(hp, HandlerParams::Prometheus(_)) && !handlers.served[h].contains(&obj) {
+        sink.report(
+            Code::UnroutedInstance,
+            r.span,
+            format!(
+                "prometheus handler '{hname}' has no metric fed by instance '{}'",
+                r.as_str().unwrap_or_default()
+            ),
+        )
+        .hint("add a metric with this instance_name to the handler, or remove the instance from the action");
+        return false;
+    }
+    true
+}
+
+/// The snapshot: rules indexed by namespace, counts per origin, identity attributes.
+fn assemble(
+    manifest: Manifest,
+    instances: Vec<Instance>,
+    handlers: Vec<Handler>,
+    rules: Vec<Rule>,
+    default_namespace: &str,
+) -> Snapshot {
     let mut global_rules = Vec::new();
     let mut rules_by_namespace: hashbrown::HashMap<String, Vec<usize>> = hashbrown::HashMap::new();
-    for (i, r) in snapshot_rules.iter().enumerate() {
+    for (i, r) in rules.iter().enumerate() {
         if r.name.namespace == default_namespace {
             global_rules.push(i);
         } else {
@@ -234,17 +344,11 @@ fn compile_unsorted(
         }
     }
     let count = |origin: Origin| Counts {
-        instances: snapshot_instances
-            .iter()
-            .filter(|x| x.origin == origin)
-            .count(),
-        handlers: snapshot_handlers
-            .iter()
-            .filter(|x| x.origin == origin)
-            .count(),
-        rules: snapshot_rules.iter().filter(|x| x.origin == origin).count(),
+        instances: instances.iter().filter(|x| x.origin == origin).count(),
+        handlers: handlers.iter().filter(|x| x.origin == origin).count(),
+        rules: rules.iter().filter(|x| x.origin == origin).count(),
     };
-    let snapshot = Snapshot {
+    Snapshot {
         identity: IdentityAttrs {
             reporter_kind: manifest.id("context.reporter.kind"),
             source_namespace: manifest.id("source.namespace"),
@@ -253,15 +357,14 @@ fn compile_unsorted(
         user_counts: count(Origin::User),
         default_counts: count(Origin::Default),
         manifest,
-        instances: snapshot_instances,
-        handlers: snapshot_handlers,
-        rules: snapshot_rules,
+        instances,
+        handlers,
+        rules,
         default_namespace: default_namespace.to_owned(),
         global_rules,
         rules_by_namespace,
         diagnostics: Diagnostics::default(),
-    };
-    Ok((snapshot, sink.out))
+    }
 }
 
 fn name_of(o: &Object<'_>) -> ObjectName {

@@ -192,6 +192,7 @@ fn metric<'n>(node: &'n Node, sink: &mut Sink<'_>) -> Option<RawMetric<'n>> {
     })
 }
 
+/// Reads `buckets`: exactly one of the three layouts.
 fn buckets(node: &Node, sink: &mut Sink<'_>) -> Option<Buckets> {
     let f = fields::read(
         node,
@@ -214,163 +215,189 @@ fn buckets(node: &Node, sink: &mut Sink<'_>) -> Option<Buckets> {
         return None;
     };
     let body = f.get(which)?;
-    let bad = |sink: &mut Sink<'_>, at: Span, msg: String, hint: &str| {
-        sink.report(Code::BadBuckets, at, msg).hint(hint);
-        None
-    };
     match which {
-        0 => {
-            let f = fields::read(body, "explicit_buckets", &["bounds"], sink)?;
-            let Some(list) = f.get(0) else {
-                return bad(
-                    sink,
-                    body.span,
-                    "explicit_buckets has no bounds".into(),
-                    "add `bounds: [0.1, 1, 10]`",
-                );
-            };
-            let items = fields::list(list, "bounds", sink)?;
-            if items.is_empty() {
-                return bad(
-                    sink,
-                    list.span,
-                    "bounds is empty".into(),
-                    "list at least one upper bound",
-                );
-            }
-            if items.len() > MAX_BUCKETS as usize {
-                return bad(
-                    sink,
-                    list.span,
-                    format!("{} bounds; at most {MAX_BUCKETS} are allowed", items.len()),
-                    "use fewer, wider buckets",
-                );
-            }
-            let mut bounds = Vec::with_capacity(items.len());
-            for item in items {
-                let v = fields::number(item, "a bound", sink)?;
-                if let Some(&prev) = bounds.last() {
-                    if v <= prev {
-                        return bad(
-                            sink,
-                            item.span,
-                            format!("bound {v} is not greater than the bound before it ({prev})"),
-                            "bounds must be strictly increasing",
-                        );
-                    }
-                }
-                bounds.push(v);
-            }
-            Some(Buckets::Explicit(bounds))
-        }
-        1 => {
-            let f = fields::read(
-                body,
-                "linear_buckets",
-                &["num_finite_buckets", "width", "offset"],
-                sink,
-            )?;
-            let n = finite_count(&f, body, sink)?;
-            let width = match f.get(1) {
-                Some(w) => {
-                    let v = fields::number(w, "width", sink)?;
-                    if v <= 0.0 {
-                        return bad(
-                            sink,
-                            w.span,
-                            format!("width {v} must be greater than 0"),
-                            "buckets must grow",
-                        );
-                    }
-                    v
-                }
-                None => {
-                    return bad(
-                        sink,
-                        body.span,
-                        "linear_buckets has no width".into(),
-                        "add e.g. `width: 10`",
-                    )
-                }
-            };
-            let offset = match f.get(2) {
-                Some(o) => fields::number(o, "offset", sink)?,
-                None => 0.0,
-            };
-            Some(Buckets::Linear {
-                num_finite_buckets: n,
-                width,
-                offset,
-            })
-        }
-        _ => {
-            let f = fields::read(
-                body,
-                "exponential_buckets",
-                &["num_finite_buckets", "growth_factor", "scale"],
-                sink,
-            )?;
-            let n = finite_count(&f, body, sink)?;
-            let growth_factor = match f.get(1) {
-                Some(g) => {
-                    let v = fields::number(g, "growth_factor", sink)?;
-                    if v <= 1.0 {
-                        return bad(
-                            sink,
-                            g.span,
-                            format!("growth_factor {v} must be greater than 1"),
-                            "buckets must grow",
-                        );
-                    }
-                    v
-                }
-                None => {
-                    return bad(
-                        sink,
-                        body.span,
-                        "exponential_buckets has no growth_factor".into(),
-                        "add e.g. `growthFactor: 10`",
-                    )
-                }
-            };
-            let scale = match f.get(2) {
-                Some(s) => {
-                    let v = fields::number(s, "scale", sink)?;
-                    if v <= 0.0 {
-                        return bad(
-                            sink,
-                            s.span,
-                            format!("scale {v} must be greater than 0"),
-                            "the first bound is `scale`",
-                        );
-                    }
-                    v
-                }
-                None => {
-                    return bad(
-                        sink,
-                        body.span,
-                        "exponential_buckets has no scale".into(),
-                        "add e.g. `scale: 1`",
-                    )
-                }
-            };
-            let top = scale * growth_factor.powi(n as i32);
-            if !top.is_finite() {
-                return bad(
-                    sink,
-                    body.span,
-                    "the largest bound overflows".into(),
-                    "use fewer buckets or a smaller growth_factor",
-                );
-            }
-            Some(Buckets::Exponential {
-                num_finite_buckets: n,
-                growth_factor,
-                scale,
-            })
-        }
+        0 => explicit_buckets(body, sink),
+        1 => linear_buckets(body, sink),
+        _ => exponential_buckets(body, sink),
     }
+}
+
+/// Reports a bucket layout that makes no sense; always `None`, for `return bad(..)`.
+fn bad<T>(sink: &mut Sink<'_>, at: Span, msg: String, hint: &str) -> Option<T> {
+    sink.report(Code::BadBuckets, at, msg).hint(hint);
+    None
+}
+
+/// `explicit_buckets {bounds}`: 1 to [`MAX_BUCKETS`] strictly increasing numbers.
+fn explicit_buckets(body: &Node, sink: &mut Sink<'_>) -> Option<Buckets> {
+    let f = fields::read(body, "explicit_buckets", &["bounds"], sink)?;
+    let Some(list) = f.get(0) else {
+        return bad(
+            sink,
+            body.span,
+            "explicit_buckets has no bounds".into(),
+            "add `bounds: [0.1, 1, 10]`",
+        );
+    };
+    let items = fields::list(list, "bounds", sink)?;
+    if items.is_empty() {
+        return bad(
+            sink,
+            list.span,
+            "bounds is empty".into(),
+            "list at least one upper bound",
+        );
+    }
+    if items.len() > MAX_BUCKETS as usize {
+        return bad(
+            sink,
+            list.span,
+            format!("{} bounds; at most {MAX_BUCKETS} are allowed", items.len()),
+            "use fewer, wider buckets",
+        );
+    }
+    let mut bounds = Vec::with_capacity(items.len());
+    for item in items {
+        let v = fields::number(item, "a bound", sink)?;
+        if let Some(&prev) = bounds.last() {
+            if v <= prev {
+                return bad(
+                    sink,
+                    item.span,
+                    format!("bound {v} is not greater than the bound before it ({prev})"),
+                    "bounds must be strictly increasing",
+                );
+            }
+        }
+        bounds.push(v);
+    }
+    Some(Buckets::Explicit(bounds))
+}
+
+/// `linear_buckets {num_finite_buckets, width, offset}`.
+fn linear_buckets(body: &Node, sink: &mut Sink<'_>) -> Option<Buckets> {
+    let f = fields::read(
+        body,
+        "linear_buckets",
+        &["num_finite_buckets", "width", "offset"],
+        sink,
+    )?;
+    let n = finite_count(&f, body, sink)?;
+    let width = above(
+        &f,
+        1,
+        body,
+        Above {
+            layout: "linear_buckets",
+            name: "width",
+            min: 0.0,
+            too_small: "greater than 0",
+            hint: "buckets must grow",
+            example: "width: 10",
+        },
+        sink,
+    )?;
+    let offset = match f.get(2) {
+        Some(o) => fields::number(o, "offset", sink)?,
+        None => 0.0,
+    };
+    Some(Buckets::Linear {
+        num_finite_buckets: n,
+        width,
+        offset,
+    })
+}
+
+/// `exponential_buckets {num_finite_buckets, growth_factor, scale}`, whose largest bound
+/// must stay finite.
+fn exponential_buckets(body: &Node, sink: &mut Sink<'_>) -> Option<Buckets> {
+    let f = fields::read(
+        body,
+        "exponential_buckets",
+        &["num_finite_buckets", "growth_factor", "scale"],
+        sink,
+    )?;
+    let n = finite_count(&f, body, sink)?;
+    let growth_factor = above(
+        &f,
+        1,
+        body,
+        Above {
+            layout: "exponential_buckets",
+            name: "growth_factor",
+            min: 1.0,
+            too_small: "greater than 1",
+            hint: "buckets must grow",
+            example: "growthFactor: 10",
+        },
+        sink,
+    )?;
+    let scale = above(
+        &f,
+        2,
+        body,
+        Above {
+            layout: "exponential_buckets",
+            name: "scale",
+            min: 0.0,
+            too_small: "greater than 0",
+            hint: "the first bound is `scale`",
+            example: "scale: 1",
+        },
+        sink,
+    )?;
+    let top = scale * growth_factor.powi(n as i32);
+    if !top.is_finite() {
+        return bad(
+            sink,
+            body.span,
+            "the largest bound overflows".into(),
+            "use fewer buckets or a smaller growth_factor",
+        );
+    }
+    Some(Buckets::Exponential {
+        num_finite_buckets: n,
+        growth_factor,
+        scale,
+    })
+}
+
+/// A required bucket parameter that must exceed a minimum, and how to explain it.
+struct Above {
+    layout: &'static str,
+    name: &'static str,
+    min: f64,
+    too_small: &'static str,
+    hint: &'static str,
+    example: &'static str,
+}
+
+/// Field `i` of a bucket layout: present, a number, and above `rule.min`.
+fn above(
+    f: &fields::Fields<'_>,
+    i: usize,
+    body: &Node,
+    rule: Above,
+    sink: &mut Sink<'_>,
+) -> Option<f64> {
+    let Some(node) = f.get(i) else {
+        return bad(
+            sink,
+            body.span,
+            format!("{} has no {}", rule.layout, rule.name),
+            &format!("add e.g. `{}`", rule.example),
+        );
+    };
+    let v = fields::number(node, rule.name, sink)?;
+    if v <= rule.min {
+        return bad(
+            sink,
+            node.span,
+            format!("{} {v} must be {}", rule.name, rule.too_small),
+            rule.hint,
+        );
+    }
+    Some(v)
 }
 
 fn finite_count(f: &fields::Fields<'_>, body: &Node, sink: &mut Sink<'_>) -> Option<u32> {

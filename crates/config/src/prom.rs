@@ -9,7 +9,7 @@ use crate::fields::suggest;
 use crate::handlers::RawMetric;
 use crate::objects::Object;
 use crate::resolve::Table;
-use crate::snapshot::{Buckets, InstanceParams, MetricKind, PrometheusMetric};
+use crate::snapshot::{Buckets, InstanceParams, MetricInstance, MetricKind, PrometheusMetric};
 use crate::source::Span;
 
 /// Mixer's name cleaning for the namespace prefix and label names: a leading `/` trimmed,
@@ -123,6 +123,7 @@ fn served_name<'m>(
     Some((full_name, name, name_span))
 }
 
+/// Checks one metric: its served name, labels, instance and label-to-dimension mapping.
 fn one(
     obj: Option<usize>,
     m: &RawMetric<'_>,
@@ -132,120 +133,12 @@ fn one(
 ) -> Option<PrometheusMetric> {
     let before = sink.out.error_count();
     let instance_name = m.instance_name.as_str().unwrap_or_default();
-
     let (full_name, name, name_span) = served_name(m, instance_name, sink)?;
-    if let Some(first) = taken.get(&full_name) {
-        let file = &sink.sources.get(first.file).name;
-        let at = format!("{file}:{}:{}", first.line, first.col);
-        sink.report(
-            Code::DuplicateMetric,
-            name_span,
-            format!("metric '{full_name}' is defined twice"),
-        )
-        .hint(format!("it is first defined at {at}; metric names must be unique across all prometheus handlers"));
-    } else {
-        taken.insert(full_name.clone(), name_span);
-    }
-
-    let mut labels: Vec<(String, &str, Span)> = Vec::new();
-    for l in &m.label_names {
-        let raw = l.as_str().unwrap_or_default();
-        let exposed = mangle(raw);
-        if !valid_label_name(&exposed) {
-            sink.report(
-                Code::BadLabelName,
-                l.span,
-                format!("'{raw}' is not a valid Prometheus label name"),
-            )
-            .hint(format!(
-                "use letters, digits and '_', not starting with a digit or '__', e.g. '{}'",
-                sanitized(exposed.trim_start_matches('_'))
-            ));
-        }
-        if let Some((_, first, first_span)) = labels.iter().find(|(e, _, _)| *e == exposed) {
-            sink.report(
-                Code::DuplicateLabel,
-                l.span,
-                format!(
-                    "label '{raw}' is listed twice (as '{first}' on line {})",
-                    first_span.line
-                ),
-            )
-            .hint("each label name may appear once");
-        } else {
-            labels.push((exposed, raw, l.span));
-        }
-    }
-
+    claim(&full_name, name_span, taken, sink);
+    let labels = labels(m, sink);
     let obj = obj?;
-    let Some(params) = instances.params[obj].as_ref() else {
-        // The instance exists but failed to compile; that is reported already.
-        return None;
-    };
-    let InstanceParams::Metric(metric) = params else {
-        sink.report(
-            Code::IncompatibleInstance,
-            m.instance_name.span,
-            format!(
-                "'{instance_name}' is a {} instance; prometheus metrics need a metric instance",
-                params.template()
-            ),
-        );
-        return None;
-    };
-    let mut label_dimensions = Vec::with_capacity(labels.len());
-    // Dimensions a misspelt label was matched to; "lacks 'x'" would repeat that diagnostic.
-    let mut suggested: Vec<&str> = Vec::new();
-    for (_, raw, span) in &labels {
-        match metric.dimension(raw) {
-            Some(i) => label_dimensions.push(i),
-            None => {
-                let d = sink.report(
-                    Code::LabelMismatch,
-                    *span,
-                    format!("label '{raw}' is not a dimension of instance '{instance_name}'"),
-                );
-                let names = metric.dimensions.iter().map(|d| d.name.as_str());
-                match suggest(raw, names) {
-                    Some(s) => {
-                        d.hint(format!("did you mean '{s}'?"));
-                        suggested.push(s);
-                    }
-                    None => d.hint(format!(
-                        "its dimensions are: {}",
-                        metric
-                            .dimensions
-                            .iter()
-                            .map(|d| d.name.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    )),
-                }
-            }
-        }
-    }
-    let missing: Vec<&str> = metric
-        .dimensions
-        .iter()
-        .map(|d| d.name.as_str())
-        .filter(|d| !labels.iter().any(|(_, raw, _)| raw == d) && !suggested.contains(d))
-        .collect();
-    if !missing.is_empty() {
-        sink.report(
-            Code::LabelMismatch,
-            m.labels_at,
-            format!(
-                "label_names lacks dimension{} {} of instance '{instance_name}'",
-                if missing.len() == 1 { "" } else { "s" },
-                missing
-                    .iter()
-                    .map(|d| format!("'{d}'"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-        )
-        .hint("label_names must list every dimension of the instance exactly once");
-    }
+    let metric = metric_instance(obj, m, instances, sink)?;
+    let label_dimensions = label_dimensions(&labels, metric, instance_name, m.labels_at, sink);
     if sink.out.error_count() != before {
         return None;
     }
@@ -263,11 +156,159 @@ fn one(
         },
         full_name,
         kind: m.kind,
-        label_names: labels.into_iter().map(|(e, _, _)| e).collect(),
-        label_dimensions,
+        label_names: labels.into_iter().map(|l| l.exposed).collect(),
+        label_dimensions: label_dimensions?,
         bounds,
         instance: *instances.index.get(&obj)?,
     })
+}
+
+/// Takes `full_name` for this metric, or reports that another metric has it: all handlers
+/// share one /metrics endpoint.
+fn claim(full_name: &str, name_span: Span, taken: &mut Taken, sink: &mut Sink<'_>) {
+    if let Some(first) = taken.get(full_name) {
+        let file = &sink.sources.get(first.file).name;
+        let at = format!("{file}:{}:{}", first.line, first.col);
+        sink.report(
+            Code::DuplicateMetric,
+            name_span,
+            format!("metric '{full_name}' is defined twice"),
+        )
+        .hint(format!("it is first defined at {at}; metric names must be unique across all prometheus handlers"));
+    } else {
+        taken.insert(full_name.to_owned(), name_span);
+    }
+}
+
+/// A label as exposed, as written, and where.
+struct Label<'m> {
+    exposed: String,
+    raw: &'m str,
+    span: Span,
+}
+
+/// The metric's labels, mangled as Mixer did; invalid names are reported (and kept, so the
+/// mapping to dimensions is still checked), names listed twice are reported and dropped.
+fn labels<'m>(m: &'m RawMetric<'_>, sink: &mut Sink<'_>) -> Vec<Label<'m>> {
+    let mut labels: Vec<Label<'m>> = Vec::new();
+    for l in &m.label_names {
+        let raw = l.as_str().unwrap_or_default();
+        let exposed = mangle(raw);
+        if !valid_label_name(&exposed) {
+            sink.report(
+                Code::BadLabelName,
+                l.span,
+                format!("'{raw}' is not a valid Prometheus label name"),
+            )
+            .hint(format!(
+                "use letters, digits and '_', not starting with a digit or '__', e.g. '{}'",
+                sanitized(exposed.trim_start_matches('_'))
+            ));
+        }
+        if let Some(first) = labels.iter().find(|f| f.exposed == exposed) {
+            sink.report(
+                Code::DuplicateLabel,
+                l.span,
+                format!(
+                    "label '{raw}' is listed twice (as '{}' on line {})",
+                    first.raw, first.span.line
+                ),
+            )
+            .hint("each label name may appear once");
+        } else {
+            labels.push(Label {
+                exposed,
+                raw,
+                span: l.span,
+            });
+        }
+    }
+    labels
+}
+
+/// The metric instance feeding the metric; `None` when it failed to compile (reported
+/// already) or is of another template (reported here).
+fn metric_instance<'i>(
+    obj: usize,
+    m: &RawMetric<'_>,
+    instances: &Instances<'i>,
+    sink: &mut Sink<'_>,
+) -> Option<&'i MetricInstance> {
+    let params = instances.params[obj].as_ref()?;
+    let InstanceParams::Metric(metric) = params else {
+        sink.report(
+            Code::IncompatibleInstance,
+            m.instance_name.span,
+            format!(
+                "'{}' is a {} instance; prometheus metrics need a metric instance",
+                m.instance_name.as_str().unwrap_or_default(),
+                params.template()
+            ),
+        );
+        return None;
+    };
+    Some(metric)
+}
+
+/// For each label, the instance dimension that feeds it. Labels that are no dimension and
+/// dimensions no label lists are reported (with a suggestion for a misspelt label); `None`
+/// then.
+fn label_dimensions(
+    labels: &[Label<'_>],
+    metric: &MetricInstance,
+    instance_name: &str,
+    labels_at: Span,
+    sink: &mut Sink<'_>,
+) -> Option<Vec<usize>> {
+    let before = sink.out.error_count();
+    let mut label_dimensions = Vec::with_capacity(labels.len());
+    // Dimensions a misspelt label was matched to; "lacks 'x'" would repeat that diagnostic.
+    let mut suggested: Vec<&str> = Vec::new();
+    let names = || metric.dimensions.iter().map(|d| d.name.as_str());
+    for label in labels {
+        if let Some(i) = metric.dimension(label.raw) {
+            label_dimensions.push(i);
+            continue;
+        }
+        let d = sink.report(
+            Code::LabelMismatch,
+            label.span,
+            format!(
+                "label '{}' is not a dimension of instance '{instance_name}'",
+                label.raw
+            ),
+        );
+        match suggest(label.raw, names()) {
+            Some(s) => {
+                d.hint(format!("did you mean '{s}'?"));
+                suggested.push(s);
+            }
+            None => d.hint(format!(
+                "its dimensions are: {}",
+                names().collect::<Vec<_>>().join(", ")
+            )),
+        }
+    }
+    let missing: Vec<&str> = names()
+        .filter(|d| !labels.iter().any(|l| l.raw == *d) && !suggested.contains(d))
+        .collect();
+    if !missing.is_empty() {
+        sink.report(
+            Code::LabelMismatch,
+            labels_at,
+            format!(
+                "label_names lacks dimension{} {} of instance '{instance_name}'",
+                if missing.len() == 1 { "" } else { "s" },
+                missing
+                    .iter()
+                    .map(|d| format!("'{d}'"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        )
+        .hint("label_names must list every dimension of the instance exactly once");
+    }
+    (sink.out.error_count() == before).then_some(label_dimensions)
 }
 
 #[cfg(test)]
