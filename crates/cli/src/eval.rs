@@ -65,7 +65,8 @@ pub(crate) fn run(args: Args) -> ExitCode {
     let manifest = match load_manifests(&args.manifests) {
         Ok(m) => m,
         Err(e) => {
-            eprintln!("error: {e}");
+            // Rendered diagnostics, each already saying `error[CODE]`.
+            eprintln!("{e}");
             return ExitCode::from(2);
         }
     };

@@ -59,7 +59,8 @@ pub(crate) fn run(args: Args) -> ExitCode {
     let manifest = match load_manifests(&args.manifests) {
         Ok(m) => m,
         Err(e) => {
-            eprintln!("error: {e}");
+            // Rendered diagnostics, each already saying `error[CODE]`.
+            eprintln!("{e}");
             return ExitCode::from(2);
         }
     };
@@ -247,7 +248,7 @@ mod tests {
     fn manifests_extend_the_vocabulary() {
         let path = temp_file(
             "extra.yaml",
-            "kind: attributemanifest\nspec:\n  attributes:\n    my.counter:\n      valueType: INT64\n",
+            "apiVersion: config.istio.io/v1alpha2\nkind: attributemanifest\nmetadata:\n  name: extra\nspec:\n  attributes:\n    my.counter:\n      valueType: INT64\n",
         );
         let m = load_manifests(&[path]).unwrap();
         assert_eq!(
@@ -258,7 +259,10 @@ mod tests {
         let bad = temp_file("bad.yaml", "kind: rule\n");
         assert_eq!(
             load_manifests(std::slice::from_ref(&bad)).unwrap_err(),
-            format!("{}: no `kind: attributemanifest` document", bad.display())
+            format!(
+                "{}: error[C0063]: no `kind: attributemanifest` document\n\n1 error, 0 warnings",
+                bad.display()
+            )
         );
     }
 

@@ -3,8 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use meshmeter_attributes::{Manifest, ValueType};
-use yaml_rust2::{Yaml, YamlLoader};
+use meshmeter_attributes::Manifest;
 
 /// A non-negative Go-style duration (`500ms`, `10s`, `1m30s`).
 pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -24,62 +23,43 @@ pub(crate) fn parse_positive_duration(text: &str) -> Result<Duration, String> {
     })
 }
 
-/// `base` extended by the attributes of the `kind: attributemanifest` documents
-/// (`spec.attributes.<name>.valueType`) in `paths`. The configuration crate has the full
-/// loader with located diagnostics; this reads only what the tools need.
+/// `base` extended by the attributes of the `kind: attributemanifest` documents in `paths`,
+/// read and checked by the configuration crate's loader; on failure, its rendered diagnostics
+/// (each with file, line and column).
 pub(crate) fn load_manifests(paths: &[PathBuf], base: Manifest) -> Result<Manifest, String> {
-    let mut m = base;
-    for path in paths {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        declare_all(&mut m, &text).map_err(|e| format!("{}: {e}", path.display()))?;
-    }
-    Ok(m)
-}
-
-fn declare_all(m: &mut Manifest, text: &str) -> Result<usize, String> {
-    let docs = YamlLoader::load_from_str(text).map_err(|e| format!("invalid YAML: {e}"))?;
-    let mut found = 0;
-    for doc in &docs {
-        if doc["kind"].as_str() != Some("attributemanifest") {
-            continue;
-        }
-        found += 1;
-        let Some(attrs) = doc["spec"]["attributes"].as_hash() else {
-            continue;
-        };
-        for (name, info) in attrs {
-            let name = name.as_str().ok_or("an attribute name is not a string")?;
-            let t = match &info["valueType"] {
-                Yaml::String(t) => t
-                    .parse::<ValueType>()
-                    .map_err(|e| format!("attribute '{name}': {e}"))?,
-                _ => return Err(format!("attribute '{name}' has no valueType")),
-            };
-            m.declare(name, t).map_err(|e| e.to_string())?;
-        }
-    }
-    if found == 0 {
-        return Err("no `kind: attributemanifest` document".into());
-    }
-    Ok(found)
+    meshmeter_config::load_manifests(paths, base).map_err(|d| d.to_string().trim_end().to_owned())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use meshmeter_attributes::ValueType;
 
     #[test]
-    fn reads_attribute_manifests() {
-        let text = "apiVersion: config.istio.io/v1alpha2\nkind: attributemanifest\nmetadata:\n  name: kubernetes\nspec:\n  attributes:\n    source.ip:\n      valueType: IP_ADDRESS\n    source.labels:\n      valueType: STRING_MAP\n---\nkind: rule\n";
-        let mut m = Manifest::new();
-        assert_eq!(declare_all(&mut m, text), Ok(1));
+    fn reads_attribute_manifests_with_the_config_loader() {
+        let dir = std::env::temp_dir().join(format!("meshmeter-manifests-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let good = dir.join("good.yaml");
+        std::fs::write(&good, "apiVersion: config.istio.io/v1alpha2\nkind: attributemanifest\nmetadata:\n  name: kubernetes\nspec:\n  attributes:\n    source.ip:\n      valueType: IP_ADDRESS\n    source.labels:\n      valueType: STRING_MAP\n---\nkind: rule\n").unwrap();
+        let m = load_manifests(std::slice::from_ref(&good), Manifest::new()).unwrap();
         assert_eq!(
             m.lookup("source.ip").map(|(_, t)| t),
             Some(ValueType::IpAddress)
         );
         assert_eq!(m.len(), 2);
-        assert!(declare_all(&mut m, "kind: rule\n").is_err());
+        // The config crate's checks apply: a misspelt type is located and explained.
+        let bad = dir.join("bad.yaml");
+        std::fs::write(&bad, "apiVersion: config.istio.io/v1alpha2\nkind: attributemanifest\nmetadata:\n  name: x\nspec:\n  attributes:\n    my.count:\n      valueType: INT46\n").unwrap();
+        let err = load_manifests(std::slice::from_ref(&bad), Manifest::new()).unwrap_err();
+        assert!(
+            err.starts_with(&format!(
+                "{}:8:18: error[C0061]: 'INT46' is not a value type",
+                bad.display()
+            )),
+            "{err}"
+        );
+        assert!(err.contains("did you mean 'INT64'?"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -60,7 +60,7 @@ fn compile_unsorted(
         .filter_map(|(origin, doc)| objects::read(doc, origin, &mut sink))
         .collect();
     let alive = dedupe(&objects, &mut sink);
-    let manifest = manifest(&objects, &alive, &mut sink);
+    let manifest = manifest(Manifest::istio(), &objects, &alive, &mut sink);
     let raw = read_bodies(&objects, &alive, &manifest, &mut sink);
     if !syntax_ok {
         return Err(sink.out);
@@ -422,9 +422,14 @@ fn dedupe(objects: &[Object<'_>], sink: &mut Sink<'_>) -> Vec<bool> {
     alive
 }
 
-/// The built-in vocabulary extended by the `attributemanifest` objects.
-fn manifest(objects: &[Object<'_>], alive: &[bool], sink: &mut Sink<'_>) -> Manifest {
-    let mut manifest = Manifest::istio();
+/// `base` (the built-in vocabulary) extended by the `attributemanifest` objects.
+pub(crate) fn manifest(
+    base: Manifest,
+    objects: &[Object<'_>],
+    alive: &[bool],
+    sink: &mut Sink<'_>,
+) -> Manifest {
+    let mut manifest = base;
     let type_names: Vec<&str> = ValueType::ALL.iter().map(|t| t.name()).collect();
     for (i, o) in objects.iter().enumerate() {
         if o.category != Category::Manifest || !alive[i] {

@@ -151,6 +151,7 @@
 //! | C0060 | attribute declared with a type that conflicts with the built-in one |
 //! | C0061 | unknown value type name |
 //! | C0062 | attribute binding names an undeclared attribute |
+//! | C0063 | a file given as attribute manifests ([`load_manifests`]) holds no `attributemanifest` |
 //! | E0xx, E1xx | expression syntax and type errors, from `meshmeter-expr` |
 //! | W0001 | buckets on a COUNTER or GAUGE (ignored) |
 //! | W0002 | a STRING metric value (parsed as a number for each report, as Mixer did) |
@@ -182,8 +183,8 @@ mod yaml;
 
 pub use diagnostic::{Diagnostic, Diagnostics, Severity};
 pub use load::{
-    config_files, load_paths, load_str, LoadOptions, ISTIO_DEFAULTS, ISTIO_DEFAULTS_NAME,
-    MAX_FILE_BYTES,
+    config_files, load_manifests, load_paths, load_str, LoadOptions, ISTIO_DEFAULTS,
+    ISTIO_DEFAULTS_NAME, MAX_FILE_BYTES,
 };
 pub use snapshot::{
     Action, AttributeBinding, Buckets, Counts, ExpiryPolicy, Handler, HandlerParams, Instance,

@@ -3,10 +3,14 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
+use meshmeter_attributes::Manifest;
+
 use crate::compile;
-use crate::diagnostic::{Code, Diagnostic, Diagnostics};
+use crate::diagnostic::{Code, Diagnostic, Diagnostics, Sink, WithHint};
+use crate::objects;
 use crate::snapshot::{Origin, Snapshot};
 use crate::source::{FileId, SourceFile, Sources};
+use crate::yaml::{self, Node};
 use meshmeter_fswatch::fsread::{is_regular_file, read_regular_file};
 
 /// Istio 1.1's default telemetry configuration (standard TCP and HTTP metrics, the access
@@ -140,6 +144,79 @@ fn read_limited(path: &Path) -> Result<String, String> {
         .map_err(|e| format!("not UTF-8 text (at byte {})", e.utf8_error().valid_up_to()))
 }
 
+/// A problem with a file as a whole (no position in it).
+fn file_error(name: String, code: Code, message: String) -> Diagnostic {
+    Diagnostic {
+        file: name.into(),
+        line: 0,
+        column: 0,
+        width: 1,
+        code: code.as_str(),
+        severity: crate::diagnostic::Severity::Error,
+        message,
+        hint: None,
+        source_line: String::new(),
+    }
+}
+
+/// `base` extended by the attributes the `attributemanifest` documents in `files` declare,
+/// read and checked as [`load_paths`] reads them (positions, value type names, conflicts with
+/// the base's types); for tools that take a vocabulary (`meshmeter eval`, `meshmeter report`).
+/// Documents of other kinds are ignored; a file with no attribute manifest is an error (C0063).
+pub fn load_manifests(files: &[PathBuf], base: Manifest) -> Result<Manifest, Diagnostics> {
+    let mut sources = Sources::default();
+    let mut early = Diagnostics::default();
+    let mut ids = Vec::new();
+    for f in files {
+        let name = f.display().to_string();
+        match read_limited(f) {
+            Ok(text) => ids.push(sources.add(SourceFile::new(&name, text))),
+            Err(e) => early.push(file_error(name, Code::Io, format!("cannot read: {e}"))),
+        }
+    }
+    let mut sink = Sink::new(&sources);
+    sink.out = early;
+    let parsed: Vec<_> = ids
+        .iter()
+        .map(|&id| (id, yaml::parse(sources.get(id), id)))
+        .collect();
+    let mut objects = Vec::new();
+    for (id, p) in &parsed {
+        for problem in &p.problems {
+            let d = sink.report(problem.code, problem.span, problem.message.clone());
+            if let Some(h) = &problem.hint {
+                d.hint(h.clone());
+            }
+        }
+        let manifests: Vec<&Node> = p
+            .documents
+            .iter()
+            .filter(|d| d.get("kind").and_then(Node::as_str) == Some("attributemanifest"))
+            .collect();
+        if manifests.is_empty() && p.complete {
+            let name = sources.get(*id).name.to_string();
+            sink.out.push(file_error(
+                name,
+                Code::NoManifest,
+                "no `kind: attributemanifest` document".into(),
+            ));
+        }
+        objects.extend(
+            manifests
+                .into_iter()
+                .filter_map(|d| objects::read(d, Origin::User, &mut sink)),
+        );
+    }
+    let alive = vec![true; objects.len()];
+    let manifest = compile::manifest(base, &objects, &alive, &mut sink);
+    if sink.has_errors() {
+        let mut out = sink.out;
+        out.sort(|name| sources.position(name));
+        return Err(out);
+    }
+    Ok(manifest)
+}
+
 fn load_texts(
     texts: Vec<(String, String)>,
     io: Vec<(String, String)>,
@@ -159,17 +236,7 @@ fn load_texts(
     }
     let mut early = Diagnostics::default();
     for (name, error) in io {
-        early.push(Diagnostic {
-            file: name.into(),
-            line: 0,
-            column: 0,
-            width: 1,
-            code: Code::Io.as_str(),
-            severity: crate::diagnostic::Severity::Error,
-            message: format!("cannot read: {error}"),
-            hint: None,
-            source_line: String::new(),
-        });
+        early.push(file_error(name, Code::Io, format!("cannot read: {error}")));
     }
     let (mut snapshot, diagnostics) =
         compile::compile(&sources, &files, &options.default_namespace, early)?;
