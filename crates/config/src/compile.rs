@@ -32,8 +32,55 @@ pub(crate) fn compile(
     default_namespace: &str,
     diagnostics: Diagnostics,
 ) -> Result<(Snapshot, Diagnostics), Diagnostics> {
+    compile_documents(sources, files, &|_, _| true, default_namespace, diagnostics).0
+}
+
+/// A document of a compiled file: where it is and, as far as its header tells, what it is.
+/// The per-object loader attributes diagnostics to documents by these line ranges.
+#[derive(Clone, Debug)]
+pub(crate) struct DocInfo {
+    pub(crate) file: FileId,
+    /// Position among the file's documents.
+    pub(crate) index: usize,
+    /// The line the document's content starts on, and the start of the next one (or
+    /// `u32::MAX`).
+    pub(crate) lines: (u32, u32),
+    /// `kind`, `metadata.namespace` (`default` when absent) and `metadata.name`, when they are
+    /// text.
+    pub(crate) kind: Option<String>,
+    pub(crate) namespace: String,
+    pub(crate) name: Option<String>,
+    /// Where `metadata.name` is (the document start without one).
+    pub(crate) line: u32,
+    pub(crate) col: u32,
+}
+
+/// [`compile`] over the documents `keep(file, index)` selects, also returning every document
+/// seen (kept ones only) and whether each file parsed to its end.
+pub(crate) fn compile_documents(
+    sources: &Sources,
+    files: &[(FileId, Origin)],
+    keep: &dyn Fn(FileId, usize) -> bool,
+    default_namespace: &str,
+    diagnostics: Diagnostics,
+) -> (
+    Result<(Snapshot, Diagnostics), Diagnostics>,
+    Vec<DocInfo>,
+    Vec<(FileId, bool)>,
+) {
     let order = |name: &str| sources.position(name);
-    match compile_unsorted(sources, files, default_namespace, diagnostics) {
+    let mut docs = Vec::new();
+    let mut complete = Vec::new();
+    let result = compile_unsorted(
+        sources,
+        files,
+        keep,
+        default_namespace,
+        diagnostics,
+        &mut docs,
+        &mut complete,
+    );
+    let result = match result {
         Ok((snapshot, mut d)) => {
             d.sort(order);
             Ok((snapshot, d))
@@ -42,23 +89,35 @@ pub(crate) fn compile(
             d.sort(order);
             Err(d)
         }
-    }
+    };
+    (result, docs, complete)
 }
 
 fn compile_unsorted(
     sources: &Sources,
     files: &[(FileId, Origin)],
+    keep: &dyn Fn(FileId, usize) -> bool,
     default_namespace: &str,
     diagnostics: Diagnostics,
+    docs: &mut Vec<DocInfo>,
+    complete: &mut Vec<(FileId, bool)>,
 ) -> Result<(Snapshot, Diagnostics), Diagnostics> {
     let mut sink = Sink::new(sources);
     sink.out = diagnostics;
     let (parsed, syntax_ok) = parse(sources, files, &mut sink);
-    let objects: Vec<Object<'_>> = parsed
-        .iter()
-        .flat_map(|(origin, p)| p.documents.iter().map(move |d| (*origin, d)))
-        .filter_map(|(origin, doc)| objects::read(doc, origin, &mut sink))
-        .collect();
+    let mut objects: Vec<Object<'_>> = Vec::new();
+    for (file, origin, p) in &parsed {
+        complete.push((*file, p.complete));
+        let kept = p
+            .documents
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| keep(*file, *i));
+        for (index, doc) in kept {
+            docs.push(doc_info(*file, index, doc, &p.documents));
+            objects.extend(objects::read(doc, *origin, &mut sink));
+        }
+    }
     let alive = dedupe(&objects, &mut sink);
     let manifest = manifest(Manifest::istio(), &objects, &alive, &mut sink);
     let raw = read_bodies(&objects, &alive, &manifest, &mut sink);
@@ -92,7 +151,7 @@ fn parse(
     sources: &Sources,
     files: &[(FileId, Origin)],
     sink: &mut Sink<'_>,
-) -> (Vec<(Origin, yaml::Parsed)>, bool) {
+) -> (Vec<(FileId, Origin, yaml::Parsed)>, bool) {
     let mut syntax_ok = true;
     let mut parsed = Vec::with_capacity(files.len());
     for &(file, origin) in files {
@@ -104,7 +163,7 @@ fn parse(
             }
         }
         syntax_ok &= p.complete;
-        parsed.push((origin, p));
+        parsed.push((file, origin, p));
     }
     (parsed, syntax_ok)
 }
@@ -364,6 +423,28 @@ fn assemble(
         global_rules,
         rules_by_namespace,
         diagnostics: Diagnostics::default(),
+    }
+}
+
+/// What the loader needs to know about document `index` of `file`, from its header as written.
+fn doc_info(file: FileId, index: usize, doc: &Node, all: &[Node]) -> DocInfo {
+    let text = |n: Option<&Node>| n.and_then(Node::as_str).map(str::to_owned);
+    let metadata = doc.get("metadata");
+    let name = metadata.and_then(|m| m.get("name"));
+    let at = name.map_or(doc.span, |n| n.span);
+    let next = all
+        .get(index + 1)
+        .map_or(u32::MAX, |n| n.span.line.max(doc.span.line + 1));
+    DocInfo {
+        file,
+        index,
+        lines: (doc.span.line, next),
+        kind: text(doc.get("kind")),
+        namespace: text(metadata.and_then(|m| m.get("namespace")))
+            .unwrap_or_else(|| "default".to_owned()),
+        name: text(name),
+        line: at.line,
+        col: at.col,
     }
 }
 

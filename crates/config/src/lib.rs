@@ -162,6 +162,7 @@
 
 #![warn(missing_docs)]
 
+mod accept;
 mod compile;
 mod diagnostic;
 mod exprs;
@@ -181,9 +182,10 @@ mod source;
 mod watch;
 mod yaml;
 
+pub use accept::{Input, Loaded, Loader, ObjectProblem, ObjectSource, Outcome};
 pub use diagnostic::{Diagnostic, Diagnostics, Severity};
 pub use load::{
-    config_files, load_manifests, load_paths, load_str, LoadOptions, ISTIO_DEFAULTS,
+    config_files, load_manifests, load_paths, load_str, read_inputs, LoadOptions, ISTIO_DEFAULTS,
     ISTIO_DEFAULTS_NAME, MAX_FILE_BYTES,
 };
 pub use snapshot::{

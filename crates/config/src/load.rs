@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use meshmeter_attributes::Manifest;
 
+use crate::accept::Input;
 use crate::compile;
 use crate::diagnostic::{Code, Diagnostic, Diagnostics, Sink, WithHint};
 use crate::objects;
@@ -115,18 +116,35 @@ fn walk(
 pub fn load_paths(paths: &[PathBuf], options: &LoadOptions) -> Result<Snapshot, Diagnostics> {
     let mut texts = Vec::new();
     let mut io = Vec::new();
-    match config_files(paths) {
-        Ok(files) => {
-            for f in files {
-                match read_limited(&f) {
-                    Ok(t) => texts.push((f.display().to_string(), t)),
-                    Err(e) => io.push((f.display().to_string(), e)),
-                }
-            }
+    for input in read_inputs(paths) {
+        match input {
+            Input::File { path, text } => texts.push((path, text)),
+            Input::Unreadable { path, error } => io.push((path, error)),
+            Input::Kubernetes { .. } => {}
         }
-        Err((p, e)) => io.push((p.display().to_string(), e.to_string())),
     }
     load_texts(texts, io, options)
+}
+
+/// The configuration files at `paths` (as [`config_files`] finds them), read, as inputs of a
+/// [`crate::Loader`]; files that cannot be read are [`Input::Unreadable`].
+pub fn read_inputs(paths: &[PathBuf]) -> Vec<Input> {
+    match config_files(paths) {
+        Ok(files) => files
+            .into_iter()
+            .map(|f| {
+                let path = f.display().to_string();
+                match read_limited(&f) {
+                    Ok(text) => Input::File { path, text },
+                    Err(error) => Input::Unreadable { path, error },
+                }
+            })
+            .collect(),
+        Err((p, e)) => vec![Input::Unreadable {
+            path: p.display().to_string(),
+            error: e.to_string(),
+        }],
+    }
 }
 
 /// Loads configuration from in-memory documents: `(name, text)` pairs as if they were files.
@@ -145,7 +163,7 @@ fn read_limited(path: &Path) -> Result<String, String> {
 }
 
 /// A problem with a file as a whole (no position in it).
-fn file_error(name: String, code: Code, message: String) -> Diagnostic {
+pub(crate) fn file_error(name: String, code: Code, message: String) -> Diagnostic {
     Diagnostic {
         file: name.into(),
         line: 0,

@@ -130,6 +130,21 @@ fn other_istio_kind(kind: &str) -> bool {
         .contains(&kind)
 }
 
+/// The family ([`Category::family`]) of objects of `kind`, as written; `None` for kinds
+/// telemetry does not know.
+pub(crate) fn family_of_kind(kind: &str) -> Option<u8> {
+    let instance =
+        kind == "instance" || TEMPLATES.contains(&kind) || OTHER_TEMPLATES.contains(&kind);
+    let handler = kind == "handler" || ADAPTERS.contains(&kind) || OTHER_ADAPTERS.contains(&kind);
+    match kind {
+        "attributemanifest" => Some(Category::Manifest.family()),
+        "rule" => Some(Category::Rule.family()),
+        _ if instance => Some(Category::Instance(0).family()),
+        _ if handler => Some(Category::Handler(0).family()),
+        _ => None,
+    }
+}
+
 /// Reads one document. Documents of kinds telemetry does not use give one informational
 /// diagnostic and `None`; broken headers are reported and give `None`.
 pub(crate) fn read<'n>(doc: &'n Node, origin: Origin, sink: &mut Sink<'_>) -> Option<Object<'n>> {

@@ -26,6 +26,19 @@ impl SourceFile {
         }
     }
 
+    /// The text of 1-based lines `from` up to (not including) `to`, line endings included.
+    pub(crate) fn lines_text(&self, from: u32, to: u32) -> &str {
+        let at = |line: u32| {
+            self.line_starts
+                .get((line as usize).wrapping_sub(1))
+                .copied()
+                .unwrap_or(self.text.len())
+        };
+        let start = at(from.max(1));
+        let end = at(to).max(start);
+        self.text.get(start..end).unwrap_or("")
+    }
+
     /// The text of 1-based `line`, without its line ending; empty past the end.
     pub(crate) fn line(&self, line: u32) -> &str {
         let Some(&start) = self.line_starts.get((line as usize).wrapping_sub(1)) else {
@@ -64,6 +77,14 @@ impl Sources {
 
     pub(crate) fn get(&self, id: FileId) -> &SourceFile {
         &self.files[id.0 as usize]
+    }
+
+    /// The file whose name is this very allocation: a diagnostic's `file` is a clone of its
+    /// source's name, so two files of the same name (a file and the previous version of it
+    /// kept in force) are still told apart.
+    pub(crate) fn by_name_ptr(&self, name: &Arc<str>) -> Option<FileId> {
+        let i = self.files.iter().position(|f| Arc::ptr_eq(&f.name, name))?;
+        Some(FileId(u32::try_from(i).ok()?))
     }
 }
 

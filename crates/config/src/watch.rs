@@ -14,8 +14,9 @@ use arc_swap::ArcSwap;
 use meshmeter_fswatch::Settle;
 use tokio::sync::watch;
 
+use crate::accept::{Loaded, Loader, Outcome};
 use crate::diagnostic::Diagnostics;
-use crate::load::{config_files, load_paths, LoadOptions, MAX_FILE_BYTES};
+use crate::load::{config_files, read_inputs, LoadOptions, MAX_FILE_BYTES};
 use crate::snapshot::{Counts, Snapshot};
 
 /// A snapshot and the generation that produced it (1 for the initial load, +1 per reload).
@@ -29,10 +30,17 @@ pub struct Published {
 
 struct Shared {
     paths: Vec<PathBuf>,
-    options: LoadOptions,
     current: ArcSwap<Snapshot>,
     generation: AtomicU64,
     failures: AtomicU64,
+    /// Objects of the files that are not in force as written, as of the last load.
+    rejected: AtomicU64,
+    /// Compiles object by object and keeps the versions in force; locked inside `reload`.
+    loader: Mutex<Loader>,
+    /// [`Loaded::fingerprint`] of the configuration in force: a load with errors that puts
+    /// the same objects in force (a broken edit whose previous version stays) publishes
+    /// nothing.
+    in_force: AtomicU64,
     tx: watch::Sender<Published>,
     /// The settle rule over the files' fingerprint (a change is loaded once two consecutive
     /// polls agree on it); the lock also serialises reloads (a poll and `reload_now` racing
@@ -59,10 +67,19 @@ impl std::fmt::Debug for ConfigWatcher {
 }
 
 impl ConfigWatcher {
-    /// Loads `paths`; fails with the diagnostics when the initial configuration is invalid.
-    /// Does not watch until [`ConfigWatcher::spawn_polling`] is called.
+    /// Loads `paths`; fails with the diagnostics when the initial configuration has any error
+    /// (the operator is there to fix it, as with `meshmeter validate`). Later changes are
+    /// accepted object by object. Does not watch until [`ConfigWatcher::spawn_polling`] is
+    /// called.
     pub fn new(paths: Vec<PathBuf>, options: LoadOptions) -> Result<Self, Diagnostics> {
-        let snapshot = Arc::new(load_paths(&paths, &options)?);
+        let mut loader = Loader::new(options);
+        let loaded = loader.load(read_inputs(&paths))?;
+        if loaded.diagnostics.has_errors() {
+            return Err(loaded.diagnostics);
+        }
+        loader.commit(&loaded);
+        let in_force = loaded.fingerprint();
+        let snapshot = Arc::new(loaded.snapshot);
         let (tx, _) = watch::channel(Published {
             generation: 1,
             snapshot: Arc::clone(&snapshot),
@@ -71,10 +88,12 @@ impl ConfigWatcher {
         Ok(Self {
             shared: Arc::new(Shared {
                 paths,
-                options,
                 current: ArcSwap::new(snapshot),
                 generation: AtomicU64::new(1),
                 failures: AtomicU64::new(0),
+                rejected: AtomicU64::new(0),
+                loader: Mutex::new(loader),
+                in_force: AtomicU64::new(in_force),
                 tx,
                 reload: Mutex::new(Settle::new(fingerprint)),
             }),
@@ -116,9 +135,17 @@ impl ConfigWatcher {
         self.shared.generation.load(Ordering::Acquire)
     }
 
-    /// How many reloads were rejected since start.
+    /// How many reloads had errors since start: refused as a whole, or with objects rejected
+    /// or dropped (the rest of those was applied).
     pub fn failures(&self) -> u64 {
         self.shared.failures.load(Ordering::Relaxed)
+    }
+
+    /// How many objects of the files are not in force as written (rejected, or dropped for
+    /// referring to a rejected or absent one), as of the last load; 0 when all are. What
+    /// `meshmeter_config_rejected_objects` shows.
+    pub fn rejected_objects(&self) -> u64 {
+        self.shared.rejected.load(Ordering::Relaxed)
     }
 
     /// Notified with every new snapshot.
@@ -126,9 +153,10 @@ impl ConfigWatcher {
         self.shared.tx.subscribe()
     }
 
-    /// Reloads now, whether or not anything changed. On success returns the new generation;
-    /// on failure the old snapshot stays in force and the diagnostics are returned (and
-    /// logged).
+    /// Reloads now, whether or not anything changed. Returns the generation in force (new when
+    /// the objects in force changed), or, when anything had errors, every diagnostic of the
+    /// files (also logged per object). Errors never block the good objects: they are in force
+    /// either way, and each rejected object keeps its previous version.
     pub fn reload_now(&self) -> Result<u64, Diagnostics> {
         let mut settle = lock(&self.shared.reload);
         settle.loaded(fingerprint(&self.shared.paths));
@@ -162,41 +190,87 @@ impl Shared {
     /// rewritten in place (truncated, then written) can look empty for longer than two polls,
     /// and dropping every rule would reset every counter.
     fn reload(&self, suspect_empty: bool) -> Result<u64, Diagnostics> {
-        match load_paths(&self.paths, &self.options) {
-            Ok(snapshot)
-                if suspect_empty
-                    && snapshot.user_counts() == Counts::default()
-                    && self.current.load().user_counts() != Counts::default() =>
-            {
-                self.failures.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(
-                    generation = self.generation.load(Ordering::Acquire),
-                    "the configuration files suddenly hold no instance, handler or rule (caught mid-write?); the previous configuration stays in force"
-                );
-                Err(Diagnostics::default())
-            }
-            Ok(snapshot) => {
-                let snapshot = Arc::new(snapshot);
-                let generation = self.generation.load(Ordering::Acquire) + 1;
-                self.current.store(Arc::clone(&snapshot));
-                self.generation.store(generation, Ordering::Release);
-                self.tx.send_replace(Published {
-                    generation,
-                    snapshot,
-                });
-                tracing::info!(generation, "configuration reloaded");
-                Ok(generation)
-            }
+        let mut loader = self.loader.lock().unwrap_or_else(|e| e.into_inner());
+        let generation = self.generation.load(Ordering::Acquire);
+        let loaded = match loader.load(read_inputs(&self.paths)) {
+            Ok(loaded) => loaded,
             Err(diagnostics) => {
                 self.failures.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(
                     errors = diagnostics.error_count(),
-                    generation = self.generation.load(Ordering::Acquire),
+                    generation,
                     "configuration change rejected; the previous configuration stays in force\n{diagnostics}"
                 );
-                Err(diagnostics)
+                return Err(diagnostics);
             }
+        };
+        if suspect_empty
+            && loaded.snapshot.user_counts() == Counts::default()
+            && self.current.load().user_counts() != Counts::default()
+        {
+            self.failures.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                generation,
+                "the configuration files suddenly hold no instance, handler or rule (caught mid-write?); the previous configuration stays in force"
+            );
+            return Err(Diagnostics::default());
         }
+        log_problems(&loaded, generation);
+        self.rejected
+            .store(loaded.rejected_objects() as u64, Ordering::Relaxed);
+        loader.commit(&loaded);
+        let fingerprint = loaded.fingerprint();
+        let Loaded {
+            snapshot,
+            diagnostics,
+            problems,
+            ..
+        } = loaded;
+        // A clean load is published even when nothing changed (as an explicit reload asks);
+        // one with errors only when it changes what is in force.
+        let unchanged = self.in_force.swap(fingerprint, Ordering::AcqRel) == fingerprint;
+        let generation = if unchanged && !problems.is_empty() {
+            generation
+        } else {
+            let snapshot = Arc::new(snapshot);
+            let generation = generation + 1;
+            self.current.store(Arc::clone(&snapshot));
+            self.generation.store(generation, Ordering::Release);
+            self.tx.send_replace(Published {
+                generation,
+                snapshot,
+            });
+            tracing::info!(generation, "configuration reloaded");
+            generation
+        };
+        if problems.is_empty() {
+            Ok(generation)
+        } else {
+            self.failures.fetch_add(1, Ordering::Relaxed);
+            Err(diagnostics)
+        }
+    }
+}
+
+/// One warning per object not in force, with its kind, namespace, name, where it is and why
+/// (each diagnostic rendered with its file:line:column and the offending line).
+fn log_problems(loaded: &Loaded, generation: u64) {
+    for p in &loaded.problems {
+        let outcome = match p.outcome {
+            Outcome::Rejected => "rejected",
+            Outcome::Dropped => "dropped",
+        };
+        tracing::warn!(
+            kind = %p.kind,
+            namespace = %p.namespace,
+            name = %p.name,
+            at = %p.source,
+            outcome,
+            previous_in_force = p.previous_in_force,
+            generation,
+            "{p}\n{}",
+            p.diagnostics
+        );
     }
 }
 
