@@ -14,7 +14,7 @@ use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
-use crate::compile::{compile_documents, DocInfo};
+use crate::compile::{compile_documents, Compiled, DocInfo};
 use crate::diagnostic::{Code, Diagnostic, Diagnostics, Severity};
 use crate::load::{LoadOptions, ISTIO_DEFAULTS, ISTIO_DEFAULTS_NAME};
 use crate::objects::family_of_kind;
@@ -413,7 +413,11 @@ impl Loader {
                 !excluded.contains(&(id, index))
                     && (!files.is_copy(id) || files.selected.contains(&(id, index)))
             };
-            let (result, docs, complete) = compile_documents(
+            let Compiled {
+                result,
+                docs,
+                complete,
+            } = compile_documents(
                 &files.sources,
                 &order,
                 &keep,
@@ -533,8 +537,7 @@ fn attribute<'d>(
         };
         let doc = docs
             .iter()
-            .filter(|doc| doc.file == id && doc.lines.0 <= d.line && d.line < doc.lines.1)
-            .last();
+            .rfind(|doc| doc.file == id && doc.lines.0 <= d.line && d.line < doc.lines.1);
         let Some(doc) = doc else { continue };
         match out.iter_mut().find(|(o, _)| std::ptr::eq(*o, doc)) {
             Some((_, list)) => list.push(d.clone()),

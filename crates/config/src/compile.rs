@@ -32,7 +32,16 @@ pub(crate) fn compile(
     default_namespace: &str,
     diagnostics: Diagnostics,
 ) -> Result<(Snapshot, Diagnostics), Diagnostics> {
-    compile_documents(sources, files, &|_, _| true, default_namespace, diagnostics).0
+    compile_documents(sources, files, &|_, _| true, default_namespace, diagnostics).result
+}
+
+/// What [`compile_documents`] gives.
+pub(crate) struct Compiled {
+    pub(crate) result: Result<(Snapshot, Diagnostics), Diagnostics>,
+    /// Every kept document.
+    pub(crate) docs: Vec<DocInfo>,
+    /// Per file, whether it parsed to its end.
+    pub(crate) complete: Vec<(FileId, bool)>,
 }
 
 /// A document of a compiled file: where it is and, as far as its header tells, what it is.
@@ -63,11 +72,7 @@ pub(crate) fn compile_documents(
     keep: &dyn Fn(FileId, usize) -> bool,
     default_namespace: &str,
     diagnostics: Diagnostics,
-) -> (
-    Result<(Snapshot, Diagnostics), Diagnostics>,
-    Vec<DocInfo>,
-    Vec<(FileId, bool)>,
-) {
+) -> Compiled {
     let order = |name: &str| sources.position(name);
     let mut docs = Vec::new();
     let mut complete = Vec::new();
@@ -90,7 +95,11 @@ pub(crate) fn compile_documents(
             Err(d)
         }
     };
-    (result, docs, complete)
+    Compiled {
+        result,
+        docs,
+        complete,
+    }
 }
 
 fn compile_unsorted(
