@@ -422,11 +422,13 @@ impl Loader {
                 &order,
                 &keep,
                 &self.options.default_namespace,
-                early.clone(),
+                Diagnostics::default(),
             );
             let errors = match result {
                 Ok((mut snapshot, warnings)) => {
-                    let diagnostics = first.unwrap_or_else(|| warnings.clone());
+                    // Unreadable files first, as `load_paths` reports them.
+                    let all = first.unwrap_or_else(|| warnings.clone());
+                    let diagnostics = early.into_iter().chain(all).collect();
                     snapshot.diagnostics = warnings;
                     let (in_force, fingerprint) = in_force(&files, &docs);
                     return Ok(Loaded {

@@ -1,5 +1,6 @@
 //! Following configuration changes: every snapshot the watcher publishes is put in force, with
-//! the generation and the rejected changes mirrored into self-telemetry.
+//! the generation, the changes with errors and the rejected objects mirrored into
+//! self-telemetry.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,9 +28,15 @@ pub fn spawn_reloader(
     generation.set(watcher.generation() as i64);
     let failures = metrics.counter(
         "meshmeter_config_errors_total",
-        "Configuration changes rejected; the previous configuration stayed in force.",
+        "Configuration changes with errors: refused as a whole, or with objects rejected (the valid objects were applied).",
         &[],
     );
+    let rejected_objects = metrics.gauge(
+        "meshmeter_config_rejected_objects",
+        "Configuration objects not in force as written: rejected, or dropped for referring to a rejected or absent object.",
+        &[],
+    );
+    rejected_objects.set(watcher.rejected_objects() as i64);
     let mut changes = watcher.subscribe();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -42,6 +49,7 @@ pub fn spawn_reloader(
                         break;
                     }
                     let published = changes.borrow_and_update().clone();
+                    rejected_objects.set(watcher.rejected_objects() as i64);
                     match engine.apply(published.snapshot, published.generation) {
                         Ok(()) => {
                             generation.set(published.generation as i64);
@@ -55,6 +63,7 @@ pub fn spawn_reloader(
                     }
                 }
                 _ = tick.tick() => {
+                    rejected_objects.set(watcher.rejected_objects() as i64);
                     let rejected = watcher.failures();
                     if rejected > rejected_seen {
                         failures.add(rejected - rejected_seen);
