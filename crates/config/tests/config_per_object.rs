@@ -8,42 +8,7 @@ use meshmeter_config::{
 const SEED: &str = include_str!("data/tcp-metrics.yaml");
 
 /// An independent set: a metric instance, a prometheus handler and a rule.
-const CONNS: &str = "apiVersion: config.istio.io/v1alpha2
-kind: instance
-metadata:
-  name: conns
-  namespace: default
-spec:
-  compiledTemplate: metric
-  params:
-    value: connection.sent.bytes | 0
-    dimensions:
-      reporter: context.reporter.kind | \"unknown\"
----
-apiVersion: config.istio.io/v1alpha2
-kind: handler
-metadata:
-  name: connhandler
-  namespace: default
-spec:
-  compiledAdapter: prometheus
-  params:
-    metrics:
-    - name: conn_bytes
-      instance_name: conns.instance.default
-      kind: COUNTER
-      label_names: [reporter]
----
-apiVersion: config.istio.io/v1alpha2
-kind: rule
-metadata:
-  name: connrule
-  namespace: default
-spec:
-  actions:
-  - handler: connhandler
-    instances: [conns]
-";
+const CONNS: &str = include_str!("data/conns.yaml");
 
 fn loader() -> Loader {
     Loader::new(LoadOptions {

@@ -7,6 +7,8 @@ use std::time::Duration;
 use meshmeter_config::{ConfigWatcher, HandlerParams, LoadOptions};
 
 const SEED: &str = include_str!("data/tcp-metrics.yaml");
+/// An independent set: a metric instance, a prometheus handler and a rule.
+const CONNS: &str = include_str!("data/conns.yaml");
 
 struct TempDir(PathBuf);
 
@@ -153,4 +155,83 @@ fn an_invalid_initial_configuration_is_refused() {
     let err = ConfigWatcher::new(vec![file], options()).unwrap_err();
     assert_eq!(err.error_count(), 1);
     assert_eq!(err.iter().next().unwrap().code, "C0040");
+}
+
+/// A misspelt attribute in an instance of its own.
+const BROKEN_INSTANCE: &str = "---
+apiVersion: config.istio.io/v1alpha2
+kind: instance
+metadata:
+  name: broken
+  namespace: default
+spec:
+  compiledTemplate: metric
+  params:
+    value: connection.sent.byte | 0
+";
+
+#[tokio::test]
+async fn a_broken_object_never_blocks_the_good_ones() {
+    let dir = TempDir::new("per-object");
+    let seed = dir.path().join("seed.yaml");
+    let conns = dir.path().join("conns.yaml");
+    std::fs::write(&seed, SEED).unwrap();
+    let mut w = ConfigWatcher::new(vec![dir.path().to_owned()], options()).unwrap();
+    w.spawn_polling(Duration::from_millis(20));
+
+    // A new file: three good objects and a broken one. The good ones apply.
+    write_atomic(&conns, format!("{CONNS}{BROKEN_INSTANCE}"));
+    eventually(|| w.generation() == 2).await;
+    assert_eq!(
+        metric_names(&w),
+        [
+            "istio_conn_bytes",
+            "istio_mongo_sent_bytes",
+            "istio_mongo_received_bytes"
+        ]
+    );
+    assert_eq!(w.rejected_objects(), 1);
+    assert_eq!(w.failures(), 1);
+    assert_eq!(w.current().user_counts().instances, 3);
+
+    // The fix applies.
+    write_atomic(
+        &conns,
+        format!("{CONNS}{}", BROKEN_INSTANCE.replace(".byte ", ".bytes ")),
+    );
+    eventually(|| w.generation() == 3).await;
+    assert_eq!(w.rejected_objects(), 0);
+    assert_eq!(w.current().user_counts().instances, 4);
+
+    // A broken edit of a good object: its previous version stays in force, nothing is
+    // published (what is in force did not change).
+    write_atomic(&seed, SEED.replace("kind: COUNTER", "kind: COUNTR"));
+    eventually(|| w.failures() == 2).await;
+    assert_eq!(w.rejected_objects(), 1);
+    assert_eq!(w.generation(), 3);
+    let current = w.current();
+    let handler = current
+        .handlers
+        .iter()
+        .find(|h| h.name.name == "mongohandler")
+        .unwrap();
+    let HandlerParams::Prometheus(p) = &handler.params else {
+        panic!("not prometheus");
+    };
+    assert_eq!(p.metrics[0].kind, meshmeter_config::MetricKind::Counter);
+
+    // An edit elsewhere applies while the handler stays at its previous version.
+    write_atomic(&conns, CONNS.replace("conn_bytes", "conn_bytes_v2"));
+    eventually(|| w.generation() == 4).await;
+    assert_eq!(w.rejected_objects(), 1);
+    let mut names = metric_names(&w);
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "istio_conn_bytes_v2",
+            "istio_mongo_received_bytes",
+            "istio_mongo_sent_bytes"
+        ]
+    );
 }
