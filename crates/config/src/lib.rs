@@ -36,6 +36,50 @@
 //! resolved handlers and rules indexed by namespace, all plain `Vec`s and indexes. A
 //! [`ConfigWatcher`] keeps one in force and swaps in a new one when the files change.
 //!
+//! # A bad object never blocks the good ones
+//!
+//! [`load_paths`] and `meshmeter validate` refuse a configuration with any error. A running
+//! server instead accepts and rejects object by object through a [`Loader`]: an object with
+//! errors is rejected (and logged with its kind, namespace, name, source and diagnostics), the
+//! previous good version of it (same kind family, namespace and name) stays in force, objects
+//! that refer to a rejected or absent object (a rule's handler or instance, a prometheus
+//! metric's instance) are dropped with a warning naming the reference, and everything else
+//! applies. [`ConfigWatcher`] does this for files (a file that cannot be read or parsed keeps
+//! the objects it held); its initial load stays strict.
+//!
+//! A Kubernetes source hands each object in as an [`Input::Kubernetes`] and gets back, per
+//! object not in force, an [`ObjectProblem`] with its [`ObjectSource`] (namespace, name,
+//! resourceVersion) to record a Warning Event on:
+//!
+//! ```
+//! use meshmeter_config::{Input, LoadOptions, Loader, ObjectSource, Outcome};
+//!
+//! let rule = |handler: &str| Input::Kubernetes {
+//!     kind: "rule".into(),
+//!     namespace: "default".into(),
+//!     name: "r".into(),
+//!     resource_version: "42".into(),
+//!     text: format!(
+//!         "apiVersion: config.istio.io/v1alpha2\nkind: rule\nmetadata:\n  name: r\n  namespace: default\nspec:\n  actions:\n  - handler: {handler}\n    instances: [requestcount.metric.istio-system]\n"
+//!     ),
+//! };
+//! let mut loader = Loader::new(LoadOptions::default());
+//! let loaded = loader.load(vec![rule("prometheus.istio-system")]).unwrap();
+//! assert!(loaded.problems.is_empty());
+//! loader.commit(&loaded); // now in force: the previous version of later loads
+//!
+//! let loaded = loader.load(vec![rule("nope")]).unwrap();
+//! let problem = &loaded.problems[0];
+//! assert_eq!(problem.outcome, Outcome::Dropped); // it names an absent handler
+//! assert!(matches!(&problem.source, ObjectSource::Kubernetes { resource_version, .. } if resource_version == "42"));
+//! assert_eq!(problem.diagnostics.iter().next().unwrap().code, "C0040");
+//! assert_eq!(loaded.rejected_objects(), 1);
+//! ```
+//!
+//! The number of objects not in force is [`ConfigWatcher::rejected_objects`] (the
+//! `meshmeter_config_rejected_objects` gauge of the telemetry server): a gauge of the current
+//! state, so it returns to 0 once every object is fixed.
+//!
 //! # Scoping
 //! Rules in the default configuration namespace ([`LoadOptions::default_namespace`],
 //! `istio-system` by default) apply to every report; a rule in namespace N applies only to
