@@ -14,7 +14,7 @@ use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
-use crate::compile::{compile_documents, Compiled, DocInfo};
+use crate::compile::{compile_documents, DocInfo};
 use crate::diagnostic::{Code, Diagnostic, Diagnostics, Severity};
 use crate::load::{LoadOptions, ISTIO_DEFAULTS, ISTIO_DEFAULTS_NAME};
 use crate::objects::family_of_kind;
@@ -221,6 +221,7 @@ enum FileKind {
     Defaults,
     File,
     Kubernetes {
+        kind: String,
         namespace: String,
         name: String,
         resource_version: String,
@@ -292,6 +293,7 @@ impl Files {
                 namespace,
                 name,
                 resource_version,
+                ..
             } => ObjectSource::Kubernetes {
                 namespace: namespace.clone(),
                 name: name.clone(),
@@ -333,186 +335,227 @@ impl Loader {
     /// Fails only when errors cannot be pinned on any object (none known today); then
     /// nothing of this load can be trusted and the diagnostics are returned.
     pub fn load(&self, inputs: Vec<Input>) -> Result<Loaded, Diagnostics> {
-        let mut files = Files {
-            sources: Sources::default(),
-            order: Vec::new(),
-            kinds: Vec::new(),
-            selected: HashSet::new(),
-            copies: HashMap::new(),
-        };
-        if self.options.include_defaults {
-            let text = ISTIO_DEFAULTS.to_owned();
-            files.add(
-                ISTIO_DEFAULTS_NAME,
-                text,
-                Origin::Default,
-                FileKind::Defaults,
-            );
-        }
-        let mut early = Diagnostics::default();
-        let mut problems = Vec::new();
-        let mut lost_files = Vec::new();
-        for input in inputs {
-            let name = input.display_name();
-            match input {
-                Input::File { text, .. } => {
-                    files.add(&name, text, Origin::User, FileKind::File);
-                }
-                Input::Kubernetes {
-                    namespace,
-                    name: object,
-                    resource_version,
-                    text,
-                    ..
-                } => {
-                    let kind = FileKind::Kubernetes {
-                        namespace,
-                        name: object,
-                        resource_version,
-                    };
-                    files.add(&name, text, Origin::User, kind);
-                }
-                Input::Unreadable { error, .. } => {
-                    let d = crate::load::file_error(
-                        name.clone(),
-                        Code::Io,
-                        format!("cannot read: {error}"),
-                    );
-                    early.push(d.clone());
-                    lost_files.push((name, one(d)));
-                }
-            }
-        }
-        let mut excluded: HashSet<(FileId, usize)> = HashSet::new();
-        let mut dropped_files: HashSet<FileId> = HashSet::new();
-        let mut first: Option<Diagnostics> = None;
+        let mut attempt = Attempt::new(self, inputs);
         loop {
-            for (name, diagnostics) in lost_files.drain(..) {
-                let kept = self.put_back_file(&name, &mut files);
-                problems.push(ObjectProblem {
-                    kind: String::new(),
-                    namespace: String::new(),
-                    name: String::new(),
-                    source: ObjectSource::File {
-                        path: name,
-                        line: 0,
-                        column: 0,
-                    },
-                    outcome: Outcome::Rejected,
-                    diagnostics,
-                    previous_in_force: kept,
-                });
-            }
-            let order: Vec<(FileId, Origin)> = files
+            let keep = |id: FileId, index: usize| {
+                !attempt.excluded.contains(&(id, index))
+                    && (!attempt.files.is_copy(id) || attempt.files.selected.contains(&(id, index)))
+            };
+            let order: Vec<(FileId, Origin)> = attempt
+                .files
                 .order
                 .iter()
                 .copied()
-                .filter(|(id, _)| !dropped_files.contains(id))
+                .filter(|(id, _)| !attempt.lost_files.contains(id))
                 .collect();
-            let keep = |id: FileId, index: usize| {
-                !excluded.contains(&(id, index))
-                    && (!files.is_copy(id) || files.selected.contains(&(id, index)))
-            };
-            let Compiled {
-                result,
-                docs,
-                complete,
-            } = compile_documents(
-                &files.sources,
+            let compiled = compile_documents(
+                &attempt.files.sources,
                 &order,
                 &keep,
                 &self.options.default_namespace,
                 Diagnostics::default(),
             );
-            let errors = match result {
-                Ok((mut snapshot, warnings)) => {
-                    // Unreadable files first, as `load_paths` reports them.
-                    let all = first.unwrap_or_else(|| warnings.clone());
-                    let diagnostics = early.into_iter().chain(all).collect();
-                    snapshot.diagnostics = warnings;
-                    let (in_force, fingerprint) = in_force(&files, &docs);
-                    return Ok(Loaded {
-                        snapshot,
-                        problems,
-                        diagnostics,
-                        in_force,
-                        fingerprint,
-                    });
+            match compiled.result {
+                Ok((snapshot, warnings)) => {
+                    return Ok(attempt.finish(snapshot, warnings, &compiled.docs));
                 }
-                Err(errors) => errors,
-            };
-            first.get_or_insert_with(|| errors.clone());
-            let mut progress = false;
-            for (id, parsed_to_end) in complete {
-                if !parsed_to_end && dropped_files.insert(id) {
-                    progress = true;
-                    let name = files.sources.get(id).name.clone();
-                    let in_file = errors
-                        .iter()
-                        .filter(|d| d.is_error() && Arc::ptr_eq(&d.file, &name));
-                    lost_files.push((name.to_string(), in_file.cloned().collect()));
-                }
-            }
-            for (doc, diagnostics) in attribute(&errors, &docs, &files) {
-                if !excluded.insert((doc.file, doc.index)) || dropped_files.contains(&doc.file) {
-                    continue;
-                }
-                progress = true;
-                if files.is_copy(doc.file) {
-                    // The previous version fails now too (what it refers to is gone).
-                    let key = key_of(doc);
-                    for p in problems.iter_mut().filter(|p| p.previous_in_force) {
-                        let family = family_of_kind(&p.kind);
-                        if key.as_ref().is_some_and(|k| {
-                            Some(k.0) == family && k.1 == p.namespace && k.2 == p.name
-                        }) {
-                            p.previous_in_force = false;
-                        }
+                Err(errors) => {
+                    if !attempt.blame(&errors, &compiled.docs, &compiled.complete) {
+                        return Err(errors);
                     }
-                    continue;
                 }
-                let dangling = diagnostics.iter().all(|d| DANGLING.contains(&d.code));
-                let previous = key_of(doc).and_then(|k| self.in_force.get(&k));
-                if let Some(kept) = previous {
-                    files.put_back(kept);
-                }
-                problems.push(ObjectProblem {
-                    kind: doc.kind.clone().unwrap_or_default(),
-                    namespace: doc.namespace.clone(),
-                    name: doc.name.clone().unwrap_or_default(),
-                    source: files.source(doc.file, doc.line, doc.col),
-                    outcome: if dangling {
-                        Outcome::Dropped
-                    } else {
-                        Outcome::Rejected
-                    },
-                    diagnostics: if dangling {
-                        diagnostics.into_iter().map(as_warning).collect()
-                    } else {
-                        diagnostics.into_iter().collect()
-                    },
-                    previous_in_force: previous.is_some(),
-                });
-            }
-            if !progress {
-                return Err(errors);
             }
         }
-    }
-
-    /// Puts back the previous versions of the objects the file `name` held; whether any.
-    fn put_back_file(&self, name: &str, files: &mut Files) -> bool {
-        let mut any = false;
-        for kept in self.in_force.values().filter(|k| &*k.name == name) {
-            files.put_back(kept);
-            any = true;
-        }
-        any
     }
 }
 
-fn one(d: Diagnostic) -> Diagnostics {
-    std::iter::once(d).collect()
+/// One load across its rounds: what is left out so far, and why.
+struct Attempt<'l> {
+    loader: &'l Loader,
+    files: Files,
+    /// Unreadable inputs, reported first as `load_paths` does.
+    unreadable: Diagnostics,
+    problems: Vec<ObjectProblem>,
+    /// Documents left out.
+    excluded: HashSet<(FileId, usize)>,
+    /// Files left out whole (cut short by a syntax error).
+    lost_files: HashSet<FileId>,
+    /// The first round's diagnostics: every problem of the inputs as given.
+    first: Option<Diagnostics>,
+}
+
+impl<'l> Attempt<'l> {
+    fn new(loader: &'l Loader, inputs: Vec<Input>) -> Self {
+        let mut attempt = Attempt {
+            loader,
+            files: Files {
+                sources: Sources::default(),
+                order: Vec::new(),
+                kinds: Vec::new(),
+                selected: HashSet::new(),
+                copies: HashMap::new(),
+            },
+            unreadable: Diagnostics::default(),
+            problems: Vec::new(),
+            excluded: HashSet::new(),
+            lost_files: HashSet::new(),
+            first: None,
+        };
+        if loader.options.include_defaults {
+            let text = ISTIO_DEFAULTS.to_owned();
+            let (origin, kind) = (Origin::Default, FileKind::Defaults);
+            attempt.files.add(ISTIO_DEFAULTS_NAME, text, origin, kind);
+        }
+        for input in inputs {
+            let name = input.display_name();
+            match input {
+                Input::File { text, .. } => {
+                    attempt.files.add(&name, text, Origin::User, FileKind::File);
+                }
+                Input::Kubernetes {
+                    kind,
+                    namespace,
+                    name: object,
+                    resource_version,
+                    text,
+                } => {
+                    let from = FileKind::Kubernetes {
+                        kind,
+                        namespace,
+                        name: object,
+                        resource_version,
+                    };
+                    attempt.files.add(&name, text, Origin::User, from);
+                }
+                Input::Unreadable { error, .. } => {
+                    let message = format!("cannot read: {error}");
+                    let d = crate::load::file_error(name.clone(), Code::Io, message);
+                    attempt.unreadable.push(d.clone());
+                    let source = ObjectSource::File {
+                        path: name.clone(),
+                        line: 0,
+                        column: 0,
+                    };
+                    attempt.lose(&name, source, (String::new(), String::new()), vec![d]);
+                }
+            }
+        }
+        attempt
+    }
+
+    /// A whole input is lost: its objects keep their previous versions.
+    fn lose(
+        &mut self,
+        name: &str,
+        source: ObjectSource,
+        (namespace, object): (String, String),
+        diagnostics: Vec<Diagnostic>,
+    ) {
+        let mut any = false;
+        for kept in self.loader.in_force.values().filter(|k| &*k.name == name) {
+            self.files.put_back(kept);
+            any = true;
+        }
+        self.problems.push(ObjectProblem {
+            kind: String::new(),
+            namespace,
+            name: object,
+            source,
+            outcome: Outcome::Rejected,
+            diagnostics: diagnostics.into_iter().collect(),
+            previous_in_force: any,
+        });
+    }
+
+    /// Leaves out what `errors` blame (whole files cut short, then documents); whether
+    /// anything was left out (else no further round can do better).
+    fn blame(
+        &mut self,
+        errors: &Diagnostics,
+        docs: &[DocInfo],
+        complete: &[(FileId, bool)],
+    ) -> bool {
+        self.first.get_or_insert_with(|| errors.clone());
+        let mut progress = false;
+        for &(id, parsed_to_end) in complete {
+            if parsed_to_end || !self.lost_files.insert(id) {
+                continue;
+            }
+            progress = true;
+            let name = self.files.sources.get(id).name.clone();
+            let in_file = errors
+                .iter()
+                .filter(|d| d.is_error() && Arc::ptr_eq(&d.file, &name));
+            let identity = match &self.files.kinds[id.0 as usize] {
+                FileKind::Kubernetes {
+                    namespace, name, ..
+                } => (namespace.clone(), name.clone()),
+                _ => (String::new(), String::new()),
+            };
+            let source = self.files.source(id, 0, 0);
+            self.lose(&name, source, identity, in_file.cloned().collect());
+        }
+        for (doc, diagnostics) in attribute(errors, docs, &self.files) {
+            if self.lost_files.contains(&doc.file) || !self.excluded.insert((doc.file, doc.index)) {
+                continue;
+            }
+            progress = true;
+            self.blame_document(doc, diagnostics);
+        }
+        progress
+    }
+
+    /// Leaves out one document with errors; puts back the previous version of its object.
+    fn blame_document(&mut self, doc: &DocInfo, diagnostics: Vec<Diagnostic>) {
+        let key = key_of(doc);
+        if self.files.is_copy(doc.file) {
+            // The previous version fails now too (what it refers to is gone).
+            for p in self.problems.iter_mut().filter(|p| p.previous_in_force) {
+                let family = family_of_kind(&p.kind);
+                if key
+                    .as_ref()
+                    .is_some_and(|k| Some(k.0) == family && k.1 == p.namespace && k.2 == p.name)
+                {
+                    p.previous_in_force = false;
+                }
+            }
+            return;
+        }
+        let dangling = diagnostics.iter().all(|d| DANGLING.contains(&d.code));
+        let previous = key.and_then(|k| self.loader.in_force.get(&k));
+        if let Some(kept) = previous {
+            self.files.put_back(kept);
+        }
+        let (outcome, diagnostics) = if dangling {
+            let warnings = diagnostics.into_iter().map(as_warning).collect();
+            (Outcome::Dropped, warnings)
+        } else {
+            (Outcome::Rejected, diagnostics.into_iter().collect())
+        };
+        self.problems.push(ObjectProblem {
+            kind: doc.kind.clone().unwrap_or_default(),
+            namespace: doc.namespace.clone(),
+            name: doc.name.clone().unwrap_or_default(),
+            source: self.files.source(doc.file, doc.line, doc.col),
+            outcome,
+            diagnostics,
+            previous_in_force: previous.is_some(),
+        });
+    }
+
+    /// The result, once what is left compiled.
+    fn finish(self, mut snapshot: Snapshot, warnings: Diagnostics, docs: &[DocInfo]) -> Loaded {
+        let all = self.first.unwrap_or_else(|| warnings.clone());
+        snapshot.diagnostics = warnings;
+        let (in_force, fingerprint) = in_force(&self.files, docs);
+        Loaded {
+            snapshot,
+            problems: self.problems,
+            diagnostics: self.unreadable.into_iter().chain(all).collect(),
+            in_force,
+            fingerprint,
+        }
+    }
 }
 
 fn as_warning(mut d: Diagnostic) -> Diagnostic {

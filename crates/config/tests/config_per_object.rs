@@ -316,4 +316,16 @@ fn kubernetes_objects_are_accepted_one_by_one_with_their_origin() {
     );
     // The previous rule still routes both instances.
     assert_eq!(loaded.snapshot.rules[0].actions[0].instances.len(), 2);
+
+    // An object that is not even YAML: named by its Kubernetes identity, previous version kept.
+    let loaded = loader.load(inputs("spec: [unclosed\n")).unwrap();
+    let p = &loaded.problems[0];
+    assert_eq!(
+        (p.namespace.as_str(), p.name.as_str(), p.previous_in_force),
+        ("default", "mongoprom", true)
+    );
+    assert!(
+        matches!(&p.source, ObjectSource::Kubernetes { resource_version, .. } if resource_version == "13")
+    );
+    assert_eq!(loaded.fingerprint(), first.fingerprint());
 }
