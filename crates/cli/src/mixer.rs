@@ -18,10 +18,13 @@ use meshmeter_server::{GrpcLimits, ServerError, ServerOptions, TelemetryServer};
 ///
 /// The configuration and the workloads file are checked for changes every
 /// --reload-interval; a valid change takes effect without a restart (counters of unchanged
-/// metrics keep their values; a removed metric's series are held for --removed-metric-grace),
-/// an invalid one is logged with its diagnostics and the last good configuration stays in
-/// force. A change is loaded once two consecutive polls see the same content, and one that
-/// leaves no instance, handler or rule at all is refused as a file caught mid-write.
+/// metrics keep their values; a removed metric's series are held for --removed-metric-grace).
+/// Changes are accepted object by object: an object with an error is logged with its
+/// diagnostics and rejected alone (its previous version stays in force; counted in
+/// meshmeter_config_rejected_objects), objects naming a rejected or absent one are dropped with
+/// a warning, and the rest applies. At start any error refuses the configuration (exit 2). A
+/// change is loaded once two consecutive polls see the same content, and one that leaves no
+/// instance, handler or rule at all is refused as a file caught mid-write.
 ///
 /// Endpoints on --metrics-addr: /metrics, /healthz, /ready. SIGTERM or SIGINT stops
 /// accepting, finishes calls in flight (for at most --drain-timeout, then closes the
