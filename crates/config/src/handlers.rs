@@ -3,7 +3,7 @@
 //! The field reference (the user documentation) is in the crate docs; keep them in step.
 
 use meshmeter_attributes::Duration;
-use meshmeter_prommodel::MAX_BUCKETS;
+use meshmeter_prommodel::{check_bounds, MAX_BUCKETS};
 
 use crate::diagnostic::{Code, Sink, WithHint};
 use crate::fields;
@@ -301,11 +301,27 @@ fn linear_buckets(body: &Node, sink: &mut Sink<'_>) -> Option<Buckets> {
         Some(o) => fields::number(o, "offset", sink)?,
         None => 0.0,
     };
-    Some(Buckets::Linear {
+    let linear = Buckets::Linear {
         num_finite_buckets: n,
         width,
         offset,
-    })
+    };
+    usable(linear, f.get(1).map_or(body.span, |w| w.span), sink)
+}
+
+/// A generated layout whose bounds can make a histogram (a width lost in the offset's
+/// rounding gives equal bounds, a huge one infinite bounds): checked here, where the operator
+/// sees it, rather than when the metric is built.
+fn usable(buckets: Buckets, at: Span, sink: &mut Sink<'_>) -> Option<Buckets> {
+    match check_bounds(&buckets.bounds()) {
+        Ok(()) => Some(buckets),
+        Err(e) => bad(
+            sink,
+            at,
+            format!("the bounds it generates are unusable: {e}"),
+            "generated bounds must be finite and strictly increasing",
+        ),
+    }
 }
 
 /// `exponential_buckets {num_finite_buckets, growth_factor, scale}`, whose largest bound
@@ -355,11 +371,12 @@ fn exponential_buckets(body: &Node, sink: &mut Sink<'_>) -> Option<Buckets> {
             "use fewer buckets or a smaller growth_factor",
         );
     }
-    Some(Buckets::Exponential {
+    let exponential = Buckets::Exponential {
         num_finite_buckets: n,
         growth_factor,
         scale,
-    })
+    };
+    usable(exponential, f.get(1).map_or(body.span, |g| g.span), sink)
 }
 
 /// A required bucket parameter that must exceed a minimum, and how to explain it.

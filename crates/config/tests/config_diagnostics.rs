@@ -282,6 +282,20 @@ fn exponential_buckets_that_do_not_grow() {
 }
 
 #[test]
+fn linear_buckets_whose_width_is_lost_in_rounding() {
+    golden(
+        "bucket_rounding",
+        "tcp-metrics.yaml",
+        &edit(
+            SEED,
+            "      kind: COUNTER\n",
+            "      kind: DISTRIBUTION\n      buckets:\n        linearBuckets:\n          numFiniteBuckets: 2\n          offset: 1e20\n          width: 1\n",
+            1,
+        ),
+    );
+}
+
+#[test]
 fn misspelled_enum_value() {
     golden(
         "metric_kind",
