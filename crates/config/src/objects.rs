@@ -169,102 +169,12 @@ pub(crate) fn read<'n>(doc: &'n Node, origin: Origin, sink: &mut Sink<'_>) -> Op
         return None;
     };
     let kind = fields::text(kind_node, "kind", sink)?;
-    let api_version = doc.get("apiVersion").and_then(Node::as_str);
-    let name = doc
-        .get("metadata")
-        .and_then(|m| m.get("name"))
-        .filter(|n| n.as_str().is_some_and(|s| !s.is_empty()));
-
     if !KNOWN_KINDS.contains(&kind) {
-        let what = name.and_then(Node::as_str).unwrap_or("(unnamed)");
-        let istio_group = api_version.is_some_and(|v| v.starts_with("config.istio.io/"));
-        let typo = istio_group && !other_istio_kind(kind);
-        let meant = suggest(kind, KNOWN_KINDS).filter(|_| typo);
-        match meant {
-            Some(s) => {
-                sink.report(
-                    Code::BadHeader,
-                    kind_node.span,
-                    format!("unknown kind '{kind}' in {API_VERSION}"),
-                )
-                .hint(format!("did you mean '{s}'?"));
-            }
-            None => {
-                sink.report(
-                    Code::SkippedKind,
-                    kind_node.span,
-                    format!(
-                        "skipping {kind} '{what}' ({}): not a kind meshmeter's telemetry uses",
-                        api_version.unwrap_or("no apiVersion")
-                    ),
-                );
-            }
-        }
-        // Other Istio templates and adapters stay as placeholders: a rule may name them, and
-        // that part of the rule is then skipped rather than reported as undefined.
-        // A misspelt kind stands in as what it was probably meant to be, for the same reason.
-        let like = meant.unwrap_or(kind);
-        let placeholder = if OTHER_TEMPLATES.contains(&like)
-            || TEMPLATES.contains(&like)
-            || like == "instance"
-        {
-            Category::Instance(0)
-        } else if OTHER_ADAPTERS.contains(&like) || ADAPTERS.contains(&like) || like == "handler" {
-            Category::Handler(0)
-        } else {
-            return None;
-        };
-        let namespace = doc
-            .get("metadata")
-            .and_then(|m| m.get("namespace"))
-            .and_then(Node::as_str)
-            .unwrap_or("default");
-        return Some(Object {
-            category: placeholder,
-            kind: kind.to_owned(),
-            name: what.to_owned(),
-            namespace: namespace.to_owned(),
-            body: None,
-            body_name: "spec",
-            span: name.map_or(kind_node.span, |n| n.span),
-            origin,
-            broken: true,
-        });
+        return unknown_kind(doc, kind_node, kind, origin, sink);
     }
-
-    fields::read(
-        doc,
-        "the document",
-        &["api_version", "kind", "metadata", "spec", "status"],
-        sink,
-    )?;
-    match api_version {
-        None => {
-            sink.report(Code::BadHeader, doc.span, "document has no 'apiVersion'")
-                .hint(format!("add 'apiVersion: {API_VERSION}'"));
-        }
-        Some(v) if v != API_VERSION => {
-            let node = doc.get("apiVersion").map_or(doc.span, |n| n.span);
-            sink.report(
-                Code::UnknownApiVersion,
-                node,
-                format!("apiVersion '{v}' for kind '{kind}'; reading it as {API_VERSION}"),
-            );
-        }
-        Some(_) => {}
-    }
-    let Some(name_node) = name else {
-        let at = doc.get("metadata").map_or(doc.span, |m| m.span);
-        sink.report(Code::MissingField, at, "metadata.name is missing or empty");
-        return None;
-    };
+    let (name_node, namespace) = header(doc, kind, sink)?;
     let name = name_node.as_str().unwrap_or_default().to_owned();
-    let namespace = match doc.get("metadata").and_then(|m| m.get("namespace")) {
-        None => "default".to_owned(),
-        Some(n) => fields::text(n, "metadata.namespace", sink)?.to_owned(),
-    };
     let spec = doc.get("spec").filter(|s| s.value != Value::Null);
-
     let (category, body, body_name) = match kind {
         "attributemanifest" => (Category::Manifest, spec, "spec"),
         "rule" => (Category::Rule, spec, "spec"),
@@ -308,6 +218,115 @@ pub(crate) fn read<'n>(doc: &'n Node, origin: Origin, sink: &mut Sink<'_>) -> Op
         span: name_node.span,
         origin,
         broken: false,
+    })
+}
+
+/// The header of a document of a kind telemetry knows: top-level fields, `apiVersion`
+/// (another version is read as ours, with a warning), `metadata.name` (required) and
+/// `metadata.namespace` (`default` when absent).
+fn header<'n>(doc: &'n Node, kind: &str, sink: &mut Sink<'_>) -> Option<(&'n Node, String)> {
+    fields::read(
+        doc,
+        "the document",
+        &["api_version", "kind", "metadata", "spec", "status"],
+        sink,
+    )?;
+    match doc.get("apiVersion").and_then(Node::as_str) {
+        None => {
+            sink.report(Code::BadHeader, doc.span, "document has no 'apiVersion'")
+                .hint(format!("add 'apiVersion: {API_VERSION}'"));
+        }
+        Some(v) if v != API_VERSION => {
+            let node = doc.get("apiVersion").map_or(doc.span, |n| n.span);
+            sink.report(
+                Code::UnknownApiVersion,
+                node,
+                format!("apiVersion '{v}' for kind '{kind}'; reading it as {API_VERSION}"),
+            );
+        }
+        Some(_) => {}
+    }
+    let Some(name_node) = metadata_name(doc) else {
+        let at = doc.get("metadata").map_or(doc.span, |m| m.span);
+        sink.report(Code::MissingField, at, "metadata.name is missing or empty");
+        return None;
+    };
+    let namespace = match doc.get("metadata").and_then(|m| m.get("namespace")) {
+        None => "default".to_owned(),
+        Some(n) => fields::text(n, "metadata.namespace", sink)?.to_owned(),
+    };
+    Some((name_node, namespace))
+}
+
+/// `metadata.name` when it is non-empty text.
+fn metadata_name(doc: &Node) -> Option<&Node> {
+    doc.get("metadata")
+        .and_then(|m| m.get("name"))
+        .filter(|n| n.as_str().is_some_and(|s| !s.is_empty()))
+}
+
+/// A document of a kind meshmeter does not read: a typo of one of ours is an error (with a
+/// suggestion), any other kind is skipped with one informational line. Other Istio templates
+/// and adapters stay as placeholders: a rule may name them, and that part of the rule is then
+/// skipped rather than reported as undefined. A misspelt kind stands in as what it was
+/// probably meant to be, for the same reason.
+fn unknown_kind<'n>(
+    doc: &'n Node,
+    kind_node: &Node,
+    kind: &str,
+    origin: Origin,
+    sink: &mut Sink<'_>,
+) -> Option<Object<'n>> {
+    let api_version = doc.get("apiVersion").and_then(Node::as_str);
+    let name = metadata_name(doc);
+    let what = name.and_then(Node::as_str).unwrap_or("(unnamed)");
+    let istio_group = api_version.is_some_and(|v| v.starts_with("config.istio.io/"));
+    let typo = istio_group && !other_istio_kind(kind);
+    let meant = suggest(kind, KNOWN_KINDS).filter(|_| typo);
+    match meant {
+        Some(s) => {
+            sink.report(
+                Code::BadHeader,
+                kind_node.span,
+                format!("unknown kind '{kind}' in {API_VERSION}"),
+            )
+            .hint(format!("did you mean '{s}'?"));
+        }
+        None => {
+            sink.report(
+                Code::SkippedKind,
+                kind_node.span,
+                format!(
+                    "skipping {kind} '{what}' ({}): not a kind meshmeter's telemetry uses",
+                    api_version.unwrap_or("no apiVersion")
+                ),
+            );
+        }
+    }
+    let like = meant.unwrap_or(kind);
+    let placeholder =
+        if OTHER_TEMPLATES.contains(&like) || TEMPLATES.contains(&like) || like == "instance" {
+            Category::Instance(0)
+        } else if OTHER_ADAPTERS.contains(&like) || ADAPTERS.contains(&like) || like == "handler" {
+            Category::Handler(0)
+        } else {
+            return None;
+        };
+    let namespace = doc
+        .get("metadata")
+        .and_then(|m| m.get("namespace"))
+        .and_then(Node::as_str)
+        .unwrap_or("default");
+    Some(Object {
+        category: placeholder,
+        kind: kind.to_owned(),
+        name: what.to_owned(),
+        namespace: namespace.to_owned(),
+        body: None,
+        body_name: "spec",
+        span: name.map_or(kind_node.span, |n| n.span),
+        origin,
+        broken: true,
     })
 }
 
