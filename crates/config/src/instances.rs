@@ -59,77 +59,102 @@ pub(crate) fn build(
         obj.name
     );
     let params = match template {
-        0 => {
-            let f = fields::read(body, &what, METRIC, sink)?;
-            let value = match f.get(0) {
-                Some(v) => exprs::compile(v, "the metric value", manifest, Want::MetricValue, sink),
-                None if f.misspelled(0) => None,
-                None => {
-                    sink.report(
-                        Code::MissingField,
-                        body.span,
-                        format!("metric instance '{}' has no 'value'", obj.name),
-                    )
-                    .hint("add e.g. `value: connection.sent.bytes | 0`");
-                    None
-                }
-            };
-            let dimensions = named(f.get(1), "dimension", manifest, sink);
-            let monitored_resource_type = f.get(2).and_then(|n| {
-                exprs::compile(n, "monitored_resource_type", manifest, Want::Any, sink)
-            });
-            let mrd = named(f.get(3), "monitored resource dimension", manifest, sink);
-            InstanceParams::Metric(MetricInstance {
-                value: value?,
-                dimensions,
-                monitored_resource_type,
-                monitored_resource_dimensions: mrd,
-            })
-        }
-        1 => {
-            let f = fields::read(body, &what, LOGENTRY, sink)?;
-            let variables = named(f.get(0), "variable", manifest, sink);
-            let timestamp = f
-                .get(1)
-                .and_then(|n| exprs::compile(n, "the timestamp", manifest, Want::Timestamp, sink));
-            let severity = f
-                .get(2)
-                .and_then(|n| exprs::compile(n, "the severity", manifest, Want::Any, sink));
-            let monitored_resource_type = f.get(3).and_then(|n| {
-                exprs::compile(n, "monitored_resource_type", manifest, Want::Any, sink)
-            });
-            let mrd = named(f.get(4), "monitored resource dimension", manifest, sink);
-            InstanceParams::LogEntry(LogEntryInstance {
-                severity,
-                timestamp,
-                variables,
-                monitored_resource_type,
-                monitored_resource_dimensions: mrd,
-            })
-        }
-        _ => {
-            let mut schema = KUBERNETES_INPUTS.to_vec();
-            schema.push("attribute_bindings");
-            let f = fields::read(body, &what, &schema, sink)?;
-            let mut inputs = Vec::new();
-            for (i, name) in KUBERNETES_INPUTS.iter().enumerate() {
-                if let Some(n) = f.get(i) {
-                    if let Some(e) = exprs::compile(n, name, manifest, Want::Any, sink) {
-                        inputs.push(NamedExpression {
-                            name: (*name).to_owned(),
-                            expression: e,
-                        });
-                    }
-                }
-            }
-            let attribute_bindings = bindings(f.get(KUBERNETES_INPUTS.len()), manifest, sink);
-            InstanceParams::Kubernetes(KubernetesInstance {
-                inputs,
-                attribute_bindings,
-            })
-        }
+        0 => metric(obj, body, &what, manifest, sink)?,
+        1 => logentry(body, &what, manifest, sink)?,
+        _ => kubernetes(body, &what, manifest, sink)?,
     };
     (sink.out.error_count() == before).then_some(params)
+}
+
+/// Template `metric`: `value` is required.
+fn metric(
+    obj: &Object<'_>,
+    body: &Node,
+    what: &str,
+    manifest: &Manifest,
+    sink: &mut Sink<'_>,
+) -> Option<InstanceParams> {
+    let f = fields::read(body, what, METRIC, sink)?;
+    let value = match f.get(0) {
+        Some(v) => exprs::compile(v, "the metric value", manifest, Want::MetricValue, sink),
+        None if f.misspelled(0) => None,
+        None => {
+            sink.report(
+                Code::MissingField,
+                body.span,
+                format!("metric instance '{}' has no 'value'", obj.name),
+            )
+            .hint("add e.g. `value: connection.sent.bytes | 0`");
+            None
+        }
+    };
+    let dimensions = named(f.get(1), "dimension", manifest, sink);
+    let monitored_resource_type = f
+        .get(2)
+        .and_then(|n| exprs::compile(n, "monitored_resource_type", manifest, Want::Any, sink));
+    let mrd = named(f.get(3), "monitored resource dimension", manifest, sink);
+    Some(InstanceParams::Metric(MetricInstance {
+        value: value?,
+        dimensions,
+        monitored_resource_type,
+        monitored_resource_dimensions: mrd,
+    }))
+}
+
+/// Template `logentry`.
+fn logentry(
+    body: &Node,
+    what: &str,
+    manifest: &Manifest,
+    sink: &mut Sink<'_>,
+) -> Option<InstanceParams> {
+    let f = fields::read(body, what, LOGENTRY, sink)?;
+    let variables = named(f.get(0), "variable", manifest, sink);
+    let timestamp = f
+        .get(1)
+        .and_then(|n| exprs::compile(n, "the timestamp", manifest, Want::Timestamp, sink));
+    let severity = f
+        .get(2)
+        .and_then(|n| exprs::compile(n, "the severity", manifest, Want::Any, sink));
+    let monitored_resource_type = f
+        .get(3)
+        .and_then(|n| exprs::compile(n, "monitored_resource_type", manifest, Want::Any, sink));
+    let mrd = named(f.get(4), "monitored resource dimension", manifest, sink);
+    Some(InstanceParams::LogEntry(LogEntryInstance {
+        severity,
+        timestamp,
+        variables,
+        monitored_resource_type,
+        monitored_resource_dimensions: mrd,
+    }))
+}
+
+/// Template `kubernetes`: identity inputs and attribute bindings.
+fn kubernetes(
+    body: &Node,
+    what: &str,
+    manifest: &Manifest,
+    sink: &mut Sink<'_>,
+) -> Option<InstanceParams> {
+    let mut schema = KUBERNETES_INPUTS.to_vec();
+    schema.push("attribute_bindings");
+    let f = fields::read(body, what, &schema, sink)?;
+    let mut inputs = Vec::new();
+    for (i, name) in KUBERNETES_INPUTS.iter().enumerate() {
+        if let Some(n) = f.get(i) {
+            if let Some(e) = exprs::compile(n, name, manifest, Want::Any, sink) {
+                inputs.push(NamedExpression {
+                    name: (*name).to_owned(),
+                    expression: e,
+                });
+            }
+        }
+    }
+    let attribute_bindings = bindings(f.get(KUBERNETES_INPUTS.len()), manifest, sink);
+    Some(InstanceParams::Kubernetes(KubernetesInstance {
+        inputs,
+        attribute_bindings,
+    }))
 }
 
 /// A mapping of name -> expression, in the order written.
