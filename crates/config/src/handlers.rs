@@ -119,29 +119,7 @@ fn metric<'n>(node: &'n Node, sink: &mut Sink<'_>) -> Option<RawMetric<'n>> {
         return None;
     };
     fields::text(instance_name, "instance_name", sink)?;
-    let kind = match f.get(2) {
-        None if f.misspelled(2) => None,
-        None => {
-            sink.report(Code::MissingField, node.span, "metric has no 'kind'")
-                .hint("one of COUNTER, GAUGE, DISTRIBUTION");
-            None
-        }
-        Some(k) => match fields::enumeration(
-            k,
-            "kind",
-            &["UNSPECIFIED", "GAUGE", "COUNTER", "DISTRIBUTION"],
-            sink,
-        )? {
-            1 => Some(MetricKind::Gauge),
-            2 => Some(MetricKind::Counter),
-            3 => Some(MetricKind::Distribution),
-            _ => {
-                sink.report(Code::InvalidEnum, k.span, "metric kind must be set")
-                    .hint("one of COUNTER, GAUGE, DISTRIBUTION");
-                None
-            }
-        },
-    };
+    let kind = metric_kind(&f, node, sink)?;
     let mut label_names = Vec::new();
     if let Some(list) = f.get(3).and_then(|n| fields::list(n, "label_names", sink)) {
         for l in list {
@@ -153,20 +131,7 @@ fn metric<'n>(node: &'n Node, sink: &mut Sink<'_>) -> Option<RawMetric<'n>> {
     let buckets = match (f.get(4), kind) {
         (Some(b), Some(MetricKind::Distribution)) => Some(buckets(b, sink)?),
         (Some(_), Some(k)) => {
-            let key = f.key(4).map_or(node.span, |k| k.span);
-            sink.report(
-                Code::BucketsIgnored,
-                key,
-                format!(
-                    "buckets are ignored for a {} metric",
-                    if k == MetricKind::Counter {
-                        "COUNTER"
-                    } else {
-                        "GAUGE"
-                    }
-                ),
-            )
-            .hint("buckets only apply to kind DISTRIBUTION");
+            ignored_buckets(k, f.key(4).map_or(node.span, |k| k.span), sink);
             None
         }
         _ => None,
@@ -190,6 +155,51 @@ fn metric<'n>(node: &'n Node, sink: &mut Sink<'_>) -> Option<RawMetric<'n>> {
         description,
         namespace,
     })
+}
+
+/// A metric's `kind` (required): COUNTER, GAUGE or DISTRIBUTION. `Some(None)` when missing
+/// or unset (reported; the rest of the metric is still checked), `None` when not one of the
+/// names (reported; reading the metric stops there).
+fn metric_kind(
+    f: &fields::Fields<'_>,
+    node: &Node,
+    sink: &mut Sink<'_>,
+) -> Option<Option<MetricKind>> {
+    let Some(k) = f.get(2) else {
+        if !f.misspelled(2) {
+            sink.report(Code::MissingField, node.span, "metric has no 'kind'")
+                .hint("one of COUNTER, GAUGE, DISTRIBUTION");
+        }
+        return Some(None);
+    };
+    let names = ["UNSPECIFIED", "GAUGE", "COUNTER", "DISTRIBUTION"];
+    Some(match fields::enumeration(k, "kind", &names, sink)? {
+        1 => Some(MetricKind::Gauge),
+        2 => Some(MetricKind::Counter),
+        3 => Some(MetricKind::Distribution),
+        _ => {
+            sink.report(Code::InvalidEnum, k.span, "metric kind must be set")
+                .hint("one of COUNTER, GAUGE, DISTRIBUTION");
+            None
+        }
+    })
+}
+
+/// Warns that `buckets` (at `key`) mean nothing for a COUNTER or GAUGE.
+fn ignored_buckets(kind: MetricKind, key: Span, sink: &mut Sink<'_>) {
+    sink.report(
+        Code::BucketsIgnored,
+        key,
+        format!(
+            "buckets are ignored for a {} metric",
+            if kind == MetricKind::Counter {
+                "COUNTER"
+            } else {
+                "GAUGE"
+            }
+        ),
+    )
+    .hint("buckets only apply to kind DISTRIBUTION");
 }
 
 /// Reads `buckets`: exactly one of the three layouts.
