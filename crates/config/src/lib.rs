@@ -76,6 +76,11 @@
 //! assert_eq!(loaded.rejected_objects(), 1);
 //! ```
 //!
+//! To combine such objects with the files, hand them to a running watcher with
+//! [`ConfigWatcher::set_objects`] (every object the source has, each time): they are loaded with
+//! the files through the same [`Loader`], and the objects not in force come back
+//! ([`ConfigWatcher::problems`]).
+//!
 //! The number of objects not in force is [`ConfigWatcher::rejected_objects`] (the
 //! `meshmeter_config_rejected_objects` gauge of the telemetry server): a gauge of the current
 //! state, so it returns to 0 once every object is fixed.

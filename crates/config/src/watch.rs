@@ -14,7 +14,7 @@ use arc_swap::ArcSwap;
 use meshmeter_fswatch::Settle;
 use tokio::sync::watch;
 
-use crate::accept::{Loaded, Loader, Outcome};
+use crate::accept::{Input, Loaded, Loader, ObjectProblem, Outcome};
 use crate::diagnostic::Diagnostics;
 use crate::load::{config_files, read_inputs, LoadOptions, MAX_FILE_BYTES};
 use crate::snapshot::{Counts, Snapshot};
@@ -41,6 +41,11 @@ struct Shared {
     /// the same objects in force (a broken edit whose previous version stays) publishes
     /// nothing.
     in_force: AtomicU64,
+    /// Objects from other sources than the files (the Kubernetes API server), loaded with
+    /// them on every reload.
+    objects: Mutex<Vec<Input>>,
+    /// The objects not in force as written, as of the last load.
+    problems: Mutex<Vec<ObjectProblem>>,
     tx: watch::Sender<Published>,
     /// The settle rule over the files' fingerprint (a change is loaded once two consecutive
     /// polls agree on it); the lock also serialises reloads (a poll and `reload_now` racing
@@ -94,6 +99,8 @@ impl ConfigWatcher {
                 rejected: AtomicU64::new(0),
                 loader: Mutex::new(loader),
                 in_force: AtomicU64::new(in_force),
+                objects: Mutex::new(Vec::new()),
+                problems: Mutex::new(Vec::new()),
                 tx,
                 reload: Mutex::new(Settle::new(fingerprint)),
             }),
@@ -163,6 +170,31 @@ impl ConfigWatcher {
         // Asked for explicitly: an emptied configuration is taken as meant.
         self.shared.reload(false)
     }
+
+    /// Replaces the objects that come from elsewhere than the files (a Kubernetes source hands
+    /// in every object it has, one [`Input::Kubernetes`] each) and reloads now, with the files.
+    /// Returns what is not in force as written, for Warning Events (also logged). Errors never
+    /// block the good objects.
+    pub fn set_objects(&self, objects: Vec<Input>) -> Vec<ObjectProblem> {
+        let mut settle = lock(&self.shared.reload);
+        settle.loaded(fingerprint(&self.shared.paths));
+        *self
+            .shared
+            .objects
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = objects;
+        let _ = self.shared.reload(false);
+        self.problems()
+    }
+
+    /// The objects not in force as written as of the last load, and why.
+    pub fn problems(&self) -> Vec<ObjectProblem> {
+        self.shared
+            .problems
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
 }
 
 impl Drop for ConfigWatcher {
@@ -192,7 +224,15 @@ impl Shared {
     fn reload(&self, suspect_empty: bool) -> Result<u64, Diagnostics> {
         let mut loader = self.loader.lock().unwrap_or_else(|e| e.into_inner());
         let generation = self.generation.load(Ordering::Acquire);
-        let loaded = match loader.load(read_inputs(&self.paths)) {
+        let mut inputs = read_inputs(&self.paths);
+        inputs.extend(
+            self.objects
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .cloned(),
+        );
+        let loaded = match loader.load(inputs) {
             Ok(loaded) => loaded,
             Err(diagnostics) => {
                 self.failures.fetch_add(1, Ordering::Relaxed);
@@ -218,6 +258,7 @@ impl Shared {
         log_problems(&loaded, generation);
         self.rejected
             .store(loaded.rejected_objects() as u64, Ordering::Relaxed);
+        *self.problems.lock().unwrap_or_else(|e| e.into_inner()) = loaded.problems.clone();
         loader.commit(&loaded);
         let fingerprint = loaded.fingerprint();
         let Loaded {

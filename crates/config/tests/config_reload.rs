@@ -235,3 +235,57 @@ async fn a_broken_object_never_blocks_the_good_ones() {
         ]
     );
 }
+
+#[test]
+fn objects_from_another_source_load_with_the_files() {
+    let dir = TempDir::new("objects");
+    write_atomic(&dir.path().join("seed.yaml"), SEED);
+    let w = ConfigWatcher::new(vec![dir.path().to_owned()], options()).unwrap();
+    let docs: Vec<&str> = CONNS.split("---\n").collect();
+    let object = |kind: &str, name: &str, text: &str| meshmeter_config::Input::Kubernetes {
+        kind: kind.into(),
+        namespace: "default".into(),
+        name: name.into(),
+        resource_version: "7".into(),
+        text: text.into(),
+    };
+    let objects = |rule: &str| {
+        vec![
+            object("instance", "conns", docs[0]),
+            object("handler", "connhandler", docs[1]),
+            object("rule", "connrule", rule),
+        ]
+    };
+    assert!(w.set_objects(objects(docs[2])).is_empty());
+    assert_eq!(w.generation(), 2);
+    assert_eq!(
+        metric_names(&w),
+        [
+            "istio_mongo_sent_bytes",
+            "istio_mongo_received_bytes",
+            "istio_conn_bytes"
+        ]
+    );
+
+    let problems = w.set_objects(objects(&docs[2].replace("connhandler", "nohandler")));
+    assert_eq!(problems.len(), 1);
+    assert_eq!(problems[0].name, "connrule");
+    assert_eq!(problems[0].outcome, meshmeter_config::Outcome::Dropped);
+    assert!(problems[0].previous_in_force);
+    assert_eq!(
+        problems[0].source.to_string(),
+        "kubernetes default/connrule (resourceVersion 7)"
+    );
+    assert_eq!(w.rejected_objects(), 1);
+    assert_eq!(w.problems(), problems);
+    // The previous rule still routes the instance.
+    assert_eq!(w.current().rules.len(), 2);
+
+    // Deleted from the API server: gone.
+    w.set_objects(Vec::new());
+    assert_eq!(w.rejected_objects(), 0);
+    assert_eq!(
+        metric_names(&w),
+        ["istio_mongo_sent_bytes", "istio_mongo_received_bytes"]
+    );
+}
