@@ -79,43 +79,7 @@ impl<'o, 'n> Table<'o, 'n> {
         }
         let found = self.by_key.get(&(family.family(), ns, name)).copied();
         let Some(i) = found else {
-            let code = if matches!(family, Category::Handler(_)) {
-                Code::UnknownHandler
-            } else {
-                Code::UnknownInstance
-            };
-            let d = sink.report(
-                code,
-                node.span,
-                format!(
-                    "{noun} '{reference}' is not defined (looked for '{name}' in namespace '{ns}')"
-                ),
-            );
-            let mut same_ns: Vec<&str> = self
-                .by_key
-                .keys()
-                .filter(|(f, n, _)| *f == family.family() && *n == ns)
-                .map(|(_, _, name)| *name)
-                .collect();
-            same_ns.sort_unstable();
-            if let Some(s) = suggest(name, same_ns) {
-                let o = &self.objects[self.by_key[&(family.family(), ns, s)]];
-                d.hint(format!(
-                    "did you mean '{}.{}.{}'?",
-                    o.name, o.kind, o.namespace
-                ));
-            } else if let Some(o) = self
-                .by_key
-                .iter()
-                .filter(|((f, _, n), _)| *f == family.family() && *n == name)
-                .map(|(_, &i)| &self.objects[i])
-                .min_by(|a, b| a.namespace.cmp(&b.namespace))
-            {
-                d.hint(format!(
-                    "a {noun} '{name}' exists in namespace '{}': write '{}.{}.{}'",
-                    o.namespace, o.name, o.kind, o.namespace
-                ));
-            }
+            self.not_defined(node, family, (reference, name, ns), sink);
             return None;
         };
         let o = &self.objects[i];
@@ -144,6 +108,55 @@ impl<'o, 'n> Table<'o, 'n> {
             }
         }
         Some(i)
+    }
+
+    /// Reports that `reference` (looked up as `name` in namespace `ns`) names no object of
+    /// `family`, suggesting a close name in that namespace or the same name in another.
+    fn not_defined(
+        &self,
+        node: &Node,
+        family: Category,
+        (reference, name, ns): (&str, &str, &str),
+        sink: &mut Sink<'_>,
+    ) {
+        let noun = family.noun();
+        let code = if matches!(family, Category::Handler(_)) {
+            Code::UnknownHandler
+        } else {
+            Code::UnknownInstance
+        };
+        let d = sink.report(
+            code,
+            node.span,
+            format!(
+                "{noun} '{reference}' is not defined (looked for '{name}' in namespace '{ns}')"
+            ),
+        );
+        let mut same_ns: Vec<&str> = self
+            .by_key
+            .keys()
+            .filter(|(f, n, _)| *f == family.family() && *n == ns)
+            .map(|(_, _, name)| *name)
+            .collect();
+        same_ns.sort_unstable();
+        if let Some(s) = suggest(name, same_ns) {
+            let o = &self.objects[self.by_key[&(family.family(), ns, s)]];
+            d.hint(format!(
+                "did you mean '{}.{}.{}'?",
+                o.name, o.kind, o.namespace
+            ));
+        } else if let Some(o) = self
+            .by_key
+            .iter()
+            .filter(|((f, _, n), _)| *f == family.family() && *n == name)
+            .map(|(_, &i)| &self.objects[i])
+            .min_by(|a, b| a.namespace.cmp(&b.namespace))
+        {
+            d.hint(format!(
+                "a {noun} '{name}' exists in namespace '{}': write '{}.{}.{}'",
+                o.namespace, o.name, o.kind, o.namespace
+            ));
+        }
     }
 
     /// Resolves a prometheus metric's `instance_name`, which Mixer found only when written
