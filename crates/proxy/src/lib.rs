@@ -8,8 +8,9 @@
 //! drained by a [`ReportSender`] that batches reports to a telemetry server over a
 //! [`ReportTransport`] ([`MixerTransport`]: Mixer v1 `Report` calls with compressed
 //! attributes and an idempotency key); the data path never waits for it. Any other
-//! [`ReportSink`] (an in-proxy configuration engine, a test recorder) can take the reports
-//! instead of, or beside, the queue.
+//! [`ReportSink`] (the in-proxy configuration engine of `meshmeter-proxy-telemetry`, a test
+//! recorder) can take the reports instead of, or beside, the queue. This crate knows nothing
+//! of telemetry configuration: the binary wires the sinks.
 //!
 //! Byte counts are exact: the forwarder adds bytes to a [`ByteMeter`] as they are written to
 //! their destination, and each report's deltas are cut from one snapshot of the running
@@ -57,7 +58,6 @@ mod forward;
 mod id;
 mod identity;
 mod listener;
-mod local;
 mod meter;
 mod mixer;
 mod queue;
@@ -71,7 +71,6 @@ pub use forward::{forward, CopyMode, ForwardError, ForwardOptions, Side};
 pub use id::ConnectionIds;
 pub use identity::{Identity, InvalidLabel, ReporterKind, UnknownReporterKind};
 pub use listener::{BindError, Proxy};
-pub use local::LocalTelemetry;
 pub use meter::{ByteMeter, DeltaCursor, Deltas};
 pub use mixer::{MixerAddrError, MixerTransport};
 pub use queue::ReportQueue;
