@@ -60,13 +60,14 @@ mod identity;
 mod listener;
 mod meter;
 mod mixer;
+mod original;
 mod queue;
 mod report;
 mod sender;
 mod splice;
 mod stats;
 
-pub use config::{ConfigError, ListenerConfig, ReportInterval, MIN_REPORT_INTERVAL};
+pub use config::{ConfigError, ListenerConfig, ReportInterval, Upstream, MIN_REPORT_INTERVAL};
 pub use forward::{forward, CopyMode, ForwardError, ForwardOptions, Side};
 pub use id::ConnectionIds;
 pub use identity::{Identity, InvalidLabel, ReporterKind, UnknownReporterKind};

@@ -10,11 +10,22 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use meshmeter_capture::{DEFAULT_INBOUND_PROXY_PORT, DEFAULT_OUTBOUND_PROXY_PORT};
 use meshmeter_proxy::{CopyMode, Identity, ReporterKind};
 
 /// Run the sidecar TCP proxy: forward connections from `--listen` to `--upstream`, measuring
 /// every byte, and report TCP attributes to a telemetry server (`--mixer`) the way Istio's
 /// server-side proxy did.
+///
+/// With `--transparent` (after `meshmeter capture` in the pod's network namespace, running as
+/// the uid capture exempts, 1337 by default) the proxy needs no addresses: captured inbound
+/// connections arrive on `--inbound-listen` and go to the application at the address the
+/// client asked for (reported as `inbound`, the proxy's workload the destination); captured
+/// outbound ones arrive on `--outbound-listen` and go to their original destination (reported
+/// as `outbound`, the proxy's workload the source, the destination found by the telemetry
+/// server from the address). A connection to a port nobody listens on is reset, as it would
+/// be without the proxy; one that was not redirected, or whose original destination is the
+/// proxy itself, is reset and counted, never forwarded.
 ///
 /// Identity flags default from the environment a Kubernetes sidecar gets (POD_NAME,
 /// POD_NAMESPACE, ...). On SIGTERM or SIGINT the proxy stops accepting, lets open connections
@@ -27,17 +38,49 @@ use meshmeter_proxy::{CopyMode, Identity, ReporterKind};
 #[derive(clap::Args, Debug)]
 pub(crate) struct Args {
     /// Address to accept client connections on, e.g. `0.0.0.0:27017`.
-    #[arg(long, env = "MESHMETER_LISTEN", value_name = "ADDR")]
-    listen: SocketAddr,
+    #[arg(
+        long,
+        env = "MESHMETER_LISTEN",
+        value_name = "ADDR",
+        required_unless_present = "transparent",
+        conflicts_with = "transparent"
+    )]
+    listen: Option<SocketAddr>,
 
     /// Address to forward connections to, e.g. `127.0.0.1:27018` (host names are resolved once,
     /// at start).
-    #[arg(long, env = "MESHMETER_UPSTREAM", value_name = "ADDR")]
-    upstream: String,
+    #[arg(
+        long,
+        env = "MESHMETER_UPSTREAM",
+        value_name = "ADDR",
+        required_unless_present = "transparent",
+        conflicts_with = "transparent"
+    )]
+    upstream: Option<String>,
 
     /// More listener/upstream pairs in the same process, as `LISTEN=UPSTREAM` (repeatable).
-    #[arg(long = "route", value_name = "LISTEN=UPSTREAM")]
+    #[arg(
+        long = "route",
+        value_name = "LISTEN=UPSTREAM",
+        conflicts_with = "transparent"
+    )]
     routes: Vec<String>,
+
+    /// Transparent sidecar: forward connections that `meshmeter capture` redirected, each to
+    /// its original destination, and report both directions (see above).
+    #[arg(long, env = "MESHMETER_TRANSPARENT")]
+    transparent: bool,
+
+    /// With --transparent: where captured inbound connections arrive (capture's
+    /// `--inbound-proxy-port`). A `0.0.0.0:PORT` address also listens on `[::]:PORT` when the
+    /// host has IPv6.
+    #[arg(long, value_name = "ADDR", default_value_t = SocketAddr::from(([0, 0, 0, 0], DEFAULT_INBOUND_PROXY_PORT)))]
+    inbound_listen: SocketAddr,
+
+    /// With --transparent: where captured outbound connections arrive (capture's
+    /// `--outbound-proxy-port`); IPv6 as for --inbound-listen.
+    #[arg(long, value_name = "ADDR", default_value_t = SocketAddr::from(([0, 0, 0, 0], DEFAULT_OUTBOUND_PROXY_PORT)))]
+    outbound_listen: SocketAddr,
 
     /// Telemetry server (Mixer v1 gRPC) to report to, `host:port`. Without it, reports are
     /// only counted in the proxy's own metrics.
@@ -50,8 +93,13 @@ pub(crate) struct Args {
     report_interval: Duration,
 
     /// Which side the proxy reports for: `inbound` (its workload is the destination) or
-    /// `outbound` (its workload is the source).
-    #[arg(long, default_value = "inbound", value_name = "KIND")]
+    /// `outbound` (its workload is the source). With --transparent each listener has its own.
+    #[arg(
+        long,
+        default_value = "inbound",
+        value_name = "KIND",
+        conflicts_with = "transparent"
+    )]
     reporter_kind: ReporterKind,
 
     /// The workload's uid (`destination.uid`, `context.reporter.uid`). Default:
@@ -76,7 +124,8 @@ pub(crate) struct Args {
     labels: Option<String>,
 
     /// The service clients address, e.g. `mongodb.default.svc.cluster.local`
-    /// (`destination.service.host`).
+    /// (`destination.service.host`). With --transparent only inbound reports carry it: an
+    /// outbound connection's service is the telemetry server's to find from the address.
     #[arg(long, env = "MESHMETER_SERVICE_HOST")]
     service_host: Option<String>,
 

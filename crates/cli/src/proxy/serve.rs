@@ -1,7 +1,7 @@
 //! How `meshmeter proxy` serves, one decision per function: which listeners forward where,
 //! where reports go, the admin endpoint, and the order in which everything stops.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,9 +9,9 @@ use meshmeter_admin::{AdminServer, Readiness, Streamed};
 use meshmeter_attributes::Manifest;
 use meshmeter_engine::Engine;
 use meshmeter_proxy::{
-    ConnectionIds, ConnectionReport, ForwardOptions, Identity, ListenerConfig, MixerTransport,
-    Proxy, ProxyStats, ReportInterval, ReportQueue, ReportSchema, ReportSender, ReportSink,
-    SenderConfig,
+    BindError, ConnectionIds, ConnectionReport, ForwardOptions, Identity, ListenerConfig,
+    MixerTransport, Proxy, ProxyStats, ReportInterval, ReportQueue, ReportSchema, ReportSender,
+    ReportSink, ReporterKind, SenderConfig, Upstream,
 };
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -31,13 +31,16 @@ impl ReportSink for Discard {
 pub(super) async fn serve(args: Args) -> Result<(), Failure> {
     let interval = ReportInterval::new(args.report_interval)
         .map_err(|e| usage(format!("--report-interval: {e}")))?;
-    let identity = Arc::new(identity(&args)?);
-    let pairs = pairs(&args).await?;
+    let identity = identity(&args)?;
+    let planned = if args.transparent {
+        transparent(&args, identity)
+    } else {
+        explicit(&args, identity).await?
+    };
     let stats = Arc::new(ProxyStats::default());
     let (stop_reload, stop_reload_rx) = watch::channel(false);
     let reporting = reporting(&args, &stats, stop_reload_rx)?;
-    let proxies =
-        bind_listeners(&args, interval, &identity, &reporting.sink, &stats, pairs).await?;
+    let proxies = bind_listeners(&args, interval, &reporting.sink, &stats, planned).await?;
     let readiness = Readiness::new();
     let admin = match args.metrics_addr {
         Some(addr) => {
@@ -69,9 +72,24 @@ async fn resolve(addr: &str) -> Result<SocketAddr, Failure> {
     }
 }
 
+/// One listener to bind: where, where its connections go, and whom its reports name.
+struct Planned {
+    listen: SocketAddr,
+    upstream: Upstream,
+    identity: Arc<Identity>,
+    /// A listener the host may not support (IPv6 beside IPv4): warn and go on without it.
+    optional: bool,
+}
+
 /// The listener/upstream pairs of `--listen`/`--upstream` and every `--route`.
-async fn pairs(args: &Args) -> Result<Vec<(SocketAddr, SocketAddr)>, Failure> {
-    let mut pairs = vec![(args.listen, resolve(&args.upstream).await?)];
+async fn explicit(args: &Args, identity: Identity) -> Result<Vec<Planned>, Failure> {
+    let identity = Arc::new(identity);
+    let (Some(listen), Some(upstream)) = (args.listen, &args.upstream) else {
+        return Err(usage(
+            "--listen and --upstream are required without --transparent",
+        ));
+    };
+    let mut pairs = vec![(listen, resolve(upstream).await?)];
     for route in &args.routes {
         let (listen, upstream) = route
             .split_once('=')
@@ -81,7 +99,54 @@ async fn pairs(args: &Args) -> Result<Vec<(SocketAddr, SocketAddr)>, Failure> {
             .map_err(|e| usage(format!("--route '{route}': listen address: {e}")))?;
         pairs.push((listen, resolve(upstream).await?));
     }
-    Ok(pairs)
+    Ok(pairs
+        .into_iter()
+        .map(|(listen, upstream)| Planned {
+            listen,
+            upstream: Upstream::Fixed(upstream),
+            identity: Arc::clone(&identity),
+            optional: false,
+        })
+        .collect())
+}
+
+/// The transparent sidecar's listeners: inbound reports name the proxy's workload as the
+/// destination, outbound ones as the source (and leave the destination's service to the
+/// telemetry server, which finds it from the address). Each `0.0.0.0:P` gets a `[::]:P`
+/// twin for IPv6 capture.
+fn transparent(args: &Args, identity: Identity) -> Vec<Planned> {
+    let inbound = Arc::new(Identity {
+        kind: ReporterKind::Inbound,
+        ..identity.clone()
+    });
+    let outbound = Arc::new(Identity {
+        kind: ReporterKind::Outbound,
+        service_host: None,
+        ..identity
+    });
+    let mut planned = Vec::new();
+    for (listen, identity) in [
+        (args.inbound_listen, inbound),
+        (args.outbound_listen, outbound),
+    ] {
+        let both = listen.ip() == IpAddr::V4(Ipv4Addr::UNSPECIFIED) && listen.port() != 0;
+        let twin = SocketAddr::from((Ipv6Addr::UNSPECIFIED, listen.port()));
+        planned.push(Planned {
+            listen,
+            upstream: Upstream::OriginalDestination,
+            identity: Arc::clone(&identity),
+            optional: false,
+        });
+        if both {
+            planned.push(Planned {
+                listen: twin,
+                upstream: Upstream::OriginalDestination,
+                identity,
+                optional: true,
+            });
+        }
+    }
+    planned
 }
 
 /// Where reports go: the telemetry server (through the queue and its sender), the in-proxy
@@ -140,9 +205,12 @@ fn listener_config(
     args: &Args,
     interval: ReportInterval,
     listen: SocketAddr,
-    upstream: SocketAddr,
+    upstream: Upstream,
 ) -> ListenerConfig {
-    let mut config = ListenerConfig::new(listen, upstream);
+    let mut config = match upstream {
+        Upstream::Fixed(addr) => ListenerConfig::new(listen, addr),
+        Upstream::OriginalDestination => ListenerConfig::transparent(listen),
+    };
     config.report_interval = interval;
     config.connect_timeout = args.connect_timeout;
     // Never closing idle connections would let clients that left hold descriptors forever.
@@ -160,28 +228,26 @@ fn listener_config(
 async fn bind_listeners(
     args: &Args,
     interval: ReportInterval,
-    identity: &Arc<Identity>,
     sink: &Arc<dyn ReportSink>,
     stats: &Arc<ProxyStats>,
-    pairs: Vec<(SocketAddr, SocketAddr)>,
+    planned: Vec<Planned>,
 ) -> Result<Vec<Proxy>, Failure> {
     let ids = Arc::new(ConnectionIds::new());
     let mut proxies = Vec::new();
-    for (listen, upstream) in pairs {
-        let config = listener_config(args, interval, listen, upstream);
-        let proxy = Proxy::bind(
-            config,
-            Arc::clone(identity),
-            Arc::clone(sink),
-            Arc::clone(stats),
-        )
-        .await
-        .map_err(|e| match e {
-            meshmeter_proxy::BindError::Config(c) => usage(c.to_string()),
-            other => Failure::Runtime(other.into()),
-        })?;
+    for p in planned {
+        let config = listener_config(args, interval, p.listen, p.upstream);
+        let bound = Proxy::bind(config, p.identity, Arc::clone(sink), Arc::clone(stats)).await;
+        let proxy = match bound {
+            Ok(proxy) => proxy,
+            Err(BindError::Config(c)) => return Err(usage(c.to_string())),
+            Err(e) if p.optional => {
+                tracing::warn!(error = %e, "IPv6 listener unavailable; IPv4 only");
+                continue;
+            }
+            Err(e) => return Err(Failure::Runtime(e.into())),
+        };
         // The bound address, so that `--listen 127.0.0.1:0` is usable (tests read this line).
-        tracing::info!(listen = %proxy.local_addr(), %upstream, "proxy listening");
+        tracing::info!(listen = %proxy.local_addr(), upstream = %p.upstream, "proxy listening");
         proxies.push(proxy.with_connection_ids(Arc::clone(&ids)));
     }
     Ok(proxies)
