@@ -408,3 +408,21 @@ fn many_ipv6_and_ipv4_connections_on_another_port_report_exactly() {
     assert_eq!(client_got, sizes.iter().map(|&n| answer(n)).sum::<usize>());
     both_sides(&pods, metrics, sent as u64, client_got as u64);
 }
+
+#[test]
+#[ignore = "needs root, ip netns, iptables and setpriv"]
+fn demo_transparent_agrees_with_its_client() {
+    if skip() {
+        return;
+    }
+    let out = std::process::Command::new(BIN)
+        .args(["demo", "--transparent", "--duration", "3s"])
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(stdout.contains("agree: yes"), "{stdout}");
+    assert!(stdout.contains(", 0 errors"), "{stdout}");
+}
