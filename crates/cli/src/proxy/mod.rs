@@ -66,8 +66,11 @@ pub(crate) struct Args {
     )]
     routes: Vec<String>,
 
-    /// Transparent sidecar: forward connections that `meshmeter capture` redirected, each to
-    /// its original destination, and report both directions (see above).
+    /// Transparent sidecar, after `meshmeter capture` and running as the uid it exempts
+    /// (1337): captured inbound connections go to the application at the address the client
+    /// asked for (reported as `inbound`), captured outbound ones to their original destination
+    /// (reported as `outbound`). A refused upstream resets the client; a connection nothing
+    /// redirected, or one addressed to the proxy itself, is reset and counted.
     #[arg(long, env = "MESHMETER_TRANSPARENT")]
     transparent: bool,
 
