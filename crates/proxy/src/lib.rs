@@ -12,6 +12,11 @@
 //! recorder) can take the reports instead of, or beside, the queue. This crate knows nothing
 //! of telemetry configuration: the binary wires the sinks.
 //!
+//! A listener forwards either to one fixed upstream ([`Upstream::Fixed`]) or, as the
+//! transparent sidecar behind `meshmeter capture`, each connection to the destination its
+//! client asked for before iptables redirected it ([`Upstream::OriginalDestination`]); a
+//! connection that was not redirected, or that would loop back into the proxy, is reset.
+//!
 //! Byte counts are exact: the forwarder adds bytes to a [`ByteMeter`] as they are written to
 //! their destination, and each report's deltas are cut from one snapshot of the running
 //! totals ([`DeltaCursor`]), so a connection's deltas always sum to its totals.
