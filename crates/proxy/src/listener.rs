@@ -197,11 +197,13 @@ fn refuse(shared: &Shared, client: TcpStream, peer: SocketAddr) {
         .stats
         .connections_overflow
         .fetch_add(1, Ordering::Relaxed);
-    let conn = Conn::new(
-        shared,
-        client.local_addr().unwrap_or(shared.config.listen),
-        peer,
-    );
+    let accepted_on = client.local_addr().unwrap_or(shared.config.listen);
+    // A transparent listener reports where the client meant to go, even for a refusal.
+    let destination = match shared.config.upstream {
+        Upstream::OriginalDestination => original::route(&client).unwrap_or(accepted_on),
+        Upstream::Fixed(_) => accepted_on,
+    };
+    let conn = Conn::new(shared, destination, peer);
     tracing::debug!(id = %conn.id, %peer, "connection limit reached: closing (UO)");
     conn.report(shared, ConnectionEvent::Open, None);
     drop(client);
