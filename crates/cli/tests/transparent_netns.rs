@@ -407,6 +407,19 @@ fn many_ipv6_and_ipv4_connections_on_another_port_report_exactly() {
     assert_eq!(served.join().unwrap(), sent);
     assert_eq!(client_got, sizes.iter().map(|&n| answer(n)).sum::<usize>());
     both_sides(&pods, metrics, sent as u64, client_got as u64);
+
+    // Over IPv6 too: a port nobody listens on is reset (UF), the sidecar's own port is a loop.
+    let v6 = pods.ipv6(Place::Mongodb);
+    expect_refused(&pods, SocketAddr::new(v6, 27018));
+    expect_refused(&pods, SocketAddr::new(v6, 15006));
+    let mongodb = get(&pods, Place::Mongodb, ADMIN.parse().unwrap(), "/metrics").unwrap();
+    let count = |name: &str| sample(&mongodb, &format!("meshmeter_proxy_{name}"), &[]);
+    assert_eq!(count("upstream_connect_failures_total"), Some(1));
+    assert_eq!(count("loops_refused_total"), Some(1));
+    assert_eq!(
+        count("connections_accepted_total"),
+        Some(sizes.len() as u64 + 2)
+    );
 }
 
 #[test]
