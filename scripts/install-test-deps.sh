@@ -10,6 +10,7 @@
 #   socat                       package socat
 #   iptables-restore            package iptables   (transparent capture, netns tests)
 #   ip                          package iproute2   (netns tests)
+#   setpriv                     package util-linux (runs the netns tests' sidecars as uid 1337)
 #
 # Idempotent: a program already on PATH is not reinstalled, and when nothing is missing apt is
 # not touched at all. Needs root (or sudo) only when something is missing.
@@ -35,6 +36,7 @@ readonly NEEDED=(
     "socat socat"
     "iptables-restore iptables"
     "ip iproute2"
+    "setpriv util-linux"
 )
 # Programs a package may start as a service behind our back.
 readonly DAEMONS=(prometheus redis-server haproxy iperf3)

@@ -16,6 +16,13 @@ pub const OUTPUT_CHAIN: &str = "MESHMETER_OUTPUT";
 /// Chain that redirects captured outbound TCP to the sidecar's outbound port.
 pub const REDIRECT_CHAIN: &str = "MESHMETER_REDIRECT";
 
+/// The sidecar's inbound listener port, where captured inbound TCP is redirected (Istio's).
+pub const DEFAULT_INBOUND_PROXY_PORT: u16 = 15006;
+/// The sidecar's outbound listener port, where captured outbound TCP is redirected (Istio's).
+pub const DEFAULT_OUTBOUND_PROXY_PORT: u16 = 15001;
+/// The uid the sidecar runs as; its own connections are never captured (Istio's).
+pub const DEFAULT_PROXY_UID: u32 = 1337;
+
 /// Errors in a capture specification.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum CaptureError {
@@ -103,9 +110,9 @@ pub struct CaptureSpec {
 impl Default for CaptureSpec {
     fn default() -> Self {
         CaptureSpec {
-            inbound_proxy_port: 15006,
-            outbound_proxy_port: 15001,
-            proxy_uid: 1337,
+            inbound_proxy_port: DEFAULT_INBOUND_PROXY_PORT,
+            outbound_proxy_port: DEFAULT_OUTBOUND_PROXY_PORT,
+            proxy_uid: DEFAULT_PROXY_UID,
             inbound_ports: InboundPorts::All,
             exclude_inbound_ports: Vec::new(),
             exclude_outbound_ports: Vec::new(),

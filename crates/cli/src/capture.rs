@@ -4,7 +4,10 @@
 use std::io::Write as _;
 use std::process::{Command, ExitCode, Stdio};
 
-use meshmeter_capture::{clean_commands, CaptureSpec, Cidr, Family, InboundPorts};
+use meshmeter_capture::{
+    clean_commands, CaptureSpec, Cidr, Family, InboundPorts, DEFAULT_INBOUND_PROXY_PORT,
+    DEFAULT_OUTBOUND_PROXY_PORT, DEFAULT_PROXY_UID,
+};
 
 /// Which iptables back end to drive.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -35,13 +38,13 @@ pub(crate) struct Args {
     #[arg(long, value_delimiter = ',')]
     include_outbound_cidrs: Vec<Cidr>,
     /// The sidecar's uid: its own traffic is never redirected.
-    #[arg(long, default_value_t = 1337)]
+    #[arg(long, default_value_t = DEFAULT_PROXY_UID)]
     proxy_uid: u32,
     /// The sidecar's inbound listener port.
-    #[arg(long, default_value_t = 15006)]
+    #[arg(long, default_value_t = DEFAULT_INBOUND_PROXY_PORT)]
     inbound_proxy_port: u16,
     /// The sidecar's outbound listener port.
-    #[arg(long, default_value_t = 15001)]
+    #[arg(long, default_value_t = DEFAULT_OUTBOUND_PROXY_PORT)]
     outbound_proxy_port: u16,
     /// iptables back end.
     #[arg(long, value_enum, default_value = "auto")]

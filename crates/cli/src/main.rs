@@ -39,14 +39,15 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run the seed's scenario on this machine: telemetry server, MongoDB stand-in behind a
-    /// sidecar, ratings client, and the metrics the seed shows.
+    /// sidecar, ratings client, and the metrics the seed shows (--transparent: pods as network
+    /// namespaces, with capture and a transparent sidecar on both sides).
     Demo(demo::Args),
     /// Install (or --clean) the transparent sidecar's iptables capture in this network
     /// namespace.
     Capture(capture::Args),
     // One variant per subcommand module, e.g. `Eval(eval::Args)`.
-    /// Run the sidecar TCP proxy: forward bytes exactly and report each connection's TCP
-    /// attributes to a telemetry server.
+    /// Run the sidecar TCP proxy (`--listen`/`--upstream`, or `--transparent` after capture):
+    /// forward bytes exactly and report each connection's TCP attributes to a telemetry server.
     Proxy(proxy::Args),
     /// Evaluate an attribute expression against a bag (one-off, or JSON Lines with --batch).
     Eval(eval::Args),

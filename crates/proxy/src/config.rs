@@ -50,13 +50,40 @@ impl Default for ReportInterval {
     }
 }
 
+/// Where a listener's connections go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Upstream {
+    /// Every connection to one address (explicit mode: `--listen`/`--upstream`).
+    Fixed(SocketAddr),
+    /// Each connection to the destination its client asked for before capture redirected
+    /// it to the listener (`SO_ORIGINAL_DST`, `IP6T_SO_ORIGINAL_DST`): the transparent
+    /// sidecar. A connection that was not redirected, or whose original destination is one
+    /// of this process's transparent listeners, is refused with a reset, never forwarded.
+    OriginalDestination,
+}
+
+impl From<SocketAddr> for Upstream {
+    fn from(addr: SocketAddr) -> Self {
+        Upstream::Fixed(addr)
+    }
+}
+
+impl std::fmt::Display for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Upstream::Fixed(addr) => addr.fmt(f),
+            Upstream::OriginalDestination => f.write_str("original destination"),
+        }
+    }
+}
+
 /// One listener and the upstream its connections go to.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ListenerConfig {
     /// Where downstream clients connect (port 0 picks a free port).
     pub listen: SocketAddr,
     /// Where their bytes go.
-    pub upstream: SocketAddr,
+    pub upstream: Upstream,
     /// How long connecting to the upstream may take before the client is closed (`UF`).
     pub connect_timeout: Duration,
     /// Close a connection after this long without a byte in either direction. Activity is
@@ -83,6 +110,16 @@ impl ListenerConfig {
     /// Defaults: 5 s connect timeout, a 1 h idle timeout, a 5 min half-close timeout, 16,384
     /// connections, a backlog of 4096, 10 s reports.
     pub fn new(listen: SocketAddr, upstream: SocketAddr) -> Self {
+        Self::with_upstream(listen, Upstream::Fixed(upstream))
+    }
+
+    /// A transparent listener: each connection goes to its original destination. The same
+    /// defaults as [`ListenerConfig::new`].
+    pub fn transparent(listen: SocketAddr) -> Self {
+        Self::with_upstream(listen, Upstream::OriginalDestination)
+    }
+
+    fn with_upstream(listen: SocketAddr, upstream: Upstream) -> Self {
         ListenerConfig {
             listen,
             upstream,

@@ -8,8 +8,14 @@
 //! drained by a [`ReportSender`] that batches reports to a telemetry server over a
 //! [`ReportTransport`] ([`MixerTransport`]: Mixer v1 `Report` calls with compressed
 //! attributes and an idempotency key); the data path never waits for it. Any other
-//! [`ReportSink`] (an in-proxy configuration engine, a test recorder) can take the reports
-//! instead of, or beside, the queue.
+//! [`ReportSink`] (the in-proxy configuration engine of `meshmeter-proxy-telemetry`, a test
+//! recorder) can take the reports instead of, or beside, the queue. This crate knows nothing
+//! of telemetry configuration: the binary wires the sinks.
+//!
+//! A listener forwards either to one fixed upstream ([`Upstream::Fixed`]) or, as the
+//! transparent sidecar behind `meshmeter capture`, each connection to the destination its
+//! client asked for before iptables redirected it ([`Upstream::OriginalDestination`]); a
+//! connection that was not redirected, or that would loop back into the proxy, is reset.
 //!
 //! Byte counts are exact: the forwarder adds bytes to a [`ByteMeter`] as they are written to
 //! their destination, and each report's deltas are cut from one snapshot of the running
@@ -57,21 +63,20 @@ mod forward;
 mod id;
 mod identity;
 mod listener;
-mod local;
 mod meter;
 mod mixer;
+mod original;
 mod queue;
 mod report;
 mod sender;
 mod splice;
 mod stats;
 
-pub use config::{ConfigError, ListenerConfig, ReportInterval, MIN_REPORT_INTERVAL};
+pub use config::{ConfigError, ListenerConfig, ReportInterval, Upstream, MIN_REPORT_INTERVAL};
 pub use forward::{forward, CopyMode, ForwardError, ForwardOptions, Side};
 pub use id::ConnectionIds;
 pub use identity::{Identity, InvalidLabel, ReporterKind, UnknownReporterKind};
 pub use listener::{BindError, Proxy};
-pub use local::LocalTelemetry;
 pub use meter::{ByteMeter, DeltaCursor, Deltas};
 pub use mixer::{MixerAddrError, MixerTransport};
 pub use queue::ReportQueue;

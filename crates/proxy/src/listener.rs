@@ -13,11 +13,12 @@ use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::time::MissedTickBehavior;
 use tracing::Instrument;
 
-use crate::config::{ConfigError, ListenerConfig};
+use crate::config::{ConfigError, ListenerConfig, Upstream};
 use crate::forward::{forward, Side};
 use crate::id::ConnectionIds;
 use crate::identity::Identity;
 use crate::meter::{ByteMeter, DeltaCursor};
+use crate::original::{self, Refusal, Registration};
 use crate::report::{ConnectionEvent, ConnectionReport, ErrorFlag, ReportSink};
 use crate::stats::ProxyStats;
 
@@ -46,11 +47,14 @@ struct Shared {
     ids: Arc<ConnectionIds>,
 }
 
-/// One listening proxy: every accepted connection is forwarded to one upstream.
+/// One listening proxy: every accepted connection is forwarded to one upstream, or, in
+/// transparent mode ([`Upstream::OriginalDestination`]), to where its client meant to go.
 pub struct Proxy {
     listener: TcpListener,
     local_addr: SocketAddr,
     shared: Arc<Shared>,
+    /// In transparent mode, keeps this listener in the loop guard while it lives.
+    _own: Option<Registration>,
 }
 
 impl std::fmt::Debug for Proxy {
@@ -75,14 +79,16 @@ impl Proxy {
             return Err(ConfigError::ZeroConnectionLimit.into());
         }
         let addr = config.listen;
-        let listener =
-            listen(addr, config.backlog).map_err(|source| BindError::Listen { addr, source })?;
+        let transparent = config.upstream == Upstream::OriginalDestination;
+        let listener = listen(addr, config.backlog, transparent)
+            .map_err(|source| BindError::Listen { addr, source })?;
         let local_addr = listener
             .local_addr()
             .map_err(|source| BindError::Listen { addr, source })?;
         Ok(Proxy {
             listener,
             local_addr,
+            _own: transparent.then(|| original::register(local_addr)),
             shared: Arc::new(Shared {
                 config,
                 identity,
@@ -115,6 +121,7 @@ impl Proxy {
             listener,
             local_addr,
             shared,
+            _own: own,
         } = self;
         let max = u32::try_from(shared.config.max_connections)
             .unwrap_or(u32::MAX)
@@ -151,6 +158,7 @@ impl Proxy {
             }
         }
         drop(listener);
+        drop(own);
         let open = max - limit.available_permits() as u32;
         tracing::info!(listen = %local_addr, open, ?drain, "draining connections");
         if tokio::time::timeout(drain, limit.acquire_many(max))
@@ -167,13 +175,18 @@ impl Proxy {
     }
 }
 
-fn listen(addr: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
+fn listen(addr: SocketAddr, backlog: u32, transparent: bool) -> io::Result<TcpListener> {
     let socket = match addr {
         SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
         SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
     };
     // A restarted proxy must be able to bind while old connections sit in TIME_WAIT.
     socket.set_reuseaddr(true)?;
+    if transparent && addr.is_ipv6() {
+        // Transparent listeners come in pairs, `0.0.0.0:P` and `[::]:P`, one per family of
+        // capture rules; the original destination is read with the family's own option.
+        socket2::SockRef::from(&socket).set_only_v6(true)?;
+    }
     socket.bind(addr)?;
     socket.listen(backlog)
 }
@@ -184,7 +197,13 @@ fn refuse(shared: &Shared, client: TcpStream, peer: SocketAddr) {
         .stats
         .connections_overflow
         .fetch_add(1, Ordering::Relaxed);
-    let conn = Conn::new(shared, &client, peer);
+    let accepted_on = client.local_addr().unwrap_or(shared.config.listen);
+    // A transparent listener reports where the client meant to go, even for a refusal.
+    let destination = match shared.config.upstream {
+        Upstream::OriginalDestination => original::route(&client).unwrap_or(accepted_on),
+        Upstream::Fixed(_) => accepted_on,
+    };
+    let conn = Conn::new(shared, destination, peer);
     tracing::debug!(id = %conn.id, %peer, "connection limit reached: closing (UO)");
     conn.report(shared, ConnectionEvent::Open, None);
     drop(client);
@@ -206,12 +225,13 @@ struct Conn {
 }
 
 impl Conn {
-    fn new(shared: &Shared, client: &TcpStream, peer: SocketAddr) -> Conn {
+    /// `destination`: where the client connected, or meant to before capture redirected it.
+    fn new(shared: &Shared, destination: SocketAddr, peer: SocketAddr) -> Conn {
         let number = shared.ids.next_number();
         Conn {
             id: Arc::from(shared.ids.format(number)),
             source: peer,
-            destination: client.local_addr().unwrap_or(shared.config.listen),
+            destination,
             started: Instant::now(),
             meter: ByteMeter::default(),
             cursor: std::sync::Mutex::new(DeltaCursor::default()),
@@ -272,28 +292,30 @@ async fn serve(
     _permit: OwnedSemaphorePermit,
     mut abort: watch::Receiver<bool>,
 ) {
+    let Some((destination, target)) = route(&shared, &client, peer) else {
+        return;
+    };
     shared
         .stats
         .connections_active
         .fetch_add(1, Ordering::Relaxed);
     let _active = ActiveGuard(Arc::clone(&shared.stats));
-    let conn = Conn::new(&shared, &client, peer);
-    let span =
-        tracing::debug_span!("conn", id = %conn.id, %peer, upstream = %shared.config.upstream);
+    let conn = Conn::new(&shared, destination, peer);
+    let span = tracing::debug_span!("conn", id = %conn.id, %peer, upstream = %target);
     async move {
         conn.report(&shared, ConnectionEvent::Open, None);
         let config = &shared.config;
-        let connect = tokio::time::timeout(config.connect_timeout, TcpStream::connect(config.upstream));
+        let connect = tokio::time::timeout(config.connect_timeout, TcpStream::connect(target));
         let mut upstream = tokio::select! {
             connected = connect => match connected {
                 Ok(Ok(upstream)) => upstream,
                 Ok(Err(error)) => {
                     tracing::debug!(%error, "upstream connect failed (UF)");
-                    return upstream_failed(&shared, &conn);
+                    return upstream_failed(&shared, &conn, &client);
                 }
                 Err(_) => {
                     tracing::debug!(timeout = ?config.connect_timeout, "upstream connect timed out (UF)");
-                    return upstream_failed(&shared, &conn);
+                    return upstream_failed(&shared, &conn, &client);
                 }
             },
             _ = abort.wait_for(|&stop| stop) => {
@@ -331,11 +353,45 @@ async fn serve(
     .await;
 }
 
-fn upstream_failed(shared: &Shared, conn: &Conn) {
+/// The reported destination and the address to connect to; `None` when a transparent
+/// listener refused the connection (reset at once, counted, not reported: it was going
+/// nowhere the proxy may forward to).
+fn route(
+    shared: &Shared,
+    client: &TcpStream,
+    peer: SocketAddr,
+) -> Option<(SocketAddr, SocketAddr)> {
+    match shared.config.upstream {
+        Upstream::Fixed(upstream) => {
+            let destination = client.local_addr().unwrap_or(shared.config.listen);
+            Some((destination, upstream))
+        }
+        Upstream::OriginalDestination => match original::route(client) {
+            Ok(original) => Some((original, original)),
+            Err(refusal) => {
+                let counter = match refusal {
+                    Refusal::NotRedirected(_) => &shared.stats.not_redirected,
+                    Refusal::Loop(_) => &shared.stats.loops_refused,
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(%peer, reason = %refusal, "connection refused");
+                reset(client);
+                None
+            }
+        },
+    }
+}
+
+fn upstream_failed(shared: &Shared, conn: &Conn, client: &TcpStream) {
     shared
         .stats
         .upstream_connect_failures
         .fetch_add(1, Ordering::Relaxed);
+    if shared.config.upstream == Upstream::OriginalDestination {
+        // The client asked for that address itself: it must see what it would have seen
+        // without the proxy, a refused connection, not a connection that opened and ended.
+        reset(client);
+    }
     conn.report(
         shared,
         ConnectionEvent::Close,

@@ -79,8 +79,8 @@ pub struct ConnectionReport {
     pub identity: Arc<Identity>,
 }
 
-/// A consumer of connection reports: the queue of the gRPC reporter, or (later) an in-proxy
-/// configuration engine.
+/// Where connection reports go: the queue of the gRPC reporter, an in-proxy configuration
+/// engine (`meshmeter-proxy-telemetry`), or a test recorder.
 ///
 /// `submit` is called on the data path and must not block or fail: a sink that cannot keep
 /// up drops and counts, it never pushes back.

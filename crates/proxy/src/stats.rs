@@ -17,6 +17,12 @@ pub struct ProxyStats {
     pub connections_overflow: AtomicU64,
     /// Connections whose upstream could not be connected (`UF`).
     pub upstream_connect_failures: AtomicU64,
+    /// Connections a transparent listener refused because nothing redirected them there
+    /// (no original destination).
+    pub not_redirected: AtomicU64,
+    /// Connections a transparent listener refused because their original destination is one
+    /// of the proxy's own listeners (a loop).
+    pub loops_refused: AtomicU64,
     /// Bytes forwarded from clients to upstreams (added at each report).
     pub received_bytes: AtomicU64,
     /// Bytes forwarded from upstreams to clients (added at each report).
@@ -42,11 +48,13 @@ fn get(c: &AtomicU64) -> u64 {
 impl ProxyStats {
     /// Appends the metrics in Prometheus' text exposition format (version 0.0.4).
     pub fn render_prometheus(&self, out: &mut String) {
-        let rows: [(&str, &str, &str, u64); 11] = [
+        let rows: [(&str, &str, &str, u64); 13] = [
             ("connections_accepted_total", "counter", "Downstream connections accepted.", get(&self.connections_accepted)),
             ("connections_active", "gauge", "Connections being forwarded.", get(&self.connections_active)),
             ("connections_overflow_total", "counter", "Connections closed at once because the connection limit was reached (UO).", get(&self.connections_overflow)),
             ("upstream_connect_failures_total", "counter", "Connections whose upstream could not be connected (UF).", get(&self.upstream_connect_failures)),
+            ("not_redirected_total", "counter", "Connections a transparent listener refused (reset) because nothing redirected them there.", get(&self.not_redirected)),
+            ("loops_refused_total", "counter", "Connections a transparent listener refused (reset) because their original destination is the proxy's own listener.", get(&self.loops_refused)),
             ("received_bytes_total", "counter", "Bytes forwarded from clients to upstreams, as of each connection's latest report.", get(&self.received_bytes)),
             ("sent_bytes_total", "counter", "Bytes forwarded from upstreams to clients, as of each connection's latest report.", get(&self.sent_bytes)),
             ("report_queue_depth", "gauge", "Reports waiting to be sent.", get(&self.reports_queued)),
@@ -75,7 +83,7 @@ mod tests {
         stats.reports_dropped.store(3, Ordering::Relaxed);
         let mut out = String::new();
         stats.render_prometheus(&mut out);
-        assert_eq!(out.lines().count(), 33);
+        assert_eq!(out.lines().count(), 39);
         assert!(out.contains(
             "# TYPE meshmeter_proxy_reports_dropped_total counter\nmeshmeter_proxy_reports_dropped_total 3\n"
         ));

@@ -1,5 +1,7 @@
 //! `meshmeter demo`: the seed's scenario on one machine.
 
+mod transparent;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -20,8 +22,14 @@ use meshmeter_demo::{DemoError, DemoOptions};
 /// All ports are chosen free at start; the URL to scrape is printed. Needs Linux (the
 /// 127.0.0.2 and 127.0.0.3 loopback addresses).
 ///
+/// With --transparent the pods are network namespaces instead: in each, `meshmeter capture`
+/// and `meshmeter proxy --transparent` (as uid 1337); the client connects to the mongodb pod's
+/// address and both sides report, told apart by the `reporter` label. Needs root, iproute2,
+/// iptables and setpriv.
+///
 /// Exit codes: 0 when the metrics agree with the client, 1 when they do not or something
-/// failed while running, 2 for bad arguments or an invalid --config.
+/// failed while running, 2 for bad arguments or an invalid --config (and, with
+/// --transparent, when network namespaces cannot be created here).
 #[derive(clap::Args, Debug)]
 pub(crate) struct Args {
     /// Stop by itself after this long (e.g. 10s, 1m); without it, run until Ctrl-C.
@@ -40,15 +48,26 @@ pub(crate) struct Args {
     /// Also start this Prometheus binary, scraping the server as job istio-mesh every second,
     /// and print its URL and its answer to `istio_mongo_received_bytes`. Without a value, the
     /// `prometheus` found on PATH.
-    #[arg(long, value_name = "PATH", num_args = 0..=1, default_missing_value = "")]
+    #[arg(long, value_name = "PATH", num_args = 0..=1, default_missing_value = "", conflicts_with = "transparent")]
     prometheus: Option<PathBuf>,
 
     /// Serve /metrics here instead of on a free port.
-    #[arg(long, default_value = "127.0.0.1:0", value_name = "ADDR")]
+    #[arg(
+        long,
+        default_value = "127.0.0.1:0",
+        value_name = "ADDR",
+        conflicts_with = "transparent"
+    )]
     metrics_addr: SocketAddr,
 
+    /// Run the pods as network namespaces with capture and the transparent sidecar on both
+    /// sides (see above); the telemetry server listens inside the namespaces, and the command
+    /// to scrape it is printed.
+    #[arg(long)]
+    transparent: bool,
+
     /// Keep working files (configuration copy, workloads, access log, Prometheus data) here.
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", conflicts_with = "transparent")]
     work_dir: Option<PathBuf>,
 }
 
@@ -56,6 +75,9 @@ pub(crate) fn run(args: Args) -> ExitCode {
     if args.report_interval < Duration::from_secs(1) {
         eprintln!("error: --report-interval must be at least 1s (Istio's minimum)");
         return ExitCode::from(2);
+    }
+    if args.transparent {
+        return transparent::run(&args);
     }
     let options = DemoOptions {
         duration: args.duration,
