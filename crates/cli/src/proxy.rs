@@ -8,13 +8,13 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use meshmeter_adapters::selfmetrics::SelfMetrics;
-use meshmeter_adapters::stdio::Output;
-use meshmeter_adapters::workloads::{FileRegistry, Watch};
 use meshmeter_admin::{AdminServer, MetricsBody, Readiness, Streamed, CHUNK_BYTES};
 use meshmeter_attributes::Manifest;
 use meshmeter_config::{ConfigWatcher, LoadOptions};
 use meshmeter_engine::{spawn_reloader, Engine, EngineOptions, Workloads};
+use meshmeter_selfmetrics::SelfMetrics;
+use meshmeter_stdio::Output;
+use meshmeter_workloads::{FileRegistry, Watch};
 
 use crate::supervise::noticed;
 use meshmeter_proxy::LocalTelemetry;

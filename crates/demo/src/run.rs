@@ -18,9 +18,9 @@ use meshmeter_server::{ServerOptions, TelemetryServer};
 use tokio::sync::watch;
 
 use crate::client::{self, ClientCounts};
-use crate::http::http_get;
 use crate::mongo::{self, ServerCounts};
 use crate::prometheus::{self, Prometheus};
+use meshmeter_httpget::http_get;
 
 /// The seed's configuration (`examples/tcp-metrics.yaml`), used when no `--config` is given.
 pub const SEED_CONFIG: &str = include_str!("../../../examples/tcp-metrics.yaml");
@@ -194,7 +194,7 @@ pub async fn run(
         metrics_addr: options.metrics_addr,
         config_paths: config.clone(),
         workloads: Some(workloads.clone()),
-        log_output: Some(meshmeter_adapters::stdio::Output::File(access_log.clone())),
+        log_output: Some(meshmeter_stdio::Output::File(access_log.clone())),
         ..ServerOptions::default()
     })
     .await?;

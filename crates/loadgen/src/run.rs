@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use meshmeter_attributes::Manifest;
-use meshmeter_demo::http_get;
+use meshmeter_httpget::http_get;
 use meshmeter_wire::{Encoding, MixerClient, ReportEncoder};
 
 use crate::bags::{BagShape, Workload};

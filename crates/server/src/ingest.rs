@@ -15,8 +15,8 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use meshmeter_adapters::selfmetrics::{Counter, SelfMetrics};
 use meshmeter_engine::{Engine, Runtime};
+use meshmeter_selfmetrics::{Counter, SelfMetrics};
 use meshmeter_wire::{BagDecoder, DecodeError, MixerService};
 use tonic::metadata::MetadataMap;
 use tonic::Status;

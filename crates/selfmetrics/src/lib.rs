@@ -2,7 +2,7 @@
 //! sets, rendered beside the configured metrics on the same endpoint.
 //!
 //! ```
-//! use meshmeter_adapters::selfmetrics::SelfMetrics;
+//! use meshmeter_selfmetrics::SelfMetrics;
 //!
 //! let metrics = SelfMetrics::new();
 //! let reports = metrics.counter("meshmeter_reports_total", "Report requests received.", &[]);
@@ -27,6 +27,8 @@
 //!     )
 //! );
 //! ```
+
+#![warn(missing_docs)]
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
