@@ -57,7 +57,7 @@ pub fn spawn_reloader(
                 _ = tick.tick() => {
                     let rejected = watcher.failures();
                     if rejected > rejected_seen {
-                        failures.add(rejected - rejected_seen);
+                        failures.inc_by(rejected - rejected_seen);
                         rejected_seen = rejected;
                     }
                 }
