@@ -127,7 +127,10 @@ pub enum LoadError {
         /// Why.
         source: tonic::transport::Error,
     },
-    /// The metrics endpoint cannot be scraped.
+    /// The metrics endpoint could not be reached or its answer read.
+    #[error("cannot scrape the metrics endpoint: {0}")]
+    Get(#[from] meshmeter_httpget::GetError),
+    /// The metrics endpoint answered with an error status.
     #[error("cannot scrape {url}: {reason}")]
     Scrape {
         /// The endpoint.
@@ -153,13 +156,7 @@ fn metrics_endpoint(text: &str) -> Result<(SocketAddr, String), LoadError> {
 
 async fn counter(endpoint: &(SocketAddr, String), name: &str) -> Result<f64, LoadError> {
     let url = format!("http://{}{}", endpoint.0, endpoint.1);
-    let (status, body) =
-        http_get(endpoint.0, &endpoint.1)
-            .await
-            .map_err(|e| LoadError::Scrape {
-                url: url.clone(),
-                reason: e.to_string(),
-            })?;
+    let (status, body) = http_get(endpoint.0, &endpoint.1).await?;
     if status != 200 {
         return Err(LoadError::Scrape {
             url,
