@@ -7,9 +7,9 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 
 use meshmeter_adapters::prometheus::{MetricKind, MetricSpec, Registry};
-use meshmeter_adapters::selfmetrics::SelfMetrics;
 use meshmeter_attributes::{Duration, StringMap, Value};
 use meshmeter_prommodel::Buckets;
+use meshmeter_selfmetrics::SelfMetrics;
 
 fn exposition() -> String {
     let l = |n: &[&str]| n.iter().map(|s| s.to_string()).collect::<Vec<_>>();

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use meshmeter_selfmetrics::Snapshot;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Notify;
 use tokio::time::{sleep, Sleep};
@@ -52,12 +53,11 @@ impl Counts {
                 &self.write_stalls,
             ),
         ];
+        let mut snapshot = Snapshot::new();
         for (name, help, c) in rows {
-            let v = c.load(Ordering::Relaxed);
-            out.push_str(&format!(
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}\n"
-            ));
+            snapshot.counter(name, help, &[], c.load(Ordering::Relaxed));
         }
+        snapshot.encode(out);
     }
 }
 

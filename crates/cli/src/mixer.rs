@@ -178,7 +178,7 @@ pub(crate) fn run(args: Args) -> ExitCode {
         max_message_bytes: args.max_message_bytes,
         max_bags_per_request: args.max_bags_per_request as usize,
         series_limit: args.series_limit,
-        log_output: args.access_log.map(meshmeter_adapters::stdio::Output::File),
+        log_output: args.access_log.map(meshmeter_stdio::Output::File),
         reload_interval: args.reload_interval,
         ingest_threads: args.ingest_threads.map_or(0, usize::from),
         removed_metric_grace: args.removed_metric_grace,

@@ -15,11 +15,9 @@
 #![warn(missing_docs)]
 
 mod client;
-mod http;
 mod mongo;
 mod prometheus;
 mod run;
 
 pub use client::ClientCounts;
-pub use http::http_get;
 pub use run::{run, DemoError, DemoOptions, DemoSummary, SEED_CONFIG};

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio::process::{Child, Command};
 
-use crate::http::http_get;
+use meshmeter_httpget::http_get;
 
 /// A Prometheus process; killed when dropped.
 #[derive(Debug)]
@@ -100,7 +100,8 @@ impl Prometheus {
             self.addr,
             &format!("/api/v1/query?query={}", encode(promql)),
         )
-        .await?;
+        .await
+        .map_err(std::io::Error::other)?;
         if status != 200 {
             return Err(std::io::Error::other(format!(
                 "query failed with HTTP {status}: {body}"

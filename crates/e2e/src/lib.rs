@@ -11,16 +11,16 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use meshmeter_adapters::stdio::Output;
 use meshmeter_attributes::Manifest;
 use meshmeter_proxy::{
     Identity, ListenerConfig, MixerTransport, Proxy, ProxyStats, ReportInterval, ReportQueue,
     ReportSchema, ReportSender, SenderConfig,
 };
 use meshmeter_server::{ServerOptions, TelemetryServer};
+use meshmeter_stdio::Output;
 use tokio::sync::watch;
 
-pub use meshmeter_demo::http_get;
+pub use meshmeter_httpget::http_get;
 
 /// The path of `program` on PATH (or in /usr/sbin), or a panic that says how to get it.
 pub fn require(program: &str) -> PathBuf {

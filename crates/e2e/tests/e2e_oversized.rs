@@ -7,7 +7,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use meshmeter_adapters::stdio::Output;
 use meshmeter_attributes::Manifest;
 use meshmeter_e2e::{http_get, metric_sum};
 use meshmeter_proxy::{
@@ -15,6 +14,7 @@ use meshmeter_proxy::{
     ReportSender, ReportSink, SenderConfig,
 };
 use meshmeter_server::{ServerOptions, TelemetryServer};
+use meshmeter_stdio::Output;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;

@@ -69,7 +69,7 @@ async fn promtool_accepts_what_the_server_serves() {
             "/../../examples/tcp-metrics.yaml"
         )
         .into()],
-        log_output: Some(meshmeter_adapters::stdio::Output::File(
+        log_output: Some(meshmeter_stdio::Output::File(
             std::env::temp_dir().join(format!("meshmeter-e2e-promtool-{}.log", std::process::id())),
         )),
         ..ServerOptions::default()

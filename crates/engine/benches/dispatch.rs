@@ -5,12 +5,12 @@
 use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use meshmeter_adapters::selfmetrics::SelfMetrics;
-use meshmeter_adapters::stdio::Output;
-use meshmeter_adapters::workloads::{Workload, WorkloadTable};
 use meshmeter_attributes::{json::bag_from_json, Bag, Manifest};
 use meshmeter_config::{load_str, LoadOptions};
 use meshmeter_engine::{Engine, EngineOptions, Workloads};
+use meshmeter_selfmetrics::SelfMetrics;
+use meshmeter_stdio::Output;
+use meshmeter_workloads::{Workload, WorkloadTable};
 
 const SEED: &str = include_str!("../tests/data/tcp-metrics.yaml");
 
@@ -32,7 +32,7 @@ fn engine(with_defaults: bool) -> Engine {
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect();
     mongo.ips = vec!["127.0.0.3".parse().unwrap()];
-    mongo.services = vec![meshmeter_adapters::workloads::Service::from_host(
+    mongo.services = vec![meshmeter_workloads::Service::from_host(
         "mongodb.default.svc.cluster.local",
         "default",
     )];

@@ -3,13 +3,11 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use meshmeter_adapters::prometheus::{metric_value, SpecError};
-use meshmeter_adapters::selfmetrics::{Counter, SelfMetrics};
-use meshmeter_adapters::stdio::{
-    Level, Output, StdioCounts, StdioError, StdioOptions, StdioWriter,
-};
-use meshmeter_adapters::workloads::WorkloadTable;
 use meshmeter_attributes::{Bag, Timestamp, Value};
 use meshmeter_config::{InstanceParams, LogLevel, LogStream, Snapshot, StdioParams};
+use meshmeter_selfmetrics::{Counter, SelfMetrics};
+use meshmeter_stdio::{Level, Output, StdioCounts, StdioError, StdioOptions, StdioWriter};
+use meshmeter_workloads::WorkloadTable;
 use smallvec::SmallVec;
 
 use crate::plan::{Runtime, Step};

@@ -6,10 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use meshmeter_adapters::prometheus::{Metric, MetricSpec, Registry};
-use meshmeter_adapters::selfmetrics::{Counter, SelfMetrics};
-use meshmeter_adapters::stdio::StdioWriter;
-use meshmeter_adapters::workloads::Enricher;
 use meshmeter_config::{HandlerParams, InstanceParams, Snapshot};
+use meshmeter_selfmetrics::{Counter, SelfMetrics};
+use meshmeter_stdio::StdioWriter;
+use meshmeter_workloads::Enricher;
 
 use crate::engine::{EngineError, EngineOptions, Writers};
 

@@ -66,7 +66,7 @@ pub fn spawn_reloader(
                     rejected_objects.set(watcher.rejected_objects() as i64);
                     let rejected = watcher.failures();
                     if rejected > rejected_seen {
-                        failures.add(rejected - rejected_seen);
+                        failures.inc_by(rejected - rejected_seen);
                         rejected_seen = rejected;
                     }
                 }

@@ -1,6 +1,6 @@
 use std::sync::Arc;
 
-use meshmeter_adapters::workloads::{FileRegistry, WorkloadTable};
+use meshmeter_workloads::{FileRegistry, WorkloadTable};
 
 /// Where workload identity comes from.
 #[derive(Clone, Debug)]

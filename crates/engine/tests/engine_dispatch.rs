@@ -3,12 +3,12 @@
 
 use std::sync::Arc;
 
-use meshmeter_adapters::selfmetrics::SelfMetrics;
-use meshmeter_adapters::stdio::Output;
-use meshmeter_adapters::workloads::{Service, Workload, WorkloadTable};
 use meshmeter_attributes::{json::bag_from_json, Manifest};
 use meshmeter_config::{load_str, LoadOptions};
 use meshmeter_engine::{DispatchOutcome, Engine, EngineOptions, Workloads};
+use meshmeter_selfmetrics::SelfMetrics;
+use meshmeter_stdio::Output;
+use meshmeter_workloads::{Service, Workload, WorkloadTable};
 use serde_json::json;
 
 const SEED: &str = include_str!("data/tcp-metrics.yaml");

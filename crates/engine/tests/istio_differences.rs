@@ -3,11 +3,11 @@
 
 use std::sync::Arc;
 
-use meshmeter_adapters::selfmetrics::SelfMetrics;
-use meshmeter_adapters::workloads::WorkloadTable;
 use meshmeter_attributes::{json::bag_from_json, Manifest};
 use meshmeter_config::{load_str, LoadOptions};
 use meshmeter_engine::{DispatchOutcome, Engine, EngineOptions, Workloads};
+use meshmeter_selfmetrics::SelfMetrics;
+use meshmeter_workloads::WorkloadTable;
 use serde_json::json;
 
 /// One instance `ii` (value `a + b | 7`, dimensions named with `-` and `.`, one `size(x) | 99`)

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use meshmeter_attributes::Manifest;
-use meshmeter_demo::http_get;
+use meshmeter_httpget::http_get;
 use meshmeter_wire::{Encoding, MixerClient, ReportEncoder};
 
 use crate::bags::{BagShape, Workload};
@@ -127,7 +127,10 @@ pub enum LoadError {
         /// Why.
         source: tonic::transport::Error,
     },
-    /// The metrics endpoint cannot be scraped.
+    /// The metrics endpoint could not be reached or its answer read.
+    #[error("cannot scrape the metrics endpoint: {0}")]
+    Get(#[from] meshmeter_httpget::GetError),
+    /// The metrics endpoint answered with an error status.
     #[error("cannot scrape {url}: {reason}")]
     Scrape {
         /// The endpoint.
@@ -153,13 +156,7 @@ fn metrics_endpoint(text: &str) -> Result<(SocketAddr, String), LoadError> {
 
 async fn counter(endpoint: &(SocketAddr, String), name: &str) -> Result<f64, LoadError> {
     let url = format!("http://{}{}", endpoint.0, endpoint.1);
-    let (status, body) =
-        http_get(endpoint.0, &endpoint.1)
-            .await
-            .map_err(|e| LoadError::Scrape {
-                url: url.clone(),
-                reason: e.to_string(),
-            })?;
+    let (status, body) = http_get(endpoint.0, &endpoint.1).await?;
     if status != 200 {
         return Err(LoadError::Scrape {
             url,
@@ -183,6 +180,30 @@ fn percentile(sorted: &[u32], p: f64) -> f64 {
 
 /// Runs the load; prints nothing (the caller renders the summary).
 pub async fn run(options: LoadOptions) -> Result<LoadSummary, LoadError> {
+    check(&options)?;
+    let pool = request_pool(&options);
+    let endpoint = options
+        .metrics
+        .as_deref()
+        .map(metrics_endpoint)
+        .transpose()?;
+    let before = match &endpoint {
+        Some(e) => Some(counter(e, &options.verify_metric).await?),
+        None => None,
+    };
+    let clients = connect(&options).await?;
+    let load = drive(&options, clients, pool).await;
+    let (observed, verified) = match (&endpoint, before) {
+        (Some(e), Some(before)) => {
+            let grown = settled_growth(e, &options.verify_metric, before, load.expected).await?;
+            (Some(grown), grown == load.expected as f64)
+        }
+        _ => (None, false),
+    };
+    Ok(load.summary(options.batch as u64, observed, verified))
+}
+
+fn check(options: &LoadOptions) -> Result<(), LoadError> {
     if options.batch == 0
         || options.concurrency == 0
         || options.distinct == 0
@@ -195,10 +216,19 @@ pub async fn run(options: LoadOptions) -> Result<LoadSummary, LoadError> {
     if options.duration.is_none() && options.requests.is_none() {
         return Err(LoadError::Options("give --duration or --requests".into()));
     }
+    Ok(())
+}
+
+/// A pre-encoded request and the `connection.received.bytes` its bags carry.
+type Request = (Bytes, u64);
+
+/// `options.distinct` requests of `options.batch` bags each, encoded once so that the load
+/// measures the server rather than the encoder.
+fn request_pool(options: &LoadOptions) -> Arc<Vec<Request>> {
     let manifest = Manifest::istio();
     let workload = Workload::new(&manifest, options.shape);
     let encoder = ReportEncoder::new(&manifest, Encoding::Delta);
-    let pool: Arc<Vec<(Bytes, u64)>> = Arc::new(
+    Arc::new(
         (0..options.distinct as u64)
             .map(|r| {
                 let mut received = 0u64;
@@ -212,18 +242,11 @@ pub async fn run(options: LoadOptions) -> Result<LoadSummary, LoadError> {
                 (Bytes::from(encoder.encode_to_vec(&bags)), received)
             })
             .collect(),
-    );
+    )
+}
 
-    let endpoint = options
-        .metrics
-        .as_deref()
-        .map(metrics_endpoint)
-        .transpose()?;
-    let before = match &endpoint {
-        Some(e) => Some(counter(e, &options.verify_metric).await?),
-        None => None,
-    };
-
+/// One client per sender, sharing `options.connections` connections round robin.
+async fn connect(options: &LoadOptions) -> Result<Vec<MixerClient>, LoadError> {
     let connections = options
         .connections
         .unwrap_or(options.concurrency)
@@ -241,107 +264,143 @@ pub async fn run(options: LoadOptions) -> Result<LoadSummary, LoadError> {
     }
     // Clones of a client share its connection: their requests are streams of one HTTP/2
     // connection.
-    let clients = (0..options.concurrency).map(|i| channels[i % connections].clone());
+    Ok((0..options.concurrency)
+        .map(|i| channels[i % connections].clone())
+        .collect())
+}
 
-    let claimed = Arc::new(AtomicU64::new(0));
-    let stop = Arc::new(AtomicBool::new(false));
-    let first_error = Arc::new(std::sync::Mutex::new(None::<String>));
-    let started = Instant::now();
-    let mut tasks = Vec::new();
-    for (t, client) in clients.enumerate() {
-        let (pool, claimed, stop, first_error) = (
-            Arc::clone(&pool),
-            Arc::clone(&claimed),
-            Arc::clone(&stop),
-            Arc::clone(&first_error),
-        );
-        let limit = options.requests;
-        let report_id = options.report_id;
-        tasks.push(tokio::spawn(async move {
-            let mut latencies: Vec<u32> = Vec::new();
-            let (mut ok, mut errors, mut received) = (0u64, 0u64, 0u64);
-            let mut j = t;
-            while !stop.load(Ordering::Relaxed) {
-                let n = claimed.fetch_add(1, Ordering::Relaxed);
-                if limit.is_some_and(|l| n >= l) {
-                    break;
-                }
-                let (bytes, rx) = &pool[j % pool.len()];
-                j += 1;
-                let sent = Instant::now();
-                let id = report_id.then(|| client.next_report_id());
-                match client.report(bytes.clone(), id.as_ref()).await {
-                    Ok(()) => {
-                        ok += 1;
-                        received += rx;
-                        latencies
-                            .push(u32::try_from(sent.elapsed().as_micros()).unwrap_or(u32::MAX));
-                    }
-                    Err(status) => {
-                        errors += 1;
-                        let mut first = first_error.lock().unwrap_or_else(|e| e.into_inner());
-                        first.get_or_insert_with(|| {
-                            format!("{:?}: {}", status.code(), status.message())
-                        });
-                    }
-                }
-            }
-            (latencies, ok, errors, received)
-        }));
+/// What the senders did.
+#[derive(Default)]
+struct Load {
+    /// Latencies of accepted requests, in microseconds, sorted.
+    latencies: Vec<u32>,
+    requests: u64,
+    errors: u64,
+    /// `connection.received.bytes` in accepted bags.
+    expected: u64,
+    first_error: Option<String>,
+    elapsed: Duration,
+}
+
+impl Load {
+    fn summary(self, batch: u64, observed: Option<f64>, verified: bool) -> LoadSummary {
+        let secs = self.elapsed.as_secs_f64().max(f64::EPSILON);
+        let latencies = &self.latencies;
+        LoadSummary {
+            bags_per_sec: (self.requests * batch) as f64 / secs,
+            reports_per_sec: self.requests as f64 / secs,
+            p50_ms: percentile(latencies, 0.50),
+            p99_ms: percentile(latencies, 0.99),
+            max_ms: latencies.last().map_or(0.0, |&m| f64::from(m) / 1000.0),
+            requests: self.requests,
+            bags: self.requests * batch,
+            errors: self.errors,
+            first_error: self.first_error,
+            elapsed: self.elapsed,
+            expected: self.expected,
+            observed,
+            verified,
+        }
     }
+}
+
+/// What the senders share: the requests, the count of claimed requests, the stop flag and the
+/// first error.
+#[derive(Clone)]
+struct Shared {
+    pool: Arc<Vec<Request>>,
+    claimed: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    first_error: Arc<std::sync::Mutex<Option<String>>>,
+    limit: Option<u64>,
+    report_id: bool,
+}
+
+/// Runs one sender per client until the duration passes or the requests are claimed.
+async fn drive(options: &LoadOptions, clients: Vec<MixerClient>, pool: Arc<Vec<Request>>) -> Load {
+    let shared = Shared {
+        pool,
+        claimed: Arc::new(AtomicU64::new(0)),
+        stop: Arc::new(AtomicBool::new(false)),
+        first_error: Arc::new(std::sync::Mutex::new(None)),
+        limit: options.requests,
+        report_id: options.report_id,
+    };
+    let started = Instant::now();
+    let tasks: Vec<_> = clients
+        .into_iter()
+        .enumerate()
+        .map(|(t, client)| tokio::spawn(send(t, client, shared.clone())))
+        .collect();
     if let Some(d) = options.duration {
-        let stop = Arc::clone(&stop);
+        let stop = Arc::clone(&shared.stop);
         tokio::spawn(async move {
             tokio::time::sleep(d).await;
             stop.store(true, Ordering::Relaxed);
         });
     }
-    let mut latencies = Vec::new();
-    let (mut requests, mut errors, mut expected) = (0u64, 0u64, 0u64);
+    let mut load = Load::default();
     for task in tasks {
-        let (l, ok, e, rx) = task.await.expect("load task");
-        latencies.extend(l);
-        requests += ok;
-        errors += e;
-        expected += rx;
+        let sent = task.await.expect("load task");
+        load.latencies.extend(sent.latencies);
+        load.requests += sent.requests;
+        load.errors += sent.errors;
+        load.expected += sent.expected;
     }
-    let elapsed = started.elapsed();
-    latencies.sort_unstable();
-
-    let (observed, verified) = match (&endpoint, before) {
-        (Some(e), Some(before)) => {
-            // Servers may apply reports asynchronously: give the counter a moment to settle.
-            let deadline = Instant::now() + Duration::from_secs(10);
-            let mut grown;
-            loop {
-                grown = counter(e, &options.verify_metric).await? - before;
-                if grown == expected as f64 || Instant::now() > deadline {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            (Some(grown), grown == expected as f64)
-        }
-        _ => (None, false),
-    };
-    let secs = elapsed.as_secs_f64().max(f64::EPSILON);
-    let first_error = first_error
+    load.elapsed = started.elapsed();
+    load.latencies.sort_unstable();
+    load.first_error = shared
+        .first_error
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .clone();
-    Ok(LoadSummary {
-        bags_per_sec: (requests * options.batch as u64) as f64 / secs,
-        reports_per_sec: requests as f64 / secs,
-        p50_ms: percentile(&latencies, 0.50),
-        p99_ms: percentile(&latencies, 0.99),
-        max_ms: latencies.last().map_or(0.0, |&m| f64::from(m) / 1000.0),
-        requests,
-        bags: requests * options.batch as u64,
-        errors,
-        first_error,
-        elapsed,
-        expected,
-        observed,
-        verified,
-    })
+    load
+}
+
+/// One sender: claims requests and sends them one at a time, starting at pool entry `t`.
+async fn send(t: usize, client: MixerClient, shared: Shared) -> Load {
+    let mut load = Load::default();
+    let mut j = t;
+    while !shared.stop.load(Ordering::Relaxed) {
+        let n = shared.claimed.fetch_add(1, Ordering::Relaxed);
+        if shared.limit.is_some_and(|l| n >= l) {
+            break;
+        }
+        let (bytes, rx) = &shared.pool[j % shared.pool.len()];
+        j += 1;
+        let sent = Instant::now();
+        let id = shared.report_id.then(|| client.next_report_id());
+        match client.report(bytes.clone(), id.as_ref()).await {
+            Ok(()) => {
+                load.requests += 1;
+                load.expected += rx;
+                load.latencies
+                    .push(u32::try_from(sent.elapsed().as_micros()).unwrap_or(u32::MAX));
+            }
+            Err(status) => {
+                load.errors += 1;
+                let mut first = shared.first_error.lock().unwrap_or_else(|e| e.into_inner());
+                first.get_or_insert_with(|| format!("{:?}: {}", status.code(), status.message()));
+            }
+        }
+    }
+    load
+}
+
+/// How much the counter `name` grew since `before`, once it reached `expected` or ten seconds
+/// passed (servers may apply reports asynchronously).
+async fn settled_growth(
+    endpoint: &(SocketAddr, String),
+    name: &str,
+    before: f64,
+    expected: u64,
+) -> Result<f64, LoadError> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let grown = counter(endpoint, name).await? - before;
+        if grown == expected as f64 || Instant::now() > deadline {
+            return Ok(grown);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

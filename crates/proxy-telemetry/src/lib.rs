@@ -68,7 +68,7 @@ mod tests {
     use std::net::SocketAddr;
     use std::time::Duration;
 
-    use meshmeter_adapters::selfmetrics::SelfMetrics;
+    use meshmeter_selfmetrics::SelfMetrics;
     use meshmeter_attributes::Timestamp;
     use meshmeter_config::{load_str, LoadOptions};
     use meshmeter_engine::{EngineOptions, Workloads};

@@ -52,7 +52,9 @@ struct Shared {
 pub struct Proxy {
     listener: TcpListener,
     local_addr: SocketAddr,
-    shared: Arc<Shared>,
+    /// Owned until [`Proxy::run`] shares it with the connections, so that settings such as
+    /// [`Proxy::with_connection_ids`] always take effect.
+    shared: Shared,
     /// In transparent mode, keeps this listener in the loop guard while it lives.
     _own: Option<Registration>,
 }
@@ -89,22 +91,20 @@ impl Proxy {
             listener,
             local_addr,
             _own: transparent.then(|| original::register(local_addr)),
-            shared: Arc::new(Shared {
+            shared: Shared {
                 config,
                 identity,
                 sink,
                 stats,
                 ids: Arc::new(ConnectionIds::new()),
-            }),
+            },
         })
     }
 
     /// Uses `ids` for connection ids, so that several listeners of one process share a
     /// process id and a counter.
     pub fn with_connection_ids(mut self, ids: Arc<ConnectionIds>) -> Self {
-        if let Some(shared) = Arc::get_mut(&mut self.shared) {
-            shared.ids = ids;
-        }
+        self.shared.ids = ids;
         self
     }
 
@@ -123,6 +123,7 @@ impl Proxy {
             shared,
             _own: own,
         } = self;
+        let shared = Arc::new(shared);
         let max = u32::try_from(shared.config.max_connections)
             .unwrap_or(u32::MAX)
             .min(Semaphore::MAX_PERMITS as u32);

@@ -68,8 +68,9 @@ pub struct Deltas {
 /// running totals, and the snapshot becomes the new baseline. Because each report's delta
 /// ends exactly where the next one starts, the deltas of a connection always sum to the totals
 /// of its last report: nothing is counted twice or lost, whatever the forwarder does
-/// concurrently. (One owner per connection calls [`DeltaCursor::advance`], so no lock is
-/// needed.)
+/// concurrently. [`DeltaCursor::advance`] takes `&mut self`: the cursor holds no atomics, so
+/// whoever reports for a connection from more than one task (the periodic reporter and the
+/// close; the listener keeps the cursor in a `Mutex`) must serialise the calls.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct DeltaCursor {
     received: u64,

@@ -146,13 +146,17 @@ impl<T: ReportTransport> ReportSender<T> {
         // anything newer so that reports stay in order.
         let mut halves: Vec<Vec<ConnectionReport>> = Vec::new();
         loop {
-            continue_if_shutdown(&shutdown, &mut flush_deadline, &self.config);
+            start_flush_deadline_on_shutdown(&shutdown, &mut flush_deadline, &self.config);
             let reports = match halves.pop() {
                 Some(reports) => reports,
                 None => {
                     if flush_deadline.is_none() {
                         self.wait_for_batch(&mut shutdown).await;
-                        continue_if_shutdown(&shutdown, &mut flush_deadline, &self.config);
+                        start_flush_deadline_on_shutdown(
+                            &shutdown,
+                            &mut flush_deadline,
+                            &self.config,
+                        );
                     }
                     let reports = self.queue.take(self.config.max_batch.max(1));
                     if reports.is_empty() {
@@ -300,7 +304,7 @@ impl<T: ReportTransport> ReportSender<T> {
             let wake = Instant::now() + backoff;
             backoff = (backoff * 2).min(self.config.max_backoff);
             loop {
-                continue_if_shutdown(shutdown, flush_deadline, &self.config);
+                start_flush_deadline_on_shutdown(shutdown, flush_deadline, &self.config);
                 if let Some(deadline) = *flush_deadline {
                     if Instant::now() >= deadline {
                         return Delivery::Expired;
@@ -320,7 +324,9 @@ impl<T: ReportTransport> ReportSender<T> {
     }
 }
 
-fn continue_if_shutdown(
+/// Starts the flush deadline (now + `flush_timeout`) the first time shutdown is seen; later
+/// calls leave it as it is.
+fn start_flush_deadline_on_shutdown(
     shutdown: &watch::Receiver<bool>,
     flush_deadline: &mut Option<Instant>,
     config: &SenderConfig,

@@ -1,7 +1,9 @@
-//! The proxy's own counters, rendered in Prometheus' text format (`meshmeter_proxy_*`).
+//! The proxy's own counters (`meshmeter_proxy_*`): plain atomics on the forwarding path,
+//! read into a [`Snapshot`] and rendered by `prometheus-client` when scraped.
 
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use meshmeter_selfmetrics::Snapshot;
 
 /// Self metrics of one proxy process, shared by its listeners and its reporter.
 ///
@@ -45,31 +47,43 @@ fn get(c: &AtomicU64) -> u64 {
     c.load(Ordering::Relaxed)
 }
 
+#[derive(Clone, Copy)]
+enum Kind {
+    Counter,
+    Gauge,
+}
+
 impl ProxyStats {
     /// Appends the metrics in Prometheus' text exposition format (version 0.0.4).
     pub fn render_prometheus(&self, out: &mut String) {
-        let rows: [(&str, &str, &str, u64); 13] = [
-            ("connections_accepted_total", "counter", "Downstream connections accepted.", get(&self.connections_accepted)),
-            ("connections_active", "gauge", "Connections being forwarded.", get(&self.connections_active)),
-            ("connections_overflow_total", "counter", "Connections closed at once because the connection limit was reached (UO).", get(&self.connections_overflow)),
-            ("upstream_connect_failures_total", "counter", "Connections whose upstream could not be connected (UF).", get(&self.upstream_connect_failures)),
-            ("not_redirected_total", "counter", "Connections a transparent listener refused (reset) because nothing redirected them there.", get(&self.not_redirected)),
-            ("loops_refused_total", "counter", "Connections a transparent listener refused (reset) because their original destination is the proxy's own listener.", get(&self.loops_refused)),
-            ("received_bytes_total", "counter", "Bytes forwarded from clients to upstreams, as of each connection's latest report.", get(&self.received_bytes)),
-            ("sent_bytes_total", "counter", "Bytes forwarded from upstreams to clients, as of each connection's latest report.", get(&self.sent_bytes)),
-            ("report_queue_depth", "gauge", "Reports waiting to be sent.", get(&self.reports_queued)),
-            ("reports_sent_total", "counter", "Reports delivered to the telemetry server.", get(&self.reports_sent)),
-            ("report_requests_failed_total", "counter", "Report requests that failed; each retry counts.", get(&self.report_requests_failed)),
-            ("reports_dropped_total", "counter", "Reports lost: dropped from a full queue, rejected by the server, over its message limit, or undelivered at shutdown.", get(&self.reports_dropped)),
-            ("reports_too_large_total", "counter", "Reports dropped because one alone is over the telemetry server's message limit (also in reports_dropped_total).", get(&self.reports_too_large)),
+        use Kind::{Counter, Gauge};
+        let rows: [(&str, Kind, &str, &AtomicU64); 13] = [
+            ("connections_accepted_total", Counter, "Downstream connections accepted.", &self.connections_accepted),
+            ("connections_active", Gauge, "Connections being forwarded.", &self.connections_active),
+            ("connections_overflow_total", Counter, "Connections closed at once because the connection limit was reached (UO).", &self.connections_overflow),
+            ("upstream_connect_failures_total", Counter, "Connections whose upstream could not be connected (UF).", &self.upstream_connect_failures),
+            ("not_redirected_total", Counter, "Connections a transparent listener refused (reset) because nothing redirected them there.", &self.not_redirected),
+            ("loops_refused_total", Counter, "Connections a transparent listener refused (reset) because their original destination is the proxy's own listener.", &self.loops_refused),
+            ("received_bytes_total", Counter, "Bytes forwarded from clients to upstreams, as of each connection's latest report.", &self.received_bytes),
+            ("sent_bytes_total", Counter, "Bytes forwarded from upstreams to clients, as of each connection's latest report.", &self.sent_bytes),
+            ("report_queue_depth", Gauge, "Reports waiting to be sent.", &self.reports_queued),
+            ("reports_sent_total", Counter, "Reports delivered to the telemetry server.", &self.reports_sent),
+            ("report_requests_failed_total", Counter, "Report requests that failed; each retry counts.", &self.report_requests_failed),
+            ("reports_dropped_total", Counter, "Reports lost: dropped from a full queue, rejected by the server, over its message limit, or undelivered at shutdown.", &self.reports_dropped),
+            ("reports_too_large_total", Counter, "Reports dropped because one alone is over the telemetry server's message limit (also in reports_dropped_total).", &self.reports_too_large),
         ];
+        let mut snapshot = Snapshot::new();
         for (name, kind, help, value) in rows {
-            // Writing to a String cannot fail.
-            let _ = write!(
-                out,
-                "# HELP meshmeter_proxy_{name} {help}\n# TYPE meshmeter_proxy_{name} {kind}\nmeshmeter_proxy_{name} {value}\n"
-            );
+            let name = format!("meshmeter_proxy_{name}");
+            match kind {
+                Counter => snapshot.counter(&name, help, &[], get(value)),
+                Gauge => {
+                    let level = i64::try_from(get(value)).unwrap_or(i64::MAX);
+                    snapshot.gauge(&name, help, &[], level)
+                }
+            }
         }
+        snapshot.encode(out);
     }
 }
 

@@ -15,8 +15,8 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use meshmeter_adapters::selfmetrics::{Counter, SelfMetrics};
 use meshmeter_engine::{Engine, Runtime};
+use meshmeter_selfmetrics::{Counter, SelfMetrics};
 use meshmeter_wire::{BagDecoder, DecodeError, MixerService};
 use tonic::metadata::MetadataMap;
 use tonic::Status;
@@ -83,16 +83,15 @@ impl IngestStats {
     }
 
     fn count_error(&self, e: &DecodeError) {
-        match e {
-            DecodeError::Malformed { .. } | DecodeError::Semantics(_) => self.malformed.inc(),
-            DecodeError::WordIndex { .. } => self.unknown_word.inc(),
-            DecodeError::TypeMismatch { .. } | DecodeError::BadValue { .. } => {
-                self.wrong_type.inc()
-            }
-            DecodeError::TooLarge { .. } => self.too_large.inc(),
-            DecodeError::TooManyBags { .. } => self.too_many_bags.inc(),
-            DecodeError::GlobalWordCount { .. } => self.dictionary.inc(),
-        }
+        let reason = match e {
+            DecodeError::Malformed { .. } | DecodeError::Semantics(_) => &self.malformed,
+            DecodeError::WordIndex { .. } => &self.unknown_word,
+            DecodeError::TypeMismatch { .. } | DecodeError::BadValue { .. } => &self.wrong_type,
+            DecodeError::TooLarge { .. } => &self.too_large,
+            DecodeError::TooManyBags { .. } => &self.too_many_bags,
+            DecodeError::GlobalWordCount { .. } => &self.dictionary,
+        };
+        reason.inc();
     }
 }
 
@@ -217,9 +216,9 @@ impl Shared {
             })
             .inspect_err(|e| self.stats.count_error(e))?;
         self.stats.reports.inc();
-        self.stats.bags.add(summary.bags as u64);
+        self.stats.bags.inc_by(summary.bags as u64);
         if summary.skipped > 0 {
-            self.stats.skipped_attributes.add(summary.skipped as u64);
+            self.stats.skipped_attributes.inc_by(summary.skipped as u64);
             tracing::debug!(
                 skipped = summary.skipped,
                 first = summary.first_skipped.as_deref().unwrap_or(""),

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use meshmeter_adapters::selfmetrics::{Counter, Gauge, SelfMetrics};
+use meshmeter_selfmetrics::{Counter, Gauge, SelfMetrics};
 use tonic::Status;
 
 /// Default for [`GrpcLimits::max_concurrent_streams`].

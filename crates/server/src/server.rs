@@ -6,13 +6,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use meshmeter_adapters::selfmetrics::SelfMetrics;
-use meshmeter_adapters::stdio::Output;
-use meshmeter_adapters::workloads::{FileRegistry, WorkloadError};
 use meshmeter_admin::{AdminError, AdminServer, MetricsBody, Readiness, Streamed, CHUNK_BYTES};
 use meshmeter_config::{ConfigWatcher, Diagnostics, LoadOptions};
 use meshmeter_engine::{spawn_reloader, Engine, EngineError, EngineOptions, Workloads};
+use meshmeter_selfmetrics::SelfMetrics;
+use meshmeter_stdio::Output;
 use meshmeter_wire::{Deduplicator, MixerServer, DEFAULT_MAX_MESSAGE_BYTES};
+use meshmeter_workloads::{FileRegistry, WorkloadError};
 use tokio::net::TcpListener;
 
 use crate::ingest::Ingest;
@@ -141,7 +141,7 @@ pub struct TelemetryServer {
     ingest_threads: usize,
     drain_timeout: Duration,
     port: Arc<Port>,
-    _workloads_watch: Option<meshmeter_adapters::workloads::Watch>,
+    _workloads_watch: Option<meshmeter_workloads::Watch>,
 }
 
 impl std::fmt::Debug for TelemetryServer {

@@ -4,9 +4,9 @@
 //! that wakes the connection's task when its reply is ready. On a work-stealing runtime the
 //! woken task runs next (its "LIFO slot"), so every reply is written with a syscall of its
 //! own; on a single-threaded runtime the replies of all the requests one read brought in are
-//! ready before the connection task runs again, and go out in one write. Measured: 27% more
-//! requests per CPU-second with one request per call, 3-7% with 100 bags per call (see
-//! BENCHMARKS.md). Connections are handed to the runtimes in turn as they are accepted.
+//! ready before the connection task runs again, and go out in one write (the gain, largest
+//! with one request per call, is measured in BENCHMARKS.md). Connections are handed to the
+//! runtimes in turn as they are accepted.
 
 use std::future::Future;
 use std::io;

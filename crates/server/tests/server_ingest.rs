@@ -72,9 +72,7 @@ async fn identity_dedup_and_bad_input() {
         config_paths: vec![data("tcp-metrics.yaml")],
         include_defaults: true,
         workloads: Some(dir.0.join("workloads.yaml")),
-        log_output: Some(meshmeter_adapters::stdio::Output::File(
-            dir.0.join("access.log"),
-        )),
+        log_output: Some(meshmeter_stdio::Output::File(dir.0.join("access.log"))),
         max_message_bytes: 64 * 1024,
         ..ServerOptions::default()
     })

@@ -59,11 +59,12 @@ impl fmt::Display for ReportId {
     }
 }
 
-/// A random version-4 UUID in its text form.
+/// A random version-4 UUID in its text form: meshmeter's one generator, for report clients'
+/// ids and the proxy's process id.
 ///
-/// `RandomState` is seeded from the operating system's randomness, which is all a client id
-/// needs (it must not collide, not resist prediction), and saves a dependency.
-pub fn random_client_id() -> String {
+/// `RandomState` is seeded from the operating system's randomness, which is all these ids
+/// need (they must not collide, not resist prediction), and saves a dependency.
+pub fn random_uuid() -> String {
     let word = |salt: u64| {
         let mut h = std::collections::hash_map::RandomState::new().build_hasher();
         h.write_u64(salt);
@@ -379,12 +380,13 @@ mod tests {
     }
 
     #[test]
-    fn client_ids_look_like_uuids() {
-        let a = random_client_id();
-        assert_eq!(a.len(), 36);
+    fn uuid_shape_and_uniqueness() {
+        let a = random_uuid();
+        let parts: Vec<usize> = a.split('-').map(str::len).collect();
+        assert_eq!(parts, [8, 4, 4, 4, 12]);
         assert_eq!(&a[14..15], "4");
         assert!(matches!(&a[19..20], "8" | "9" | "a" | "b"));
-        assert_ne!(a, random_client_id());
+        assert_ne!(a, random_uuid());
     }
 
     #[test]

@@ -29,8 +29,7 @@ pub use decode::{
     MAX_MAP_ENTRIES, MAX_MAP_ENTRIES_PER_REQUEST,
 };
 pub use dedup::{
-    random_client_id, DedupWindow, Deduplicator, ParseReportIdError, ReportId, Verdict,
-    REPORT_ID_HEADER,
+    random_uuid, DedupWindow, Deduplicator, ParseReportIdError, ReportId, Verdict, REPORT_ID_HEADER,
 };
 pub use encode::{Encoding, ReportEncoder};
 pub use error::{BadValue, DecodeError, Malformed, WireKind};

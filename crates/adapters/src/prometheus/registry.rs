@@ -4,12 +4,21 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use meshmeter_selfmetrics::Snapshot;
+
 use super::encode::Cursor;
 use super::metric::Metric;
 use super::spec::{check, MetricSpec, SpecError};
 
 /// A self-metric family: name, help, type and how to read it from a metric.
-type Family = (&'static str, &'static str, &'static str, fn(&Metric) -> u64);
+type Family = (&'static str, &'static str, MetricType, fn(&Metric) -> u64);
+
+/// The two kinds of self metric the registry reports about itself.
+#[derive(Clone, Copy)]
+enum MetricType {
+    Counter,
+    Gauge,
+}
 
 /// A [`Registry`]'s exposition being written out chunk by chunk (see [`Registry::exposition`]).
 pub struct Exposition {
@@ -264,37 +273,41 @@ impl Registry {
     /// cut to [`super::MAX_LABEL_VALUE_BYTES`]), one sample per metric, sorted by metric name.
     /// Nothing when there are no metrics.
     pub fn encode_self(&self, out: &mut String) {
-        if self.metrics.is_empty() {
-            return;
-        }
         let families: [Family; 3] = [
             (
                 "meshmeter_prometheus_dropped_series_total",
                 "New series refused because the metric held its series limit or label bytes limit.",
-                "counter",
+                MetricType::Counter,
                 Metric::dropped_series,
             ),
             (
                 "meshmeter_prometheus_series",
                 "Series held per configured metric.",
-                "gauge",
+                MetricType::Gauge,
                 |m| m.series_count() as u64,
             ),
             (
                 "meshmeter_prometheus_truncated_label_values_total",
                 "Label values cut to the longest kept length (1024 bytes).",
-                "counter",
+                MetricType::Counter,
                 Metric::truncated_label_values,
             ),
         ];
+        let mut snapshot = Snapshot::new();
         for (name, help, kind, value) in families {
-            out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
             for &i in &self.by_name {
                 let m = &self.metrics[i];
-                // Metric names are [a-zA-Z0-9_:], so they need no escaping as label values.
-                out.push_str(&format!("{name}{{metric=\"{}\"}} {}\n", m.name(), value(m)));
+                let labels = [("metric", m.name())];
+                match kind {
+                    MetricType::Counter => snapshot.counter(name, help, &labels, value(m)),
+                    MetricType::Gauge => {
+                        let level = i64::try_from(value(m)).unwrap_or(i64::MAX);
+                        snapshot.gauge(name, help, &labels, level)
+                    }
+                }
             }
         }
+        snapshot.encode(out);
     }
 
     /// The number of series across all metrics.

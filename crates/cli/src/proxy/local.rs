@@ -4,9 +4,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use meshmeter_adapters::selfmetrics::SelfMetrics;
-use meshmeter_adapters::stdio::Output;
-use meshmeter_adapters::workloads::{FileRegistry, Watch};
+use meshmeter_selfmetrics::SelfMetrics;
+use meshmeter_stdio::Output;
+use meshmeter_workloads::{FileRegistry, Watch};
 use meshmeter_admin::{MetricsBody, CHUNK_BYTES};
 use meshmeter_config::{ConfigWatcher, LoadOptions};
 use meshmeter_engine::{spawn_reloader, Engine, EngineOptions, Workloads};

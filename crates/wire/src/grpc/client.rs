@@ -11,7 +11,7 @@ use tonic::{Request, Status};
 
 use super::codec::BytesCodec;
 use super::{CHECK_PATH, REPORT_PATH};
-use crate::dedup::{random_client_id, ReportId, REPORT_ID_HEADER};
+use crate::dedup::{random_uuid, ReportId, REPORT_ID_HEADER};
 use crate::proto::{CheckRequest, CheckResponse, ReportRequest};
 
 /// A `Report` payload: a message to encode, or bytes already encoded.
@@ -69,7 +69,7 @@ impl MixerClient {
     pub fn new(channel: Channel) -> Self {
         MixerClient {
             grpc: Grpc::new(channel).max_decoding_message_size(usize::MAX),
-            client_id: Arc::from(random_client_id()),
+            client_id: Arc::from(random_uuid()),
             seq: Arc::new(AtomicU64::new(0)),
         }
     }

@@ -3,6 +3,7 @@
 
 mod client;
 mod codec;
+mod frames;
 mod server;
 
 pub use client::{MixerClient, ReportBody};

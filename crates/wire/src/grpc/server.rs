@@ -11,6 +11,7 @@ use tonic::server::{ClientStreamingService, Grpc, NamedService, UnaryService};
 use tonic::{Code, Request, Response, Status, Streaming};
 
 use super::codec::BytesCodec;
+use super::frames::{FrameWatch, Oversized};
 use super::{CHECK_PATH, REPORT_PATH, SERVICE_NAME};
 use crate::decode::DEFAULT_MAX_MESSAGE_BYTES;
 use crate::dedup::{Deduplicator, ReportId, Verdict, REPORT_ID_HEADER};
@@ -226,36 +227,24 @@ impl<S: MixerService> UnaryService<CheckRequest> for CheckSvc<S> {
 }
 
 /// Replaces tonic's OUT_OF_RANGE for an oversized message with RESOURCE_EXHAUSTED and a
-/// message that names the size and the limit.
+/// message that names the size and the limit. The size comes from the frame header the body
+/// carried (`oversized`), never from tonic's text.
 fn oversized_to_resource_exhausted(
     response: http::Response<Body>,
+    oversized: &Oversized,
     limit: usize,
 ) -> http::Response<Body> {
-    let oversized = response
+    let out_of_range = response
         .headers()
         .get(Status::GRPC_STATUS)
         .is_some_and(|v| v.as_bytes() == b"11"); // Code::OutOfRange
-    if !oversized {
-        return response;
+    match oversized.get() {
+        Some(size) if out_of_range => Status::resource_exhausted(format!(
+            "message of {size} bytes exceeds the limit of {limit} bytes"
+        ))
+        .into_http(),
+        _ => response,
     }
-    let Some(status) = Status::from_header_map(response.headers()) else {
-        return response;
-    };
-    // tonic says "... found {len} bytes, the limit is: {limit} bytes".
-    let found = status
-        .message()
-        .split("found ")
-        .nth(1)
-        .and_then(|rest| rest.split(' ').next())
-        .and_then(|n| n.parse::<usize>().ok());
-    if !status.message().contains("too large") {
-        return response;
-    }
-    let message = match found {
-        Some(size) => format!("message of {size} bytes exceeds the limit of {limit} bytes"),
-        None => format!("message exceeds the limit of {limit} bytes"),
-    };
-    Status::resource_exhausted(message).into_http()
 }
 
 impl<S, B> tower::Service<http::Request<B>> for MixerServer<S>
@@ -282,8 +271,9 @@ where
                 };
                 Box::pin(async move {
                     let mut grpc = Grpc::new(BytesCodec).max_decoding_message_size(limit);
+                    let (req, oversized) = FrameWatch::request(req, limit);
                     let response = grpc.client_streaming(svc, req).await;
-                    Ok(oversized_to_resource_exhausted(response, limit))
+                    Ok(oversized_to_resource_exhausted(response, &oversized, limit))
                 })
             }
             CHECK_PATH => {
@@ -291,8 +281,9 @@ where
                 Box::pin(async move {
                     let codec = tonic_prost::ProstCodec::<CheckResponse, CheckRequest>::default();
                     let mut grpc = Grpc::new(codec).max_decoding_message_size(limit);
+                    let (req, oversized) = FrameWatch::request(req, limit);
                     let response = grpc.unary(svc, req).await;
-                    Ok(oversized_to_resource_exhausted(response, limit))
+                    Ok(oversized_to_resource_exhausted(response, &oversized, limit))
                 })
             }
             _ => Box::pin(async move {

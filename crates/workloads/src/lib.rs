@@ -27,6 +27,8 @@
 //! Label values may be written as YAML numbers or booleans; they are kept as text. Unknown
 //! fields are errors, so typos do not pass silently.
 
+#![warn(missing_docs)]
+
 mod enrich;
 mod file;
 

@@ -4,8 +4,8 @@ use std::io::{self, Write};
 use std::path::PathBuf;
 use std::sync::mpsc;
 
-use meshmeter_adapters::stdio::{Output, StdioOptions, StdioWriter};
 use meshmeter_attributes::{Timestamp, Value};
+use meshmeter_stdio::{Output, StdioOptions, StdioWriter};
 
 fn temp_file(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("meshmeter-stdio-{}", std::process::id()));

@@ -5,10 +5,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use meshmeter_adapters::workloads::{
+use meshmeter_attributes::{Bag, Manifest, StringMap, Value};
+use meshmeter_workloads::{
     parse, Enriched, Enricher, FileRegistry, WorkloadError, WorkloadRegistry,
 };
-use meshmeter_attributes::{Bag, Manifest, StringMap, Value};
 
 const SEED: &str = "\
 workloads:

@@ -15,6 +15,8 @@
 //! queue; when the queue is full the line is dropped and counted instead of blocking the
 //! report path.
 
+#![warn(missing_docs)]
+
 use std::fs::OpenOptions;
 use std::io::{self, BufWriter, Write};
 use std::path::PathBuf;
@@ -24,7 +26,7 @@ use std::thread::JoinHandle;
 use meshmeter_attributes::json::value_to_json;
 use meshmeter_attributes::{Timestamp, Value};
 
-use crate::selfmetrics::Counter;
+use meshmeter_selfmetrics::Counter;
 
 /// The levels Mixer's stdio adapter wrote.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -87,7 +89,7 @@ pub struct StdioOptions {
     /// Where drops and write errors are counted (share them with a [`SelfMetrics`] registry
     /// to export them).
     ///
-    /// [`SelfMetrics`]: crate::selfmetrics::SelfMetrics
+    /// [`SelfMetrics`]: meshmeter_selfmetrics::SelfMetrics
     pub counts: StdioCounts,
 }
 
