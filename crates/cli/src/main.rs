@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 mod capture;
 mod demo;
 mod eval;
+mod inject;
 mod loadgen;
 mod mixer;
 mod proxy;
@@ -48,6 +49,9 @@ enum Command {
     /// Run the sidecar TCP proxy: forward bytes exactly and report each connection's TCP
     /// attributes to a telemetry server.
     Proxy(proxy::Args),
+    /// Add the transparent sidecar and its capture init container to Kubernetes manifests
+    /// (as `istioctl kube-inject`).
+    Inject(inject::Args),
     /// Evaluate an attribute expression against a bag (one-off, or JSON Lines with --batch).
     Eval(eval::Args),
     /// Send attribute bags to a telemetry server over the Mixer v1 `Report` protocol.
@@ -83,6 +87,7 @@ fn main() -> ExitCode {
         Command::Capture(args) => capture::run(args),
         Command::Demo(args) => demo::run(args),
         Command::Eval(args) => eval::run(args),
+        Command::Inject(args) => inject::run(args),
         Command::Loadgen(args) => loadgen::run(args),
         Command::Mixer(args) => mixer::run(args),
         Command::Proxy(args) => proxy::run(args),
