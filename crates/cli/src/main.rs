@@ -10,6 +10,7 @@ mod capture;
 mod demo;
 mod eval;
 mod inject;
+mod install;
 mod loadgen;
 mod mixer;
 mod proxy;
@@ -52,6 +53,8 @@ enum Command {
     /// Add the transparent sidecar and its capture init container to Kubernetes manifests
     /// (as `istioctl kube-inject`).
     Inject(inject::Args),
+    /// Print the Kubernetes manifests of meshmeter's control plane for `kubectl apply -f -`.
+    Install(install::Args),
     /// Evaluate an attribute expression against a bag (one-off, or JSON Lines with --batch).
     Eval(eval::Args),
     /// Send attribute bags to a telemetry server over the Mixer v1 `Report` protocol.
@@ -88,6 +91,7 @@ fn main() -> ExitCode {
         Command::Demo(args) => demo::run(args),
         Command::Eval(args) => eval::run(args),
         Command::Inject(args) => inject::run(args),
+        Command::Install(args) => install::run(args),
         Command::Loadgen(args) => loadgen::run(args),
         Command::Mixer(args) => mixer::run(args),
         Command::Proxy(args) => proxy::run(args),
