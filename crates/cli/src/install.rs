@@ -9,7 +9,10 @@ use meshmeter_install::{render, InstallOptions};
 /// the namespace, the `config.istio.io` CRDs (apiextensions.k8s.io/v1), the telemetry server's
 /// ServiceAccount, least-privilege ClusterRole and binding, Deployment (probes on /healthz and
 /// /ready, resource requests, non-root, read-only root filesystem) and Service (9091 gRPC
-/// reports, 42422 metrics, Prometheus scrape annotations), and Istio's default TCP telemetry
+/// reports, 42422 metrics, Prometheus scrape annotations), the sidecar injector (`meshmeter
+/// injector`: Deployment, Service, MutatingWebhookConfiguration for namespaces labelled
+/// meshmeter-injection=enabled or istio-injection=enabled, failurePolicy Ignore, RBAC limited
+/// to its own caBundle), and Istio's default TCP telemetry
 /// (istio_tcp_* metrics, TCP access log) as objects in the namespace, whose rules apply to
 /// every report.
 ///
@@ -33,6 +36,11 @@ pub(crate) struct Args {
     /// Leave out the config.istio.io CRDs (when Istio's own are installed).
     #[arg(long)]
     skip_crds: bool,
+
+    /// Leave out the sidecar injector (its Deployment, Service, MutatingWebhookConfiguration
+    /// and RBAC); `meshmeter inject` still works.
+    #[arg(long)]
+    skip_injector: bool,
 }
 
 pub(crate) fn run(args: Args) -> ExitCode {
@@ -41,6 +49,7 @@ pub(crate) fn run(args: Args) -> ExitCode {
         image: args.image,
         replicas: args.replicas,
         skip_crds: args.skip_crds,
+        skip_injector: args.skip_injector,
     };
     let yaml = match render(&options) {
         Ok(y) => y,

@@ -10,6 +10,7 @@ mod capture;
 mod demo;
 mod eval;
 mod inject;
+mod injector;
 mod install;
 mod loadgen;
 mod mixer;
@@ -53,6 +54,9 @@ enum Command {
     /// Add the transparent sidecar and its capture init container to Kubernetes manifests
     /// (as `istioctl kube-inject`).
     Inject(inject::Args),
+    /// Run the sidecar-injecting mutating admission webhook (HTTPS, certificates generated and
+    /// rotated, CA published into its MutatingWebhookConfiguration).
+    Injector(injector::Args),
     /// Print the Kubernetes manifests of meshmeter's control plane for `kubectl apply -f -`.
     Install(install::Args),
     /// Evaluate an attribute expression against a bag (one-off, or JSON Lines with --batch).
@@ -91,6 +95,7 @@ fn main() -> ExitCode {
         Command::Demo(args) => demo::run(args),
         Command::Eval(args) => eval::run(args),
         Command::Inject(args) => inject::run(args),
+        Command::Injector(args) => injector::run(args),
         Command::Install(args) => install::run(args),
         Command::Loadgen(args) => loadgen::run(args),
         Command::Mixer(args) => mixer::run(args),

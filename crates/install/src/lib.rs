@@ -1,7 +1,8 @@
 //! The manifests `meshmeter install` prints for `kubectl apply -f -`: the namespace, the
 //! `config.istio.io` CRDs, the telemetry server (ServiceAccount, least-privilege ClusterRole and
-//! binding, Deployment, Service with Prometheus scrape annotations) and Istio's default TCP
-//! telemetry objects. Pure text: no I/O.
+//! binding, Deployment, Service with Prometheus scrape annotations), the sidecar injector
+//! (Deployment, Service, MutatingWebhookConfiguration, RBAC for its own caBundle only) and
+//! Istio's default TCP telemetry objects. Pure text: no I/O.
 //!
 //! ```
 //! use meshmeter_install::{render, InstallOptions};
@@ -17,9 +18,11 @@
 
 mod crds;
 mod defaults;
+mod injector;
 mod server;
 
 pub use crds::CONFIG_KINDS;
+pub use injector::{INJECTOR, INJECTOR_PORT};
 pub use server::{GRPC_PORT, METRICS_PORT, RUN_AS, TELEMETRY};
 
 /// What to install.
@@ -34,6 +37,8 @@ pub struct InstallOptions {
     pub replicas: u32,
     /// Leave the `config.istio.io` CRDs out (Istio's own are installed).
     pub skip_crds: bool,
+    /// Leave the sidecar injector (webhook) out.
+    pub skip_injector: bool,
 }
 
 impl Default for InstallOptions {
@@ -43,6 +48,7 @@ impl Default for InstallOptions {
             image: meshmeter_inject::DEFAULT_IMAGE.to_string(),
             replicas: 1,
             skip_crds: false,
+            skip_injector: false,
         }
     }
 }
@@ -67,6 +73,9 @@ pub fn render(o: &InstallOptions) -> Result<String, InstallError> {
         crds::render(&mut out);
     }
     server::telemetry(&mut out, o);
+    if !o.skip_injector {
+        injector::render(&mut out, o);
+    }
     defaults::render(&mut out, &o.namespace);
     Ok(out)
 }

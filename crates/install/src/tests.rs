@@ -23,11 +23,12 @@ fn every_document_parses_and_the_kinds_are_exact() {
     let want: BTreeMap<String, usize> = [
         ("Namespace", 1),
         ("CustomResourceDefinition", 38),
-        ("ServiceAccount", 1),
-        ("ClusterRole", 1),
-        ("ClusterRoleBinding", 1),
-        ("Deployment", 1),
-        ("Service", 1),
+        ("ServiceAccount", 2),
+        ("ClusterRole", 2),
+        ("ClusterRoleBinding", 2),
+        ("Deployment", 2),
+        ("Service", 2),
+        ("MutatingWebhookConfiguration", 1),
         ("attributemanifest", 2),
         ("handler", 3),
         ("logentry", 1),
@@ -45,6 +46,15 @@ fn every_document_parses_and_the_kinds_are_exact() {
     })
     .unwrap();
     assert_eq!(kinds(&skipped).get("CustomResourceDefinition"), None);
+    let without = render(&InstallOptions {
+        skip_injector: true,
+        ..InstallOptions::default()
+    })
+    .unwrap();
+    let k = kinds(&without);
+    assert_eq!(k.get("MutatingWebhookConfiguration"), None);
+    assert_eq!(k.get("Deployment"), Some(&1));
+    assert!(!without.contains("meshmeter-injector"));
 }
 
 #[test]
@@ -86,12 +96,15 @@ fn flags_reach_the_server_and_bad_values_are_refused() {
         image: "reg.example/mm:2".to_string(),
         replicas: 3,
         skip_crds: true,
+        skip_injector: false,
     })
     .unwrap();
     assert!(yaml.contains("  replicas: 3\n"));
     assert!(yaml.contains("        image: \"reg.example/mm:2\"\n"));
     assert!(yaml.contains("        - --config-default-namespace=obs\n"));
     assert!(yaml.contains("  namespace: obs\n"));
+    assert!(yaml.contains("        - --mixer=meshmeter-telemetry.obs.svc:9091\n"));
+    assert!(yaml.contains("        - \"--image=reg.example/mm:2\"\n"));
     let bad = |namespace: &str, image: &str| {
         render(&InstallOptions {
             namespace: namespace.to_string(),
