@@ -98,7 +98,10 @@ pub(crate) fn run(args: Args) -> ExitCode {
         eprintln!("error: --ca-validity must be at least three times --cert-validity");
         return ExitCode::from(2);
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
@@ -154,7 +157,13 @@ async fn serve_until_stopped(args: Args) -> ExitCode {
         kube,
         file: args.ca_out.clone(),
     };
-    let certs = tokio::spawn(keep_certificates(config, store, publisher, shared, stopped()));
+    let certs = tokio::spawn(keep_certificates(
+        config,
+        store,
+        publisher,
+        shared,
+        stopped(),
+    ));
     tracing::info!(addr = %local, "injector listening");
     let code = tokio::select! {
         () = crate::signals::terminated() => ExitCode::SUCCESS,

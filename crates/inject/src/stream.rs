@@ -1,6 +1,8 @@
 //! Multi-document YAML streams: split on document boundaries, inject into each workload, and
 //! re-emit only the documents that changed.
 
+use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
+use yaml_rust2::scanner::Marker;
 use yaml_rust2::{Yaml, YamlEmitter, YamlLoader};
 
 use crate::pod::{inject_template, Outcome, Skip, Subject};
@@ -41,6 +43,11 @@ pub fn inject_stream(input: &str, opts: &InjectOptions) -> Result<Injected, Inje
     let mut output = String::with_capacity(input.len() * 2);
     let mut documents = Vec::new();
     for piece in split(input) {
+        check_supported(piece.text).map_err(|(line, column, message)| InjectError::Yaml {
+            line: piece.first_line + line.saturating_sub(1),
+            column,
+            message: message.to_string(),
+        })?;
         let docs = YamlLoader::load_from_str(piece.text).map_err(|e| InjectError::Yaml {
             line: piece.first_line + e.marker().line().saturating_sub(1),
             column: e.marker().col() + 1,
@@ -218,4 +225,43 @@ pub(crate) fn split(input: &str) -> Vec<Piece<'_>> {
         });
     }
     pieces
+}
+
+/// Deepest nesting of maps and lists accepted (Kubernetes objects need about 15).
+const MAX_DEPTH: usize = 64;
+
+/// Refuses what the loader would expand or recurse on without bound: aliases (each one a copy,
+/// so a few lines can stand for gigabytes) and nesting deeper than [`MAX_DEPTH`]. Kubernetes
+/// manifests need neither. Returns the 1-based line and column within `text`.
+fn check_supported(text: &str) -> Result<(), (usize, usize, &'static str)> {
+    struct Check {
+        depth: usize,
+        problem: Option<(usize, usize, &'static str)>,
+    }
+    impl MarkedEventReceiver for Check {
+        fn on_event(&mut self, ev: Event, mark: Marker) {
+            if self.problem.is_some() {
+                return;
+            }
+            let at = |m: &'static str| Some((mark.line(), mark.col() + 1, m));
+            match ev {
+                Event::Alias(_) => self.problem = at("YAML aliases are not supported"),
+                Event::SequenceStart(..) | Event::MappingStart(..) => {
+                    self.depth += 1;
+                    if self.depth > MAX_DEPTH {
+                        self.problem = at("nesting deeper than 64 levels");
+                    }
+                }
+                Event::SequenceEnd | Event::MappingEnd => self.depth -= 1,
+                _ => {}
+            }
+        }
+    }
+    let mut check = Check {
+        depth: 0,
+        problem: None,
+    };
+    // Syntax errors are left to the loader, which reports them with their position.
+    let _ = Parser::new_from_str(text).load(&mut check, true);
+    check.problem.map_or(Ok(()), Err)
 }

@@ -293,3 +293,19 @@ fn diff_escapes_pointer_tokens_and_removes_from_the_end() {
         ])
     );
 }
+
+#[test]
+fn aliases_and_deep_nesting_are_refused_with_their_place() {
+    let bomb = "kind: Service\n---\na: &a [x, x]\nb: &b [*a, *a]\n";
+    let err = inject_stream(bomb, &opts()).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "line 4, column 8: invalid YAML: YAML aliases are not supported"
+    );
+    let deep = format!("kind: Pod\nspec: {}{}\n", "[".repeat(70), "]".repeat(70));
+    let err = inject_stream(&deep, &opts()).unwrap_err();
+    assert!(
+        err.to_string().contains("nesting deeper than 64 levels"),
+        "{err}"
+    );
+}

@@ -112,6 +112,8 @@ fn main() {
                     .header("content-type", "application/json")
                     .body(Full::new(Bytes::from(body.clone())))
                     .unwrap();
+                // The previous response was read whole; wait for hyper to take the next one.
+                s.ready().await.unwrap();
                 let resp = s.send_request(req).await.unwrap();
                 assert_eq!(resp.status(), 200);
                 let _ = resp.into_body().collect().await.unwrap();

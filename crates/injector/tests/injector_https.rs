@@ -126,6 +126,7 @@ async fn request(s: &mut Sender, method: &str, path: &str, body: Vec<u8>) -> (u1
         .header("content-type", "application/json")
         .body(Full::new(Bytes::from(body)))
         .unwrap();
+    s.ready().await.unwrap();
     let resp = s.send_request(req).await.unwrap();
     let status = resp.status().as_u16();
     (
