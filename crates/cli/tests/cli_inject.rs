@@ -104,3 +104,25 @@ fn inject_exits_2_on_bad_input_and_prints_nothing() {
         .unwrap()
         .contains("MESHMETER_IN_REDIRECT -p tcp --dport"));
 }
+
+#[test]
+fn injector_refuses_certificate_lifetimes_it_cannot_rotate() {
+    let out = meshmeter(&["injector", "--no-publish", "--cert-validity", "10s"], "");
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        String::from_utf8(out.stderr).unwrap(),
+        "error: --cert-validity must be at least 1m\n"
+    );
+    let out = meshmeter(
+        &[
+            "injector",
+            "--no-publish",
+            "--cert-validity",
+            "1h",
+            "--ca-validity",
+            "2h",
+        ],
+        "",
+    );
+    assert_eq!(out.status.code(), Some(2));
+}

@@ -204,3 +204,47 @@ async fn publishing_the_same_ca_again_writes_nothing_and_errors_name_the_object(
         "{err}"
     );
 }
+
+/// YAML to JSON, enough for the manifests `meshmeter install` writes.
+fn to_json(y: &yaml_rust2::Yaml) -> Value {
+    use yaml_rust2::Yaml;
+    match y {
+        Yaml::String(s) => json!(s),
+        Yaml::Integer(i) => json!(i),
+        Yaml::Boolean(b) => json!(b),
+        Yaml::Array(a) => Value::Array(a.iter().map(to_json).collect()),
+        Yaml::Hash(h) => Value::Object(
+            h.iter()
+                .map(|(k, v)| (k.as_str().unwrap().to_string(), to_json(v)))
+                .collect(),
+        ),
+        _ => Value::Null,
+    }
+}
+
+#[tokio::test]
+async fn the_configuration_meshmeter_install_writes_gets_the_ca_in_both_webhooks() {
+    let yaml = meshmeter_install::render(&meshmeter_install::InstallOptions::default()).unwrap();
+    let docs = yaml_rust2::YamlLoader::load_from_str(&yaml).unwrap();
+    let mut mwc = docs
+        .iter()
+        .find(|d| d["kind"].as_str() == Some("MutatingWebhookConfiguration"))
+        .map(to_json)
+        .unwrap();
+    mwc["metadata"]["resourceVersion"] = json!("1");
+    let fake = Arc::new(Mutex::new(Fake {
+        object: Some(mwc),
+        ..Fake::default()
+    }));
+    let url = fake_api(fake.clone()).await;
+    publisher(&url).await.publish(&cert(3)).await.unwrap();
+    let f = fake.lock().unwrap();
+    let stored = f.object.as_ref().unwrap();
+    assert_eq!(bundles(stored), [cert(3), cert(3)]);
+    // Nothing else of the configuration changed.
+    assert_eq!(stored["webhooks"][0]["failurePolicy"], "Ignore");
+    assert_eq!(
+        stored["webhooks"][1]["namespaceSelector"]["matchExpressions"][0]["key"],
+        "istio-injection"
+    );
+}
