@@ -82,8 +82,11 @@ pub(crate) fn inject_template(
     workload: Option<&str>,
     opts: &InjectOptions,
 ) -> Result<Outcome, InjectError> {
-    let meta = get(template, "metadata").cloned().unwrap_or(Yaml::Null);
-    for m in [Some(&meta), outer_meta].into_iter().flatten() {
+    // Borrowed, not cloned: a pod from the API server carries managedFields, often the
+    // largest part of its metadata.
+    let null = Yaml::Null;
+    let meta = get(template, "metadata").unwrap_or(&null);
+    for m in [Some(meta), outer_meta].into_iter().flatten() {
         for place in ["annotations", "labels"] {
             if let Some(v) = path(m, &[place, INJECT_ANNOTATION]) {
                 let text = scalar_text(v);
@@ -113,13 +116,13 @@ pub(crate) fn inject_template(
         return Ok(Outcome::Skipped(Skip::AlreadyInjected));
     }
     if named(containers, "istio-proxy")
-        || path(&meta, &["annotations", "sidecar.istio.io/status"]).is_some()
+        || path(meta, &["annotations", "sidecar.istio.io/status"]).is_some()
     {
         return Ok(Outcome::Skipped(Skip::IstioSidecar));
     }
 
-    let capture = capture_args(&meta, containers, subject, opts)?;
-    let labels: Vec<String> = match get(&meta, "labels") {
+    let capture = capture_args(meta, containers, subject, opts)?;
+    let labels: Vec<String> = match get(meta, "labels") {
         Some(Yaml::Hash(h)) => h
             .keys()
             .filter_map(|k| k.as_str())
