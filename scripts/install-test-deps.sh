@@ -12,6 +12,11 @@
 #   ip                          package iproute2   (netns tests)
 #   setpriv                     package util-linux (runs the netns tests' sidecars as uid 1337)
 #
+# and, from PyPI into a venv at ~/.cache/meshmeter/kubernetes-validate (MESHMETER_KV_VENV),
+# `kubernetes-validate`, which checks `meshmeter install` / `meshmeter inject` output against
+# Kubernetes' schemas (crates/cli/tests/k8s_validate.rs). It is optional: when it cannot be
+# installed a warning says so and that test skips.
+#
 # Idempotent: a program already on PATH is not reinstalled, and when nothing is missing apt is
 # not touched at all. Needs root (or sudo) only when something is missing.
 #
@@ -161,6 +166,27 @@ if ((${#missing_pkgs[@]} > 0)); then
     fi
 else
     log "all programs already installed; nothing to do"
+fi
+
+# kubernetes-validate (optional; see the header).
+kv_venv=${MESHMETER_KV_VENV:-$HOME/.cache/meshmeter/kubernetes-validate}
+if [[ -x $kv_venv/bin/kubernetes-validate ]]; then
+    log "ok  kubernetes-validate in $kv_venv"
+else
+    if ! python3 -c 'import ensurepip' >/dev/null 2>&1 && [[ $(id -u) -eq 0 ]]; then
+        log "apt-get install python3-venv (for kubernetes-validate)"
+        DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y -qq \
+            --no-install-recommends python3-venv </dev/null >/dev/null 2>&1 || true
+    fi
+    if python3 -m venv "$kv_venv" >/dev/null 2>&1 &&
+        "$kv_venv/bin/pip" install -q --disable-pip-version-check kubernetes-validate \
+            >/tmp/install-test-deps.$$.log 2>&1; then
+        log "installed kubernetes-validate into $kv_venv"
+    else
+        cat /tmp/install-test-deps.$$.log >&2 2>/dev/null || true
+        log "warning: could not install kubernetes-validate from PyPI; the schema test will skip"
+    fi
+    rm -f /tmp/install-test-deps.$$.log
 fi
 
 failed=0

@@ -22,7 +22,7 @@ pub(crate) enum Backend {
 
 #[derive(clap::Args, Debug)]
 pub(crate) struct Args {
-    /// Inbound ports to capture, comma-separated, or `*` for all.
+    /// Inbound ports to capture, comma-separated, `*` for all, or empty for none.
     #[arg(long, default_value = "*")]
     inbound_ports: String,
     /// Inbound ports never captured, comma-separated.
@@ -60,6 +60,9 @@ pub(crate) struct Args {
 fn spec(args: &Args) -> Result<CaptureSpec, String> {
     let inbound_ports = if args.inbound_ports.trim() == "*" {
         InboundPorts::All
+    } else if args.inbound_ports.trim().is_empty() {
+        // `--inbound-ports=`: no inbound capture (a pod that declares no port).
+        InboundPorts::Only(Vec::new())
     } else {
         let ports = args.inbound_ports.split(',').map(|p| {
             p.trim()

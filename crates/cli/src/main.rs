@@ -9,6 +9,9 @@ use clap::{Parser, Subcommand};
 mod capture;
 mod demo;
 mod eval;
+mod inject;
+mod injector;
+mod install;
 mod loadgen;
 mod mixer;
 mod proxy;
@@ -49,6 +52,14 @@ enum Command {
     /// Run the sidecar TCP proxy (`--listen`/`--upstream`, or `--transparent` after capture):
     /// forward bytes exactly and report each connection's TCP attributes to a telemetry server.
     Proxy(proxy::Args),
+    /// Add the transparent sidecar and its capture init container to Kubernetes manifests
+    /// (as `istioctl kube-inject`).
+    Inject(inject::Args),
+    /// Run the sidecar-injecting mutating admission webhook (HTTPS, certificates generated and
+    /// rotated, CA published into its MutatingWebhookConfiguration).
+    Injector(injector::Args),
+    /// Print the Kubernetes manifests of meshmeter's control plane for `kubectl apply -f -`.
+    Install(install::Args),
     /// Evaluate an attribute expression against a bag (one-off, or JSON Lines with --batch).
     Eval(eval::Args),
     /// Send attribute bags to a telemetry server over the Mixer v1 `Report` protocol.
@@ -84,6 +95,9 @@ fn main() -> ExitCode {
         Command::Capture(args) => capture::run(args),
         Command::Demo(args) => demo::run(args),
         Command::Eval(args) => eval::run(args),
+        Command::Inject(args) => inject::run(args),
+        Command::Injector(args) => injector::run(args),
+        Command::Install(args) => install::run(args),
         Command::Loadgen(args) => loadgen::run(args),
         Command::Mixer(args) => mixer::run(args),
         Command::Proxy(args) => proxy::run(args),

@@ -1,0 +1,41 @@
+//! What the injected containers look like: image, telemetry server, ports, uid.
+
+/// The image `meshmeter inject` and `meshmeter install` use unless told otherwise.
+pub const DEFAULT_IMAGE: &str = concat!("meshmeter/meshmeter:", env!("CARGO_PKG_VERSION"));
+
+/// The telemetry server `meshmeter install` deploys, as the sidecars address it.
+pub const DEFAULT_MIXER: &str = "meshmeter-telemetry.meshmeter-system.svc:9091";
+
+/// Settings of the injected sidecar and capture init container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InjectOptions {
+    /// Image of both containers (the one `meshmeter` binary).
+    pub image: String,
+    /// `imagePullPolicy` of both containers.
+    pub image_pull_policy: String,
+    /// Telemetry server the sidecar reports to, `host:port`.
+    pub mixer: String,
+    /// The sidecar's uid (and gid); its own traffic is never captured.
+    pub proxy_uid: u32,
+    /// The sidecar's inbound listener port (`meshmeter capture --inbound-proxy-port`).
+    pub inbound_proxy_port: u16,
+    /// The sidecar's outbound listener port (`meshmeter capture --outbound-proxy-port`).
+    pub outbound_proxy_port: u16,
+    /// The sidecar's admin port: `/metrics`, `/healthz`, `/ready` (the readiness probe). Never
+    /// captured inbound.
+    pub admin_port: u16,
+}
+
+impl Default for InjectOptions {
+    fn default() -> Self {
+        InjectOptions {
+            image: DEFAULT_IMAGE.to_string(),
+            image_pull_policy: "IfNotPresent".to_string(),
+            mixer: DEFAULT_MIXER.to_string(),
+            proxy_uid: 1337,
+            inbound_proxy_port: 15006,
+            outbound_proxy_port: 15001,
+            admin_port: 15090,
+        }
+    }
+}

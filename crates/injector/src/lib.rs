@@ -1,0 +1,31 @@
+//! `meshmeter injector`: the mutating admission webhook that adds the transparent sidecar to
+//! pods as they are created.
+//!
+//! - [`review`]: an `admission.k8s.io/v1` AdmissionReview in, one out, with the JSON Patch of
+//!   [`meshmeter_inject::inject_json`] (the transformation `meshmeter inject` applies to
+//!   files). Every review is allowed; a pod that cannot be injected gets a warning instead.
+//! - [`serve`]: HTTPS (rustls with ring, HTTP/1.1) on `POST /inject`, `GET /healthz`,
+//!   `GET /ready`.
+//! - [`keep_certificates`]: a CA generated at start, serving certificates it signs renewed
+//!   before expiry, and the CA published into the MutatingWebhookConfiguration's `caBundle` by
+//!   a [`CaBundlePublisher`] ([`KubePublisher`] through the Kubernetes API).
+
+#![warn(missing_docs)]
+
+mod certs;
+mod publish;
+mod review;
+mod rotate;
+mod server;
+
+pub use certs::{provider, server_config, Authority, CertError, CertStore, Leaf};
+pub use publish::{
+    merge_bundle, pem_blocks, CaBundlePublisher, KubePublisher, NoPublish, PublishError,
+    MAX_BUNDLE_CAS,
+};
+pub use review::{base64, review, Decision, ReviewError};
+pub use rotate::{keep_certificates, CertConfig};
+pub use server::{handle, serve, Shared, INJECT_PATH, MAX_BODY};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,110 @@
+//! Keeping a valid serving certificate: a CA at start, its PEM published, a leaf renewed at two
+//! thirds of its lifetime, and a new CA (published beside the old one first) before the CA
+//! itself runs out.
+
+use std::future::Future;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use time::OffsetDateTime;
+
+use crate::certs::{Authority, CertError, CertStore};
+use crate::publish::CaBundlePublisher;
+use crate::server::Shared;
+
+/// Lifetimes and names of the generated certificates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertConfig {
+    /// DNS names of the serving certificate (the Service's names).
+    pub dns_names: Vec<String>,
+    /// How long a CA is valid; a new one is made when less than twice `cert_validity` is left.
+    pub ca_validity: Duration,
+    /// How long a serving certificate is valid; it is renewed at two thirds of it.
+    pub cert_validity: Duration,
+}
+
+impl CertConfig {
+    /// The serving names of Service `service` in `namespace`, every form a client may use.
+    pub fn service_names(service: &str, namespace: &str) -> Vec<String> {
+        vec![
+            service.to_string(),
+            format!("{service}.{namespace}"),
+            format!("{service}.{namespace}.svc"),
+            format!("{service}.{namespace}.svc.cluster.local"),
+        ]
+    }
+}
+
+/// Publishes `ca_pem`, retrying with backoff (1 s doubling to 30 s) until it succeeds or
+/// `shutdown` completes. Returns whether it was published.
+async fn publish_until_done<P: CaBundlePublisher>(
+    publisher: &P,
+    ca_pem: &str,
+    shutdown: &mut (impl Future<Output = ()> + Unpin),
+) -> bool {
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        match publisher.publish(ca_pem).await {
+            Ok(()) => {
+                tracing::info!("CA bundle published");
+                return true;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in = ?backoff, "cannot publish the CA bundle")
+            }
+        }
+        tokio::select! {
+            () = &mut *shutdown => return false,
+            () = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(30));
+    }
+}
+
+/// Keeps `store` serving a valid certificate until `shutdown` completes; `/ready` turns true
+/// once the first certificate is served and its CA published.
+pub async fn keep_certificates<P: CaBundlePublisher>(
+    config: CertConfig,
+    store: Arc<CertStore>,
+    publisher: P,
+    shared: Arc<Shared>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), CertError> {
+    tokio::pin!(shutdown);
+    let mut ca = Authority::generate("meshmeter-injector CA", config.ca_validity)?;
+    let mut issued = OffsetDateTime::now_utc();
+    let mut leaf = ca.issue(&config.dns_names, config.cert_validity)?;
+    store.set(leaf.key.clone());
+    if !publish_until_done(&publisher, ca.pem(), &mut shutdown).await {
+        return Ok(());
+    }
+    shared.ready.store(true, Ordering::Release);
+    loop {
+        // From issuance, not from not_before (which is back-dated for clock skew); never
+        // sooner than a second, so a tiny validity cannot spin.
+        let renew_at = issued + (leaf.not_after - issued) * 2 / 3;
+        let wait = Duration::try_from(renew_at - OffsetDateTime::now_utc())
+            .unwrap_or(Duration::ZERO)
+            .max(Duration::from_secs(1));
+        tokio::select! {
+            () = &mut shutdown => return Ok(()),
+            () = tokio::time::sleep(wait) => {}
+        }
+        let left = ca.not_after() - OffsetDateTime::now_utc();
+        if left < config.cert_validity * 2 {
+            // The new CA joins the bundle before anything it signs is served; the old one
+            // stays in the bundle, so the certificate in use keeps verifying meanwhile.
+            let next = Authority::generate("meshmeter-injector CA", config.ca_validity)?;
+            if !publish_until_done(&publisher, next.pem(), &mut shutdown).await {
+                return Ok(());
+            }
+            ca = next;
+            tracing::info!(not_after = %ca.not_after(), "CA rotated");
+        }
+        issued = OffsetDateTime::now_utc();
+        leaf = ca.issue(&config.dns_names, config.cert_validity)?;
+        store.set(leaf.key.clone());
+        tracing::info!(not_after = %leaf.not_after, "serving certificate rotated");
+    }
+}

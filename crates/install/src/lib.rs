@@ -1,0 +1,106 @@
+//! The manifests `meshmeter install` prints for `kubectl apply -f -`: the namespace, the
+//! `config.istio.io` CRDs, the telemetry server (ServiceAccount, least-privilege ClusterRole and
+//! binding, Deployment, Service with Prometheus scrape annotations), the sidecar injector
+//! (Deployment, Service, MutatingWebhookConfiguration, RBAC for its own caBundle only) and
+//! Istio's default TCP telemetry objects. Pure text: no I/O.
+//!
+//! ```
+//! use meshmeter_install::{render, InstallOptions};
+//!
+//! let yaml = render(&InstallOptions { replicas: 2, ..InstallOptions::default() }).unwrap();
+//! assert!(yaml.contains("kind: CustomResourceDefinition"));
+//! assert!(yaml.contains("  replicas: 2\n"));
+//! let without = render(&InstallOptions { skip_crds: true, ..InstallOptions::default() }).unwrap();
+//! assert!(!without.contains("kind: CustomResourceDefinition"));
+//! ```
+
+#![warn(missing_docs)]
+
+mod crds;
+mod defaults;
+mod injector;
+mod server;
+
+pub use crds::CONFIG_KINDS;
+pub use injector::{INJECTOR, INJECTOR_PORT};
+pub use server::{GRPC_PORT, METRICS_PORT, RUN_AS, TELEMETRY};
+
+/// What to install.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstallOptions {
+    /// Namespace of the control plane (and of the default telemetry objects, whose rules
+    /// apply to every report).
+    pub namespace: String,
+    /// Image of every meshmeter container.
+    pub image: String,
+    /// Telemetry server replicas.
+    pub replicas: u32,
+    /// Leave the `config.istio.io` CRDs out (Istio's own are installed).
+    pub skip_crds: bool,
+    /// Leave the sidecar injector (webhook) out.
+    pub skip_injector: bool,
+}
+
+impl Default for InstallOptions {
+    fn default() -> Self {
+        InstallOptions {
+            namespace: "meshmeter-system".to_string(),
+            image: meshmeter_inject::DEFAULT_IMAGE.to_string(),
+            replicas: 1,
+            skip_crds: false,
+            skip_injector: false,
+        }
+    }
+}
+
+/// Options that cannot produce valid manifests.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum InstallError {
+    /// The namespace is not a DNS-1123 label.
+    #[error("namespace {0:?}: must be 1-63 lowercase letters, digits or '-', starting and ending with a letter or digit")]
+    Namespace(String),
+    /// The image reference is empty or holds whitespace or control characters.
+    #[error("image {0:?}: must be a non-empty image reference without spaces")]
+    Image(String),
+}
+
+/// Renders every manifest, documents separated by `---`.
+pub fn render(o: &InstallOptions) -> Result<String, InstallError> {
+    validate(o)?;
+    let mut out = String::from("# meshmeter install: apply with `kubectl apply -f -`\n");
+    server::namespace(&mut out, o);
+    if !o.skip_crds {
+        crds::render(&mut out);
+    }
+    server::telemetry(&mut out, o);
+    if !o.skip_injector {
+        injector::render(&mut out, o);
+    }
+    defaults::render(&mut out, &o.namespace);
+    Ok(out)
+}
+
+fn validate(o: &InstallOptions) -> Result<(), InstallError> {
+    let ns = &o.namespace;
+    let label_char = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-';
+    if ns.is_empty()
+        || ns.len() > 63
+        || !ns.chars().all(label_char)
+        || ns.starts_with('-')
+        || ns.ends_with('-')
+    {
+        return Err(InstallError::Namespace(ns.clone()));
+    }
+    if o.image.is_empty() || o.image.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(InstallError::Image(o.image.clone()));
+    }
+    Ok(())
+}
+
+/// A YAML double-quoted scalar (JSON string syntax is valid YAML).
+pub(crate) fn quoted(text: &str) -> String {
+    serde_json::Value::String(text.to_string()).to_string()
+}
+
+#[cfg(test)]
+mod tests;
