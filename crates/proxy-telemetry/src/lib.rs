@@ -68,11 +68,11 @@ mod tests {
     use std::net::SocketAddr;
     use std::time::Duration;
 
-    use meshmeter_selfmetrics::SelfMetrics;
     use meshmeter_attributes::Timestamp;
     use meshmeter_config::{load_str, LoadOptions};
     use meshmeter_engine::{EngineOptions, Workloads};
     use meshmeter_proxy::{ConnectionEvent, Deltas, Identity, ReporterKind};
+    use meshmeter_selfmetrics::SelfMetrics;
 
     use super::*;
 

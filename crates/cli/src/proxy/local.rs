@@ -4,14 +4,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use meshmeter_selfmetrics::SelfMetrics;
-use meshmeter_stdio::Output;
-use meshmeter_workloads::{FileRegistry, Watch};
 use meshmeter_admin::{MetricsBody, CHUNK_BYTES};
 use meshmeter_config::{ConfigWatcher, LoadOptions};
 use meshmeter_engine::{spawn_reloader, Engine, EngineOptions, Workloads};
 use meshmeter_proxy::ProxyStats;
 use meshmeter_proxy_telemetry::LocalTelemetry;
+use meshmeter_selfmetrics::SelfMetrics;
+use meshmeter_stdio::Output;
+use meshmeter_workloads::{FileRegistry, Watch};
 use tokio::sync::watch;
 
 use super::{usage, Args, Failure};
