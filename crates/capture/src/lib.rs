@@ -4,6 +4,8 @@
 //! address family. Everything lives in chains of our own so that removing them
 //! ([`clean_commands`]) touches nothing another tool added.
 
+#![warn(missing_docs)]
+
 use std::fmt::Write as _;
 use std::net::IpAddr;
 

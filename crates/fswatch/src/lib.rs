@@ -7,6 +7,8 @@
 //! - [`Settle`]: a change is loaded only once two consecutive polls agree on it, so a file
 //!   caught mid-write (truncated, half copied) is never loaded.
 
+#![warn(missing_docs)]
+
 pub mod fsread;
 mod settle;
 
