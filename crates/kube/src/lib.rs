@@ -1,0 +1,33 @@
+//! The Kubernetes API server as a source of telemetry configuration and workload identity.
+//!
+//! This crate is the only part of meshmeter that talks to an API server. It lists and
+//! watches (kube's `watcher`, with bookmarks, paging and backoff) and keeps what it needs in
+//! compact in-memory stores; nothing here is asked of the API server per report.
+//!
+//! - [`ConfigSource`]: the `config.istio.io/v1alpha2` objects the configuration loader
+//!   understands (`rule`, `instance`, `handler`, `attributemanifest` and the legacy kinds),
+//!   rendered as documents named `kubernetes:KIND/NAMESPACE/NAME` for the loader.
+//! - [`IdentitySource`]: pods, their owners (ReplicaSet → Deployment, Job → CronJob, ...),
+//!   Services and EndpointSlices, published as a [`WorkloadTable`] that the engine reads
+//!   lock-free.
+//!
+//! A watch that breaks is restarted with backoff (a 410 Gone relists); the stores keep what
+//! they had meanwhile, so an outage of the API server changes nothing that is being served.
+//! Every restart is counted in `meshmeter_kubernetes_watch_restarts_total{resource}`.
+//!
+//! [`WorkloadTable`]: meshmeter_adapters::workloads::WorkloadTable
+
+#![warn(missing_docs)]
+
+mod client;
+mod config;
+mod follow;
+mod identity;
+
+pub use client::{client_config, connect, ClientError, ClientOptions};
+pub use config::{render_document, ConfigDocuments, ConfigSource, CONFIG_RESOURCES};
+pub use follow::{Synced, WatchMetrics};
+pub use identity::{IdentityOptions, IdentitySource};
+
+/// Re-exported so that callers (and tests) can build a client without naming kube's version.
+pub use kube::Client;
