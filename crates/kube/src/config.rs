@@ -44,10 +44,7 @@ pub fn render_document(kind: &str, object: &DynamicObject) -> (String, String) {
     let name = object.name_any();
     let namespace = object.namespace().unwrap_or_else(|| "default".to_owned());
     let mut doc = serde_json::Map::new();
-    doc.insert(
-        "apiVersion".into(),
-        format!("{GROUP}/{VERSION}").into(),
-    );
+    doc.insert("apiVersion".into(), format!("{GROUP}/{VERSION}").into());
     doc.insert("kind".into(), kind.into());
     doc.insert(
         "metadata".into(),
@@ -171,8 +168,10 @@ impl ConfigSource {
         let (group, synced) = SyncGroup::new(count);
         let mut tasks = Vec::with_capacity(count);
         for (k, &(kind, plural)) in CONFIG_RESOURCES.iter().enumerate() {
-            let resource =
-                ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(GROUP, VERSION, kind), plural);
+            let resource = ApiResource::from_gvk_with_plural(
+                &GroupVersionKind::gvk(GROUP, VERSION, kind),
+                plural,
+            );
             for (s, scope) in scopes.iter().enumerate() {
                 let api: Api<DynamicObject> = match scope {
                     Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),

@@ -79,7 +79,10 @@ impl PodEntry {
             .and_then(|s| s.pod_ips.as_ref())
             .map(|ips| ips.iter().filter_map(|i| i.ip.parse().ok()).collect())
             .unwrap_or_default();
-        if let Some(ip) = status.and_then(|s| s.pod_ip.as_ref()).and_then(|i| i.parse().ok()) {
+        if let Some(ip) = status
+            .and_then(|s| s.pod_ip.as_ref())
+            .and_then(|i| i.parse().ok())
+        {
             if !ips.contains(&ip) {
                 ips.insert(0, ip);
             }

@@ -23,6 +23,8 @@ mod client;
 mod config;
 mod follow;
 mod identity;
+#[cfg(feature = "stand-in")]
+pub mod standin;
 
 pub use client::{client_config, connect, ClientError, ClientOptions};
 pub use config::{render_document, ConfigDocuments, ConfigSource, CONFIG_RESOURCES};
