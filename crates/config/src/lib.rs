@@ -182,8 +182,8 @@ mod yaml;
 
 pub use diagnostic::{Diagnostic, Diagnostics, Severity};
 pub use load::{
-    config_files, load_paths, load_str, LoadOptions, ISTIO_DEFAULTS, ISTIO_DEFAULTS_NAME,
-    MAX_FILE_BYTES,
+    config_files, load_paths, load_paths_and_documents, load_str, LoadOptions, ISTIO_DEFAULTS,
+    ISTIO_DEFAULTS_NAME, MAX_FILE_BYTES,
 };
 pub use snapshot::{
     Action, AttributeBinding, Buckets, Counts, ExpiryPolicy, Handler, HandlerParams, Instance,

@@ -109,6 +109,17 @@ fn walk(
 /// On success the snapshot carries the warnings and informational diagnostics
 /// ([`Snapshot::diagnostics`]); on failure every diagnostic is returned.
 pub fn load_paths(paths: &[PathBuf], options: &LoadOptions) -> Result<Snapshot, Diagnostics> {
+    load_paths_and_documents(paths, &[], options)
+}
+
+/// Loads `paths` and, after their files, in-memory `documents` (`(name, text)` pairs, e.g.
+/// objects from the Kubernetes API named `kubernetes:KIND/NAMESPACE/NAME`) as one
+/// configuration.
+pub fn load_paths_and_documents(
+    paths: &[PathBuf],
+    documents: &[(String, String)],
+    options: &LoadOptions,
+) -> Result<Snapshot, Diagnostics> {
     let mut texts = Vec::new();
     let mut io = Vec::new();
     match config_files(paths) {
@@ -122,6 +133,7 @@ pub fn load_paths(paths: &[PathBuf], options: &LoadOptions) -> Result<Snapshot, 
         }
         Err((p, e)) => io.push((p.display().to_string(), e.to_string())),
     }
+    texts.extend(documents.iter().cloned());
     load_texts(texts, io, options)
 }
 

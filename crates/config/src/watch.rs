@@ -15,7 +15,9 @@ use meshmeter_fswatch::Settle;
 use tokio::sync::watch;
 
 use crate::diagnostic::Diagnostics;
-use crate::load::{config_files, load_paths, LoadOptions, MAX_FILE_BYTES};
+use crate::load::{
+    config_files, load_paths, load_paths_and_documents, LoadOptions, MAX_FILE_BYTES,
+};
 use crate::snapshot::{Counts, Snapshot};
 
 /// A snapshot and the generation that produced it (1 for the initial load, +1 per reload).
@@ -38,6 +40,8 @@ struct Shared {
     /// polls agree on it); the lock also serialises reloads (a poll and `reload_now` racing
     /// would publish out of order).
     reload: Mutex<Settle>,
+    /// Documents from elsewhere than the files (the Kubernetes API), loaded after them.
+    documents: Mutex<Arc<Vec<(String, String)>>>,
 }
 
 /// Owns the configuration in force and keeps it up to date.
@@ -47,6 +51,7 @@ struct Shared {
 pub struct ConfigWatcher {
     shared: Arc<Shared>,
     task: Option<tokio::task::JoinHandle<()>>,
+    follow: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for ConfigWatcher {
@@ -77,8 +82,10 @@ impl ConfigWatcher {
                 failures: AtomicU64::new(0),
                 tx,
                 reload: Mutex::new(Settle::new(fingerprint)),
+                documents: Mutex::new(Arc::default()),
             }),
             task: None,
+            follow: None,
         })
     }
 
@@ -97,6 +104,43 @@ impl ConfigWatcher {
             }
         });
         if let Some(old) = self.task.replace(task) {
+            old.abort();
+        }
+    }
+
+    /// Loads `documents` (`(name, text)` pairs, such as Kubernetes objects) with the files
+    /// from now on: at once with their current value, and again whenever it changes, without
+    /// waiting for the settle rule (each value is complete). A change that does not compile is
+    /// rejected as a file change is: the configuration in force stays. The task stops when the
+    /// watcher is dropped or the sender is.
+    pub fn follow_documents(&mut self, mut documents: watch::Receiver<Arc<Vec<(String, String)>>>) {
+        let shared = Arc::clone(&self.shared);
+        let task = tokio::spawn(async move {
+            loop {
+                let docs = Arc::clone(&documents.borrow_and_update());
+                let s = Arc::clone(&shared);
+                let _ = tokio::task::spawn_blocking(move || {
+                    let _settle = lock(&s.reload);
+                    let same = {
+                        let mut current = s
+                            .documents
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner);
+                        std::mem::replace(&mut *current, Arc::clone(&docs)) == docs
+                    };
+                    if !same {
+                        // Deleting every object is a real change here, not a file caught
+                        // mid-write.
+                        let _ = s.reload(false);
+                    }
+                })
+                .await;
+                if documents.changed().await.is_err() {
+                    break;
+                }
+            }
+        });
+        if let Some(old) = self.follow.replace(task) {
             old.abort();
         }
     }
@@ -139,7 +183,7 @@ impl ConfigWatcher {
 
 impl Drop for ConfigWatcher {
     fn drop(&mut self) {
-        if let Some(task) = self.task.take() {
+        for task in [self.task.take(), self.follow.take()].into_iter().flatten() {
             task.abort();
         }
     }
@@ -162,7 +206,13 @@ impl Shared {
     /// rewritten in place (truncated, then written) can look empty for longer than two polls,
     /// and dropping every rule would reset every counter.
     fn reload(&self, suspect_empty: bool) -> Result<u64, Diagnostics> {
-        match load_paths(&self.paths, &self.options) {
+        let documents = Arc::clone(
+            &self
+                .documents
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        match load_paths_and_documents(&self.paths, &documents, &self.options) {
             Ok(snapshot)
                 if suspect_empty
                     && snapshot.user_counts() == Counts::default()

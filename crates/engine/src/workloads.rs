@@ -1,5 +1,6 @@
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use meshmeter_adapters::workloads::{FileRegistry, WorkloadTable};
 
 /// Where workload identity comes from.
@@ -9,6 +10,8 @@ pub enum Workloads {
     Static(Arc<WorkloadTable>),
     /// A workloads file, reloaded by its own watcher.
     File(Arc<FileRegistry>),
+    /// A table another component replaces as identity changes (the Kubernetes watches).
+    Shared(Arc<ArcSwap<WorkloadTable>>),
 }
 
 impl Workloads {
@@ -24,6 +27,7 @@ impl Workloads {
         match self {
             Workloads::Static(t) => Arc::clone(t),
             Workloads::File(f) => Arc::clone(&f.load()),
+            Workloads::Shared(s) => s.load_full(),
         }
     }
 }

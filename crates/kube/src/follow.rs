@@ -124,6 +124,7 @@ pub(crate) async fn follow<K, S>(
     futures_util::pin_mut!(stream);
     while let Some(chunk) = stream.next().await {
         let mut events = Vec::with_capacity(chunk.len());
+        let mut now_synced = false;
         for item in chunk {
             match item {
                 Ok(event) => {
@@ -132,10 +133,7 @@ pub(crate) async fn follow<K, S>(
                             tracing::info!(resource, scope = %scope, "Kubernetes watch listed again");
                             failing = false;
                         }
-                        if !std::mem::replace(&mut synced, true) {
-                            tracing::debug!(resource, scope = %scope, "Kubernetes resource listed");
-                            group.one_done();
-                        }
+                        now_synced |= !std::mem::replace(&mut synced, true);
                     }
                     events.push(event);
                 }
@@ -146,9 +144,7 @@ pub(crate) async fn follow<K, S>(
                         // A CRD group that is not installed is an empty set of objects, not a
                         // reason to stay unready; keep asking, it may be installed later.
                         tracing::warn!(resource, scope = %scope, "Kubernetes resource not served (CRD not installed?): 404 page not found; retrying with backoff");
-                        if !std::mem::replace(&mut synced, true) {
-                            group.one_done();
-                        }
+                        now_synced |= !std::mem::replace(&mut synced, true);
                     } else {
                         tracing::warn!(resource, scope = %scope, error = %e, "Kubernetes watch failed; serving from the cache, retrying with backoff");
                     }
@@ -157,6 +153,12 @@ pub(crate) async fn follow<K, S>(
         }
         if !events.is_empty() {
             sink.apply(events);
+        }
+        // After the store has published what the list brought: readiness then means "the
+        // listed objects are in force".
+        if now_synced {
+            tracing::debug!(resource, scope = %scope, "Kubernetes resource listed");
+            group.one_done();
         }
     }
 }

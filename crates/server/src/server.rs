@@ -6,9 +6,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use meshmeter_adapters::selfmetrics::SelfMetrics;
 use meshmeter_adapters::stdio::Output;
-use meshmeter_adapters::workloads::{FileRegistry, WorkloadError};
+use meshmeter_adapters::workloads::{FileRegistry, WorkloadError, WorkloadTable};
 use meshmeter_admin::{AdminError, AdminServer, MetricsBody, Readiness, Streamed, CHUNK_BYTES};
 use meshmeter_config::{ConfigWatcher, Diagnostics, LoadOptions};
 use meshmeter_engine::{spawn_reloader, Engine, EngineError, EngineOptions, Workloads};
@@ -60,6 +61,17 @@ pub struct ServerOptions {
     pub drain_timeout: Duration,
     /// Bounds on the report port's connections, calls and buffered request bodies.
     pub grpc_limits: GrpcLimits,
+    /// Identity kept up to date by another component (the Kubernetes watches), used instead
+    /// of `workloads`.
+    pub identity: Option<Arc<ArcSwap<WorkloadTable>>>,
+    /// Configuration documents from elsewhere (Kubernetes objects), loaded after the files
+    /// and again whenever they change.
+    pub config_documents: Option<tokio::sync::watch::Receiver<Arc<Vec<(String, String)>>>>,
+    /// `/ready` stays false until every one of these is true (the watches' first sync).
+    pub ready_gates: Vec<tokio::sync::watch::Receiver<bool>>,
+    /// Self metrics shared with other components, which register their own series in it;
+    /// a fresh registry when `None`.
+    pub self_metrics: Option<Arc<SelfMetrics>>,
 }
 
 impl Default for ServerOptions {
@@ -81,6 +93,10 @@ impl Default for ServerOptions {
             removed_metric_grace: meshmeter_engine::DEFAULT_REMOVED_METRIC_GRACE,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             grpc_limits: GrpcLimits::default(),
+            identity: None,
+            config_documents: None,
+            ready_gates: Vec::new(),
+            self_metrics: None,
         }
     }
 }
@@ -142,6 +158,7 @@ pub struct TelemetryServer {
     drain_timeout: Duration,
     port: Arc<Port>,
     _workloads_watch: Option<meshmeter_adapters::workloads::Watch>,
+    ready_gates: Vec<tokio::sync::watch::Receiver<bool>>,
 }
 
 impl std::fmt::Debug for TelemetryServer {
@@ -167,8 +184,9 @@ impl TelemetryServer {
             tracing::info!("{d}");
         }
 
-        let (workloads, watch) = match &options.workloads {
-            Some(path) => {
+        let (workloads, watch) = match (&options.identity, &options.workloads) {
+            (Some(table), _) => (Workloads::Shared(Arc::clone(table)), None),
+            (None, Some(path)) => {
                 let registry = Arc::new(FileRegistry::open(path)?);
                 let watch = registry
                     .watch(options.reload_interval, |e| {
@@ -177,10 +195,13 @@ impl TelemetryServer {
                     .map_err(ServerError::Thread)?;
                 (Workloads::File(registry), Some(watch))
             }
-            None => (Workloads::none(), None),
+            (None, None) => (Workloads::none(), None),
         };
 
-        let self_metrics = Arc::new(SelfMetrics::new());
+        let self_metrics = options
+            .self_metrics
+            .clone()
+            .unwrap_or_else(|| Arc::new(SelfMetrics::new()));
         let engine = Arc::new(Engine::new(
             watcher.current(),
             workloads,
@@ -218,6 +239,9 @@ impl TelemetryServer {
 
         let port = Port::new(options.grpc_limits.clone(), engine.self_metrics());
         watcher.spawn_polling(options.reload_interval);
+        if let Some(documents) = &options.config_documents {
+            watcher.follow_documents(documents.clone());
+        }
         Ok(TelemetryServer {
             grpc,
             grpc_addr,
@@ -235,6 +259,7 @@ impl TelemetryServer {
             drain_timeout: options.drain_timeout,
             port,
             _workloads_watch: watch,
+            ready_gates: options.ready_gates.clone(),
         })
     }
 
@@ -272,6 +297,7 @@ impl TelemetryServer {
             drain_timeout,
             port,
             _workloads_watch,
+            ready_gates,
             ..
         } = self;
 
@@ -319,8 +345,24 @@ impl TelemetryServer {
         let mut grpc_task = tokio::spawn(workers.serve(grpc, port, stopped(stop_rx.clone())));
         let mut admin_task = tokio::spawn(admin.serve(stopped(stop_rx.clone())));
         let (mut reload, mut sweeper) = (reload, sweeper);
-        ready.set(true);
-        tracing::info!("telemetry server ready");
+        // Ready once every gate (the Kubernetes watches' first sync) is open; a shutdown
+        // before that leaves it unready.
+        let gate = {
+            let ready = ready.clone();
+            let mut stop = stop_rx.clone();
+            tokio::spawn(async move {
+                for mut g in ready_gates {
+                    tokio::select! {
+                        _ = g.wait_for(|open| *open) => {}
+                        _ = stop.wait_for(|s| *s) => return,
+                    }
+                }
+                if !*stop.borrow() {
+                    ready.set(true);
+                    tracing::info!("telemetry server ready");
+                }
+            })
+        };
 
         // Every subsystem runs until shutdown: one that ends before is a failure, which makes
         // the server unready and stops it (the orchestrator restarts it) instead of serving
@@ -345,10 +387,12 @@ impl TelemetryServer {
             ] {
                 task.abort();
             }
+            gate.abort();
             engine.flush_logs();
             return Err(ServerError::Subsystem { subsystem, reason });
         }
         tracing::info!("shutting down");
+        gate.abort();
         ready.set(false);
         let _ = stop_tx.send(true);
         let (grpc_result, admin_result) =
