@@ -191,4 +191,4 @@ pub use snapshot::{
     MetricInstance, MetricKind, NamedExpression, ObjectName, Origin, PrometheusMetric,
     PrometheusParams, Rule, Snapshot, StdioParams,
 };
-pub use watch::{ConfigWatcher, Published};
+pub use watch::{ConfigWatcher, Documents, Published};

@@ -20,6 +20,10 @@ use crate::load::{
 };
 use crate::snapshot::{Counts, Snapshot};
 
+/// Documents from elsewhere than the files: `(name, text)` pairs loaded as if they were files
+/// (see [`ConfigWatcher::follow_documents`]).
+pub type Documents = Arc<Vec<(String, String)>>;
+
 /// A snapshot and the generation that produced it (1 for the initial load, +1 per reload).
 #[derive(Clone, Debug)]
 pub struct Published {
@@ -41,7 +45,7 @@ struct Shared {
     /// would publish out of order).
     reload: Mutex<Settle>,
     /// Documents from elsewhere than the files (the Kubernetes API), loaded after them.
-    documents: Mutex<Arc<Vec<(String, String)>>>,
+    documents: Mutex<Documents>,
 }
 
 /// Owns the configuration in force and keeps it up to date.
@@ -113,7 +117,7 @@ impl ConfigWatcher {
     /// waiting for the settle rule (each value is complete). A change that does not compile is
     /// rejected as a file change is: the configuration in force stays. The task stops when the
     /// watcher is dropped or the sender is.
-    pub fn follow_documents(&mut self, mut documents: watch::Receiver<Arc<Vec<(String, String)>>>) {
+    pub fn follow_documents(&mut self, mut documents: watch::Receiver<Documents>) {
         let shared = Arc::clone(&self.shared);
         let task = tokio::spawn(async move {
             loop {

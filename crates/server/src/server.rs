@@ -66,7 +66,7 @@ pub struct ServerOptions {
     pub identity: Option<Arc<ArcSwap<WorkloadTable>>>,
     /// Configuration documents from elsewhere (Kubernetes objects), loaded after the files
     /// and again whenever they change.
-    pub config_documents: Option<tokio::sync::watch::Receiver<Arc<Vec<(String, String)>>>>,
+    pub config_documents: Option<tokio::sync::watch::Receiver<meshmeter_config::Documents>>,
     /// `/ready` stays false until every one of these is true (the watches' first sync).
     pub ready_gates: Vec<tokio::sync::watch::Receiver<bool>>,
     /// Self metrics shared with other components, which register their own series in it;
