@@ -275,7 +275,7 @@ pub(crate) fn run(args: Args) -> ExitCode {
             let identity = meshmeter_kube::IdentitySource::start(client, identity_options, &metrics);
             options.self_metrics = Some(self_metrics);
             options.config_documents = Some(config.documents());
-            options.identity = Some(identity.table());
+            options.identity = Some(identity.registry());
             options.ready_gates = vec![config.synced().receiver(), identity.synced().receiver()];
             tracing::info!(
                 namespaces = %if namespaces.is_empty() { "*".to_owned() } else { namespaces.join(",") },

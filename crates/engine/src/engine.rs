@@ -7,7 +7,7 @@ use meshmeter_adapters::selfmetrics::{Counter, SelfMetrics};
 use meshmeter_adapters::stdio::{
     Level, Output, StdioCounts, StdioError, StdioOptions, StdioWriter,
 };
-use meshmeter_adapters::workloads::WorkloadTable;
+use meshmeter_adapters::workloads::WorkloadRegistry;
 use meshmeter_attributes::{Bag, Timestamp, Value};
 use meshmeter_config::{InstanceParams, LogLevel, LogStream, Snapshot, StdioParams};
 use smallvec::SmallVec;
@@ -253,7 +253,7 @@ impl Engine {
     pub fn dispatch<'a>(
         &self,
         runtime: &Runtime,
-        table: &'a WorkloadTable,
+        table: &'a dyn WorkloadRegistry,
         bag: &mut Bag<'a>,
     ) -> DispatchOutcome {
         self.bags.inc();

@@ -1,15 +1,16 @@
 //! Workload identity from pods, their owners, Services and EndpointSlices, published as a
-//! [`WorkloadTable`] swapped in after every batch of changes.
+//! [`KubeRegistry`] swapped in after every batch of changes.
 //!
 //! The stores keep only what identity needs (names, labels, addresses, owner, service
 //! account, a few status bits), never whole objects.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use arc_swap::ArcSwap;
 use hashbrown::HashMap;
+use hashbrown::{DefaultHashBuilder, HashTable};
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Pod, Service as KubeService};
@@ -17,8 +18,9 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::runtime::watcher::Event;
 use kube::{Api, Client, Resource, ResourceExt};
-use meshmeter_adapters::workloads::{Service, Workload, WorkloadTable};
-use meshmeter_attributes::StringMap;
+use meshmeter_adapters::workloads::{Service, Workload, WorkloadRegistry};
+use meshmeter_engine::RegistrySource;
+use std::hash::BuildHasher;
 use tokio::task::JoinHandle;
 
 use crate::follow::{follow, Sink, SyncGroup, Synced, WatchMetrics};
@@ -54,14 +56,15 @@ enum Controller {
     },
 }
 
-/// The fields of a pod that identity needs.
-#[derive(Clone, Debug, PartialEq)]
+/// What identity needs of a pod, and the workload last published for it.
+#[derive(Clone, Debug)]
 struct PodEntry {
-    name: Box<str>,
-    namespace: Box<str>,
-    labels: StringMap<'static>,
+    /// The pod's identity: labels, pod name, namespace, uid, service account, and (as of the
+    /// last publish) its workload name, owner, the addresses it won and its services. Shared
+    /// with the published registry, so a pod costs one copy however often it is published.
+    workload: Arc<Workload>,
+    /// Every address the pod has (another pod may win some of them).
     ips: Vec<IpAddr>,
-    service_account: Option<Box<str>>,
     controller: Controller,
     host_network: bool,
     running: bool,
@@ -87,19 +90,19 @@ impl PodEntry {
                 ips.insert(0, ip);
             }
         }
+        let (name, namespace) = (pod.name_any(), pod.namespace().unwrap_or_default());
+        let mut w = Workload::new(name.clone(), namespace);
+        w.uid = format!("kubernetes://{name}.{}", w.namespace);
+        w.labels = meta
+            .labels
+            .iter()
+            .flatten()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        w.service_account = spec.and_then(|s| s.service_account_name.clone());
         PodEntry {
-            name: pod.name_any().into(),
-            namespace: pod.namespace().unwrap_or_default().into(),
-            labels: meta
-                .labels
-                .iter()
-                .flatten()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
+            workload: Arc::new(w),
             ips,
-            service_account: spec
-                .and_then(|s| s.service_account_name.as_deref())
-                .map(Into::into),
             controller: controller(meta.owner_references.as_deref().unwrap_or(&[])),
             host_network: spec.and_then(|s| s.host_network).unwrap_or(false),
             running: status.and_then(|s| s.phase.as_deref()) == Some("Running"),
@@ -111,6 +114,27 @@ impl PodEntry {
         }
     }
 
+    /// Whether `other` (a new version of this pod) changes nothing identity depends on.
+    fn same_facts(&self, other: &PodEntry) -> bool {
+        self.workload.labels == other.workload.labels
+            && self.workload.service_account == other.workload.service_account
+            && self.workload.pod == other.workload.pod
+            && self.workload.namespace == other.workload.namespace
+            && self.ips == other.ips
+            && self.controller == other.controller
+            && (
+                self.host_network,
+                self.running,
+                self.terminating,
+                self.created,
+            ) == (
+                other.host_network,
+                other.running,
+                other.terminating,
+                other.created,
+            )
+    }
+
     /// The order in which pods claim a shared address: a live pod (running, not being
     /// deleted) first, then one with an address of its own (not the node's), then the newest.
     fn rank(&self) -> (bool, bool, i64, &str) {
@@ -118,7 +142,7 @@ impl PodEntry {
             self.running && !self.terminating,
             !self.host_network,
             self.created,
-            &self.name,
+            &self.workload.pod,
         )
     }
 }
@@ -174,44 +198,34 @@ struct Stores {
 }
 
 impl Stores {
+    /// The workload name and owner of `pod`.
     fn workload_of(&self, pod: &PodEntry) -> (String, String) {
-        let ns = &*pod.namespace;
-        let apps = |plural: &str, name: &str| {
+        let (name, ns) = (&pod.workload.pod, &pod.workload.namespace);
+        let key = |n: &str| -> Key { (ns.as_str().into(), n.into()) };
+        let owned = |api: &str, plural: &str, name: &str| {
             (
                 name.to_owned(),
-                format!("kubernetes://apis/apps/v1/namespaces/{ns}/{plural}/{name}"),
-            )
-        };
-        let batch = |plural: &str, name: &str| {
-            (
-                name.to_owned(),
-                format!("kubernetes://apis/batch/v1/namespaces/{ns}/{plural}/{name}"),
+                format!("kubernetes://apis/{api}/namespaces/{ns}/{plural}/{name}"),
             )
         };
         match &pod.controller {
-            Controller::None => (
-                pod.name.to_string(),
-                format!("kubernetes://apis/v1/namespaces/{ns}/pods/{}", pod.name),
-            ),
-            Controller::ReplicaSet(rs) => {
-                match self.replica_sets.get(&(pod.namespace.clone(), rs.clone())) {
-                    Some(Some(d)) => apps("deployments", d),
-                    _ => apps("replicasets", rs),
-                }
-            }
-            Controller::Job(job) => match self.jobs.get(&(pod.namespace.clone(), job.clone())) {
-                Some(Some(cron)) => batch("cronjobs", cron),
-                _ => batch("jobs", job),
+            Controller::None => owned("v1", "pods", name),
+            Controller::ReplicaSet(rs) => match self.replica_sets.get(&key(rs)) {
+                Some(Some(d)) => owned("apps/v1", "deployments", d),
+                _ => owned("apps/v1", "replicasets", rs),
             },
-            Controller::Other { api, plural, name } => (
-                name.to_string(),
-                format!("kubernetes://apis/{api}/namespaces/{ns}/{plural}/{name}"),
-            ),
+            Controller::Job(job) => match self.jobs.get(&key(job)) {
+                Some(Some(cron)) => owned("batch/v1", "cronjobs", cron),
+                _ => owned("batch/v1", "jobs", job),
+            },
+            Controller::Other { api, plural, name } => owned(api, plural, name),
         }
     }
 
-    /// The table: every pod by its uid, every address to the pod that ranks first for it.
-    fn table(&self, options: &IdentityOptions) -> WorkloadTable {
+    /// Brings every pod's published workload up to date and indexes the winners: every pod
+    /// by its uid string, every address to the pod that ranks first for it. A pod whose
+    /// identity did not change keeps its `Arc`.
+    fn registry(&mut self, options: &IdentityOptions) -> KubeRegistry {
         // Services behind each address, from the EndpointSlices of existing Services.
         let mut services_at: HashMap<IpAddr, BTreeSet<(&str, &str)>> = HashMap::new();
         for ((ns, _), (service, ips)) in &self.slices {
@@ -222,19 +236,17 @@ impl Stores {
                 services_at.entry(*ip).or_default().insert((ns, service));
             }
         }
-        // One pod per uid string (`kubernetes://POD.NAMESPACE`) and per address.
-        let mut by_uid: BTreeMap<String, &PodEntry> = BTreeMap::new();
-        for pod in self.pods.values() {
-            let uid = format!("kubernetes://{}.{}", pod.name, pod.namespace);
-            match by_uid.get(&uid) {
-                Some(other) if other.rank() >= pod.rank() => {}
+        let mut by_uid: HashMap<&str, (&Box<str>, &PodEntry)> = HashMap::new();
+        for (key, pod) in &self.pods {
+            match by_uid.get(pod.workload.uid.as_str()) {
+                Some((_, other)) if other.rank() >= pod.rank() => {}
                 _ => {
-                    by_uid.insert(uid, pod);
+                    by_uid.insert(&pod.workload.uid, (key, pod));
                 }
             }
         }
         let mut owner_of_ip: HashMap<IpAddr, &PodEntry> = HashMap::new();
-        for pod in by_uid.values() {
+        for (_, pod) in by_uid.values() {
             for &ip in &pod.ips {
                 match owner_of_ip.get(&ip) {
                     Some(other) if other.rank() >= pod.rank() => {}
@@ -244,38 +256,104 @@ impl Stores {
                 }
             }
         }
-        let workloads = by_uid
-            .into_iter()
-            .map(|(uid, pod)| {
-                let (name, owner) = self.workload_of(pod);
-                let ips: Vec<IpAddr> = pod
-                    .ips
-                    .iter()
-                    .copied()
-                    .filter(|ip| owner_of_ip.get(ip).is_some_and(|p| std::ptr::eq(*p, pod)))
-                    .collect();
-                let mut services: Vec<Service> = Vec::new();
-                for ip in &ips {
-                    for (ns, svc) in services_at.get(ip).into_iter().flatten() {
-                        let host = format!("{svc}.{ns}.svc.{}", options.cluster_domain);
-                        if !services.iter().any(|s| s.host == host) {
-                            services.push(Service::from_host(&host, ns));
-                        }
+        let mut updates: Vec<(Box<str>, Arc<Workload>)> = Vec::new();
+        let mut winners: Vec<Box<str>> = Vec::with_capacity(by_uid.len());
+        for (key, pod) in by_uid.values() {
+            winners.push((*key).clone());
+            let (name, owner) = self.workload_of(pod);
+            let ips: Vec<IpAddr> = pod
+                .ips
+                .iter()
+                .copied()
+                .filter(|ip| owner_of_ip.get(ip).is_some_and(|p| std::ptr::eq(*p, *pod)))
+                .collect();
+            let mut services: Vec<Service> = Vec::new();
+            for ip in &ips {
+                for (ns, svc) in services_at.get(ip).into_iter().flatten() {
+                    let host = format!("{svc}.{ns}.svc.{}", options.cluster_domain);
+                    if !services.iter().any(|s| s.host == host) {
+                        services.push(Service::from_host(&host, ns));
                     }
                 }
-                let mut w = Workload::new(name, &*pod.namespace);
-                w.pod = pod.name.to_string();
-                w.uid = uid;
-                w.labels = pod.labels.clone();
+            }
+            let w = &pod.workload;
+            if w.name != name
+                || w.owner.as_deref() != Some(owner.as_str())
+                || w.ips != ips
+                || w.services != services
+            {
+                let mut w = Workload::clone(w);
+                w.workload_uid = format!("istio://{}/workloads/{name}", w.namespace);
+                w.name = name;
+                w.owner = Some(owner);
                 w.ips = ips;
                 w.services = services;
-                w.service_account = pod.service_account.as_deref().map(str::to_owned);
-                w.owner = Some(owner);
-                w
-            })
-            .collect();
-        // Every uid and address is claimed once by construction.
-        WorkloadTable::new(workloads).unwrap_or_default()
+                updates.push(((*key).clone(), Arc::new(w)));
+            }
+        }
+        drop((by_uid, owner_of_ip, services_at));
+        for (key, w) in updates {
+            if let Some(pod) = self.pods.get_mut(&key) {
+                pod.workload = w;
+            }
+        }
+        let mut registry = KubeRegistry::default();
+        for key in winners {
+            if let Some(pod) = self.pods.get(&key) {
+                registry.insert(&pod.workload);
+            }
+        }
+        registry
+    }
+}
+
+/// Identity from the API server: every pod by uid (`kubernetes://POD.NAMESPACE`) and by
+/// each address it won. Workloads are shared with the stores that built it.
+#[derive(Debug, Default)]
+pub struct KubeRegistry {
+    by_ip: HashMap<IpAddr, Arc<Workload>>,
+    by_uid: HashTable<Arc<Workload>>,
+    hasher: DefaultHashBuilder,
+}
+
+impl KubeRegistry {
+    fn insert(&mut self, w: &Arc<Workload>) {
+        for &ip in &w.ips {
+            self.by_ip.insert(canonical(ip), Arc::clone(w));
+        }
+        let hash = self.hasher.hash_one(w.uid.as_str());
+        let hasher = &self.hasher;
+        self.by_uid
+            .insert_unique(hash, Arc::clone(w), |v| hasher.hash_one(v.uid.as_str()));
+    }
+
+    /// How many pods it knows.
+    pub fn len(&self) -> usize {
+        self.by_uid.len()
+    }
+
+    /// Whether it knows no pod.
+    pub fn is_empty(&self) -> bool {
+        self.by_uid.is_empty()
+    }
+}
+
+impl WorkloadRegistry for KubeRegistry {
+    fn by_ip(&self, ip: IpAddr) -> Option<&Workload> {
+        self.by_ip.get(&canonical(ip)).map(|w| &**w)
+    }
+
+    fn by_uid(&self, uid: &str) -> Option<&Workload> {
+        let hash = self.hasher.hash_one(uid);
+        self.by_uid.find(hash, |w| w.uid == uid).map(|w| &**w)
+    }
+}
+
+/// IPv4-mapped IPv6 addresses match their IPv4 form, as in the workloads file.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
     }
 }
 
@@ -343,14 +421,25 @@ impl Entry for EndpointSlice {
 
 struct Shared {
     stores: Mutex<Stores>,
-    table: Arc<ArcSwap<WorkloadTable>>,
+    registry: Arc<ArcSwap<KubeRegistry>>,
     options: IdentityOptions,
 }
 
 impl Shared {
     fn publish(&self) {
-        let stores = self.stores.lock().unwrap_or_else(PoisonError::into_inner);
-        self.table.store(Arc::new(stores.table(&self.options)));
+        let mut stores = self.stores.lock().unwrap_or_else(PoisonError::into_inner);
+        self.registry
+            .store(Arc::new(stores.registry(&self.options)));
+    }
+}
+
+/// The registry in force, for the engine.
+#[derive(Debug)]
+struct Published(Arc<ArcSwap<KubeRegistry>>);
+
+impl RegistrySource for Published {
+    fn current(&self) -> Arc<dyn WorkloadRegistry> {
+        self.0.load_full()
     }
 }
 
@@ -435,8 +524,17 @@ impl Sink<Pod> for PodSink {
                     }
                     Event::Apply(p) => {
                         let entry = PodEntry::from_pod(&p);
-                        let old = stores.pods.insert(uid(&p), entry.clone());
-                        changed |= old.as_ref() != Some(&entry);
+                        match stores.pods.get_mut(&uid(&p)) {
+                            Some(old) if old.same_facts(&entry) => {}
+                            Some(old) => {
+                                *old = entry;
+                                changed = true;
+                            }
+                            None => {
+                                stores.pods.insert(uid(&p), entry);
+                                changed = true;
+                            }
+                        }
                     }
                     Event::Delete(p) => changed |= stores.pods.remove(&uid(&p)).is_some(),
                 }
@@ -451,7 +549,7 @@ impl Sink<Pod> for PodSink {
 /// Workload identity from the API server, as a table the engine reads without locks.
 #[derive(Debug)]
 pub struct IdentitySource {
-    table: Arc<ArcSwap<WorkloadTable>>,
+    registry: Arc<ArcSwap<KubeRegistry>>,
     synced: Synced,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -460,10 +558,10 @@ impl IdentitySource {
     /// Starts watching pods, ReplicaSets, Jobs, Services and EndpointSlices in every
     /// namespace on the current tokio runtime.
     pub fn start(client: Client, options: IdentityOptions, metrics: &WatchMetrics) -> Self {
-        let table = Arc::new(ArcSwap::from_pointee(WorkloadTable::default()));
+        let registry = Arc::new(ArcSwap::from_pointee(KubeRegistry::default()));
         let shared = Arc::new(Shared {
             stores: Mutex::new(Stores::default()),
-            table: Arc::clone(&table),
+            registry: Arc::clone(&registry),
             options,
         });
         let (group, synced) = SyncGroup::new(5);
@@ -526,15 +624,21 @@ impl IdentitySource {
             )),
         ];
         IdentitySource {
-            table,
+            registry,
             synced,
             tasks,
         }
     }
 
-    /// The table in force, swapped whenever a watched object changes identity.
-    pub fn table(&self) -> Arc<ArcSwap<WorkloadTable>> {
-        Arc::clone(&self.table)
+    /// The registry in force now (replaced whenever a watched object changes identity).
+    pub fn current(&self) -> Arc<KubeRegistry> {
+        self.registry.load_full()
+    }
+
+    /// The registry in force at each moment, for the engine
+    /// (`meshmeter_engine::Workloads::Dynamic`).
+    pub fn registry(&self) -> Arc<dyn RegistrySource> {
+        Arc::new(Published(Arc::clone(&self.registry)))
     }
 
     /// Turns true once every resource has been listed once.

@@ -8,14 +8,12 @@
 //!   understands (`rule`, `instance`, `handler`, `attributemanifest` and the legacy kinds),
 //!   rendered as documents named `kubernetes:KIND/NAMESPACE/NAME` for the loader.
 //! - [`IdentitySource`]: pods, their owners (ReplicaSet → Deployment, Job → CronJob, ...),
-//!   Services and EndpointSlices, published as a [`WorkloadTable`] that the engine reads
-//!   lock-free.
+//!   Services and EndpointSlices, published as a [`KubeRegistry`] that the engine reads
+//!   lock-free (`meshmeter_engine::Workloads::Dynamic`).
 //!
 //! A watch that breaks is restarted with backoff (a 410 Gone relists); the stores keep what
 //! they had meanwhile, so an outage of the API server changes nothing that is being served.
 //! Every restart is counted in `meshmeter_kubernetes_watch_restarts_total{resource}`.
-//!
-//! [`WorkloadTable`]: meshmeter_adapters::workloads::WorkloadTable
 
 #![warn(missing_docs)]
 
@@ -29,7 +27,7 @@ pub mod standin;
 pub use client::{client_config, connect, ClientError, ClientOptions};
 pub use config::{render_document, ConfigDocuments, ConfigSource, CONFIG_RESOURCES};
 pub use follow::{Synced, WatchMetrics};
-pub use identity::{IdentityOptions, IdentitySource};
+pub use identity::{IdentityOptions, IdentitySource, KubeRegistry};
 
 /// Re-exported so that callers (and tests) can build a client without naming kube's version.
 pub use kube::Client;

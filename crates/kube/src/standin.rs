@@ -85,6 +85,8 @@ struct Inner {
     bookmarks: u64,
     /// Most seconds a watch stays open, whatever its `timeoutSeconds`.
     max_watch_secs: u64,
+    /// Bumped by every stop: watches of an earlier epoch send nothing more.
+    epoch: u64,
 }
 
 impl Inner {
@@ -339,6 +341,9 @@ impl StandIn {
 
     /// Stops serving: the listener and every open connection are closed.
     pub fn stop(&self) {
+        // Under the lock before anything else: no change made after `stop` returns can reach
+        // a client through a connection that is still being torn down.
+        self.state.lock().epoch += 1;
         if let Some(task) = self
             .server
             .lock()
@@ -604,6 +609,7 @@ fn start_watch(
             return;
         }
         let mut changed = state.changed.subscribe();
+        let epoch = state.lock().epoch;
         let deadline = tokio::time::sleep(Duration::from_secs(timeout_secs.min(86_400)));
         tokio::pin!(deadline);
         let mut last = from;
@@ -611,6 +617,9 @@ fn start_watch(
         loop {
             let (lines, bookmark_now, res) = {
                 let inner = state.lock();
+                if inner.epoch != epoch {
+                    return;
+                }
                 let res = inner.resources[r].clone();
                 let lines: Vec<(u64, String)> = inner
                     .history

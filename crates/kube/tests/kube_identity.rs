@@ -40,7 +40,7 @@ fn lookup(
     source: &IdentitySource,
     f: impl Fn(&dyn WorkloadRegistry) -> Option<&Workload>,
 ) -> Option<Workload> {
-    let table = source.table().load_full();
+    let table = source.current();
     f(&*table).cloned()
 }
 

@@ -6,13 +6,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
 use meshmeter_adapters::selfmetrics::SelfMetrics;
 use meshmeter_adapters::stdio::Output;
-use meshmeter_adapters::workloads::{FileRegistry, WorkloadError, WorkloadTable};
+use meshmeter_adapters::workloads::{FileRegistry, WorkloadError};
 use meshmeter_admin::{AdminError, AdminServer, MetricsBody, Readiness, Streamed, CHUNK_BYTES};
 use meshmeter_config::{ConfigWatcher, Diagnostics, LoadOptions};
-use meshmeter_engine::{spawn_reloader, Engine, EngineError, EngineOptions, Workloads};
+use meshmeter_engine::{
+    spawn_reloader, Engine, EngineError, EngineOptions, RegistrySource, Workloads,
+};
 use meshmeter_wire::{Deduplicator, MixerServer, DEFAULT_MAX_MESSAGE_BYTES};
 use tokio::net::TcpListener;
 
@@ -63,7 +64,7 @@ pub struct ServerOptions {
     pub grpc_limits: GrpcLimits,
     /// Identity kept up to date by another component (the Kubernetes watches), used instead
     /// of `workloads`.
-    pub identity: Option<Arc<ArcSwap<WorkloadTable>>>,
+    pub identity: Option<Arc<dyn RegistrySource>>,
     /// Configuration documents from elsewhere (Kubernetes objects), loaded after the files
     /// and again whenever they change.
     pub config_documents: Option<tokio::sync::watch::Receiver<meshmeter_config::Documents>>,
@@ -185,7 +186,7 @@ impl TelemetryServer {
         }
 
         let (workloads, watch) = match (&options.identity, &options.workloads) {
-            (Some(table), _) => (Workloads::Shared(Arc::clone(table)), None),
+            (Some(source), _) => (Workloads::Dynamic(Arc::clone(source)), None),
             (None, Some(path)) => {
                 let registry = Arc::new(FileRegistry::open(path)?);
                 let watch = registry
