@@ -258,3 +258,126 @@ async fn a_restarted_api_server_loses_nothing_and_the_watch_relists_after_410() 
         .count();
     assert!(relists >= 2, "listed again after 410: {:?}", api.requests());
 }
+
+#[tokio::test]
+async fn jobs_of_cronjobs_and_statefulsets_are_their_workloads() {
+    let api = StandIn::start().await;
+    api.apply("jobs", json!({"metadata": {"name": "backup-28711", "namespace": "ops",
+        "ownerReferences": [{"apiVersion": "batch/v1", "kind": "CronJob", "name": "backup", "uid": "c", "controller": true}]}}));
+    api.apply("pods", json!({"metadata": {"name": "backup-28711-x7k2p", "namespace": "ops",
+        "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": "backup-28711", "uid": "j", "controller": true}]},
+        "spec": {"containers": []}, "status": {"phase": "Running", "podIP": "10.244.2.1"}}));
+    api.apply("pods", json!({"metadata": {"name": "db-0", "namespace": "ops",
+        "ownerReferences": [{"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "db", "uid": "s", "controller": true}]},
+        "spec": {"containers": [], "serviceAccountName": "db"}, "status": {"phase": "Running", "podIP": "10.244.2.2"}}));
+    let metrics = WatchMetrics::new(Arc::new(SelfMetrics::new()));
+    let source = IdentitySource::start(api.client(), IdentityOptions::default(), &metrics);
+    source.synced().wait().await;
+    let job = lookup(&source, |t| t.by_ip(ip("10.244.2.1"))).expect("the job's pod");
+    assert_eq!(job.name, "backup");
+    assert_eq!(job.workload_uid, "istio://ops/workloads/backup");
+    assert_eq!(
+        job.owner.as_deref(),
+        Some("kubernetes://apis/batch/v1/namespaces/ops/cronjobs/backup")
+    );
+    let db = lookup(&source, |t| t.by_uid("kubernetes://db-0.ops")).expect("the stateful pod");
+    assert_eq!(db.name, "db");
+    assert_eq!(
+        db.owner.as_deref(),
+        Some("kubernetes://apis/apps/v1/namespaces/ops/statefulsets/db")
+    );
+    assert_eq!(db.service_account.as_deref(), Some("db"));
+    // IPv4-mapped IPv6 finds the IPv4 pod.
+    assert!(lookup(&source, |t| t.by_ip(ip("::ffff:10.244.2.2"))).is_some());
+}
+
+#[tokio::test]
+async fn watches_that_end_cleanly_resume_without_a_restart_and_bookmarks_are_taken() {
+    let api = recorded().await;
+    api.set_max_watch_secs(1);
+    let metrics = WatchMetrics::new(Arc::new(SelfMetrics::new()));
+    let source = IdentitySource::start(api.client(), IdentityOptions::default(), &metrics);
+    source.synced().wait().await;
+    // Other resources move the shared resourceVersion on; a bookmark carries it to pods.
+    api.apply(
+        "services",
+        json!({"metadata": {"name": "extra", "namespace": "default"}, "spec": {}}),
+    );
+    api.send_bookmarks();
+    // Wait for watches to have ended and been re-opened at least twice.
+    let before = api
+        .requests()
+        .iter()
+        .filter(|r| r.starts_with("/api/v1/pods?") && r.contains("watch="))
+        .count();
+    eventually("re-watches", || {
+        api.requests()
+            .iter()
+            .filter(|r| r.starts_with("/api/v1/pods?") && r.contains("watch="))
+            .count()
+            >= before + 2
+    })
+    .await;
+    api.apply(
+        "pods",
+        pod(
+            "ratings-v2-late",
+            "10.244.0.30",
+            json!({"version": "v9"}),
+            "Running",
+            "2026-12-02T11:00:00Z",
+        ),
+    );
+    eventually("a change after re-watches", || {
+        lookup(&source, |t| t.by_ip(ip("10.244.0.30"))).is_some()
+    })
+    .await;
+    assert_eq!(
+        metrics.restart_count("pods"),
+        0,
+        "a clean end of a watch is no restart"
+    );
+    let lists = api
+        .requests()
+        .iter()
+        .filter(|r| r.starts_with("/api/v1/pods?") && !r.contains("watch="))
+        .count();
+    assert_eq!(lists, 1, "no relist: {:?}", api.requests());
+}
+
+#[tokio::test]
+async fn refused_credentials_keep_it_unready_and_count_restarts() {
+    let api = recorded().await;
+    api.require_token("right");
+    let metrics = WatchMetrics::new(Arc::new(SelfMetrics::new()));
+    let source = IdentitySource::start(api.client(), IdentityOptions::default(), &metrics);
+    eventually("refused lists retried", || {
+        metrics.restart_count("pods") >= 2
+    })
+    .await;
+    assert!(!source.synced().is_synced());
+    assert!(source.current().is_empty());
+}
+
+#[tokio::test]
+async fn a_list_longer_than_a_page_is_read_in_pages() {
+    let api = StandIn::start().await;
+    for i in 0..1_200u32 {
+        api.apply("pods", json!({"metadata": {"name": format!("p-{i:04}"), "namespace": "bulk"},
+            "spec": {"containers": []}, "status": {"phase": "Running", "podIP": format!("10.245.{}.{}", i / 256, i % 256)}}));
+    }
+    let metrics = WatchMetrics::new(Arc::new(SelfMetrics::new()));
+    let source = IdentitySource::start(api.client(), IdentityOptions::default(), &metrics);
+    source.synced().wait().await;
+    assert_eq!(source.current().len(), 1_200);
+    let pages: Vec<String> = api
+        .requests()
+        .into_iter()
+        .filter(|r| r.starts_with("/api/v1/pods?") && !r.contains("watch="))
+        .collect();
+    assert_eq!(pages.len(), 3, "{pages:?}");
+    assert!(
+        pages[1].contains("continue=") && pages[2].contains("continue="),
+        "{pages:?}"
+    );
+}
