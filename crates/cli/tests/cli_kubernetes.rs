@@ -186,6 +186,7 @@ async fn mixer_follows_the_api_server_for_configuration_and_identity() {
     })
     .await;
     let took = applied.elapsed();
+    println!("an edited rule was in force {took:?} after the API server took it");
     assert!(
         took < Duration::from_secs(5),
         "an edit took {took:?} to apply"

@@ -1,6 +1,7 @@
 //! Telemetry configuration from `config.istio.io/v1alpha2` objects.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
@@ -65,10 +66,16 @@ struct Shared {
     /// One map per watch, in [`CONFIG_RESOURCES`] order (times the namespaces watched).
     watches: Mutex<Vec<Objects>>,
     tx: watch::Sender<ConfigDocuments>,
+    /// Set once every kind has been listed: before that, a rule listed before the handler it
+    /// names would be published (and rejected) on its own.
+    listed: AtomicBool,
 }
 
 impl Shared {
     fn publish(&self) {
+        if !self.listed.load(Ordering::Acquire) {
+            return;
+        }
         let docs: Vec<(String, String)> = {
             let watches = self.watches.lock().unwrap_or_else(PoisonError::into_inner);
             watches
@@ -164,8 +171,16 @@ impl ConfigSource {
         let shared = Arc::new(Shared {
             watches: Mutex::new(vec![Objects::new(); count]),
             tx,
+            listed: AtomicBool::new(false),
         });
-        let (group, synced) = SyncGroup::new(count);
+        let first = Arc::clone(&shared);
+        let (group, synced) = SyncGroup::new(
+            count,
+            Some(Box::new(move || {
+                first.listed.store(true, Ordering::Release);
+                first.publish();
+            })),
+        );
         let mut tasks = Vec::with_capacity(count);
         for (k, &(kind, plural)) in CONFIG_RESOURCES.iter().enumerate() {
             let resource = ApiResource::from_gvk_with_plural(

@@ -70,20 +70,32 @@ impl Synced {
     }
 }
 
+/// Called once every watch of a source has synced, before that is announced.
+pub(crate) type OnSynced = Box<dyn Fn() + Send + Sync>;
+
 /// Counts down the watches of one source that have not synced yet.
-#[derive(Debug)]
 pub(crate) struct SyncGroup {
     remaining: AtomicUsize,
     tx: watch::Sender<bool>,
+    on_synced: Option<OnSynced>,
+}
+
+impl std::fmt::Debug for SyncGroup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SyncGroup")
+            .field("remaining", &self.remaining)
+            .finish_non_exhaustive()
+    }
 }
 
 impl SyncGroup {
-    pub(crate) fn new(watches: usize) -> (Arc<Self>, Synced) {
+    pub(crate) fn new(watches: usize, on_synced: Option<OnSynced>) -> (Arc<Self>, Synced) {
         let (tx, rx) = watch::channel(watches == 0);
         (
             Arc::new(SyncGroup {
                 remaining: AtomicUsize::new(watches),
                 tx,
+                on_synced,
             }),
             Synced { rx },
         )
@@ -91,6 +103,9 @@ impl SyncGroup {
 
     fn one_done(&self) {
         if self.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+            if let Some(f) = &self.on_synced {
+                f();
+            }
             self.tx.send_replace(true);
         }
     }

@@ -566,7 +566,7 @@ impl IdentitySource {
             registry: Arc::clone(&registry),
             options,
         });
-        let (group, synced) = SyncGroup::new(5);
+        let (group, synced) = SyncGroup::new(5, None);
         let all = || "*".to_owned();
         let tasks = vec![
             tokio::spawn(follow(
