@@ -3,7 +3,10 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
+
+use meshmeter_selfmetrics::SelfMetrics;
 
 use meshmeter_server::{GrpcLimits, ServerError, ServerOptions, TelemetryServer};
 
@@ -40,8 +43,20 @@ use meshmeter_server::{GrpcLimits, ServerError, ServerOptions, TelemetryServer};
 /// meshmeter_grpc_buffered_bytes. Calls refused for overload (a body budget, the body timeout)
 /// get UNAVAILABLE, which clients retry.
 ///
+/// With --kubernetes, configuration also comes from the API server: every
+/// config.istio.io/v1alpha2 object of the kinds the files may hold (rule, instance, handler,
+/// attributemanifest; metric, prometheus, logentry, stdio, kubernetes, kubernetesenv) in all
+/// namespaces or those of --watch-namespace, loaded after the --config-dir files through
+/// the same validation, and applied as soon as it changes. Identity comes from pods, their
+/// owners, Services and EndpointSlices instead of --workloads. /ready stays 503 until
+/// everything has been listed once; when the API server is unreachable, the last state stays
+/// in force and the watches reconnect with backoff (counted in
+/// meshmeter_kubernetes_watch_restarts_total{resource}). A config.istio.io group that is
+/// not installed (404) counts as empty and is asked again later.
+///
 /// Exit codes: 0 after a clean shutdown, 1 on a runtime failure (address in use, a stopped
-/// subsystem, ...), 2 when the configuration or the workloads file is invalid at start.
+/// subsystem, ...), 2 when the configuration or the workloads file is invalid at start, or
+/// no Kubernetes credentials are found with --kubernetes.
 #[derive(clap::Args, Debug)]
 pub(crate) struct Args {
     /// Configuration directory (read recursively, *.yaml and *.yml) or file; repeatable.
@@ -65,6 +80,33 @@ pub(crate) struct Args {
     /// their identity (source.workload.name, destination.labels, ...). Reloaded on change.
     #[arg(long, value_name = "FILE")]
     workloads: Option<PathBuf>,
+
+    /// Read configuration and identity from the Kubernetes API server: in-cluster service
+    /// account credentials, or --kubeconfig.
+    #[arg(long, conflicts_with = "workloads")]
+    kubernetes: bool,
+
+    /// A kubeconfig file for --kubernetes (one path; default: in-cluster credentials).
+    #[arg(long, env = "KUBECONFIG", value_name = "PATH", requires = "kubernetes")]
+    kubeconfig: Option<PathBuf>,
+
+    /// The kubeconfig context for --kubernetes (default: its current-context).
+    #[arg(long, value_name = "NAME", requires = "kubernetes")]
+    context: Option<String>,
+
+    /// With --kubernetes, read configuration objects in this namespace only; repeatable
+    /// (default: all namespaces). Identity is always read from all namespaces.
+    #[arg(
+        long = "watch-namespace",
+        value_name = "NAMESPACE",
+        requires = "kubernetes"
+    )]
+    watch_namespaces: Vec<String>,
+
+    /// With --kubernetes, the cluster's DNS domain: a Service's destination.service.host is
+    /// NAME.NAMESPACE.svc.DOMAIN.
+    #[arg(long, default_value = "cluster.local", value_name = "DOMAIN")]
+    cluster_domain: String,
 
     /// Do not load Istio's default TCP telemetry configuration.
     #[arg(long)]
@@ -168,7 +210,22 @@ fn parse_interval(text: &str) -> Result<Duration, String> {
 }
 
 pub(crate) fn run(args: Args) -> ExitCode {
-    let options = ServerOptions {
+    let kubernetes = args.kubernetes.then(|| {
+        (
+            meshmeter_kube::ClientOptions {
+                kubeconfig: args
+                    .kubeconfig
+                    .clone()
+                    .filter(|p| !p.as_os_str().is_empty()),
+                context: args.context.clone(),
+            },
+            args.watch_namespaces.clone(),
+            meshmeter_kube::IdentityOptions {
+                cluster_domain: args.cluster_domain.clone(),
+            },
+        )
+    });
+    let mut options = ServerOptions {
         grpc_addr: args.grpc_addr,
         metrics_addr: args.metrics_addr,
         config_paths: args.config_dirs,
@@ -205,6 +262,37 @@ pub(crate) fn run(args: Args) -> ExitCode {
         }
     };
     runtime.block_on(async move {
+        // Kept for as long as the server runs: dropping them stops the watches.
+        let mut _sources = None;
+        if let Some((client_options, namespaces, identity_options)) = kubernetes {
+            let client = match meshmeter_kube::connect(&client_options).await {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let self_metrics = Arc::new(SelfMetrics::new());
+            let metrics = meshmeter_kube::WatchMetrics::new(Arc::clone(&self_metrics));
+            let config = meshmeter_kube::ConfigSource::start(client.clone(), &namespaces, &metrics);
+            let events = meshmeter_kube::ProblemEvents::new(
+                client.clone(),
+                tokio::runtime::Handle::current(),
+            );
+            let identity = meshmeter_kube::IdentitySource::start(client, identity_options, &metrics);
+            options.self_metrics = Some(self_metrics);
+            options.config_documents = Some(config.documents());
+            options.on_object_problems = Some(meshmeter_server::ObjectProblemHook(Arc::new(
+                move |problems| events.record(&problems),
+            )));
+            options.identity = Some(identity.registry());
+            options.ready_gates = vec![config.synced().receiver(), identity.synced().receiver()];
+            tracing::info!(
+                namespaces = %if namespaces.is_empty() { "*".to_owned() } else { namespaces.join(",") },
+                "reading configuration and identity from the Kubernetes API server"
+            );
+            _sources = Some((config, identity));
+        }
         let server = match TelemetryServer::start(options).await {
             Ok(s) => s,
             Err(e) => {

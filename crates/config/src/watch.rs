@@ -60,6 +60,7 @@ struct Shared {
 pub struct ConfigWatcher {
     shared: Arc<Shared>,
     task: Option<tokio::task::JoinHandle<()>>,
+    follow: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for ConfigWatcher {
@@ -105,6 +106,7 @@ impl ConfigWatcher {
                 reload: Mutex::new(Settle::new(fingerprint)),
             }),
             task: None,
+            follow: None,
         })
     }
 
@@ -176,15 +178,42 @@ impl ConfigWatcher {
     /// Returns what is not in force as written, for Warning Events (also logged). Errors never
     /// block the good objects.
     pub fn set_objects(&self, objects: Vec<Input>) -> Vec<ObjectProblem> {
-        let mut settle = lock(&self.shared.reload);
-        settle.loaded(fingerprint(&self.shared.paths));
-        *self
-            .shared
-            .objects
-            .lock()
-            .unwrap_or_else(|e| e.into_inner()) = objects;
-        let _ = self.shared.reload(false);
-        self.problems()
+        self.shared.set_objects(objects)
+    }
+
+    /// Follows another source's objects from now on (the Kubernetes watches): loads them with
+    /// the files at once and again whenever the value changes (each value is the source's
+    /// complete set, so no settle rule applies), and hands what is not in force as written to
+    /// `on_problems` after every load (for Warning Events). The task stops when the watcher
+    /// or the sender is dropped.
+    pub fn follow_objects<F>(
+        &mut self,
+        mut objects: watch::Receiver<Arc<Vec<Input>>>,
+        on_problems: F,
+    ) where
+        F: Fn(Vec<ObjectProblem>) + Send + Sync + 'static,
+    {
+        let shared = Arc::clone(&self.shared);
+        let on_problems = Arc::new(on_problems);
+        let task = tokio::spawn(async move {
+            loop {
+                let value = Arc::clone(&objects.borrow_and_update());
+                let s = Arc::clone(&shared);
+                let report = Arc::clone(&on_problems);
+                // Compiling is blocking work; keep it off the reactor threads.
+                let _ = tokio::task::spawn_blocking(move || {
+                    let problems = s.set_objects(value.as_ref().clone());
+                    report(problems);
+                })
+                .await;
+                if objects.changed().await.is_err() {
+                    break;
+                }
+            }
+        });
+        if let Some(old) = self.follow.replace(task) {
+            old.abort();
+        }
     }
 
     /// The objects not in force as written as of the last load, and why.
@@ -199,7 +228,7 @@ impl ConfigWatcher {
 
 impl Drop for ConfigWatcher {
     fn drop(&mut self) {
-        if let Some(task) = self.task.take() {
+        for task in [self.task.take(), self.follow.take()].into_iter().flatten() {
             task.abort();
         }
     }
@@ -210,6 +239,18 @@ fn lock(m: &Mutex<Settle>) -> std::sync::MutexGuard<'_, Settle> {
 }
 
 impl Shared {
+    fn set_objects(&self, objects: Vec<Input>) -> Vec<ObjectProblem> {
+        let mut settle = lock(&self.reload);
+        settle.loaded(fingerprint(&self.paths));
+        *self.objects.lock().unwrap_or_else(|e| e.into_inner()) = objects;
+        let _ = self.reload(false);
+        drop(settle);
+        self.problems
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     fn poll(&self) {
         let mut settle = lock(&self.reload);
         if settle.poll(fingerprint(&self.paths)) {

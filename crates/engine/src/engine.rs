@@ -7,7 +7,7 @@ use meshmeter_attributes::{Bag, Timestamp, Value};
 use meshmeter_config::{InstanceParams, LogLevel, LogStream, Snapshot, StdioParams};
 use meshmeter_selfmetrics::{Counter, SelfMetrics};
 use meshmeter_stdio::{Level, Output, StdioCounts, StdioError, StdioOptions, StdioWriter};
-use meshmeter_workloads::WorkloadTable;
+use meshmeter_workloads::WorkloadRegistry;
 use smallvec::SmallVec;
 
 use crate::plan::{Runtime, Step};
@@ -251,7 +251,7 @@ impl Engine {
     pub fn dispatch<'a>(
         &self,
         runtime: &Runtime,
-        table: &'a WorkloadTable,
+        table: &'a dyn WorkloadRegistry,
         bag: &mut Bag<'a>,
     ) -> DispatchOutcome {
         self.bags.inc();

@@ -30,4 +30,4 @@ pub use engine::{
 };
 pub use plan::Runtime;
 pub use reload::spawn_reloader;
-pub use workloads::Workloads;
+pub use workloads::{Current, RegistrySource, Workloads};

@@ -1,6 +1,13 @@
+use std::net::IpAddr;
 use std::sync::Arc;
 
-use meshmeter_workloads::{FileRegistry, WorkloadTable};
+use meshmeter_workloads::{FileRegistry, Workload, WorkloadRegistry, WorkloadTable};
+
+/// A registry that another component replaces as identity changes (the Kubernetes watches).
+pub trait RegistrySource: Send + Sync + std::fmt::Debug {
+    /// The registry in force now; held for one request.
+    fn current(&self) -> Arc<dyn WorkloadRegistry>;
+}
 
 /// Where workload identity comes from.
 #[derive(Clone, Debug)]
@@ -9,6 +16,42 @@ pub enum Workloads {
     Static(Arc<WorkloadTable>),
     /// A workloads file, reloaded by its own watcher.
     File(Arc<FileRegistry>),
+    /// A registry kept up to date by another component.
+    Dynamic(Arc<dyn RegistrySource>),
+}
+
+/// The registry in force for one request; bags borrow identity from it.
+#[derive(Clone)]
+pub enum Current {
+    /// A table (static or from the workloads file).
+    Table(Arc<WorkloadTable>),
+    /// A registry from a [`RegistrySource`].
+    Dynamic(Arc<dyn WorkloadRegistry>),
+}
+
+impl std::fmt::Debug for Current {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Current::Table(t) => f.debug_tuple("Table").field(t).finish(),
+            Current::Dynamic(_) => f.write_str("Dynamic"),
+        }
+    }
+}
+
+impl WorkloadRegistry for Current {
+    fn by_ip(&self, ip: IpAddr) -> Option<&Workload> {
+        match self {
+            Current::Table(t) => t.by_ip(ip),
+            Current::Dynamic(r) => r.by_ip(ip),
+        }
+    }
+
+    fn by_uid(&self, uid: &str) -> Option<&Workload> {
+        match self {
+            Current::Table(t) => t.by_uid(uid),
+            Current::Dynamic(r) => r.by_uid(uid),
+        }
+    }
 }
 
 impl Workloads {
@@ -19,11 +62,13 @@ impl Workloads {
         ))
     }
 
-    /// The table in force now. Hold it for the duration of one request: bags borrow from it.
-    pub fn current(&self) -> Arc<WorkloadTable> {
+    /// The registry in force now. Hold it for the duration of one request: bags borrow from
+    /// it.
+    pub fn current(&self) -> Current {
         match self {
-            Workloads::Static(t) => Arc::clone(t),
-            Workloads::File(f) => Arc::clone(&f.load()),
+            Workloads::Static(t) => Current::Table(Arc::clone(t)),
+            Workloads::File(f) => Current::Table(Arc::clone(&f.load())),
+            Workloads::Dynamic(s) => Current::Dynamic(s.current()),
         }
     }
 }

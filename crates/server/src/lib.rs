@@ -30,4 +30,6 @@ pub use limits::{
     DEFAULT_KEEPALIVE_INTERVAL, DEFAULT_KEEPALIVE_TIMEOUT, DEFAULT_MAX_BUFFERED_BYTES,
     DEFAULT_MAX_CONCURRENT_STREAMS, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTION_BUFFERED_BYTES,
 };
-pub use server::{ServerError, ServerOptions, TelemetryServer, DEFAULT_DRAIN_TIMEOUT};
+pub use server::{
+    ObjectProblemHook, ServerError, ServerOptions, TelemetryServer, DEFAULT_DRAIN_TIMEOUT,
+};

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use meshmeter_admin::{AdminError, AdminServer, MetricsBody, Readiness, Streamed, CHUNK_BYTES};
 use meshmeter_config::{ConfigWatcher, Diagnostics, LoadOptions};
-use meshmeter_engine::{spawn_reloader, Engine, EngineError, EngineOptions, Workloads};
+use meshmeter_engine::{
+    spawn_reloader, Engine, EngineError, EngineOptions, RegistrySource, Workloads,
+};
 use meshmeter_selfmetrics::SelfMetrics;
 use meshmeter_stdio::Output;
 use meshmeter_wire::{Deduplicator, MixerServer, DEFAULT_MAX_MESSAGE_BYTES};
@@ -60,6 +62,31 @@ pub struct ServerOptions {
     pub drain_timeout: Duration,
     /// Bounds on the report port's connections, calls and buffered request bodies.
     pub grpc_limits: GrpcLimits,
+    /// Identity kept up to date by another component (the Kubernetes watches), used instead
+    /// of `workloads`.
+    pub identity: Option<Arc<dyn RegistrySource>>,
+    /// Configuration documents from elsewhere (Kubernetes objects), loaded after the files
+    /// and again whenever they change.
+    pub config_documents: Option<tokio::sync::watch::Receiver<Arc<Vec<meshmeter_config::Input>>>>,
+    /// Told, after every load of `config_documents`, which of them are not in force as
+    /// written and why (the Kubernetes source records Warning Events from it).
+    pub on_object_problems: Option<ObjectProblemHook>,
+    /// `/ready` stays false until every one of these is true (the watches' first sync).
+    pub ready_gates: Vec<tokio::sync::watch::Receiver<bool>>,
+    /// Self metrics shared with other components, which register their own series in it;
+    /// a fresh registry when `None`.
+    pub self_metrics: Option<Arc<SelfMetrics>>,
+}
+
+/// Called with the objects of another source that are not in force as written, after every
+/// load of them.
+#[derive(Clone)]
+pub struct ObjectProblemHook(pub Arc<dyn Fn(Vec<meshmeter_config::ObjectProblem>) + Send + Sync>);
+
+impl std::fmt::Debug for ObjectProblemHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ObjectProblemHook")
+    }
 }
 
 impl Default for ServerOptions {
@@ -81,6 +108,11 @@ impl Default for ServerOptions {
             removed_metric_grace: meshmeter_engine::DEFAULT_REMOVED_METRIC_GRACE,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             grpc_limits: GrpcLimits::default(),
+            identity: None,
+            config_documents: None,
+            on_object_problems: None,
+            ready_gates: Vec::new(),
+            self_metrics: None,
         }
     }
 }
@@ -142,6 +174,7 @@ pub struct TelemetryServer {
     drain_timeout: Duration,
     port: Arc<Port>,
     _workloads_watch: Option<meshmeter_workloads::Watch>,
+    ready_gates: Vec<tokio::sync::watch::Receiver<bool>>,
 }
 
 impl std::fmt::Debug for TelemetryServer {
@@ -167,8 +200,9 @@ impl TelemetryServer {
             tracing::info!("{d}");
         }
 
-        let (workloads, watch) = match &options.workloads {
-            Some(path) => {
+        let (workloads, watch) = match (&options.identity, &options.workloads) {
+            (Some(source), _) => (Workloads::Dynamic(Arc::clone(source)), None),
+            (None, Some(path)) => {
                 let registry = Arc::new(FileRegistry::open(path)?);
                 let watch = registry
                     .watch(options.reload_interval, |e| {
@@ -177,10 +211,13 @@ impl TelemetryServer {
                     .map_err(ServerError::Thread)?;
                 (Workloads::File(registry), Some(watch))
             }
-            None => (Workloads::none(), None),
+            (None, None) => (Workloads::none(), None),
         };
 
-        let self_metrics = Arc::new(SelfMetrics::new());
+        let self_metrics = options
+            .self_metrics
+            .clone()
+            .unwrap_or_else(|| Arc::new(SelfMetrics::new()));
         let engine = Arc::new(Engine::new(
             watcher.current(),
             workloads,
@@ -218,6 +255,14 @@ impl TelemetryServer {
 
         let port = Port::new(options.grpc_limits.clone(), engine.self_metrics());
         watcher.spawn_polling(options.reload_interval);
+        if let Some(documents) = &options.config_documents {
+            let report = options.on_object_problems.clone();
+            watcher.follow_objects(documents.clone(), move |problems| {
+                if let Some(ObjectProblemHook(report)) = &report {
+                    report(problems);
+                }
+            });
+        }
         Ok(TelemetryServer {
             grpc,
             grpc_addr,
@@ -235,6 +280,7 @@ impl TelemetryServer {
             drain_timeout: options.drain_timeout,
             port,
             _workloads_watch: watch,
+            ready_gates: options.ready_gates.clone(),
         })
     }
 
@@ -272,6 +318,7 @@ impl TelemetryServer {
             drain_timeout,
             port,
             _workloads_watch,
+            ready_gates,
             ..
         } = self;
 
@@ -319,8 +366,24 @@ impl TelemetryServer {
         let mut grpc_task = tokio::spawn(workers.serve(grpc, port, stopped(stop_rx.clone())));
         let mut admin_task = tokio::spawn(admin.serve(stopped(stop_rx.clone())));
         let (mut reload, mut sweeper) = (reload, sweeper);
-        ready.set(true);
-        tracing::info!("telemetry server ready");
+        // Ready once every gate (the Kubernetes watches' first sync) is open; a shutdown
+        // before that leaves it unready.
+        let gate = {
+            let ready = ready.clone();
+            let mut stop = stop_rx.clone();
+            tokio::spawn(async move {
+                for mut g in ready_gates {
+                    tokio::select! {
+                        _ = g.wait_for(|open| *open) => {}
+                        _ = stop.wait_for(|s| *s) => return,
+                    }
+                }
+                if !*stop.borrow() {
+                    ready.set(true);
+                    tracing::info!("telemetry server ready");
+                }
+            })
+        };
 
         // Every subsystem runs until shutdown: one that ends before is a failure, which makes
         // the server unready and stops it (the orchestrator restarts it) instead of serving
@@ -345,10 +408,12 @@ impl TelemetryServer {
             ] {
                 task.abort();
             }
+            gate.abort();
             engine.flush_logs();
             return Err(ServerError::Subsystem { subsystem, reason });
         }
         tracing::info!("shutting down");
+        gate.abort();
         ready.set(false);
         let _ = stop_tx.send(true);
         let (grpc_result, admin_result) =

@@ -1,0 +1,59 @@
+//! The Kubernetes API server as a source of telemetry configuration and workload identity.
+//!
+//! This crate is the only part of meshmeter that talks to an API server. It lists and
+//! watches (kube's `watcher`, with bookmarks, paging and backoff) and keeps what it needs in
+//! compact in-memory stores; nothing here is asked of the API server per report.
+//!
+//! - [`ConfigSource`]: the `config.istio.io/v1alpha2` objects the configuration loader
+//!   understands (`rule`, `instance`, `handler`, `attributemanifest` and the legacy kinds),
+//!   rendered as documents named `kubernetes:KIND/NAMESPACE/NAME` for the loader.
+//! - [`IdentitySource`]: pods, their owners (ReplicaSet → Deployment, Job → CronJob, ...),
+//!   Services and EndpointSlices, published as a [`KubeRegistry`] that the engine reads
+//!   lock-free (`meshmeter_engine::Workloads::Dynamic`).
+//!
+//! A watch that breaks is restarted with backoff (a 410 Gone relists); the stores keep what
+//! they had meanwhile, so an outage of the API server changes nothing that is being served.
+//! Every restart is counted in `meshmeter_kubernetes_watch_restarts_total{resource}`.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use meshmeter_selfmetrics::SelfMetrics;
+//! use meshmeter_workloads::WorkloadRegistry;
+//! use meshmeter_kube::{connect, ClientOptions, ConfigSource, IdentityOptions, IdentitySource, WatchMetrics};
+//!
+//! # async fn run() -> Result<(), meshmeter_kube::ClientError> {
+//! let client = connect(&ClientOptions::default()).await?; // in-cluster credentials
+//! let metrics = WatchMetrics::new(Arc::new(SelfMetrics::new()));
+//! let config = ConfigSource::start(client.clone(), &[], &metrics);
+//! let identity = IdentitySource::start(client, IdentityOptions::default(), &metrics);
+//! config.synced().wait().await;
+//! identity.synced().wait().await;
+//! for (name, _text) in config.documents().borrow().iter() {
+//!     println!("{name}"); // kubernetes:rule/default/mongoprom, ...
+//! }
+//! let registry = identity.current();
+//! if let Some(w) = registry.by_ip("10.244.0.12".parse().unwrap()) {
+//!     println!("{} {} {:?}", w.name, w.namespace, w.owner);
+//! }
+//! # Ok(())
+//! # }
+//! ```
+
+#![warn(missing_docs)]
+
+mod client;
+mod config;
+mod events;
+mod follow;
+mod identity;
+#[cfg(feature = "stand-in")]
+pub mod standin;
+
+pub use client::{client_config, connect, ClientError, ClientOptions};
+pub use config::{render_document, ConfigDocuments, ConfigSource, CONFIG_RESOURCES};
+pub use events::{ProblemEvents, EVENT_COMPONENT};
+pub use follow::{Synced, WatchMetrics};
+pub use identity::{IdentityOptions, IdentitySource, KubeRegistry};
+
+/// Re-exported so that callers (and tests) can build a client without naming kube's version.
+pub use kube::Client;
