@@ -86,8 +86,9 @@ pub(crate) struct Args {
     #[arg(long, conflicts_with = "workloads")]
     kubernetes: bool,
 
-    /// A kubeconfig file for --kubernetes (one path; default: in-cluster credentials).
-    #[arg(long, env = "KUBECONFIG", value_name = "PATH", requires = "kubernetes")]
+    /// A kubeconfig file for --kubernetes (default: in-cluster credentials); several
+    /// `:`-separated files are merged as kubectl merges them. Ignored without --kubernetes.
+    #[arg(long, env = "KUBECONFIG", value_name = "PATH")]
     kubeconfig: Option<PathBuf>,
 
     /// The kubeconfig context for --kubernetes (default: its current-context).

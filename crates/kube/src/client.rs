@@ -8,8 +8,9 @@ use kube::{Client, Config};
 /// Where the API server is and how to authenticate to it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ClientOptions {
-    /// A kubeconfig file; `None` uses the pod's service account (in-cluster), or `KUBECONFIG`
-    /// when that is set (the caller resolves the variable: see `meshmeter mixer --kubeconfig`).
+    /// A kubeconfig file, or several separated by `:` (merged, the first to set a field
+    /// winning); `None` uses the pod's service account (in-cluster). The caller resolves
+    /// `KUBECONFIG` (see `meshmeter mixer --kubeconfig`).
     pub kubeconfig: Option<PathBuf>,
     /// The kubeconfig context to use instead of its `current-context`.
     pub context: Option<String>,
@@ -46,7 +47,20 @@ pub async fn client_config(options: &ClientOptions) -> Result<Config, ClientErro
                 path: path.clone(),
                 source,
             };
-            let file = Kubeconfig::read_from(path).map_err(err)?;
+            // `KUBECONFIG` may list several files: the first to set a field wins.
+            let mut merged: Option<Kubeconfig> = None;
+            for one in std::env::split_paths(path).filter(|p| !p.as_os_str().is_empty()) {
+                let file =
+                    Kubeconfig::read_from(&one).map_err(|source| ClientError::Kubeconfig {
+                        path: one.clone(),
+                        source,
+                    })?;
+                merged = Some(match merged {
+                    Some(m) => m.merge(file).map_err(err)?,
+                    None => file,
+                });
+            }
+            let file = merged.unwrap_or_default();
             Config::from_custom_kubeconfig(file, &kube_options)
                 .await
                 .map_err(err)

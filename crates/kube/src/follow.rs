@@ -160,8 +160,10 @@ pub(crate) async fn follow<K, S>(
                         // reason to stay unready; keep asking, it may be installed later.
                         tracing::warn!(resource, scope = %scope, "Kubernetes resource not served (CRD not installed?): 404 page not found; retrying with backoff");
                         now_synced |= !std::mem::replace(&mut synced, true);
-                    } else {
+                    } else if synced {
                         tracing::warn!(resource, scope = %scope, error = %e, "Kubernetes watch failed; serving from the cache, retrying with backoff");
+                    } else {
+                        tracing::warn!(resource, scope = %scope, error = %e, "Kubernetes list failed before the first sync (not ready); retrying with backoff");
                     }
                 }
             }
