@@ -125,7 +125,7 @@ pub(crate) struct Args {
     /// The most series one metric keeps; new label combinations beyond it (or beyond 64 MiB of
     /// label text per metric) are dropped and counted in
     /// meshmeter_prometheus_dropped_series_total.
-    #[arg(long, default_value_t = meshmeter_adapters::prometheus::DEFAULT_SERIES_LIMIT, value_name = "N")]
+    #[arg(long, default_value_t = meshmeter_prometheus::DEFAULT_SERIES_LIMIT, value_name = "N")]
     series_limit: usize,
 
     /// Write every access log (stdio handler) to this file instead of where the handler says.

@@ -2,9 +2,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use meshmeter_adapters::prometheus::{metric_value, SpecError};
 use meshmeter_attributes::{Bag, Timestamp, Value};
 use meshmeter_config::{InstanceParams, LogLevel, LogStream, Snapshot, StdioParams};
+use meshmeter_prometheus::{metric_value, SpecError};
 use meshmeter_selfmetrics::{Counter, SelfMetrics};
 use meshmeter_stdio::{Level, Output, StdioCounts, StdioError, StdioOptions, StdioWriter};
 use meshmeter_workloads::WorkloadRegistry;
@@ -44,7 +44,7 @@ pub const DEFAULT_REMOVED_METRIC_GRACE: Duration = Duration::from_secs(300);
 impl Default for EngineOptions {
     fn default() -> Self {
         EngineOptions {
-            series_limit: meshmeter_adapters::prometheus::DEFAULT_SERIES_LIMIT,
+            series_limit: meshmeter_prometheus::DEFAULT_SERIES_LIMIT,
             log_output: None,
             removed_metric_grace: DEFAULT_REMOVED_METRIC_GRACE,
         }
@@ -319,9 +319,9 @@ enum InstanceError {
         source: meshmeter_expr::EvalError,
     },
     #[error("value: {0}")]
-    Value(#[from] meshmeter_adapters::prometheus::ValueError),
+    Value(#[from] meshmeter_prometheus::ValueError),
     #[error("{0}")]
-    Record(#[from] meshmeter_adapters::prometheus::RecordError),
+    Record(#[from] meshmeter_prometheus::RecordError),
 }
 
 fn eval_field<'s>(

@@ -5,8 +5,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use meshmeter_adapters::prometheus::{Metric, MetricSpec, Registry};
 use meshmeter_config::{HandlerParams, InstanceParams, Snapshot};
+use meshmeter_prometheus::{Metric, MetricSpec, Registry};
 use meshmeter_selfmetrics::{Counter, SelfMetrics};
 use meshmeter_stdio::StdioWriter;
 use meshmeter_workloads::Enricher;

@@ -1,9 +1,10 @@
 //! The Prometheus metric model, defined once for the configuration that declares metrics
-//! (`meshmeter-config`) and the handler that serves them (`meshmeter-adapters`).
+//! (`meshmeter-config`) and the handler that serves them (`meshmeter-prometheus`).
 //!
-//! It sits below both because the adapters do not depend on the configuration crate: a
-//! metric's kind, its bucket schemes and how they become bounds, and which names Prometheus
-//! accepts are plain facts about Prometheus, not about where a metric was configured.
+//! It sits below both because the Prometheus handler does not depend on the configuration
+//! crate: a metric's kind, its bucket schemes and how they become bounds, and which names
+//! Prometheus accepts are plain facts about Prometheus, not about where a metric was
+//! configured.
 //!
 //! ```
 //! use meshmeter_prommodel::{check_bounds, valid_metric_name, Buckets, MetricKind};

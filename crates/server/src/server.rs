@@ -100,7 +100,7 @@ impl Default for ServerOptions {
             workloads: None,
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             max_bags_per_request: meshmeter_wire::DEFAULT_MAX_BAGS_PER_REQUEST,
-            series_limit: meshmeter_adapters::prometheus::DEFAULT_SERIES_LIMIT,
+            series_limit: meshmeter_prometheus::DEFAULT_SERIES_LIMIT,
             log_output: None,
             reload_interval: Duration::from_secs(1),
             dedup_clients: 10_000,

@@ -2,10 +2,10 @@
 
 use std::time::{Duration, Instant};
 
-use meshmeter_adapters::prometheus::{
+use meshmeter_attributes::{StringMap, Value};
+use meshmeter_prometheus::{
     MetricKind, MetricSpec, RecordError, Registry, SpecError, MAX_LABEL_VALUE_BYTES,
 };
-use meshmeter_attributes::{StringMap, Value};
 
 fn labels(names: &[&str]) -> Vec<String> {
     names.iter().map(|s| s.to_string()).collect()
@@ -524,7 +524,7 @@ fn label_bytes_limit_drops_and_counts_and_sweeps_free_the_budget() {
     let mut spec = MetricSpec::new("c", MetricKind::Counter, labels(&["path"]));
     assert_eq!(
         spec.label_bytes_limit,
-        meshmeter_adapters::prometheus::DEFAULT_LABEL_BYTES_LIMIT
+        meshmeter_prometheus::DEFAULT_LABEL_BYTES_LIMIT
     );
     assert_eq!(spec.label_bytes_limit, 64 << 20);
     // `path="/a"` is 9 bytes of label text: three such series fit in 34, a fourth does not.

@@ -1,8 +1,8 @@
 //! `Metric::record` on an existing series with three string labels, single-threaded.
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
-use meshmeter_adapters::prometheus::{MetricKind, MetricSpec, Registry};
 use meshmeter_attributes::Value;
+use meshmeter_prometheus::{MetricKind, MetricSpec, Registry};
 
 fn record(c: &mut Criterion) {
     let labels = vec![

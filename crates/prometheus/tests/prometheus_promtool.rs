@@ -6,8 +6,8 @@
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-use meshmeter_adapters::prometheus::{MetricKind, MetricSpec, Registry};
 use meshmeter_attributes::{Duration, StringMap, Value};
+use meshmeter_prometheus::{MetricKind, MetricSpec, Registry};
 use meshmeter_prommodel::Buckets;
 use meshmeter_selfmetrics::SelfMetrics;
 

@@ -1,7 +1,11 @@
-//! The Prometheus handler: metrics built from specs, recorded per instance, exposed as text.
+//! The Prometheus handler: metric specs become a [`Registry`] whose per-metric handles the
+//! engine records into; the registry renders the text exposition format.
+//!
+//! The stdio handler is `meshmeter-stdio`, workload identity is `meshmeter-workloads` and
+//! meshmeter's own metrics are `meshmeter-selfmetrics`.
 //!
 //! ```
-//! use meshmeter_adapters::prometheus::{MetricKind, MetricSpec, Registry};
+//! use meshmeter_prometheus::{MetricKind, MetricSpec, Registry};
 //! use meshmeter_attributes::Value;
 //!
 //! let spec = MetricSpec::new(
@@ -25,6 +29,8 @@
 //!     )
 //! );
 //! ```
+
+#![warn(missing_docs)]
 
 mod encode;
 mod gofloat;
