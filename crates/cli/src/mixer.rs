@@ -25,7 +25,9 @@ use meshmeter_server::{GrpcLimits, ServerError, ServerOptions, TelemetryServer};
 /// Changes are accepted object by object: an object with an error is logged with its
 /// diagnostics and rejected alone (its previous version stays in force; counted in
 /// meshmeter_config_rejected_objects), objects naming a rejected or absent one are dropped with
-/// a warning, and the rest applies. At start any error refuses the configuration (exit 2). A
+/// a warning, and the rest applies. The configuration at start is accepted the same way (a
+/// restart with one broken object still serves the others); --strict-config refuses to start
+/// on any error instead (exit 2). A --config-dir path that does not exist is exit 2. A
 /// change is loaded once two consecutive polls see the same content, and one that leaves no
 /// instance, handler or rule at all is refused as a file caught mid-write.
 ///
@@ -112,6 +114,11 @@ pub(crate) struct Args {
     /// Do not load Istio's default TCP telemetry configuration.
     #[arg(long)]
     no_default_config: bool,
+
+    /// Refuse to start (exit 2) when the configuration at start has any error, instead of
+    /// rejecting the broken objects alone as every later change does.
+    #[arg(long)]
+    strict_config: bool,
 
     /// Refuse Report requests larger than this many bytes.
     #[arg(long, default_value_t = meshmeter_wire::DEFAULT_MAX_MESSAGE_BYTES, value_name = "BYTES")]
@@ -226,8 +233,16 @@ pub(crate) fn run(args: Args) -> ExitCode {
             },
         )
     });
+    if let Some(missing) = args.config_dirs.iter().find(|p| !p.exists()) {
+        eprintln!(
+            "error: --config-dir {}: no such file or directory",
+            missing.display()
+        );
+        return ExitCode::from(2);
+    }
     let mut options = ServerOptions {
         grpc_addr: args.grpc_addr,
+        strict_config: args.strict_config,
         metrics_addr: args.metrics_addr,
         config_paths: args.config_dirs,
         default_namespace: args.config_default_namespace,

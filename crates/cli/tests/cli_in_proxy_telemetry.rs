@@ -322,6 +322,7 @@ fn bad_flags_and_configuration_exit_2_with_a_message() {
     let out = Command::new(BIN)
         .args([
             "mixer",
+            "--strict-config",
             "--config-dir",
             bad.to_str().unwrap(),
             "--grpc-addr",
@@ -335,6 +336,30 @@ fn bad_flags_and_configuration_exit_2_with_a_message() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains("bad.yaml:47:13: error[C0013]: kind 'COUNTR' is not one of"),
+        "{stderr}"
+    );
+
+    // A path that does not exist is a usage error, not an empty configuration.
+    let missing = dir.join("no-such-dir");
+    let out = Command::new(BIN)
+        .args([
+            "mixer",
+            "--config-dir",
+            missing.to_str().unwrap(),
+            "--grpc-addr",
+            "127.0.0.1:0",
+            "--metrics-addr",
+            "127.0.0.1:0",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "--config-dir {}: no such file or directory",
+            missing.display()
+        )),
         "{stderr}"
     );
     let _ = std::fs::remove_dir_all(&dir);

@@ -45,7 +45,8 @@
 //! that refer to a rejected or absent object (a rule's handler or instance, a prometheus
 //! metric's instance) are dropped with a warning naming the reference, and everything else
 //! applies. [`ConfigWatcher`] does this for files (a file that cannot be read or parsed keeps
-//! the objects it held); its initial load stays strict.
+//! the objects it held); its initial load is strict with [`ConfigWatcher::new`] and accepts
+//! object by object too with [`ConfigWatcher::accepting`] (what the server uses by default).
 //!
 //! A Kubernetes source hands each object in as an [`Input::Kubernetes`] and gets back, per
 //! object not in force, an [`ObjectProblem`] with its [`ObjectSource`] (namespace, name,

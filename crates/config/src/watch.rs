@@ -78,11 +78,28 @@ impl ConfigWatcher {
     /// accepted object by object. Does not watch until [`ConfigWatcher::spawn_polling`] is
     /// called.
     pub fn new(paths: Vec<PathBuf>, options: LoadOptions) -> Result<Self, Diagnostics> {
+        Self::start(paths, options, true)
+    }
+
+    /// Like [`ConfigWatcher::new`], but the initial configuration too is accepted object by
+    /// object: rejected objects are logged and counted ([`ConfigWatcher::rejected_objects`],
+    /// [`ConfigWatcher::problems`]) and everything else is put in force, so that a restart
+    /// with one team's broken object still serves every other team's metrics. Fails only
+    /// when nothing could be compiled at all.
+    pub fn accepting(paths: Vec<PathBuf>, options: LoadOptions) -> Result<Self, Diagnostics> {
+        Self::start(paths, options, false)
+    }
+
+    fn start(paths: Vec<PathBuf>, options: LoadOptions, strict: bool) -> Result<Self, Diagnostics> {
         let mut loader = Loader::new(options);
         let loaded = loader.load(read_inputs(&paths))?;
-        if loaded.diagnostics.has_errors() {
+        if strict && loaded.diagnostics.has_errors() {
             return Err(loaded.diagnostics);
         }
+        log_problems(&loaded, 1);
+        let rejected = loaded.rejected_objects() as u64;
+        let failures = u64::from(!loaded.problems.is_empty());
+        let problems = loaded.problems.clone();
         loader.commit(&loaded);
         let in_force = loaded.fingerprint();
         let snapshot = Arc::new(loaded.snapshot);
@@ -96,12 +113,12 @@ impl ConfigWatcher {
                 paths,
                 current: ArcSwap::new(snapshot),
                 generation: AtomicU64::new(1),
-                failures: AtomicU64::new(0),
-                rejected: AtomicU64::new(0),
+                failures: AtomicU64::new(failures),
+                rejected: AtomicU64::new(rejected),
                 loader: Mutex::new(loader),
                 in_force: AtomicU64::new(in_force),
                 objects: Mutex::new(Vec::new()),
-                problems: Mutex::new(Vec::new()),
+                problems: Mutex::new(problems),
                 tx,
                 reload: Mutex::new(Settle::new(fingerprint)),
             }),

@@ -33,6 +33,9 @@ pub struct ServerOptions {
     pub metrics_addr: SocketAddr,
     /// Configuration files and directories (watched for changes).
     pub config_paths: Vec<PathBuf>,
+    /// Refuse to start when the initial configuration has any error; by default it is
+    /// accepted object by object, as every later change is.
+    pub strict_config: bool,
     /// Rules in this namespace apply to every report.
     pub default_namespace: String,
     /// Load Istio's default TCP telemetry before the given configuration.
@@ -95,6 +98,7 @@ impl Default for ServerOptions {
             grpc_addr: SocketAddr::from(([127, 0, 0, 1], 9091)),
             metrics_addr: SocketAddr::from(([127, 0, 0, 1], 42422)),
             config_paths: Vec::new(),
+            strict_config: false,
             default_namespace: "istio-system".to_owned(),
             include_defaults: true,
             workloads: None,
@@ -194,8 +198,12 @@ impl TelemetryServer {
             default_namespace: options.default_namespace.clone(),
             include_defaults: options.include_defaults,
         };
-        let mut watcher =
-            ConfigWatcher::new(options.config_paths.clone(), load).map_err(ServerError::Config)?;
+        let mut watcher = if options.strict_config {
+            ConfigWatcher::new(options.config_paths.clone(), load)
+        } else {
+            ConfigWatcher::accepting(options.config_paths.clone(), load)
+        }
+        .map_err(ServerError::Config)?;
         for d in watcher.current().diagnostics().iter() {
             tracing::info!("{d}");
         }

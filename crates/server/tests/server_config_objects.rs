@@ -172,3 +172,58 @@ async fn a_broken_object_is_rejected_alone_and_counted() {
     server.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn a_broken_object_at_start_is_rejected_alone_unless_strict() {
+    let dir = std::env::temp_dir().join(format!("meshmeter-objects-start-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("config")).unwrap();
+    let seed = std::fs::read_to_string(data("tcp-metrics.yaml")).unwrap();
+    std::fs::write(dir.join("config/tcp-metrics.yaml"), &seed).unwrap();
+    std::fs::write(dir.join("config/extra.yaml"), format!("{GOOD}{BROKEN}")).unwrap();
+    std::fs::write(dir.join("workloads.yaml"), WORKLOADS).unwrap();
+    let options = || ServerOptions {
+        config_paths: vec![dir.join("config")],
+        include_defaults: false,
+        workloads: Some(dir.join("workloads.yaml")),
+        reload_interval: Duration::from_millis(100),
+        ..ServerOptions::default()
+    };
+
+    // Strict: the broken instance refuses the whole configuration at start.
+    let err = meshmeter_server::TelemetryServer::start(ServerOptions {
+        strict_config: true,
+        ..options()
+    })
+    .await
+    .err()
+    .expect("a strict start refuses a broken object");
+    assert!(
+        err.to_string().contains("connection.sent.byte") || format!("{err:?}").contains("E101"),
+        "{err}"
+    );
+
+    // By default: the good objects (the seed's and the report counter) count from the start.
+    let server = Running::start(options()).await;
+    let client = MixerClient::connect(&server.grpc.to_string())
+        .await
+        .unwrap();
+    report(&client, 5).await;
+    wait_for(&server, "meshmeter_config_rejected_objects", 1.0).await;
+    let text = server.scrape().await;
+    assert_eq!(samples(&text, "istio_mongo_sent_bytes")[SEED_SENT], 5.0);
+    assert_eq!(
+        samples(&text, "istio_mongo_reports")["istio_mongo_reports{event=\"continue\"}"],
+        1.0
+    );
+    assert_eq!(
+        samples(&text, "meshmeter_config_generation")["meshmeter_config_generation"],
+        1.0
+    );
+
+    // The fix applies like any change.
+    std::fs::write(dir.join("config/extra.yaml"), GOOD).unwrap();
+    wait_for(&server, "meshmeter_config_rejected_objects", 0.0).await;
+    server.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -46,7 +46,15 @@ pub(super) fn local_telemetry(
         default_namespace: args.config_default_namespace.clone(),
         include_defaults: !args.no_default_config,
     };
-    let mut watcher = ConfigWatcher::new(args.telemetry_config.clone(), options)
+    if let Some(missing) = args.telemetry_config.iter().find(|p| !p.exists()) {
+        return Err(usage(format!(
+            "--telemetry-config {}: no such file or directory",
+            missing.display()
+        )));
+    }
+    // As the telemetry server does: a broken object is rejected alone (logged, counted), so
+    // that one bad object never keeps a sidecar, and its application, from starting.
+    let mut watcher = ConfigWatcher::accepting(args.telemetry_config.clone(), options)
         .map_err(|d| usage(format!("invalid --telemetry-config:\n{d}")))?;
     watcher.spawn_polling(Duration::from_secs(1));
     let (workloads, workloads_watch) = match &args.workloads {
