@@ -196,8 +196,7 @@ async fn a_broken_object_at_start_is_rejected_alone_unless_strict() {
         ..options()
     })
     .await
-    .err()
-    .expect("a strict start refuses a broken object");
+    .expect_err("a strict start refuses a broken object");
     assert!(
         err.to_string().contains("connection.sent.byte") || format!("{err:?}").contains("E101"),
         "{err}"
