@@ -28,8 +28,8 @@
 //! let identity = IdentitySource::start(client, IdentityOptions::default(), &metrics);
 //! config.synced().wait().await;
 //! identity.synced().wait().await;
-//! for (name, _text) in config.documents().borrow().iter() {
-//!     println!("{name}"); // kubernetes:rule/default/mongoprom, ...
+//! for object in config.documents().borrow().iter() {
+//!     println!("{}", object.display_name()); // kubernetes:default/rule/mongoprom, ...
 //! }
 //! let registry = identity.current();
 //! if let Some(w) = registry.by_ip("10.244.0.12".parse().unwrap()) {
