@@ -279,7 +279,8 @@ pub enum HandshakeFailure {
     NoCertificate,
     /// The peer's certificate has expired (or is not valid yet).
     Expired,
-    /// The peer's chain does not end at a trusted root.
+    /// The peer's chain does not verify against the trust bundle (another CA, a CA
+    /// certificate presented as the peer's own, a missing key usage, a bad signature).
     UnknownCa,
     /// The peer's certificate carries no acceptable SPIFFE identity.
     BadIdentity,
@@ -330,9 +331,16 @@ impl HandshakeFailure {
                 CertificateError::UnknownIssuer | CertificateError::BadSignature => {
                     HandshakeFailure::UnknownCa
                 }
-                CertificateError::Other(_)
-                | CertificateError::NotValidForName
+                CertificateError::Other(OtherError(e))
+                    if e.downcast_ref::<PeerIdentityError>().is_some() =>
+                {
+                    HandshakeFailure::BadIdentity
+                }
+                CertificateError::NotValidForName
                 | CertificateError::NotValidForNameContext { .. } => HandshakeFailure::BadIdentity,
+                // webpki's other chain errors: a CA certificate presented as the peer's own,
+                // a missing key usage, ...: the chain does not verify.
+                CertificateError::Other(_) => HandshakeFailure::UnknownCa,
                 _ => HandshakeFailure::Other,
             },
             E::InvalidMessage(_)
