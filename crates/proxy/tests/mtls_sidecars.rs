@@ -479,3 +479,107 @@ async fn rotation_every_few_seconds_under_continuous_traffic_loses_nothing() {
     );
     assert_eq!(mongodb.rotation.failures.load(Ordering::Relaxed), 0);
 }
+
+#[tokio::test]
+async fn a_sidecar_with_an_expired_certificate_is_refused() {
+    let (db, accepted) = echo().await;
+    // The mesh's CA, signing directly: the CSR API grants no lifetime in the past.
+    let authority = Authority::generate_root("cluster.local", Duration::from_secs(3600)).unwrap();
+    let pending = meshmeter_certs::PendingKey::generate(id("ratings")).unwrap();
+    let now = std::time::SystemTime::now();
+    let issued = authority
+        .issue_with_validity(
+            &pending.csr_der().unwrap(),
+            &id("ratings"),
+            now - Duration::from_secs(120),
+            now - Duration::from_secs(60),
+        )
+        .unwrap();
+    let expired = Arc::new(CertStore::with(
+        pending.into_workload_cert(issued.chain).unwrap(),
+    ));
+    let bundle = TrustBundle::new(vec![authority.root().clone()], "expired's root").unwrap();
+    let server_for_expired = sidecar(
+        db,
+        ReporterKind::Inbound,
+        ListenerTls {
+            inbound: Some(InboundTls {
+                mode: PeerAuthentication::Strict,
+                config: server_config(
+                    &bundle,
+                    Arc::new(CertStore::with(
+                        authority
+                            .issue_workload(&id("mongodb"), Duration::from_secs(600))
+                            .unwrap(),
+                    )),
+                    ExpectedPeer::TrustDomain("cluster.local".into()),
+                )
+                .unwrap(),
+                handshake_timeout: Duration::from_secs(5),
+                detect_timeout: Duration::from_millis(500),
+            }),
+            upstream: None,
+            local_principal: None,
+        },
+    )
+    .await;
+    let client = sidecar(
+        server_for_expired.addr,
+        ReporterKind::Outbound,
+        outbound(&bundle, &expired, "mongodb", "ratings"),
+    )
+    .await;
+    let back = round_trip(client.addr, &payload(5_000)).await;
+    assert!(
+        back.map_or(true, |b| b.is_empty()),
+        "the expired certificate got an answer"
+    );
+    eventually(LONG, || {
+        (server_for_expired
+            .stats
+            .tls
+            .inbound_refused(HandshakeFailure::Expired)
+            == 1)
+            .then_some(())
+    })
+    .await;
+    assert_eq!(accepted.load(Ordering::Relaxed), 0);
+    assert!(server_for_expired.reports.all().is_empty());
+}
+
+#[tokio::test]
+async fn an_upstream_with_the_wrong_identity_is_refused_by_the_client_sidecar() {
+    let mesh = start_ca().await;
+    // The upstream proves "ratings", the client sidecar expects "mongodb".
+    let impostor = workload(&mesh, "ratings", RATINGS_TOKEN, None).await;
+    let ratings = workload(&mesh, "ratings", RATINGS_TOKEN, None).await;
+    let (db, accepted) = echo().await;
+    let server = sidecar(
+        db,
+        ReporterKind::Inbound,
+        inbound(&mesh, &impostor, PeerAuthentication::Strict, "ratings"),
+    )
+    .await;
+    let client = sidecar(
+        server.addr,
+        ReporterKind::Outbound,
+        outbound(&mesh.bundle, &ratings.store, "mongodb", "ratings"),
+    )
+    .await;
+
+    let back = round_trip(client.addr, &payload(5_000)).await;
+    assert!(back.map_or(true, |b| b.is_empty()));
+    eventually(LONG, || {
+        (client
+            .stats
+            .tls
+            .upstream_refused(HandshakeFailure::BadIdentity)
+            == 1)
+            .then_some(())
+    })
+    .await;
+    let closes = closes(&client.reports, 1).await;
+    assert_eq!(closes[0].error.map(|e| e.as_str()), Some("UF"));
+    assert_eq!(closes[0].bytes.received_total, 0);
+    assert_eq!(accepted.load(Ordering::Relaxed), 0);
+}
