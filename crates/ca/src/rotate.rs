@@ -32,25 +32,25 @@ impl RotationStats {
     pub fn render_prometheus(&self, out: &mut String) {
         let rows = [
             (
-                "certificates_installed_total",
+                "meshmeter_proxy_certificates_installed_total",
                 "counter",
                 "Workload certificates installed (the first included).",
                 &self.installed,
             ),
             (
-                "certificate_rotation_failures_total",
+                "meshmeter_proxy_certificate_rotation_failures_total",
                 "counter",
                 "Certificate requests that failed; each retry counts.",
                 &self.failures,
             ),
             (
-                "certificate_authority_unavailable",
+                "meshmeter_proxy_certificate_authority_unavailable",
                 "gauge",
                 "1 while the latest certificate request failed.",
                 &self.ca_unavailable,
             ),
             (
-                "certificate_expiry_timestamp_seconds",
+                "meshmeter_proxy_certificate_expiry_timestamp_seconds",
                 "gauge",
                 "When the installed workload certificate expires (Unix time).",
                 &self.expiry_seconds,
@@ -59,7 +59,7 @@ impl RotationStats {
         for (name, kind, help, value) in rows {
             let _ = write!(
                 out,
-                "# HELP meshmeter_proxy_{name} {help}\n# TYPE meshmeter_proxy_{name} {kind}\nmeshmeter_proxy_{name} {}\n",
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}\n",
                 value.load(Ordering::Relaxed)
             );
         }

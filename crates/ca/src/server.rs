@@ -76,16 +76,21 @@ impl CaStats {
 
     /// Appends the metrics in Prometheus' text format.
     pub fn render_prometheus(&self, out: &mut String) {
+        let name = "meshmeter_ca_certificates_issued_total";
         let _ = write!(
             out,
-            "# HELP meshmeter_ca_certificates_issued_total Workload certificates issued.\n# TYPE meshmeter_ca_certificates_issued_total counter\nmeshmeter_ca_certificates_issued_total {}\n",
+            "# HELP {name} Workload certificates issued.\n# TYPE {name} counter\n{name} {}\n",
             self.issued.load(Ordering::Relaxed)
         );
-        out.push_str("# HELP meshmeter_ca_requests_refused_total Certificate requests refused, by reason.\n# TYPE meshmeter_ca_requests_refused_total counter\n");
+        let name = "meshmeter_ca_requests_refused_total";
+        let _ = write!(
+            out,
+            "# HELP {name} Certificate requests refused, by reason.\n# TYPE {name} counter\n"
+        );
         for why in REFUSALS {
             let _ = writeln!(
                 out,
-                "meshmeter_ca_requests_refused_total{{reason=\"{}\"}} {}",
+                "{name}{{reason=\"{}\"}} {}",
                 why.as_str(),
                 self.refused(why)
             );

@@ -158,18 +158,34 @@ impl TlsStats {
     pub(crate) fn render(&self, out: &mut String) {
         use std::fmt::Write as _;
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        let _ = write!(
+        let head = |out: &mut String, name: &str, help: &str| {
+            let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} counter\n");
+        };
+        let name = "meshmeter_proxy_mtls_connections_total";
+        head(out, name, "Connections carried over mutual TLS, by side.");
+        let _ = writeln!(
             out,
-            "# HELP meshmeter_proxy_mtls_connections_total Connections carried over mutual TLS, by side.\n# TYPE meshmeter_proxy_mtls_connections_total counter\nmeshmeter_proxy_mtls_connections_total{{side=\"inbound\"}} {}\nmeshmeter_proxy_mtls_connections_total{{side=\"upstream\"}} {}\n",
-            get(&self.inbound_mtls),
+            "{name}{{side=\"inbound\"}} {}",
+            get(&self.inbound_mtls)
+        );
+        let _ = writeln!(
+            out,
+            "{name}{{side=\"upstream\"}} {}",
             get(&self.upstream_mtls)
         );
-        let _ = write!(
+        let name = "meshmeter_proxy_permissive_plaintext_connections_total";
+        head(
             out,
-            "# HELP meshmeter_proxy_permissive_plaintext_connections_total Inbound connections accepted as plaintext under PERMISSIVE.\n# TYPE meshmeter_proxy_permissive_plaintext_connections_total counter\nmeshmeter_proxy_permissive_plaintext_connections_total {}\n",
-            get(&self.inbound_plaintext)
+            name,
+            "Inbound connections accepted as plaintext under PERMISSIVE.",
         );
-        out.push_str("# HELP meshmeter_proxy_tls_refused_total Connections refused in the TLS handshake (nothing forwarded), by side and reason.\n# TYPE meshmeter_proxy_tls_refused_total counter\n");
+        let _ = writeln!(out, "{name} {}", get(&self.inbound_plaintext));
+        let name = "meshmeter_proxy_tls_refused_total";
+        head(
+            out,
+            name,
+            "Connections refused in the TLS handshake (nothing forwarded), by side and reason.",
+        );
         for (side, counters) in [
             ("inbound", &self.inbound_refused),
             ("upstream", &self.upstream_refused),
@@ -177,7 +193,7 @@ impl TlsStats {
             for (i, why) in HandshakeFailure::ALL.iter().enumerate() {
                 let _ = writeln!(
                     out,
-                    "meshmeter_proxy_tls_refused_total{{side=\"{side}\",reason=\"{}\"}} {}",
+                    "{name}{{side=\"{side}\",reason=\"{}\"}} {}",
                     why.as_str(),
                     get(&counters[i])
                 );
