@@ -1,5 +1,6 @@
 //! The sidecar's side of the CSR API.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::uri::PathAndQuery;
@@ -75,6 +76,35 @@ impl CaClient {
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(10))
             .connect_lazy();
+        let token = MetadataValue::try_from(format!("Bearer {}", token.trim()))
+            .map_err(|_| CaClientError::BadToken)?;
+        Ok(CaClient {
+            grpc: Grpc::new(channel),
+            token,
+        })
+    }
+
+    /// Like [`CaClient::lazy`], over TLS with `config` (see
+    /// `meshmeter_certs::service_client_config`, expecting [`crate::ca_identity`]): the CA is
+    /// verified before the token is sent.
+    pub fn lazy_tls(
+        addr: &str,
+        token: &str,
+        config: Arc<meshmeter_certs::rustls::ClientConfig>,
+    ) -> Result<Self, CaClientError> {
+        let uri = format!(
+            "http://{}",
+            addr.trim_start_matches("https://")
+                .trim_start_matches("http://")
+        );
+        let endpoint = Endpoint::from_shared(uri).map_err(|e| CaClientError::Address {
+            addr: addr.to_owned(),
+            reason: e.to_string(),
+        })?;
+        let channel = endpoint
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(10))
+            .connect_with_connector_lazy(crate::tls::connector(config));
         let token = MetadataValue::try_from(format!("Bearer {}", token.trim()))
             .map_err(|_| CaClientError::BadToken)?;
         Ok(CaClient {

@@ -19,6 +19,7 @@ mod client;
 pub mod proto;
 mod rotate;
 mod server;
+mod tls;
 
 pub use auth::{
     AuthError, AuthFuture, Authenticator, BootstrapTokens, Caller, TokenFileError, MIN_TOKEN_LEN,
@@ -26,3 +27,4 @@ pub use auth::{
 pub use client::{CaClient, CaClientError, IssuedCert};
 pub use rotate::{Backoff, RotateError, RotationStats, Rotator, ROTATE_AT};
 pub use server::{CaServer, CaStats, Refusal, TtlPolicy, DEFAULT_WORKLOAD_TTL};
+pub use tls::{ca_identity, CA_NAMESPACE, CA_SERVICE_ACCOUNT};

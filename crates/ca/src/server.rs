@@ -171,6 +171,21 @@ impl CaServer {
     }
 }
 
+impl CaServer {
+    /// Serves over TLS 1.3 with `config` (see `meshmeter_certs::service_server_config`, with
+    /// a certificate for [`crate::ca_identity`]) until `shutdown` completes.
+    pub async fn serve_tls(
+        self,
+        listener: tokio::net::TcpListener,
+        config: Arc<meshmeter_certs::rustls::ServerConfig>,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), tonic::transport::Error> {
+        tonic::transport::Server::builder()
+            .serve_with_incoming_shutdown(self, crate::tls::incoming(listener, config), shutdown)
+            .await
+    }
+}
+
 impl NamedService for CaServer {
     const NAME: &'static str = SERVICE_NAME;
 }

@@ -210,3 +210,74 @@ async fn rotation_renews_short_lived_certificates_and_survives_a_ca_outage() {
     let _ = stop.send(true);
     running.await.unwrap();
 }
+
+#[tokio::test]
+async fn over_tls_the_caller_verifies_the_ca_before_sending_its_token() {
+    use meshmeter_certs::{service_client_config, service_server_config, ExpectedPeer};
+    let authority = Authority::generate_root("cluster.local", Duration::from_secs(3600)).unwrap();
+    let ca_id = meshmeter_ca::ca_identity("cluster.local").unwrap();
+    let serving = Arc::new(CertStore::with(
+        authority
+            .issue_workload(&ca_id, Duration::from_secs(3600))
+            .unwrap(),
+    ));
+    let bundle = TrustBundle::new(vec![authority.root().clone()], "root").unwrap();
+    let tokens =
+        BootstrapTokens::parse(&format!("{RATINGS_TOKEN} default/ratings\n"), "tokens").unwrap();
+    let stats = Arc::new(CaStats::default());
+    let server = CaServer::new(
+        authority,
+        Arc::new(tokens),
+        TtlPolicy::default(),
+        Arc::clone(&stats),
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let (_stop, mut rx) = watch::channel(false);
+    let config = service_server_config(serving).unwrap();
+    tokio::spawn(server.serve_tls(listener, config, async move {
+        let _ = rx.wait_for(|&s| s).await;
+    }));
+
+    let client = CaClient::lazy_tls(
+        &addr,
+        RATINGS_TOKEN,
+        service_client_config(&bundle, ExpectedPeer::OneOf(vec![ca_id])).unwrap(),
+    )
+    .unwrap();
+    let issued = client
+        .issue(PendingKey::generate(ratings()).unwrap(), None)
+        .await
+        .unwrap();
+    assert_eq!(issued.cert.identity(), &ratings());
+
+    // A caller that trusts another root never gets as far as sending its token.
+    let other = Authority::generate_root("cluster.local", Duration::from_secs(3600)).unwrap();
+    let other_bundle = TrustBundle::new(vec![other.root().clone()], "other root").unwrap();
+    let wary = CaClient::lazy_tls(
+        &addr,
+        RATINGS_TOKEN,
+        service_client_config(
+            &other_bundle,
+            ExpectedPeer::TrustDomain("cluster.local".into()),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let e = wary
+        .issue(PendingKey::generate(ratings()).unwrap(), None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            &e,
+            CaClientError::Status {
+                code: tonic::Code::Unavailable,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert_eq!(stats.issued.load(Ordering::Relaxed), 1);
+    assert_eq!(stats.refused(Refusal::Unauthenticated), 0);
+}

@@ -49,8 +49,8 @@ pub use pem::{
 pub use spiffe::{SpiffeId, SpiffeIdError, DEFAULT_TRUST_DOMAIN};
 pub use store::CertStore;
 pub use tls::{
-    client_config, peer_identity, provider, server_config, server_name, ExpectedPeer,
-    HandshakeFailure, PeerIdentityError, TlsConfigError,
+    client_config, peer_identity, provider, server_config, server_name, service_client_config,
+    service_server_config, ExpectedPeer, HandshakeFailure, PeerIdentityError, TlsConfigError,
 };
 pub use workload::{PendingKey, WorkloadCert, WorkloadCertError};
 

@@ -256,6 +256,39 @@ pub fn client_config(
     Ok(Arc::new(config))
 }
 
+/// A TLS 1.3 server configuration presenting the store's certificate and asking clients for
+/// none (a service such as the CA, whose callers authenticate otherwise).
+pub fn service_server_config(store: Arc<CertStore>) -> Result<Arc<ServerConfig>, TlsConfigError> {
+    let config = ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| TlsConfigError(e.to_string()))?
+        .with_no_client_auth()
+        .with_cert_resolver(store);
+    Ok(Arc::new(config))
+}
+
+/// A TLS 1.3 client configuration with no client certificate that verifies the server against
+/// `bundle` and its SPIFFE identity against `server` (a client of such a service).
+pub fn service_client_config(
+    bundle: &TrustBundle,
+    server: ExpectedPeer,
+) -> Result<Arc<ClientConfig>, TlsConfigError> {
+    let provider = provider();
+    let verifier = SpiffeServerVerifier {
+        roots: bundle.root_store(),
+        provider: Arc::clone(&provider),
+        expected: server,
+    };
+    let mut config = ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| TlsConfigError(e.to_string()))?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_no_client_auth();
+    config.enable_sni = false;
+    Ok(Arc::new(config))
+}
+
 /// The TLS server name clients pass to rustls (not sent, not checked).
 pub fn server_name() -> ServerName<'static> {
     ServerName::DnsName(
