@@ -101,32 +101,30 @@ impl Drop for AbortOnDrop {
     }
 }
 
+/// What the connector yields: a TLS client stream, as hyper reads it.
+pub(crate) type TlsIo = hyper_util::rt::TokioIo<tokio_rustls::client::TlsStream<TcpStream>>;
+
+/// The connector's future.
+pub(crate) type Connecting = Pin<Box<dyn std::future::Future<Output = io::Result<TlsIo>> + Send>>;
+
 /// A tonic connector that dials TCP and runs a TLS client handshake with `config`.
 pub(crate) fn connector(
     config: Arc<ClientConfig>,
-) -> impl tower::Service<
-    http::Uri,
-    Response = hyper_util::rt::TokioIo<tokio_rustls::client::TlsStream<TcpStream>>,
-    Error = io::Error,
-    Future = Pin<
-        Box<
-            dyn std::future::Future<
-                    Output = io::Result<
-                        hyper_util::rt::TokioIo<tokio_rustls::client::TlsStream<TcpStream>>,
-                    >,
-                > + Send,
-        >,
-    >,
-> + Clone
+) -> impl tower::Service<http::Uri, Response = TlsIo, Error = io::Error, Future = Connecting>
+       + Clone
        + Send
        + 'static {
     let tls = tokio_rustls::TlsConnector::from(config);
     tower::service_fn(move |uri: http::Uri| {
         let tls = tls.clone();
-        let fut: Pin<Box<dyn std::future::Future<Output = _> + Send>> = Box::pin(async move {
-            let host = uri.host().unwrap_or("127.0.0.1").trim_matches(['[', ']']);
+        let fut: Connecting = Box::pin(async move {
+            let host = uri
+                .host()
+                .unwrap_or("127.0.0.1")
+                .trim_matches(['[', ']'])
+                .to_owned();
             let port = uri.port_u16().unwrap_or(8060);
-            let tcp = TcpStream::connect((host, port)).await?;
+            let tcp = TcpStream::connect((host.as_str(), port)).await?;
             let _ = tcp.set_nodelay(true);
             let stream = tls.connect(meshmeter_certs::server_name(), tcp).await?;
             Ok(hyper_util::rt::TokioIo::new(stream))

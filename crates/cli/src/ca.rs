@@ -26,7 +26,11 @@ use meshmeter_certs::Authority;
 /// characters, no spaces, unique; blank lines and `#` comments ignored). Kubernetes
 /// TokenReview is not wired in yet.
 ///
-/// The gRPC port is plaintext: run it on loopback or a trusted network (tokens cross it).
+/// The gRPC port speaks TLS 1.3: the CA presents a certificate for
+/// `spiffe://TRUST_DOMAIN/ns/istio-system/sa/meshmeter-ca` (issued by itself at start, valid as
+/// long as the CA's own certificate, at most a year), which sidecars verify against --ca-root
+/// before sending their token. --plaintext turns TLS off (loopback or trusted networks only:
+/// tokens cross it in clear).
 ///
 /// Metrics on --metrics-addr: meshmeter_ca_certificates_issued_total,
 /// meshmeter_ca_requests_refused_total{reason="unauthenticated"|"bad_request"|
@@ -75,6 +79,10 @@ pub(crate) struct Args {
     /// Where to serve /metrics, /healthz and /ready.
     #[arg(long, value_name = "ADDR")]
     metrics_addr: Option<SocketAddr>,
+
+    /// Serve the CSR API without TLS (sidecars then need --ca-plaintext).
+    #[arg(long)]
+    plaintext: bool,
 }
 
 enum Failure {
@@ -157,6 +165,22 @@ async fn serve(args: Args) -> Result<(), Failure> {
     let bound = listener
         .local_addr()
         .map_err(|e| Failure::Runtime(e.to_string()))?;
+    let tls = if args.plaintext {
+        tracing::warn!("--plaintext: bootstrap tokens cross the network in clear");
+        None
+    } else {
+        let id = meshmeter_ca::ca_identity(&args.trust_domain)
+            .map_err(|e| Failure::Usage(format!("--trust-domain: {e}")))?;
+        let year = Duration::from_secs(365 * 24 * 3600);
+        let serving = authority.issue_workload(&id, year).map_err(|e| {
+            Failure::Runtime(format!("cannot issue the CA's serving certificate: {e}"))
+        })?;
+        let store = Arc::new(meshmeter_certs::CertStore::with(serving));
+        Some(
+            meshmeter_certs::service_server_config(store)
+                .map_err(|e| Failure::Runtime(e.to_string()))?,
+        )
+    };
     let stats = Arc::new(CaStats::default());
     let server = CaServer::new(
         authority,
@@ -191,9 +215,13 @@ async fn serve(args: Args) -> Result<(), Failure> {
     tracing::info!(listen = %bound, "certificate authority listening");
     readiness.set(true);
     let mut rx = stop_rx;
-    let serving = tokio::spawn(server.serve(listener, async move {
+    let stopped = async move {
         let _ = rx.wait_for(|&s| s).await;
-    }));
+    };
+    let serving = match tls {
+        Some(config) => tokio::spawn(server.serve_tls(listener, config, stopped)),
+        None => tokio::spawn(server.serve(listener, stopped)),
+    };
     tokio::select! {
         () = crate::signals::terminated() => {}
         result = serving => {

@@ -208,8 +208,13 @@ pub(crate) struct MtlsArgs {
     ca_token_file: Option<PathBuf>,
 
     /// The mesh's trust bundle: root certificate(s), PEM (`meshmeter ca --write-root-cert`).
+    /// The CA itself is verified against it too.
     #[arg(long, env = "MESHMETER_CA_ROOT", value_name = "FILE")]
     ca_root: Option<PathBuf>,
+
+    /// Talk to a CA started with `meshmeter ca --plaintext` (the token crosses in clear).
+    #[arg(long)]
+    ca_plaintext: bool,
 
     /// This workload's identity, `spiffe://DOMAIN/ns/N/sa/S` or `DOMAIN/ns/N/sa/S`. Default:
     /// --trust-domain, --namespace and --service-account.
@@ -300,8 +305,17 @@ async fn mtls(args: &Args) -> Result<Option<Mtls>, Failure> {
     )
     .map_err(|e| usage(format!("--ca-root: {e}")))?;
     let token = read(token_file, "--ca-token-file")?;
-    let client =
-        CaClient::lazy(ca_addr, token.trim()).map_err(|e| usage(format!("--ca-addr: {e}")))?;
+    let client = if m.ca_plaintext {
+        CaClient::lazy(ca_addr, token.trim())
+    } else {
+        let ca_id = meshmeter_ca::ca_identity(identity.trust_domain())
+            .map_err(|e| usage(format!("the CA's identity: {e}")))?;
+        let config =
+            meshmeter_certs::service_client_config(&bundle, ExpectedPeer::OneOf(vec![ca_id]))
+                .map_err(|e| Failure::Runtime(e.into()))?;
+        CaClient::lazy_tls(ca_addr, token.trim(), config)
+    }
+    .map_err(|e| usage(format!("--ca-addr: {e}")))?;
     let store = Arc::new(CertStore::new());
     let rotation = Arc::new(RotationStats::default());
     let rotator = Rotator::new(
