@@ -10,6 +10,8 @@
 #   socat                       package socat
 #   iptables-restore            package iptables   (transparent capture, netns tests)
 #   ip                          package iproute2   (netns tests)
+#   openssl                     package openssl    (hostile mTLS clients)
+#   python3                     package python3    (hostile mTLS clients)
 #
 # Idempotent: a program already on PATH is not reinstalled, and when nothing is missing apt is
 # not touched at all. Needs root (or sudo) only when something is missing.
@@ -35,6 +37,8 @@ readonly NEEDED=(
     "socat socat"
     "iptables-restore iptables"
     "ip iproute2"
+    "openssl openssl"
+    "python3 python3"
 )
 # Programs a package may start as a service behind our back.
 readonly DAEMONS=(prometheus redis-server haproxy iperf3)
@@ -54,6 +58,7 @@ version_of() {
     case "$1" in
         haproxy) out=$(haproxy -v 2>&1) ;;
         ip) out=$(ip -V 2>&1) ;;
+        openssl) out=$(openssl version 2>&1) ;;
         socat) out=$(socat -V 2>&1 | grep -m1 'socat version') ;;
         *) out=$("$1" --version 2>&1) ;;
     esac || return 1
