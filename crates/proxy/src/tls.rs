@@ -327,24 +327,55 @@ fn blame(error: PumpError, source_side: Side) -> ForwardError {
     }
 }
 
+/// Bytes read first into the pump's own small buffer: an idle connection holds no more.
+const SMALL_CHUNK: usize = 1024;
+
 async fn pump_io<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     mut src: R,
     mut dst: W,
     count: impl Fn(u64),
 ) -> Result<(), PumpError> {
-    let mut buf = vec![0u8; TLS_CHUNK];
-    loop {
-        let n = match src.read(&mut buf).await {
-            Ok(0) => break,
+    // Reads start in the small buffer; one that fills it means bulk data, which then moves
+    // through a pooled record-sized buffer until a short read gives it back (as `pump_copy`).
+    let mut small = [0u8; SMALL_CHUNK];
+    let mut big: Option<Box<[u8]>> = None;
+    let result = loop {
+        let read = match big.as_deref_mut() {
+            Some(b) => src.read(b).await,
+            None => src.read(&mut small).await,
+        };
+        let n = match read {
+            Ok(0) => break Ok(()),
             Ok(n) => n,
             // A TLS peer that closed its socket without close_notify: its stream ended.
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => break,
-            Err(e) => return Err(PumpError::Read(e)),
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => break Ok(()),
+            Err(e) => break Err(PumpError::Read(e)),
         };
-        dst.write_all(&buf[..n]).await.map_err(PumpError::Write)?;
+        let (data, capacity) = match big.as_deref() {
+            Some(b) => (&b[..n], b.len()),
+            None => (&small[..n], SMALL_CHUNK),
+        };
+        if let Err(e) = dst.write_all(data).await {
+            break Err(PumpError::Write(e));
+        }
         // TLS buffers records: they must leave now, not when the next write comes.
-        dst.flush().await.map_err(PumpError::Write)?;
+        if let Err(e) = dst.flush().await {
+            break Err(PumpError::Write(e));
+        }
         count(n as u64);
+        match (big.is_some(), n == capacity) {
+            (false, true) => big = Some(crate::forward::pool::take(TLS_CHUNK)),
+            (true, false) => {
+                if let Some(b) = big.take() {
+                    crate::forward::pool::give(b);
+                }
+            }
+            _ => {}
+        }
+    };
+    if let Some(b) = big {
+        crate::forward::pool::give(b);
     }
+    result?;
     dst.shutdown().await.map_err(PumpError::Write)
 }
