@@ -11,6 +11,8 @@
 #   iptables-restore            package iptables   (transparent capture, netns tests)
 #   ip                          package iproute2   (netns tests)
 #   setpriv                     package util-linux (runs the netns tests' sidecars as uid 1337)
+#   openssl                     package openssl    (hostile mTLS clients)
+#   python3                     package python3    (hostile mTLS clients)
 #
 # and, from PyPI into a venv at ~/.cache/meshmeter/kubernetes-validate (MESHMETER_KV_VENV),
 # `kubernetes-validate`, which checks `meshmeter install` / `meshmeter inject` output against
@@ -42,6 +44,8 @@ readonly NEEDED=(
     "iptables-restore iptables"
     "ip iproute2"
     "setpriv util-linux"
+    "openssl openssl"
+    "python3 python3"
 )
 # Programs a package may start as a service behind our back.
 readonly DAEMONS=(prometheus redis-server haproxy iperf3)
@@ -61,6 +65,7 @@ version_of() {
     case "$1" in
         haproxy) out=$(haproxy -v 2>&1) ;;
         ip) out=$(ip -V 2>&1) ;;
+        openssl) out=$(openssl version 2>&1) ;;
         socat) out=$(socat -V 2>&1 | grep -m1 'socat version') ;;
         *) out=$("$1" --version 2>&1) ;;
     esac || return 1

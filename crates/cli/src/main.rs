@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod ca;
 mod capture;
 mod demo;
 mod eval;
@@ -45,6 +46,9 @@ enum Command {
     /// sidecar, ratings client, and the metrics the seed shows (--transparent: pods as network
     /// namespaces, with capture and a transparent sidecar on both sides).
     Demo(demo::Args),
+    /// Run the mesh's certificate authority: workload certificates for SPIFFE identities
+    /// over a gRPC CSR API.
+    Ca(ca::Args),
     /// Install (or --clean) the transparent sidecar's iptables capture in this network
     /// namespace.
     Capture(capture::Args),
@@ -92,6 +96,7 @@ fn main() -> ExitCode {
         && std::env::var_os("MESHMETER_LOG").is_none();
     init_logging(if quiet_demo { "warn" } else { &cli.log });
     match cli.command {
+        Command::Ca(args) => ca::run(args),
         Command::Capture(args) => capture::run(args),
         Command::Demo(args) => demo::run(args),
         Command::Eval(args) => eval::run(args),

@@ -96,6 +96,7 @@ mod tests {
                 Duration::from_secs(1),
             )),
             error: None,
+            tls: None,
             identity: Arc::new(Identity {
                 namespace: Some("default".into()),
                 labels: Identity::parse_labels("version=v1").expect("labels"),

@@ -71,6 +71,7 @@ mod report;
 mod sender;
 mod splice;
 mod stats;
+mod tls;
 
 pub use config::{ConfigError, ListenerConfig, ReportInterval, Upstream, MIN_REPORT_INTERVAL};
 pub use forward::{forward, CopyMode, ForwardError, ForwardOptions, Side};
@@ -85,3 +86,6 @@ pub use report::{
 };
 pub use sender::{ReportBatch, ReportSender, ReportTransport, SenderConfig, TransportError};
 pub use stats::ProxyStats;
+pub use tls::{
+    InboundTls, ListenerTls, PeerAuthentication, TlsPeers, TlsStats, UnknownPeerAuthentication,
+};

@@ -21,6 +21,8 @@ use crate::meter::{ByteMeter, DeltaCursor};
 use crate::original::{self, Refusal, Registration};
 use crate::report::{ConnectionEvent, ConnectionReport, ErrorFlag, ReportSink};
 use crate::stats::ProxyStats;
+use crate::tls::{forward_io, starts_with_tls, Io, ListenerTls, PeerAuthentication, TlsPeers};
+use meshmeter_certs::HandshakeFailure;
 
 /// A listener that cannot start.
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +47,7 @@ struct Shared {
     sink: Arc<dyn ReportSink>,
     stats: Arc<ProxyStats>,
     ids: Arc<ConnectionIds>,
+    tls: ListenerTls,
 }
 
 /// One listening proxy: every accepted connection is forwarded to one upstream, or, in
@@ -97,6 +100,7 @@ impl Proxy {
                 sink,
                 stats,
                 ids: Arc::new(ConnectionIds::new()),
+                tls: ListenerTls::default(),
             },
         })
     }
@@ -105,6 +109,12 @@ impl Proxy {
     /// process id and a counter.
     pub fn with_connection_ids(mut self, ids: Arc<ConnectionIds>) -> Self {
         self.shared.ids = ids;
+        self
+    }
+
+    /// Terminates and/or originates mutual TLS on this listener's connections.
+    pub fn with_tls(mut self, tls: ListenerTls) -> Self {
+        self.shared.tls = tls;
         self
     }
 
@@ -223,6 +233,7 @@ struct Conn {
     started: Instant,
     meter: ByteMeter,
     cursor: std::sync::Mutex<DeltaCursor>,
+    tls: Option<Arc<TlsPeers>>,
 }
 
 impl Conn {
@@ -236,6 +247,7 @@ impl Conn {
             started: Instant::now(),
             meter: ByteMeter::default(),
             cursor: std::sync::Mutex::new(DeltaCursor::default()),
+            tls: None,
         }
     }
 
@@ -265,6 +277,7 @@ impl Conn {
             duration,
             error,
             identity: Arc::clone(&shared.identity),
+            tls: self.tls.clone(),
         });
     }
 }
@@ -288,7 +301,7 @@ enum End {
 
 async fn serve(
     shared: Arc<Shared>,
-    mut client: TcpStream,
+    client: TcpStream,
     peer: SocketAddr,
     _permit: OwnedSemaphorePermit,
     mut abort: watch::Receiver<bool>,
@@ -301,50 +314,78 @@ async fn serve(
         .connections_active
         .fetch_add(1, Ordering::Relaxed);
     let _active = ActiveGuard(Arc::clone(&shared.stats));
-    let conn = Conn::new(&shared, destination, peer);
+    let mut conn = Conn::new(&shared, destination, peer);
     let span = tracing::debug_span!("conn", id = %conn.id, %peer, upstream = %target);
     async move {
-        conn.report(&shared, ConnectionEvent::Open, None);
+        // A client refused by the handshake gets nothing: no upstream connection and no report.
+        let Some(mut client) = accept_tls(&shared, &mut conn, client).await else {
+            return;
+        };
+        // Originating mTLS, the open report waits for the upstream's handshake so that it
+        // carries the upstream's principal like the later ones.
+        let open_early = shared.tls.upstream.is_none();
+        let open_late = |conn: &Conn| {
+            if !open_early {
+                conn.report(&shared, ConnectionEvent::Open, None);
+            }
+        };
+        if open_early {
+            conn.report(&shared, ConnectionEvent::Open, None);
+        }
         let config = &shared.config;
         let connect = tokio::time::timeout(config.connect_timeout, TcpStream::connect(target));
-        let mut upstream = tokio::select! {
+        let upstream = tokio::select! {
             connected = connect => match connected {
                 Ok(Ok(upstream)) => upstream,
                 Ok(Err(error)) => {
                     tracing::debug!(%error, "upstream connect failed (UF)");
-                    return upstream_failed(&shared, &conn, &client);
+                    open_late(&conn);
+                    return upstream_failed(&shared, &conn, client.tcp());
                 }
                 Err(_) => {
                     tracing::debug!(timeout = ?config.connect_timeout, "upstream connect timed out (UF)");
-                    return upstream_failed(&shared, &conn, &client);
+                    open_late(&conn);
+                    return upstream_failed(&shared, &conn, client.tcp());
                 }
             },
             _ = abort.wait_for(|&stop| stop) => {
+                open_late(&conn);
                 return conn.report(&shared, ConnectionEvent::Close, None);
             }
         };
         // Small request/response exchanges must not wait for Nagle; the proxy writes whatever
         // it read at once, so coalescing is the endpoints' business.
-        let _ = client.set_nodelay(true);
+        let _ = client.tcp().set_nodelay(true);
         let _ = upstream.set_nodelay(true);
+        let Some(mut upstream) = connect_tls(&shared, &mut conn, upstream).await else {
+            open_late(&conn);
+            return upstream_failed(&shared, &conn, client.tcp());
+        };
+        open_late(&conn);
         tracing::debug!("connected");
 
-        let end = pump_and_report(&shared, &conn, &mut client, &mut upstream, &mut abort).await;
+        let meter = &conn.meter;
+        let forwarding: std::pin::Pin<Box<dyn std::future::Future<Output = _> + Send + '_>> =
+            match (&mut client, &mut upstream) {
+                (Io::Plain(c), Io::Plain(u)) => Box::pin(forward(c, u, meter, config.forward)),
+                (c, u) => Box::pin(forward_io(c, u, meter)),
+            };
+        let end = pump_and_report(&shared, &conn, forwarding, &mut abort).await;
         match &end {
             End::Done => tracing::debug!("closed"),
             End::Idle => tracing::debug!("idle timeout"),
             End::Failed(error) => {
                 tracing::debug!(%error, "connection failed: resetting the other side");
                 reset(match error.side.other() {
-                    Side::Downstream => &client,
-                    Side::Upstream => &upstream,
+                    Side::Downstream => client.tcp(),
+                    Side::Upstream => upstream.tcp(),
                 });
             }
             End::Aborted => {
                 // Bytes may be in flight; a reset tells both peers the stream is incomplete,
                 // where a FIN would pass a truncated stream off as complete.
-                reset(&client);
-                reset(&upstream);
+                reset(client.tcp());
+                reset(upstream.tcp());
             }
         }
         drop((client, upstream));
@@ -383,6 +424,84 @@ fn route(
     }
 }
 
+/// Terminates TLS from the client as the listener's peer authentication says; `None` when the
+/// client is refused (counted) or left before sending anything under PERMISSIVE.
+async fn accept_tls(shared: &Shared, conn: &mut Conn, client: TcpStream) -> Option<Io> {
+    let Some(inbound) = &shared.tls.inbound else {
+        return Some(Io::Plain(client));
+    };
+    let stats = &shared.stats.tls;
+    let terminate = match inbound.mode {
+        PeerAuthentication::Disable => false,
+        PeerAuthentication::Strict => true,
+        PeerAuthentication::Permissive => {
+            match starts_with_tls(&client, inbound.detect_timeout).await {
+                Ok(Some(tls)) => tls,
+                // Nothing to forward, nobody to report: the client came and went.
+                Ok(None) | Err(_) => return None,
+            }
+        }
+    };
+    if !terminate {
+        stats.inbound_plaintext.fetch_add(1, Ordering::Relaxed);
+        return Some(Io::Plain(client));
+    }
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(&inbound.config));
+    let why = match tokio::time::timeout(inbound.handshake_timeout, acceptor.accept(client)).await {
+        Ok(Ok(tls)) => {
+            let source = meshmeter_certs::peer_identity(tls.get_ref().1.peer_certificates())
+                .map(|id| Arc::from(id.principal()));
+            stats.inbound_mtls.fetch_add(1, Ordering::Relaxed);
+            conn.tls = Some(Arc::new(TlsPeers {
+                source_principal: source,
+                destination_principal: shared.tls.local_principal.clone(),
+            }));
+            return Some(Io::Server(Box::new(tls)));
+        }
+        Ok(Err(e)) => HandshakeFailure::of_io(&e),
+        Err(_) => HandshakeFailure::Other,
+    };
+    stats.refuse_inbound(why);
+    tracing::debug!(reason = why.as_str(), "client refused in the TLS handshake");
+    None
+}
+
+/// Originates TLS to the upstream when the listener says so; `None` when the handshake
+/// fails (counted; the connection then ends as an upstream failure).
+async fn connect_tls(shared: &Shared, conn: &mut Conn, upstream: TcpStream) -> Option<Io> {
+    let Some(config) = &shared.tls.upstream else {
+        return Some(Io::Plain(upstream));
+    };
+    let connector = tokio_rustls::TlsConnector::from(Arc::clone(config));
+    let handshake = connector.connect(meshmeter_certs::server_name(), upstream);
+    let why = match tokio::time::timeout(shared.config.connect_timeout, handshake).await {
+        Ok(Ok(tls)) => {
+            let destination = meshmeter_certs::peer_identity(tls.get_ref().1.peer_certificates())
+                .map(|id| Arc::from(id.principal()));
+            shared
+                .stats
+                .tls
+                .upstream_mtls
+                .fetch_add(1, Ordering::Relaxed);
+            let source = match &conn.tls {
+                // Inbound mTLS on this listener too: the source is the client that came in.
+                Some(t) => t.source_principal.clone(),
+                None => shared.tls.local_principal.clone(),
+            };
+            conn.tls = Some(Arc::new(TlsPeers {
+                source_principal: source,
+                destination_principal: destination,
+            }));
+            return Some(Io::Client(Box::new(tls)));
+        }
+        Ok(Err(e)) => HandshakeFailure::of_io(&e),
+        Err(_) => HandshakeFailure::Other,
+    };
+    shared.stats.tls.refuse_upstream(why);
+    tracing::debug!(reason = why.as_str(), "upstream TLS handshake failed (UF)");
+    None
+}
+
 fn upstream_failed(shared: &Shared, conn: &Conn, client: &TcpStream) {
     shared
         .stats
@@ -408,13 +527,12 @@ fn reset(stream: &TcpStream) {
 async fn pump_and_report(
     shared: &Shared,
     conn: &Conn,
-    client: &mut TcpStream,
-    upstream: &mut TcpStream,
+    mut forwarding: std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<(), crate::forward::ForwardError>> + Send + '_>,
+    >,
     abort: &mut watch::Receiver<bool>,
 ) -> End {
     let config = &shared.config;
-    let forwarding = forward(client, upstream, &conn.meter, config.forward);
-    tokio::pin!(forwarding);
     let period = config.report_interval.get();
     let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);

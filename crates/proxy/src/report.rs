@@ -13,6 +13,7 @@ use meshmeter_attributes::{AttrId, Bag, Duration, Manifest, Timestamp, Value};
 
 use crate::identity::{Identity, ReporterKind};
 use crate::meter::Deltas;
+use crate::tls::TlsPeers;
 
 /// `connection.event`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -77,6 +78,9 @@ pub struct ConnectionReport {
     pub error: Option<ErrorFlag>,
     /// The proxy's identity.
     pub identity: Arc<Identity>,
+    /// The peers' identities when the connection is mutual TLS (`connection.mtls` true,
+    /// `source.principal`, `destination.principal`); `None` for plaintext.
+    pub tls: Option<Arc<TlsPeers>>,
 }
 
 /// Where connection reports go: the queue of the gRPC reporter, an in-proxy configuration
@@ -131,6 +135,8 @@ pub struct ReportSchema {
     sent_total: AttrId,
     duration: AttrId,
     mtls: AttrId,
+    source_principal: AttrId,
+    destination_principal: AttrId,
     source_ip: AttrId,
     source_port: AttrId,
     origin_ip: AttrId,
@@ -180,6 +186,8 @@ impl ReportSchema {
             sent_total: id("connection.sent.bytes_total")?,
             duration: id("connection.duration")?,
             mtls: id("connection.mtls")?,
+            source_principal: id("source.principal")?,
+            destination_principal: id("destination.principal")?,
             source_ip: id("source.ip")?,
             source_port: id("source.port")?,
             origin_ip: id("origin.ip")?,
@@ -227,7 +235,15 @@ impl ConnectionReport {
         if let Some(d) = self.duration {
             bag.set(s.duration, Value::Duration(d));
         }
-        bag.set(s.mtls, Value::Bool(false));
+        bag.set(s.mtls, Value::Bool(self.tls.is_some()));
+        if let Some(tls) = &self.tls {
+            if let Some(p) = &tls.source_principal {
+                bag.set(s.source_principal, Value::String(Cow::Borrowed(p)));
+            }
+            if let Some(p) = &tls.destination_principal {
+                bag.set(s.destination_principal, Value::String(Cow::Borrowed(p)));
+            }
+        }
         bag.set(s.source_ip, Value::IpAddress(self.source.ip()));
         bag.set(s.source_port, Value::Int64(i64::from(self.source.port())));
         bag.set(s.origin_ip, Value::IpAddress(self.source.ip()));
@@ -303,6 +319,7 @@ mod tests {
                 kind,
                 ..Identity::default()
             }),
+            tls: None,
         }
     }
 

@@ -41,6 +41,8 @@ pub struct ProxyStats {
     /// Reports dropped because one alone is over the telemetry server's message limit (also
     /// counted in `reports_dropped`).
     pub reports_too_large: AtomicU64,
+    /// Mutual TLS counters.
+    pub tls: crate::tls::TlsStats,
 }
 
 fn get(c: &AtomicU64) -> u64 {
@@ -83,6 +85,7 @@ impl ProxyStats {
                 }
             }
         }
+        self.tls.record(&mut snapshot);
         snapshot.encode(out);
     }
 }
@@ -97,7 +100,8 @@ mod tests {
         stats.reports_dropped.store(3, Ordering::Relaxed);
         let mut out = String::new();
         stats.render_prometheus(&mut out);
-        assert_eq!(out.lines().count(), 39);
+        // 13 metrics of 3 lines; mTLS: 4 + 3 + 2 + 2 x 7 reasons.
+        assert_eq!(out.lines().count(), 39 + 4 + 3 + 16);
         assert!(out.contains(
             "# TYPE meshmeter_proxy_reports_dropped_total counter\nmeshmeter_proxy_reports_dropped_total 3\n"
         ));

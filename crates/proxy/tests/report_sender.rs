@@ -90,6 +90,7 @@ fn report(n: usize) -> ConnectionReport {
         duration: None,
         error: None,
         identity: Arc::new(Identity::default()),
+        tls: None,
     }
 }
 

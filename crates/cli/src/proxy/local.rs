@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use meshmeter_admin::{MetricsBody, CHUNK_BYTES};
+use meshmeter_ca::RotationStats;
 use meshmeter_config::{ConfigWatcher, LoadOptions};
 use meshmeter_engine::{spawn_reloader, Engine, EngineOptions, Workloads};
 use meshmeter_proxy::ProxyStats;
@@ -96,7 +97,11 @@ pub(super) fn local_telemetry(
 
 /// One scrape's body: the in-proxy engine's configured metrics a chunk at a time (the large
 /// part), then its own metrics and the proxy's counters.
-pub(super) fn scrape(engine: Option<Arc<Engine>>, stats: Arc<ProxyStats>) -> Box<dyn MetricsBody> {
+pub(super) fn scrape(
+    engine: Option<Arc<Engine>>,
+    stats: Arc<ProxyStats>,
+    rotation: Option<Arc<RotationStats>>,
+) -> Box<dyn MetricsBody> {
     let mut configured = engine
         .as_ref()
         .map(|engine| engine.runtime().prometheus().exposition());
@@ -115,6 +120,9 @@ pub(super) fn scrape(engine: Option<Arc<Engine>>, stats: Arc<ProxyStats>) -> Box
             engine.self_metrics().encode(out);
         }
         stats.render_prometheus(out);
+        if let Some(rotation) = &rotation {
+            rotation.render_prometheus(out);
+        }
         true
     })
 }

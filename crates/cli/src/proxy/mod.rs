@@ -3,6 +3,7 @@
 //! serves its own metrics.
 
 mod local;
+mod mtls;
 mod serve;
 
 use std::net::SocketAddr;
@@ -213,6 +214,9 @@ pub(crate) struct Args {
     /// where the handler says.
     #[arg(long, value_name = "FILE", requires = "telemetry_config")]
     access_log: Option<PathBuf>,
+
+    #[command(flatten)]
+    mtls: mtls::MtlsArgs,
 }
 
 fn parse_copy_mode(text: &str) -> Result<CopyMode, String> {

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use meshmeter_admin::{AdminServer, Readiness, Streamed};
 use meshmeter_attributes::Manifest;
+use meshmeter_ca::{RotationStats, Rotator};
 use meshmeter_engine::Engine;
+use meshmeter_proxy::ListenerTls;
 use meshmeter_proxy::{
     BindError, ConnectionIds, ConnectionReport, ForwardOptions, Identity, ListenerConfig,
     MixerTransport, Proxy, ProxyStats, ReportInterval, ReportQueue, ReportSchema, ReportSender,
@@ -17,6 +19,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use super::local::{local_telemetry, scrape, LocalParts};
+use super::mtls::mtls;
 use super::{identity, usage, Args, Failure};
 use crate::supervise::noticed;
 
@@ -40,16 +43,26 @@ pub(super) async fn serve(args: Args) -> Result<(), Failure> {
     let stats = Arc::new(ProxyStats::default());
     let (stop_reload, stop_reload_rx) = watch::channel(false);
     let reporting = reporting(&args, &stats, stop_reload_rx)?;
-    let proxies = bind_listeners(&args, interval, &reporting.sink, &stats, planned).await?;
+    let mtls = mtls(&args).await?;
+    let tls = mtls.as_ref().map(|m| &m.tls);
+    let proxies = bind_listeners(&args, interval, &reporting.sink, &stats, planned, tls).await?;
     let readiness = Readiness::new();
     let admin = match args.metrics_addr {
         Some(addr) => {
             let engine = reporting.local.as_ref().map(|l| Arc::clone(&l.engine));
-            Some(bind_admin(addr, engine, &stats, readiness.clone()).await?)
+            let rotation = mtls.as_ref().map(|m| Arc::clone(&m.rotation));
+            Some(bind_admin(addr, engine, &stats, rotation, readiness.clone()).await?)
         }
         None => None,
     };
-    let mut running = Running::start(proxies, reporting.sender, admin, args.drain_timeout);
+    let rotator = mtls.map(|m| m.rotator);
+    let mut running = Running::start(
+        proxies,
+        reporting.sender,
+        rotator,
+        admin,
+        args.drain_timeout,
+    );
     readiness.set(true);
     let failed = running.until_stopped().await;
     readiness.set(false);
@@ -231,11 +244,13 @@ async fn bind_listeners(
     sink: &Arc<dyn ReportSink>,
     stats: &Arc<ProxyStats>,
     planned: Vec<Planned>,
+    tls: Option<&ListenerTls>,
 ) -> Result<Vec<Proxy>, Failure> {
     let ids = Arc::new(ConnectionIds::new());
     let mut proxies = Vec::new();
     for p in planned {
         let config = listener_config(args, interval, p.listen, p.upstream);
+        let kind = p.identity.kind;
         let bound = Proxy::bind(config, p.identity, Arc::clone(sink), Arc::clone(stats)).await;
         let proxy = match bound {
             Ok(proxy) => proxy,
@@ -248,21 +263,39 @@ async fn bind_listeners(
         };
         // The bound address, so that `--listen 127.0.0.1:0` is usable (tests read this line).
         tracing::info!(listen = %proxy.local_addr(), upstream = %p.upstream, "proxy listening");
+        let proxy = match tls {
+            Some(tls) => proxy.with_tls(listener_tls(tls, &p.upstream, kind)),
+            None => proxy,
+        };
         proxies.push(proxy.with_connection_ids(Arc::clone(&ids)));
     }
     Ok(proxies)
+}
+
+/// The TLS a listener gets: in explicit mode all that the flags ask for; in transparent mode
+/// the inbound listener terminates mTLS from peers and the outbound one originates it.
+fn listener_tls(tls: &ListenerTls, upstream: &Upstream, kind: ReporterKind) -> ListenerTls {
+    let mut tls = tls.clone();
+    if matches!(upstream, Upstream::OriginalDestination) {
+        match kind {
+            ReporterKind::Inbound => tls.upstream = None,
+            _ => tls.inbound = None,
+        }
+    }
+    tls
 }
 
 async fn bind_admin(
     addr: SocketAddr,
     engine: Option<Arc<Engine>>,
     stats: &Arc<ProxyStats>,
+    rotation: Option<Arc<RotationStats>>,
     readiness: Readiness,
 ) -> Result<AdminServer, Failure> {
     let metrics = Arc::clone(stats);
     let server = AdminServer::bind(
         addr,
-        Streamed(move || scrape(engine.clone(), Arc::clone(&metrics))),
+        Streamed(move || scrape(engine.clone(), Arc::clone(&metrics), rotation.clone())),
         readiness,
     )
     .await
@@ -277,6 +310,8 @@ struct Running {
     stop_listeners: watch::Sender<bool>,
     sender: Option<JoinHandle<()>>,
     stop_sender: watch::Sender<bool>,
+    rotation: Option<JoinHandle<()>>,
+    stop_rotation: watch::Sender<bool>,
     admin: Option<JoinHandle<()>>,
     stop_admin: watch::Sender<bool>,
     /// Every serving task names itself here when it ends; before SIGTERM that is a failure.
@@ -287,6 +322,7 @@ impl Running {
     fn start(
         proxies: Vec<Proxy>,
         sender: Option<ReportSender<MixerTransport>>,
+        rotator: Option<Rotator>,
         admin: Option<AdminServer>,
         drain: Duration,
     ) -> Running {
@@ -307,6 +343,14 @@ impl Running {
         let (stop_sender, sender_rx) = watch::channel(false);
         let sender = sender
             .map(|s| tokio::spawn(noticed("report sender".into(), &ended_tx, s.run(sender_rx))));
+        let (stop_rotation, rotation_rx) = watch::channel(false);
+        let rotation = rotator.map(|r| {
+            tokio::spawn(noticed(
+                "certificate rotation".into(),
+                &ended_tx,
+                r.run(rotation_rx),
+            ))
+        });
         let (stop_listeners, listeners_rx) = watch::channel(false);
         let listeners = proxies
             .into_iter()
@@ -320,6 +364,8 @@ impl Running {
             stop_listeners,
             sender,
             stop_sender,
+            rotation,
+            stop_rotation,
             admin,
             stop_admin,
             ended,
@@ -350,6 +396,10 @@ impl Running {
         }
         let _ = self.stop_sender.send(true);
         if let Some(task) = self.sender {
+            let _ = task.await;
+        }
+        let _ = self.stop_rotation.send(true);
+        if let Some(task) = self.rotation {
             let _ = task.await;
         }
         let _ = stop_reload.send(true);

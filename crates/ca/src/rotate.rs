@@ -1,0 +1,230 @@
+//! Keeping the workload certificate fresh: issue at start, re-issue at two thirds of each
+//! certificate's lifetime, retry with backoff while the CA is away.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use meshmeter_certs::{CertStore, PendingKey, SpiffeId, TrustBundle};
+use meshmeter_selfmetrics::Snapshot;
+use tokio::sync::watch;
+
+use crate::client::{CaClient, CaClientError, IssuedCert};
+
+/// The fraction of a certificate's lifetime after which it is replaced.
+pub const ROTATE_AT: f64 = 2.0 / 3.0;
+
+/// Rotation counters (`meshmeter_proxy_certificate_*`).
+#[derive(Debug, Default)]
+pub struct RotationStats {
+    /// Certificates installed (the first one included).
+    pub installed: AtomicU64,
+    /// Attempts that failed (CA unreachable, refused, or an unusable answer).
+    pub failures: AtomicU64,
+    /// 1 while the last attempt failed, 0 once one succeeds.
+    pub ca_unavailable: AtomicU64,
+    /// The installed certificate's expiry, in Unix seconds.
+    pub expiry_seconds: AtomicU64,
+}
+
+impl RotationStats {
+    /// Appends the metrics in Prometheus' text format.
+    pub fn render_prometheus(&self, out: &mut String) {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let mut snapshot = Snapshot::new();
+        snapshot.counter(
+            "meshmeter_proxy_certificates_installed_total",
+            "Workload certificates installed (the first included).",
+            &[],
+            get(&self.installed),
+        );
+        snapshot.counter(
+            "meshmeter_proxy_certificate_rotation_failures_total",
+            "Certificate requests that failed; each retry counts.",
+            &[],
+            get(&self.failures),
+        );
+        let gauge = |c: &AtomicU64| i64::try_from(get(c)).unwrap_or(i64::MAX);
+        snapshot.gauge(
+            "meshmeter_proxy_certificate_authority_unavailable",
+            "1 while the latest certificate request failed.",
+            &[],
+            gauge(&self.ca_unavailable),
+        );
+        snapshot.gauge(
+            "meshmeter_proxy_certificate_expiry_timestamp_seconds",
+            "When the installed workload certificate expires (Unix time).",
+            &[],
+            gauge(&self.expiry_seconds),
+        );
+        snapshot.encode(out);
+    }
+}
+
+/// A rotation attempt that produced no usable certificate.
+#[derive(Debug, thiserror::Error)]
+pub enum RotateError {
+    /// The CA call failed.
+    #[error(transparent)]
+    Ca(#[from] CaClientError),
+    /// The certificate chains to a root the sidecar does not trust.
+    #[error("the CA's certificate chains to a root outside the trust bundle")]
+    UntrustedRoot,
+    /// Nothing was issued before the deadline.
+    #[error("no certificate from the CA within {0:?}; last error: {1}")]
+    Deadline(Duration, Box<RotateError>),
+}
+
+/// Retry pacing while the CA is away.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Backoff {
+    /// The first wait.
+    pub initial: Duration,
+    /// The longest wait.
+    pub max: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff {
+            initial: Duration::from_millis(500),
+            max: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Obtains and renews one workload certificate into a [`CertStore`].
+#[derive(Debug)]
+pub struct Rotator {
+    client: CaClient,
+    identity: SpiffeId,
+    ttl: Option<Duration>,
+    store: Arc<CertStore>,
+    bundle: TrustBundle,
+    stats: Arc<RotationStats>,
+    backoff: Backoff,
+}
+
+impl Rotator {
+    /// A rotator for `identity`, asking for `ttl` (`None`: the CA's default), installing into
+    /// `store` only certificates chaining to a root of `bundle`.
+    pub fn new(
+        client: CaClient,
+        identity: SpiffeId,
+        ttl: Option<Duration>,
+        store: Arc<CertStore>,
+        bundle: TrustBundle,
+        stats: Arc<RotationStats>,
+    ) -> Self {
+        Rotator {
+            client,
+            identity,
+            ttl,
+            store,
+            bundle,
+            stats,
+            backoff: Backoff::default(),
+        }
+    }
+
+    /// Uses `backoff` between failed attempts.
+    pub fn with_backoff(mut self, backoff: Backoff) -> Self {
+        self.backoff = backoff;
+        self
+    }
+
+    /// One attempt: a new key, its CSR to the CA, the answer installed.
+    pub async fn rotate_once(&self) -> Result<(), RotateError> {
+        let result = self.attempt().await;
+        match &result {
+            Ok(()) => {
+                self.stats.ca_unavailable.store(0, Ordering::Relaxed);
+            }
+            Err(_) => {
+                self.stats.failures.fetch_add(1, Ordering::Relaxed);
+                self.stats.ca_unavailable.store(1, Ordering::Relaxed);
+            }
+        }
+        result
+    }
+
+    async fn attempt(&self) -> Result<(), RotateError> {
+        let key = PendingKey::generate(self.identity.clone()).map_err(CaClientError::from)?;
+        let IssuedCert { cert, root } = self.client.issue(key, self.ttl).await?;
+        if !self.bundle.certificates().contains(&root) {
+            return Err(RotateError::UntrustedRoot);
+        }
+        let validity = cert.validity();
+        let expiry = validity
+            .not_after
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        self.store.install(cert);
+        self.stats.installed.fetch_add(1, Ordering::Relaxed);
+        self.stats.expiry_seconds.store(expiry, Ordering::Relaxed);
+        tracing::info!(identity = %self.identity, expires_in = ?validity.not_after.duration_since(SystemTime::now()).unwrap_or_default(), "workload certificate installed");
+        Ok(())
+    }
+
+    /// Retries [`Rotator::rotate_once`] with backoff until it succeeds or `deadline` passes.
+    pub async fn initial(&self, deadline: Duration) -> Result<(), RotateError> {
+        let until = tokio::time::Instant::now() + deadline;
+        let mut wait = self.backoff.initial;
+        loop {
+            match self.rotate_once().await {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    let now = tokio::time::Instant::now();
+                    if now + wait > until {
+                        return Err(RotateError::Deadline(deadline, Box::new(e)));
+                    }
+                    tracing::warn!(error = %e, retry_in = ?wait, "no workload certificate yet");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(self.backoff.max);
+                }
+            }
+        }
+    }
+
+    /// Renews the certificate at [`ROTATE_AT`] of each one's lifetime until `shutdown`. While
+    /// the CA fails, retries with backoff; the installed certificate stays in use meanwhile
+    /// (an expired one makes new handshakes fail, established connections go on).
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let mut wait = self.backoff.initial;
+        loop {
+            let due = self
+                .store
+                .current()
+                .map(|c| c.validity().point(ROTATE_AT))
+                .unwrap_or_else(SystemTime::now);
+            let sleep = due.duration_since(SystemTime::now()).unwrap_or_default();
+            tokio::select! {
+                _ = tokio::time::sleep(sleep) => {}
+                _ = shutdown.wait_for(|&s| s) => return,
+            }
+            loop {
+                match self.rotate_once().await {
+                    Ok(()) => {
+                        wait = self.backoff.initial;
+                        break;
+                    }
+                    Err(e) => {
+                        let left = self.store.current().and_then(|c| {
+                            c.validity()
+                                .not_after
+                                .duration_since(SystemTime::now())
+                                .ok()
+                        });
+                        tracing::warn!(error = %e, retry_in = ?wait, valid_for = ?left, "certificate rotation failed; the current certificate stays in use");
+                        tokio::select! {
+                            _ = tokio::time::sleep(wait) => {}
+                            _ = shutdown.wait_for(|&s| s) => return,
+                        }
+                        wait = (wait * 2).min(self.backoff.max);
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,204 @@
+//! Mutual TLS between sidecars (`--tls-mode`, `--peer-authentication`): the workload
+//! certificate from the CA, its rotation, and the TLS settings each listener gets.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use meshmeter_ca::{CaClient, RotationStats, Rotator};
+use meshmeter_certs::{
+    client_config, server_config, CertStore, ExpectedPeer, SpiffeId, TrustBundle,
+};
+use meshmeter_proxy::{InboundTls, ListenerTls, PeerAuthentication};
+
+use super::{usage, Args, Failure};
+
+/// Mutual TLS between sidecars.
+#[derive(clap::Args, Debug)]
+pub(crate) struct MtlsArgs {
+    /// TLS toward the upstream: `disable`, or `istio-mutual` (originate TLS 1.3 with the
+    /// workload certificate and verify the upstream's, as Istio's DestinationRule
+    /// `tls.mode: ISTIO_MUTUAL`). Needs the --ca-* flags.
+    #[arg(long, default_value = "disable", value_name = "MODE", value_parser = parse_tls_mode)]
+    tls_mode: TlsMode,
+
+    /// TLS from clients: `disable` (plaintext only), `permissive` (mTLS and plaintext on one
+    /// port, told apart by the first bytes) or `strict` (mTLS only; plaintext and bad
+    /// certificates refused). Needs the --ca-* flags unless `disable`.
+    #[arg(long, default_value = "disable", value_name = "MODE")]
+    peer_authentication: PeerAuthentication,
+
+    /// The certificate authority (`meshmeter ca`), `host:port`.
+    #[arg(long, env = "MESHMETER_CA_ADDR", value_name = "ADDR")]
+    ca_addr: Option<String>,
+
+    /// File holding this workload's bootstrap token for the CA.
+    #[arg(long, env = "MESHMETER_CA_TOKEN_FILE", value_name = "FILE")]
+    ca_token_file: Option<PathBuf>,
+
+    /// The mesh's trust bundle: root certificate(s), PEM (`meshmeter ca --write-root-cert`).
+    /// The CA itself is verified against it too.
+    #[arg(long, env = "MESHMETER_CA_ROOT", value_name = "FILE")]
+    ca_root: Option<PathBuf>,
+
+    /// Talk to a CA started with `meshmeter ca --plaintext` (the token crosses in clear).
+    #[arg(long)]
+    ca_plaintext: bool,
+
+    /// This workload's identity, `spiffe://DOMAIN/ns/N/sa/S` or `DOMAIN/ns/N/sa/S`. Default:
+    /// --trust-domain, --namespace and --service-account.
+    #[arg(long, env = "MESHMETER_WORKLOAD_IDENTITY", value_name = "ID")]
+    workload_identity: Option<String>,
+
+    /// The pod's service account (with --namespace, the default workload identity).
+    #[arg(long, env = "SERVICE_ACCOUNT", value_name = "NAME")]
+    service_account: Option<String>,
+
+    /// The mesh's trust domain.
+    #[arg(long, default_value = meshmeter_certs::DEFAULT_TRUST_DOMAIN, value_name = "DOMAIN")]
+    trust_domain: String,
+
+    /// With --tls-mode istio-mutual: the identity the upstream must prove (repeatable: any of
+    /// them). Default: any workload of the trust domain.
+    #[arg(long, value_name = "ID")]
+    upstream_identity: Vec<String>,
+
+    /// Workload certificate lifetime to ask the CA for (default: the CA's). The certificate
+    /// is renewed at two thirds of its lifetime.
+    #[arg(long, value_name = "DURATION", value_parser = crate::shared::parse_positive_duration)]
+    workload_cert_ttl: Option<Duration>,
+
+    /// With --peer-authentication permissive: how long to wait for a client's first bytes
+    /// before taking the connection for plaintext (a protocol whose server speaks first).
+    #[arg(long, default_value = "1s", value_name = "DURATION", value_parser = crate::shared::parse_positive_duration)]
+    protocol_detect_timeout: Duration,
+}
+
+/// `--tls-mode`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum TlsMode {
+    Disable,
+    IstioMutual,
+}
+
+fn parse_tls_mode(text: &str) -> Result<TlsMode, String> {
+    match text.to_ascii_lowercase().as_str() {
+        "disable" => Ok(TlsMode::Disable),
+        "istio-mutual" | "istio_mutual" => Ok(TlsMode::IstioMutual),
+        _ => Err(format!(
+            "unknown TLS mode '{text}' (expected 'disable' or 'istio-mutual')"
+        )),
+    }
+}
+
+/// The certificate machinery of `--tls-mode` / `--peer-authentication`.
+pub(super) struct Mtls {
+    pub(super) tls: ListenerTls,
+    pub(super) rotator: Rotator,
+    pub(super) rotation: Arc<RotationStats>,
+}
+
+pub(super) async fn mtls(args: &Args) -> Result<Option<Mtls>, Failure> {
+    let m = &args.mtls;
+    if m.tls_mode == TlsMode::Disable && m.peer_authentication == PeerAuthentication::Disable {
+        return Ok(None);
+    }
+    let need = |flag: &str| {
+        usage(format!(
+            "{flag} is required with --tls-mode istio-mutual or --peer-authentication strict|permissive"
+        ))
+    };
+    let ca_addr = m.ca_addr.as_ref().ok_or_else(|| need("--ca-addr"))?;
+    let token_file = m
+        .ca_token_file
+        .as_ref()
+        .ok_or_else(|| need("--ca-token-file"))?;
+    let root_file = m.ca_root.as_ref().ok_or_else(|| need("--ca-root"))?;
+    let identity = match (&m.workload_identity, &m.service_account, &args.namespace) {
+        (Some(text), _, _) => SpiffeId::parse(text).map_err(|e| usage(format!("--workload-identity: {e}")))?,
+        (None, Some(sa), Some(ns)) => SpiffeId::new(&m.trust_domain, ns, sa)
+            .map_err(|e| usage(format!("--service-account/--namespace: {e}")))?,
+        _ => {
+            return Err(usage(
+                "mTLS needs the workload identity: --workload-identity, or --service-account with --namespace",
+            ))
+        }
+    };
+    let read = |path: &PathBuf, flag: &str| {
+        std::fs::read_to_string(path)
+            .map_err(|e| usage(format!("{flag}: cannot read {}: {e}", path.display())))
+    };
+    let bundle = TrustBundle::from_pem(
+        &read(root_file, "--ca-root")?,
+        &root_file.display().to_string(),
+    )
+    .map_err(|e| usage(format!("--ca-root: {e}")))?;
+    let token = read(token_file, "--ca-token-file")?;
+    let client = if m.ca_plaintext {
+        CaClient::lazy(ca_addr, token.trim())
+    } else {
+        let ca_id = meshmeter_ca::ca_identity(identity.trust_domain())
+            .map_err(|e| usage(format!("the CA's identity: {e}")))?;
+        let config =
+            meshmeter_certs::service_client_config(&bundle, ExpectedPeer::OneOf(vec![ca_id]))
+                .map_err(|e| Failure::Runtime(e.into()))?;
+        CaClient::lazy_tls(ca_addr, token.trim(), config)
+    }
+    .map_err(|e| usage(format!("--ca-addr: {e}")))?;
+    let store = Arc::new(CertStore::new());
+    let rotation = Arc::new(RotationStats::default());
+    let rotator = Rotator::new(
+        client,
+        identity.clone(),
+        m.workload_cert_ttl,
+        Arc::clone(&store),
+        bundle.clone(),
+        Arc::clone(&rotation),
+    );
+    rotator
+        .initial(Duration::from_secs(30))
+        .await
+        .map_err(|e| {
+            Failure::Runtime(anyhow::anyhow!(
+                "no workload certificate from the CA at {ca_addr}: {e}"
+            ))
+        })?;
+    let domain = ExpectedPeer::TrustDomain(identity.trust_domain().to_owned());
+    let inbound = match m.peer_authentication {
+        PeerAuthentication::Disable => None,
+        mode => Some(InboundTls {
+            mode,
+            config: server_config(&bundle, Arc::clone(&store), domain.clone())
+                .map_err(|e| Failure::Runtime(e.into()))?,
+            handshake_timeout: Duration::from_secs(10),
+            detect_timeout: m.protocol_detect_timeout,
+        }),
+    };
+    let upstream = if m.tls_mode == TlsMode::IstioMutual {
+        let expected = if m.upstream_identity.is_empty() {
+            domain
+        } else {
+            ExpectedPeer::OneOf(
+                m.upstream_identity
+                    .iter()
+                    .map(|t| {
+                        SpiffeId::parse(t).map_err(|e| usage(format!("--upstream-identity: {e}")))
+                    })
+                    .collect::<Result<_, _>>()?,
+            )
+        };
+        Some(client_config(&bundle, store, expected).map_err(|e| Failure::Runtime(e.into()))?)
+    } else {
+        None
+    };
+    tracing::info!(identity = %identity, peer_authentication = %m.peer_authentication, tls_mode = ?m.tls_mode, "mutual TLS on");
+    Ok(Some(Mtls {
+        tls: ListenerTls {
+            inbound,
+            upstream,
+            local_principal: Some(Arc::from(identity.principal())),
+        },
+        rotator,
+        rotation,
+    }))
+}

@@ -1,0 +1,367 @@
+//! Mutual TLS on a listener: terminating it from downstream clients (STRICT, or PERMISSIVE by
+//! looking at the first bytes), originating it to the upstream, and forwarding between
+//! streams of either kind.
+
+use std::fmt;
+use std::io;
+use std::pin::Pin;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use meshmeter_certs::rustls::{ClientConfig, ServerConfig};
+use meshmeter_certs::HandshakeFailure;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+
+use crate::forward::{ForwardError, PumpError, Side};
+use crate::meter::ByteMeter;
+
+/// How the inbound side treats clients (Istio 1.1's `peers: - mtls: {mode: ...}`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum PeerAuthentication {
+    /// Plaintext only: TLS is not terminated.
+    #[default]
+    Disable,
+    /// Both on the same port: a connection whose first bytes are a TLS handshake record
+    /// (0x16 0x03) is terminated as mTLS, any other is forwarded as plaintext.
+    Permissive,
+    /// mTLS only: plaintext and bad certificates are refused.
+    Strict,
+}
+
+impl PeerAuthentication {
+    /// `disable`, `permissive` or `strict`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PeerAuthentication::Disable => "disable",
+            PeerAuthentication::Permissive => "permissive",
+            PeerAuthentication::Strict => "strict",
+        }
+    }
+}
+
+impl fmt::Display for PeerAuthentication {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Text that is not a [`PeerAuthentication`] mode.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("unknown peer authentication mode '{0}' (expected 'strict', 'permissive' or 'disable')")]
+pub struct UnknownPeerAuthentication(pub String);
+
+impl FromStr for PeerAuthentication {
+    type Err = UnknownPeerAuthentication;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "disable" => Ok(PeerAuthentication::Disable),
+            "permissive" => Ok(PeerAuthentication::Permissive),
+            "strict" => Ok(PeerAuthentication::Strict),
+            _ => Err(UnknownPeerAuthentication(s.to_owned())),
+        }
+    }
+}
+
+/// Terminating mTLS from downstream clients.
+#[derive(Clone)]
+pub struct InboundTls {
+    /// STRICT or PERMISSIVE (DISABLE means no `InboundTls` at all).
+    pub mode: PeerAuthentication,
+    /// The server configuration (see `meshmeter_certs::server_config`).
+    pub config: Arc<ServerConfig>,
+    /// Longest a client may take to complete its handshake.
+    pub handshake_timeout: Duration,
+    /// PERMISSIVE: how long to wait for a client's first bytes before treating the
+    /// connection as plaintext (protocols where the server speaks first send nothing).
+    pub detect_timeout: Duration,
+}
+
+/// TLS settings of one listener.
+#[derive(Clone, Default)]
+pub struct ListenerTls {
+    /// Terminate mTLS from clients.
+    pub inbound: Option<InboundTls>,
+    /// Originate mTLS to the upstream with this configuration (see
+    /// `meshmeter_certs::client_config`).
+    pub upstream: Option<Arc<ClientConfig>>,
+    /// This workload's principal (`cluster.local/ns/N/sa/S`), reported as
+    /// `destination.principal` inbound and `source.principal` outbound.
+    pub local_principal: Option<Arc<str>>,
+}
+
+impl fmt::Debug for ListenerTls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ListenerTls")
+            .field("inbound", &self.inbound.as_ref().map(|i| i.mode))
+            .field("upstream", &self.upstream.is_some())
+            .field("local_principal", &self.local_principal)
+            .finish()
+    }
+}
+
+/// Who the two ends of an mTLS connection are (`connection.mtls` is true when a report
+/// carries this).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TlsPeers {
+    /// `source.principal`: the client workload.
+    pub source_principal: Option<Arc<str>>,
+    /// `destination.principal`: the server workload.
+    pub destination_principal: Option<Arc<str>>,
+}
+
+/// mTLS counters, part of [`crate::ProxyStats`].
+#[derive(Debug, Default)]
+pub struct TlsStats {
+    /// Inbound connections terminated as mTLS.
+    pub inbound_mtls: AtomicU64,
+    /// Inbound connections accepted as plaintext under PERMISSIVE.
+    pub inbound_plaintext: AtomicU64,
+    /// Upstream connections originated as mTLS.
+    pub upstream_mtls: AtomicU64,
+    inbound_refused: [AtomicU64; 7],
+    upstream_refused: [AtomicU64; 7],
+}
+
+fn index(f: HandshakeFailure) -> usize {
+    HandshakeFailure::ALL
+        .iter()
+        .position(|&x| x == f)
+        .unwrap_or(HandshakeFailure::ALL.len() - 1)
+}
+
+impl TlsStats {
+    /// Counts a client refused for `why`.
+    pub fn refuse_inbound(&self, why: HandshakeFailure) {
+        self.inbound_refused[index(why)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts an upstream handshake that failed for `why`.
+    pub fn refuse_upstream(&self, why: HandshakeFailure) {
+        self.upstream_refused[index(why)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Clients refused for `why`.
+    pub fn inbound_refused(&self, why: HandshakeFailure) -> u64 {
+        self.inbound_refused[index(why)].load(Ordering::Relaxed)
+    }
+
+    /// Upstream handshakes that failed for `why`.
+    pub fn upstream_refused(&self, why: HandshakeFailure) -> u64 {
+        self.upstream_refused[index(why)].load(Ordering::Relaxed)
+    }
+
+    /// Adds the mTLS counters to a scrape.
+    pub(crate) fn record(&self, snapshot: &mut meshmeter_selfmetrics::Snapshot) {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let name = "meshmeter_proxy_mtls_connections_total";
+        let help = "Connections carried over mutual TLS, by side.";
+        snapshot.counter(name, help, &[("side", "inbound")], get(&self.inbound_mtls));
+        snapshot.counter(
+            name,
+            help,
+            &[("side", "upstream")],
+            get(&self.upstream_mtls),
+        );
+        snapshot.counter(
+            "meshmeter_proxy_permissive_plaintext_connections_total",
+            "Inbound connections accepted as plaintext under PERMISSIVE.",
+            &[],
+            get(&self.inbound_plaintext),
+        );
+        let name = "meshmeter_proxy_tls_refused_total";
+        let help =
+            "Connections refused in the TLS handshake (nothing forwarded), by side and reason.";
+        for (side, counters) in [
+            ("inbound", &self.inbound_refused),
+            ("upstream", &self.upstream_refused),
+        ] {
+            for (i, why) in HandshakeFailure::ALL.iter().enumerate() {
+                let labels = [("side", side), ("reason", why.as_str())];
+                snapshot.counter(name, help, &labels, get(&counters[i]));
+            }
+        }
+    }
+}
+
+/// Whether the client's first bytes are a TLS handshake record: `Some(true)` for 0x16 0x03,
+/// `Some(false)` for anything else, or for nothing within `timeout` (the server may be the
+/// one to speak first), `None` when the client closed without a byte.
+pub(crate) async fn starts_with_tls(
+    stream: &TcpStream,
+    timeout: Duration,
+) -> io::Result<Option<bool>> {
+    let mut head = [0u8; 2];
+    match tokio::time::timeout(timeout, stream.peek(&mut head)).await {
+        Err(_) => Ok(Some(false)),
+        Ok(Ok(0)) => Ok(None),
+        // With one byte only, 0x16 (a handshake record) decides: no text protocol starts so.
+        Ok(Ok(n)) => Ok(Some(head[0] == 0x16 && (n < 2 || head[1] == 0x03))),
+        Ok(Err(e)) => Err(e),
+    }
+}
+
+/// A connection's socket, plain or inside TLS.
+pub(crate) enum Io {
+    Plain(TcpStream),
+    Server(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+    Client(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl Io {
+    pub(crate) fn tcp(&self) -> &TcpStream {
+        match self {
+            Io::Plain(s) => s,
+            Io::Server(s) => s.get_ref().0,
+            Io::Client(s) => s.get_ref().0,
+        }
+    }
+}
+
+impl AsyncRead for Io {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Io::Server(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            Io::Client(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Io {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Io::Server(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            Io::Client(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_flush(cx),
+            Io::Server(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            Io::Client(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Io::Server(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            Io::Client(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+/// The TLS record payload limit: one read fills at most one record's plaintext.
+const TLS_CHUNK: usize = 16 * 1024;
+
+/// Forwards between two streams of which at least one is TLS, with the semantics of
+/// [`crate::forward`]: bytes counted as written, EOF travels as a half-close (TLS:
+/// `close_notify` then FIN), an error names the side that failed.
+pub(crate) async fn forward_io(
+    downstream: &mut Io,
+    upstream: &mut Io,
+    meter: &ByteMeter,
+) -> Result<(), ForwardError> {
+    let (down_read, down_write) = tokio::io::split(downstream);
+    let (up_read, up_write) = tokio::io::split(upstream);
+    let inbound = pump_io(down_read, up_write, |n| meter.add_received(n));
+    let outbound = pump_io(up_read, down_write, |n| meter.add_sent(n));
+    tokio::pin!(inbound, outbound);
+    let (mut inbound_done, mut outbound_done) = (false, false);
+    while !(inbound_done && outbound_done) {
+        tokio::select! {
+            result = &mut inbound, if !inbound_done => {
+                result.map_err(|e| blame(e, Side::Downstream))?;
+                inbound_done = true;
+                meter.set_half_closed();
+            }
+            result = &mut outbound, if !outbound_done => {
+                result.map_err(|e| blame(e, Side::Upstream))?;
+                outbound_done = true;
+                meter.set_half_closed();
+            }
+        }
+    }
+    Ok(())
+}
+
+fn blame(error: PumpError, source_side: Side) -> ForwardError {
+    match error {
+        PumpError::Read(source) => ForwardError {
+            side: source_side,
+            source,
+        },
+        PumpError::Write(source) => ForwardError {
+            side: source_side.other(),
+            source,
+        },
+    }
+}
+
+/// Bytes read first into the pump's own small buffer: an idle connection holds no more.
+const SMALL_CHUNK: usize = 1024;
+
+async fn pump_io<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
+    mut src: R,
+    mut dst: W,
+    count: impl Fn(u64),
+) -> Result<(), PumpError> {
+    // Reads start in the small buffer; one that fills it means bulk data, which then moves
+    // through a pooled record-sized buffer until a short read gives it back (as `pump_copy`).
+    let mut small = [0u8; SMALL_CHUNK];
+    let mut big: Option<Box<[u8]>> = None;
+    let result = loop {
+        let read = match big.as_deref_mut() {
+            Some(b) => src.read(b).await,
+            None => src.read(&mut small).await,
+        };
+        let n = match read {
+            Ok(0) => break Ok(()),
+            Ok(n) => n,
+            // A TLS peer that closed its socket without close_notify: its stream ended.
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => break Ok(()),
+            Err(e) => break Err(PumpError::Read(e)),
+        };
+        let (data, capacity) = match big.as_deref() {
+            Some(b) => (&b[..n], b.len()),
+            None => (&small[..n], SMALL_CHUNK),
+        };
+        if let Err(e) = dst.write_all(data).await {
+            break Err(PumpError::Write(e));
+        }
+        // TLS buffers records: they must leave now, not when the next write comes.
+        if let Err(e) = dst.flush().await {
+            break Err(PumpError::Write(e));
+        }
+        count(n as u64);
+        match (big.is_some(), n == capacity) {
+            (false, true) => big = Some(crate::forward::pool::take(TLS_CHUNK)),
+            (true, false) => {
+                if let Some(b) = big.take() {
+                    crate::forward::pool::give(b);
+                }
+            }
+            _ => {}
+        }
+    };
+    if let Some(b) = big {
+        crate::forward::pool::give(b);
+    }
+    result?;
+    dst.shutdown().await.map_err(PumpError::Write)
+}
