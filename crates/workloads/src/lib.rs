@@ -119,6 +119,14 @@ pub trait WorkloadRegistry: Send + Sync {
     fn by_ip(&self, ip: IpAddr) -> Option<&Workload>;
     /// The workload with `uid` (`kubernetes://<pod>.<namespace>`).
     fn by_uid(&self, uid: &str) -> Option<&Workload>;
+    /// The service a connection to `ip` (and `port`, when known) reaches: for a workload's
+    /// address, the one of its services listening on `port`; for a service's own address (a
+    /// Kubernetes ClusterIP), that service. The default is the first service of the workload at
+    /// `ip`, whatever the port.
+    fn service_for(&self, ip: IpAddr, port: Option<u16>) -> Option<&Service> {
+        let _ = port;
+        self.by_ip(ip).and_then(|w| w.services.first())
+    }
 }
 
 /// A workload set indexed by IP and uid.
