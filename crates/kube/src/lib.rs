@@ -6,7 +6,7 @@
 //!
 //! - [`ConfigSource`]: the `config.istio.io/v1alpha2` objects the configuration loader
 //!   understands (`rule`, `instance`, `handler`, `attributemanifest` and the legacy kinds),
-//!   rendered as documents named `kubernetes:KIND/NAMESPACE/NAME` for the loader.
+//!   rendered as documents named `kubernetes:NAMESPACE/KIND/NAME` for the loader.
 //! - [`IdentitySource`]: pods, their owners (ReplicaSet → Deployment, Job → CronJob, ...),
 //!   Services and EndpointSlices, published as a [`KubeRegistry`] that the engine reads
 //!   lock-free (`meshmeter_engine::Workloads::Dynamic`).
@@ -28,12 +28,16 @@
 //! let identity = IdentitySource::start(client, IdentityOptions::default(), &metrics);
 //! config.synced().wait().await;
 //! identity.synced().wait().await;
-//! for (name, _text) in config.documents().borrow().iter() {
-//!     println!("{name}"); // kubernetes:rule/default/mongoprom, ...
+//! for object in config.documents().borrow().iter() {
+//!     println!("{}", object.display_name()); // kubernetes:default/rule/mongoprom, ...
 //! }
 //! let registry = identity.current();
 //! if let Some(w) = registry.by_ip("10.244.0.12".parse().unwrap()) {
 //!     println!("{} {} {:?}", w.name, w.namespace, w.owner);
+//! }
+//! // A Service's cluster IP and port: the Service (and no pod).
+//! if let Some(s) = registry.service_for("10.96.119.29".parse().unwrap(), Some(27017)) {
+//!     println!("{}", s.host); // mongodb.default.svc.cluster.local
 //! }
 //! # Ok(())
 //! # }
