@@ -1,7 +1,7 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use meshmeter_workloads::{FileRegistry, Workload, WorkloadRegistry, WorkloadTable};
+use meshmeter_workloads::{FileRegistry, Service, Workload, WorkloadRegistry, WorkloadTable};
 
 /// A registry that another component replaces as identity changes (the Kubernetes watches).
 pub trait RegistrySource: Send + Sync + std::fmt::Debug {
@@ -50,6 +50,13 @@ impl WorkloadRegistry for Current {
         match self {
             Current::Table(t) => t.by_uid(uid),
             Current::Dynamic(r) => r.by_uid(uid),
+        }
+    }
+
+    fn service_for(&self, ip: IpAddr, port: Option<u16>) -> Option<&Service> {
+        match self {
+            Current::Table(t) => t.service_for(ip, port),
+            Current::Dynamic(r) => r.service_for(ip, port),
         }
     }
 }

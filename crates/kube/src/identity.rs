@@ -4,7 +4,7 @@
 //! The stores keep only what identity needs (names, labels, addresses, owner, service
 //! account, a few status bits), never whole objects.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -174,6 +174,45 @@ fn plural(kind: &str) -> String {
 
 type Key = (Box<str>, Box<str>);
 
+/// TCP ports by name (a port without a name has the empty one): a Service's own ports, or an
+/// EndpointSlice's (the target ports its endpoints listen on).
+type Ports = Box<[(Box<str>, u16)]>;
+
+/// The Services (namespace, name) behind one address, each with its target ports and its own
+/// ports there.
+type ServicesAt<'a> = BTreeMap<(&'a str, &'a str), [Vec<u16>; 2]>;
+
+/// What identity needs of a Service.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct ServiceEntry {
+    /// Its virtual addresses (none when headless or `ExternalName`).
+    cluster_ips: Box<[IpAddr]>,
+    ports: Ports,
+}
+
+/// What identity needs of an EndpointSlice.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct SliceEntry {
+    /// The Service it belongs to (label `kubernetes.io/service-name`).
+    service: Box<str>,
+    /// Addresses of its endpoints that are not known to be unready.
+    ips: Vec<IpAddr>,
+    ports: Ports,
+}
+
+/// Ports of `protocol` TCP (the default): the ones a TCP connection can reach.
+fn tcp_ports<'a>(
+    ports: impl Iterator<Item = (Option<&'a str>, Option<i32>, Option<&'a str>)>,
+) -> Ports {
+    ports
+        .filter(|(_, _, protocol)| protocol.is_none_or(|p| p == "TCP"))
+        .filter_map(|(name, port, _)| {
+            let port = u16::try_from(port?).ok()?;
+            Some((name.unwrap_or("").into(), port))
+        })
+        .collect()
+}
+
 fn key<K: Resource>(o: &K) -> Key {
     (
         o.meta().namespace.as_deref().unwrap_or("").into(),
@@ -192,9 +231,9 @@ struct Stores {
     /// Job → the CronJob that controls it.
     jobs: HashMap<Key, Option<Box<str>>>,
     /// Services that exist.
-    services: HashMap<Key, ()>,
-    /// EndpointSlice → (service name, endpoint addresses).
-    slices: HashMap<Key, (Box<str>, Vec<IpAddr>)>,
+    services: HashMap<Key, ServiceEntry>,
+    /// EndpointSlices, by their own name.
+    slices: HashMap<Key, SliceEntry>,
 }
 
 impl Stores {
@@ -223,17 +262,32 @@ impl Stores {
     }
 
     /// Brings every pod's published workload up to date and indexes the winners: every pod
-    /// by its uid string, every address to the pod that ranks first for it. A pod whose
-    /// identity did not change keeps its `Arc`.
+    /// by its uid string, every address to the pod that ranks first for it, every Service by
+    /// its cluster IPs. A pod whose identity did not change keeps its `Arc`.
     fn registry(&mut self, options: &IdentityOptions) -> KubeRegistry {
-        // Services behind each address, from the EndpointSlices of existing Services.
-        let mut services_at: HashMap<IpAddr, BTreeSet<(&str, &str)>> = HashMap::new();
-        for ((ns, _), (service, ips)) in &self.slices {
-            if !self.services.contains_key(&(ns.clone(), service.clone())) {
+        let host = |ns: &str, name: &str| format!("{name}.{ns}.svc.{}", options.cluster_domain);
+        // Services behind each address, from the EndpointSlices of existing Services, in
+        // order of namespace and name, each with the ports that reach it there: the target
+        // ports (the slice's) and the Service's own ports of the same names.
+        let mut services_at: HashMap<IpAddr, ServicesAt<'_>> = HashMap::new();
+        for ((ns, _), slice) in &self.slices {
+            let Some(service) = self.services.get(&(ns.clone(), slice.service.clone())) else {
                 continue;
-            }
-            for ip in ips {
-                services_at.entry(*ip).or_default().insert((ns, service));
+            };
+            for ip in &slice.ips {
+                let [targets, ports] = services_at
+                    .entry(canonical(*ip))
+                    .or_default()
+                    .entry((ns, &slice.service))
+                    .or_default();
+                targets.extend(slice.ports.iter().map(|(_, p)| *p));
+                ports.extend(
+                    service
+                        .ports
+                        .iter()
+                        .filter(|(name, _)| slice.ports.iter().any(|(n, _)| n == name))
+                        .map(|(_, p)| *p),
+                );
             }
         }
         let mut by_uid: HashMap<&str, (&Box<str>, &PodEntry)> = HashMap::new();
@@ -257,6 +311,8 @@ impl Stores {
             }
         }
         let mut updates: Vec<(Box<str>, Arc<Workload>)> = Vec::new();
+        // (address, port) → index of the service in the pod's list, for pods with several.
+        let mut service_ports: HashMap<(IpAddr, u16), u32> = HashMap::new();
         let mut winners: Vec<Box<str>> = Vec::with_capacity(by_uid.len());
         for (key, pod) in by_uid.values() {
             winners.push((*key).clone());
@@ -270,14 +326,41 @@ impl Stores {
             ips.shrink_to_fit();
             let mut services: Vec<Service> = Vec::new();
             for ip in &ips {
-                for (ns, svc) in services_at.get(ip).into_iter().flatten() {
-                    let host = format!("{svc}.{ns}.svc.{}", options.cluster_domain);
+                for (ns, svc) in services_at
+                    .get(&canonical(*ip))
+                    .into_iter()
+                    .flatten()
+                    .map(|(k, _)| k)
+                {
+                    let host = host(ns, svc);
                     if !services.iter().any(|s| s.host == host) {
                         services.push(Service::from_host(&host, ns));
                     }
                 }
             }
             services.shrink_to_fit();
+            if services.len() > 1 {
+                // Target ports before Service ports (a connection to a pod's address uses the
+                // target port), and within each the first Service by namespace and name.
+                for kind in 0..2 {
+                    for ip in &ips {
+                        let at = services_at.get(&canonical(*ip)).into_iter().flatten();
+                        for ((ns, svc), ports) in at {
+                            let Some(index) = services
+                                .iter()
+                                .position(|s| s.name == *svc && s.namespace == *ns)
+                            else {
+                                continue;
+                            };
+                            for &port in &ports[kind] {
+                                service_ports
+                                    .entry((canonical(*ip), port))
+                                    .or_insert(index as u32);
+                            }
+                        }
+                    }
+                }
+            }
             let w = &pod.workload;
             if w.name != name
                 || w.owner.as_deref() != Some(owner.as_str())
@@ -294,12 +377,26 @@ impl Stores {
             }
         }
         drop((by_uid, owner_of_ip, services_at));
+        let mut cluster_ips: HashMap<IpAddr, Arc<Service>> = HashMap::new();
+        for ((ns, name), service) in &self.services {
+            if service.cluster_ips.is_empty() {
+                continue;
+            }
+            let s = Arc::new(Service::from_host(&host(ns, name), ns));
+            for &ip in &service.cluster_ips {
+                cluster_ips.insert(canonical(ip), Arc::clone(&s));
+            }
+        }
         for (key, w) in updates {
             if let Some(pod) = self.pods.get_mut(&key) {
                 pod.workload = w;
             }
         }
-        let mut registry = KubeRegistry::default();
+        let mut registry = KubeRegistry {
+            service_ports,
+            cluster_ips,
+            ..KubeRegistry::default()
+        };
         for key in winners {
             if let Some(pod) = self.pods.get(&key) {
                 registry.insert(&pod.workload);
@@ -310,12 +407,17 @@ impl Stores {
 }
 
 /// Identity from the API server: every pod by uid (`kubernetes://POD.NAMESPACE`) and by
-/// each address it won. Workloads are shared with the stores that built it.
+/// each address it won, every Service by its cluster IPs. Workloads are shared with the stores
+/// that built it.
 #[derive(Debug, Default)]
 pub struct KubeRegistry {
     by_ip: HashMap<IpAddr, Arc<Workload>>,
     by_uid: HashTable<Arc<Workload>>,
     hasher: DefaultHashBuilder,
+    /// For pods behind several Services: (address, port) → index in the pod's `services`.
+    service_ports: HashMap<(IpAddr, u16), u32>,
+    /// Services by their virtual addresses.
+    cluster_ips: HashMap<IpAddr, Arc<Service>>,
 }
 
 impl KubeRegistry {
@@ -348,6 +450,23 @@ impl WorkloadRegistry for KubeRegistry {
     fn by_uid(&self, uid: &str) -> Option<&Workload> {
         let hash = self.hasher.hash_one(uid);
         self.by_uid.find(hash, |w| w.uid == uid).map(|w| &**w)
+    }
+
+    /// A pod's address: the pod's Service whose target port (else port) is `port`, else its
+    /// first by namespace and name. A cluster IP: its Service, whatever the port (an address
+    /// belongs to one Service).
+    fn service_for(&self, ip: IpAddr, port: Option<u16>) -> Option<&Service> {
+        let ip = canonical(ip);
+        if let Some(w) = self.by_ip.get(&ip) {
+            let chosen = match (port, w.services.len()) {
+                (Some(port), 2..) => self.service_ports.get(&(ip, port)),
+                _ => None,
+            };
+            return chosen
+                .and_then(|&i| w.services.get(i as usize))
+                .or_else(|| w.services.first());
+        }
+        self.cluster_ips.get(&ip).map(|s| &**s)
     }
 }
 
@@ -393,15 +512,36 @@ impl Entry for Job {
 }
 
 impl Entry for KubeService {
-    type Value = ();
-    fn compact(&self) -> Self::Value {}
+    type Value = ServiceEntry;
+    fn compact(&self) -> Self::Value {
+        let spec = self.spec.as_ref();
+        let mut cluster_ips: Vec<IpAddr> = spec
+            .and_then(|s| s.cluster_ips.as_ref())
+            .into_iter()
+            .flatten()
+            .chain(spec.and_then(|s| s.cluster_ip.as_ref()))
+            // "None" (headless) does not parse.
+            .filter_map(|ip| ip.parse().ok())
+            .collect();
+        cluster_ips.sort_unstable();
+        cluster_ips.dedup();
+        let ports = spec.and_then(|s| s.ports.as_deref()).unwrap_or(&[]);
+        ServiceEntry {
+            cluster_ips: cluster_ips.into_boxed_slice(),
+            ports: tcp_ports(
+                ports
+                    .iter()
+                    .map(|p| (p.name.as_deref(), Some(p.port), p.protocol.as_deref())),
+            ),
+        }
+    }
     fn store(stores: &mut Stores) -> &mut HashMap<Key, Self::Value> {
         &mut stores.services
     }
 }
 
 impl Entry for EndpointSlice {
-    type Value = (Box<str>, Vec<IpAddr>);
+    type Value = SliceEntry;
     fn compact(&self) -> Self::Value {
         let service = self
             .labels()
@@ -414,7 +554,16 @@ impl Entry for EndpointSlice {
             .flat_map(|e| e.addresses.iter())
             .filter_map(|a| a.parse().ok())
             .collect();
-        (service.into(), ips)
+        let ports = self.ports.as_deref().unwrap_or(&[]);
+        SliceEntry {
+            service: service.into(),
+            ips,
+            ports: tcp_ports(
+                ports
+                    .iter()
+                    .map(|p| (p.name.as_deref(), p.port, p.protocol.as_deref())),
+            ),
+        }
     }
     fn store(stores: &mut Stores) -> &mut HashMap<Key, Self::Value> {
         &mut stores.slices

@@ -6,7 +6,7 @@
 //!
 //! - [`ConfigSource`]: the `config.istio.io/v1alpha2` objects the configuration loader
 //!   understands (`rule`, `instance`, `handler`, `attributemanifest` and the legacy kinds),
-//!   rendered as documents named `kubernetes:KIND/NAMESPACE/NAME` for the loader.
+//!   rendered as documents named `kubernetes:NAMESPACE/KIND/NAME` for the loader.
 //! - [`IdentitySource`]: pods, their owners (ReplicaSet → Deployment, Job → CronJob, ...),
 //!   Services and EndpointSlices, published as a [`KubeRegistry`] that the engine reads
 //!   lock-free (`meshmeter_engine::Workloads::Dynamic`).
@@ -34,6 +34,10 @@
 //! let registry = identity.current();
 //! if let Some(w) = registry.by_ip("10.244.0.12".parse().unwrap()) {
 //!     println!("{} {} {:?}", w.name, w.namespace, w.owner);
+//! }
+//! // A Service's cluster IP and port: the Service (and no pod).
+//! if let Some(s) = registry.service_for("10.96.119.29".parse().unwrap(), Some(27017)) {
+//!     println!("{}", s.host); // mongodb.default.svc.cluster.local
 //! }
 //! # Ok(())
 //! # }

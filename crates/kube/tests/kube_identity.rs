@@ -381,3 +381,127 @@ async fn a_list_longer_than_a_page_is_read_in_pages() {
         "{pages:?}"
     );
 }
+
+/// `(namespace, name)` of the Service that `ip` and `port` reach.
+fn service_at(source: &IdentitySource, ip: &str, port: Option<u16>) -> Option<String> {
+    let table = source.current();
+    table
+        .service_for(ip.parse().unwrap(), port)
+        .map(|s| format!("{}/{}", s.namespace, s.name))
+}
+
+#[tokio::test]
+async fn the_service_comes_from_the_address_and_port_and_cluster_ips_resolve_to_their_service() {
+    let api = recorded().await;
+    // mongodb's pod is also behind `aaa-metrics` (first by name; port 28017 → target 9216) and
+    // `zz-admin` (port 80 → target 28017; a UDP port 53 → 5353); a headless one has no address.
+    api.apply(
+        "services",
+        json!({"metadata": {"name": "aaa-metrics", "namespace": "default"},
+            "spec": {"clusterIP": "10.96.7.1", "clusterIPs": ["10.96.7.1"],
+                     "ports": [{"name": "metrics", "port": 28017, "targetPort": "metrics"}]}}),
+    );
+    api.apply(
+        "endpointslices",
+        json!({"metadata": {"name": "aaa-metrics-x1", "namespace": "default",
+                "labels": {"kubernetes.io/service-name": "aaa-metrics"}},
+            "addressType": "IPv4",
+            "endpoints": [{"addresses": ["10.244.0.13"], "conditions": {"ready": true}}],
+            "ports": [{"name": "metrics", "port": 9216, "protocol": "TCP"}]}),
+    );
+    api.apply(
+        "services",
+        json!({"metadata": {"name": "zz-admin", "namespace": "default"},
+            "spec": {"clusterIP": "10.96.7.2", "clusterIPs": ["10.96.7.2", "fd00:10:96::72"],
+                     "ports": [{"name": "admin", "port": 80, "targetPort": 28017},
+                               {"name": "dns", "port": 53, "targetPort": 5353, "protocol": "UDP"}]}}),
+    );
+    api.apply(
+        "endpointslices",
+        json!({"metadata": {"name": "zz-admin-x1", "namespace": "default",
+                "labels": {"kubernetes.io/service-name": "zz-admin"}},
+            "addressType": "IPv4",
+            "endpoints": [{"addresses": ["10.244.0.13"]}],
+            "ports": [{"name": "admin", "port": 28017}, {"name": "dns", "port": 5353, "protocol": "UDP"}]}),
+    );
+    api.apply(
+        "services",
+        json!({"metadata": {"name": "headless", "namespace": "default"},
+            "spec": {"clusterIP": "None", "ports": [{"port": 5432}]}}),
+    );
+    let metrics = WatchMetrics::new(Arc::new(SelfMetrics::new()));
+    let source = IdentitySource::start(api.client(), IdentityOptions::default(), &metrics);
+    source.synced().wait().await;
+
+    let mongo = "10.244.0.13";
+    let pod = lookup(&source, |t| t.by_ip(ip(mongo))).expect("mongodb by IP");
+    let names: Vec<&str> = pod.services.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["aaa-metrics", "mongodb", "zz-admin"]);
+    for (port, service) in [
+        // A target port; then a Service's own port.
+        (Some(27017), "default/mongodb"),
+        (Some(9216), "default/aaa-metrics"),
+        (Some(80), "default/zz-admin"),
+        // 28017 is zz-admin's target port and aaa-metrics' port: on a pod's address the
+        // target port wins.
+        (Some(28017), "default/zz-admin"),
+        // No TCP port matches, or no port known: the first by name, as before.
+        (Some(5353), "default/aaa-metrics"),
+        (Some(1), "default/aaa-metrics"),
+        (None, "default/aaa-metrics"),
+    ] {
+        assert_eq!(
+            service_at(&source, mongo, port).as_deref(),
+            Some(service),
+            "{port:?}"
+        );
+    }
+    // A pod behind one Service gets it whatever the port.
+    assert_eq!(
+        service_at(&source, "10.244.0.12", Some(1)).as_deref(),
+        Some("default/ratings")
+    );
+
+    // Cluster IPs (each of a dual-stack Service's): the Service, and no workload.
+    for (cluster_ip, port, service) in [
+        ("10.96.119.29", Some(27017), "default/mongodb"),
+        ("10.96.119.29", None, "default/mongodb"),
+        ("10.96.79.156", Some(9080), "default/ratings"),
+        ("10.96.0.1", Some(443), "default/kubernetes"),
+        ("10.96.7.2", Some(80), "default/zz-admin"),
+        ("fd00:10:96::72", Some(80), "default/zz-admin"),
+        ("::ffff:10.96.7.1", Some(28017), "default/aaa-metrics"),
+    ] {
+        assert_eq!(
+            service_at(&source, cluster_ip, port).as_deref(),
+            Some(service),
+            "{cluster_ip}"
+        );
+        assert!(lookup(&source, |t| t.by_ip(ip(cluster_ip))).is_none());
+    }
+    let table = source.current();
+    let mongodb = table.service_for(ip("10.96.119.29"), Some(27017)).unwrap();
+    assert_eq!(mongodb.host, "mongodb.default.svc.cluster.local");
+    assert_eq!(mongodb.uid, "istio://default/services/mongodb");
+    drop(table);
+    assert_eq!(service_at(&source, "10.96.0.99", Some(5432)), None);
+
+    // A Service deleted: its port falls back, its cluster IP resolves no more.
+    assert!(api.delete("services", "default", "zz-admin"));
+    eventually("zz-admin gone", || {
+        service_at(&source, mongo, Some(28017)).as_deref() == Some("default/aaa-metrics")
+            && service_at(&source, "10.96.7.2", Some(80)).is_none()
+    })
+    .await;
+    // A cluster IP that changes (a Service re-created) moves with it.
+    api.apply(
+        "services",
+        json!({"metadata": {"name": "aaa-metrics", "namespace": "default"},
+            "spec": {"clusterIP": "10.96.7.9", "ports": [{"name": "metrics", "port": 28017}]}}),
+    );
+    eventually("the new cluster IP", || {
+        service_at(&source, "10.96.7.9", None).as_deref() == Some("default/aaa-metrics")
+            && service_at(&source, "10.96.7.1", None).is_none()
+    })
+    .await;
+}

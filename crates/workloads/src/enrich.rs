@@ -1,10 +1,11 @@
 //! Filling identity attributes into a bag.
 
 use std::borrow::Cow;
+use std::net::IpAddr;
 
 use meshmeter_attributes::{AttrId, Bag, Manifest, Value};
 
-use super::{Workload, WorkloadRegistry};
+use super::{Service, Workload, WorkloadRegistry};
 
 /// The attribute ids of one side (`source` or `destination`).
 #[derive(Clone, Debug)]
@@ -42,20 +43,32 @@ impl Side {
         }
     }
 
+    /// The side's address, when the bag has it.
+    fn address(&self, bag: &Bag<'_>) -> Option<IpAddr> {
+        match self.ip.and_then(|id| bag.get(id)) {
+            Some(Value::IpAddress(ip)) => Some(*ip),
+            _ => None,
+        }
+    }
+
+    /// The workload by uid, else by address; and whether it was found by uid.
     fn find<'a, R: WorkloadRegistry + ?Sized>(
         &self,
         bag: &Bag<'_>,
         registry: &'a R,
-    ) -> Option<&'a Workload> {
+    ) -> Option<(&'a Workload, bool)> {
         let by_uid = self
             .uid
             .and_then(|id| bag.get(id))
             .and_then(Value::as_text)
             .and_then(|uid| registry.by_uid(uid));
-        by_uid.or_else(|| match self.ip.and_then(|id| bag.get(id)) {
-            Some(Value::IpAddress(ip)) => registry.by_ip(*ip),
-            _ => None,
-        })
+        match by_uid {
+            Some(w) => Some((w, true)),
+            None => self
+                .address(bag)
+                .and_then(|ip| registry.by_ip(ip))
+                .map(|w| (w, false)),
+        }
     }
 
     fn retain(&mut self, keep: &impl Fn(AttrId) -> bool) {
@@ -109,6 +122,8 @@ pub struct Enriched {
     pub source: bool,
     /// A workload matched the destination.
     pub destination: bool,
+    /// A service matched the destination (a workload's, or the one whose address it is).
+    pub service: bool,
 }
 
 /// Fills identity attributes; made once per manifest so that a bag costs id lookups only.
@@ -116,6 +131,8 @@ pub struct Enriched {
 pub struct Enricher {
     source: Side,
     destination: Side,
+    /// `destination.port`: picks among the services of the destination.
+    destination_port: Option<AttrId>,
     service_host: Option<AttrId>,
     service_name: Option<AttrId>,
     service_namespace: Option<AttrId>,
@@ -128,6 +145,7 @@ impl Enricher {
         Enricher {
             source: Side::new(manifest, "source"),
             destination: Side::new(manifest, "destination"),
+            destination_port: manifest.id("destination.port"),
             service_host: manifest.id("destination.service.host"),
             service_name: manifest.id("destination.service.name"),
             service_namespace: manifest.id("destination.service.namespace"),
@@ -152,28 +170,65 @@ impl Enricher {
     }
 
     /// Fills the identity of the source and destination workloads into `bag` without
-    /// replacing what it has. Values borrow from `registry`; nothing is allocated.
+    /// replacing what it has, and `destination.service.*` from the service that
+    /// `destination.ip` and `destination.port` reach (a workload's address or a service's
+    /// own). Values borrow from `registry`; nothing is allocated.
     pub fn enrich<'a, R: WorkloadRegistry + ?Sized>(
         &self,
         bag: &mut Bag<'a>,
         registry: &'a R,
     ) -> Enriched {
         let mut done = Enriched::default();
-        if let Some(w) = self.source.find(bag, registry) {
+        if let Some((w, _)) = self.source.find(bag, registry) {
             self.source.fill(bag, w);
             done.source = true;
         }
-        if let Some(w) = self.destination.find(bag, registry) {
+        let found = self.destination.find(bag, registry);
+        if let Some((w, _)) = found {
             self.destination.fill(bag, w);
-            if let Some(s) = w.services.first() {
-                let text = |s: &'a str| Value::String(Cow::Borrowed(s));
-                set(bag, self.service_host, || text(&s.host));
-                set(bag, self.service_name, || text(&s.name));
-                set(bag, self.service_namespace, || text(&s.namespace));
-                set(bag, self.service_uid, || text(&s.uid));
-            }
             done.destination = true;
         }
+        if let Some(s) = self.service(bag, registry, found) {
+            let text = |s: &'a str| Value::String(Cow::Borrowed(s));
+            set(bag, self.service_host, || text(&s.host));
+            set(bag, self.service_name, || text(&s.name));
+            set(bag, self.service_namespace, || text(&s.namespace));
+            set(bag, self.service_uid, || text(&s.uid));
+            done.service = true;
+        }
         done
+    }
+
+    /// The destination's service: the one its address and port reach, unless the workload
+    /// named by `destination.uid` is not the one at that address (then its first service).
+    fn service<'a, R: WorkloadRegistry + ?Sized>(
+        &self,
+        bag: &Bag<'_>,
+        registry: &'a R,
+        found: Option<(&'a Workload, bool)>,
+    ) -> Option<&'a Service> {
+        let outputs = [
+            self.service_host,
+            self.service_name,
+            self.service_namespace,
+            self.service_uid,
+        ];
+        if outputs.iter().all(Option::is_none) {
+            return None;
+        }
+        let first = || found.and_then(|(w, _)| w.services.first());
+        let Some(ip) = self.destination.address(bag) else {
+            return first();
+        };
+        if let Some((w, true)) = found {
+            if registry.by_ip(ip).is_some_and(|at| !std::ptr::eq(at, w)) {
+                return first();
+            }
+        }
+        let port = match self.destination_port.and_then(|id| bag.get(id)) {
+            Some(Value::Int64(p)) => u16::try_from(*p).ok(),
+            _ => None,
+        };
+        registry.service_for(ip, port).or_else(first)
     }
 }

@@ -2,8 +2,9 @@
 //! here from a registry (a file today; the Kubernetes API later, behind the same trait).
 //!
 //! An [`Enricher`] fills `source.*` and `destination.*` identity attributes into a bag from the
-//! workload matching `source.uid`/`source.ip` (and `destination.uid`/`destination.ip`), never
-//! replacing attributes the bag already has.
+//! workload matching `source.uid`/`source.ip` (and `destination.uid`/`destination.ip`), and
+//! `destination.service.*` from the service that `destination.ip` and `destination.port` reach
+//! ([`WorkloadRegistry::service_for`]), never replacing attributes the bag already has.
 //!
 //! ## The workloads file
 //!
@@ -80,7 +81,8 @@ pub struct Workload {
     pub labels: StringMap<'static>,
     /// Addresses that identify it.
     pub ips: Vec<IpAddr>,
-    /// Services it backs; the first fills `destination.service.*`.
+    /// Services it backs; the first fills `destination.service.*` unless the registry picks
+    /// one by port ([`WorkloadRegistry::service_for`]).
     pub services: Vec<Service>,
     /// `*.name`: the pod name (the workload name when unknown).
     pub pod: String,
@@ -119,6 +121,14 @@ pub trait WorkloadRegistry: Send + Sync {
     fn by_ip(&self, ip: IpAddr) -> Option<&Workload>;
     /// The workload with `uid` (`kubernetes://<pod>.<namespace>`).
     fn by_uid(&self, uid: &str) -> Option<&Workload>;
+    /// The service a connection to `ip` (and `port`, when known) reaches: for a workload's
+    /// address, the one of its services listening on `port`; for a service's own address (a
+    /// Kubernetes ClusterIP), that service. The default is the first service of the workload at
+    /// `ip`, whatever the port.
+    fn service_for(&self, ip: IpAddr, port: Option<u16>) -> Option<&Service> {
+        let _ = port;
+        self.by_ip(ip).and_then(|w| w.services.first())
+    }
 }
 
 /// A workload set indexed by IP and uid.

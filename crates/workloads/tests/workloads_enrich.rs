@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use meshmeter_attributes::{Bag, Manifest, StringMap, Value};
 use meshmeter_workloads::{
-    parse, Enriched, Enricher, FileRegistry, WorkloadError, WorkloadRegistry,
+    parse, Enriched, Enricher, FileRegistry, Service, Workload, WorkloadError, WorkloadRegistry,
+    WorkloadTable,
 };
 
 const SEED: &str = "\
@@ -114,7 +115,8 @@ fn enriches_both_sides_without_overwriting() {
         enricher.enrich(&mut bag, &table),
         Enriched {
             source: true,
-            destination: true
+            destination: true,
+            service: true
         }
     );
     let g = |n: &str| get(&m, &bag, n);
@@ -163,6 +165,143 @@ fn enriches_both_sides_without_overwriting() {
     assert!(matches!(labels, Value::StringMap(Cow::Borrowed(_))));
 }
 
+/// A bag whose values borrow from `attrs`, so that it can also borrow from a registry that
+/// lives shorter than `'static` (bags are invariant over their lifetime).
+fn bag_borrowing<'a>(m: &Manifest, attrs: &'a [(&str, Value<'static>)]) -> Bag<'a> {
+    let mut bag = Bag::new(m);
+    for (name, v) in attrs {
+        bag.set(m.id(name).unwrap(), v.borrowed());
+    }
+    bag
+}
+
+/// The file's table plus one service address (`10.96.0.9`) and, at mongodb's address, a second
+/// service on port 9000: what a registry that knows ports (the Kubernetes one) answers.
+struct WithServices {
+    table: WorkloadTable,
+    mongodb: Service,
+    admin: Service,
+    cluster: Service,
+}
+
+impl WorkloadRegistry for WithServices {
+    fn by_ip(&self, ip: std::net::IpAddr) -> Option<&Workload> {
+        self.table.by_ip(ip)
+    }
+    fn by_uid(&self, uid: &str) -> Option<&Workload> {
+        self.table.by_uid(uid)
+    }
+    fn service_for(&self, ip: std::net::IpAddr, port: Option<u16>) -> Option<&Service> {
+        match (ip.to_string().as_str(), port) {
+            // Ratings serves reviews here, so that a uid naming another workload shows.
+            ("10.96.0.9" | "127.0.0.2", _) => Some(&self.cluster),
+            ("127.0.0.3", Some(9000)) => Some(&self.admin),
+            ("127.0.0.3", _) => Some(&self.mongodb),
+            _ => None,
+        }
+    }
+}
+
+#[test]
+fn the_service_comes_from_the_destination_address_and_port() {
+    let registry = WithServices {
+        table: parse(Path::new("w.yaml"), SEED).unwrap(),
+        mongodb: Service::from_host("mongodb.default.svc.cluster.local", "default"),
+        admin: Service::from_host("mongo-admin.ops.svc.cluster.local", "default"),
+        cluster: Service::from_host("reviews.shop.svc.cluster.local", "default"),
+    };
+    let m = Manifest::istio();
+    let enricher = Enricher::new(&m);
+    let dispatch = |attrs: &[(&str, Value<'static>)]| {
+        let mut bag = bag_borrowing(&m, attrs);
+        let done = enricher.enrich(&mut bag, &registry);
+        let host = get(&m, &bag, "destination.service.host");
+        (done, host, get(&m, &bag, "destination.workload.name"))
+    };
+    let ip = |s: &str| Value::IpAddress(s.parse().unwrap());
+    let only_service = Enriched {
+        source: false,
+        destination: false,
+        service: true,
+    };
+    let both = Enriched {
+        destination: true,
+        ..only_service
+    };
+    // A service's own address: its service, no workload.
+    assert_eq!(
+        dispatch(&[
+            ("destination.ip", ip("10.96.0.9")),
+            ("destination.port", Value::Int64(9080))
+        ]),
+        (
+            only_service,
+            Some("reviews.shop.svc.cluster.local".to_owned()),
+            None
+        )
+    );
+    // A workload's address: the service on that port, else the registry's default.
+    for (port, host) in [
+        (Some(9000), "mongo-admin.ops.svc.cluster.local"),
+        (Some(27017), "mongodb.default.svc.cluster.local"),
+        (None, "mongodb.default.svc.cluster.local"),
+    ] {
+        let mut attrs = vec![("destination.ip", ip("127.0.0.3"))];
+        attrs.extend(port.map(|p| ("destination.port", Value::Int64(p))));
+        assert_eq!(
+            dispatch(&attrs),
+            (both, Some(host.to_owned()), Some("mongodb-v1".to_owned())),
+            "{port:?}"
+        );
+    }
+    // Found by uid at its own address: the address and port decide.
+    assert_eq!(
+        dispatch(&[
+            (
+                "destination.uid",
+                Value::from("kubernetes://mongodb-v1.default")
+            ),
+            ("destination.ip", ip("127.0.0.3")),
+            ("destination.port", Value::Int64(9000)),
+        ])
+        .1
+        .as_deref(),
+        Some("mongo-admin.ops.svc.cluster.local")
+    );
+    // Found by uid, but the address is another workload's: the uid's own first service.
+    assert_eq!(
+        dispatch(&[
+            (
+                "destination.uid",
+                Value::from("kubernetes://mongodb-v1.default")
+            ),
+            ("destination.ip", ip("127.0.0.2")),
+            ("destination.port", Value::Int64(9000)),
+        ]),
+        (
+            both,
+            Some("mongodb.default.svc.cluster.local".to_owned()),
+            Some("mongodb-v1".to_owned())
+        )
+    );
+    // A port out of range is no port.
+    assert_eq!(
+        dispatch(&[
+            ("destination.ip", ip("127.0.0.3")),
+            ("destination.port", Value::Int64(9000 + 65536))
+        ])
+        .1
+        .as_deref(),
+        Some("mongodb.default.svc.cluster.local")
+    );
+    // Nothing reads destination.service.*: no lookup, nothing filled.
+    let none = Enricher::new(&m).retain(|id| !m.name(id).starts_with("destination.service"));
+    let attrs = [("destination.ip", ip("10.96.0.9"))];
+    let mut bag = bag_borrowing(&m, &attrs);
+    assert_eq!(none.enrich(&mut bag, &registry), Enriched::default());
+    assert_eq!(bag.len(), 1);
+}
+
 #[test]
 fn uid_wins_over_ip_and_unknown_leaves_bag_alone() {
     let table = parse(Path::new("w.yaml"), SEED).unwrap();
@@ -183,7 +322,8 @@ fn uid_wins_over_ip_and_unknown_leaves_bag_alone() {
         enricher.enrich(&mut bag, &table),
         Enriched {
             source: true,
-            destination: false
+            destination: false,
+            service: false
         }
     );
     assert_eq!(
