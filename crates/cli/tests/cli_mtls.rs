@@ -221,7 +221,7 @@ async fn ca_and_two_sidecars_carry_bytes_over_mtls_and_strict_refuses_plaintext(
     .await;
     eventually_metric(
         &mesh.server_admin,
-        "meshmeter_proxy_tls_refused_total{side=\"inbound\",reason=\"not_tls\"}",
+        "meshmeter_proxy_tls_refused_total{reason=\"not_tls\",side=\"inbound\"}",
         "1",
     )
     .await;
@@ -377,7 +377,7 @@ async fn hostile_tls_clients_get_nothing_and_are_counted() {
     );
     eventually_metric(
         &mesh.server_admin,
-        "meshmeter_proxy_tls_refused_total{side=\"inbound\",reason=\"no_certificate\"}",
+        "meshmeter_proxy_tls_refused_total{reason=\"no_certificate\",side=\"inbound\"}",
         "1",
     )
     .await;
@@ -405,7 +405,7 @@ async fn hostile_tls_clients_get_nothing_and_are_counted() {
     );
     eventually_metric(
         &mesh.server_admin,
-        "meshmeter_proxy_tls_refused_total{side=\"inbound\",reason=\"unknown_ca\"}",
+        "meshmeter_proxy_tls_refused_total{reason=\"unknown_ca\",side=\"inbound\"}",
         "1",
     )
     .await;
