@@ -27,9 +27,16 @@ pub struct Running {
 
 impl Running {
     pub async fn start(options: ServerOptions) -> Running {
+        // Istio's default access log writes a line per report to stdout, which would bury
+        // the test output; tests that read the access log name a file of their own.
+        let log_output = options
+            .log_output
+            .clone()
+            .or_else(|| Some(meshmeter_stdio::Output::File("/dev/null".into())));
         let options = ServerOptions {
             grpc_addr: "127.0.0.1:0".parse().unwrap(),
             metrics_addr: "127.0.0.1:0".parse().unwrap(),
+            log_output,
             ..options
         };
         let server = TelemetryServer::start(options)
