@@ -114,6 +114,16 @@ pub async fn forward(
     let (up_read, up_write) = upstream.split();
     let inbound = pump(down_read, up_write, options, |n| meter.add_received(n));
     let outbound = pump(up_read, down_write, options, |n| meter.add_sent(n));
+    both_ways(inbound, outbound, meter).await
+}
+
+/// Runs both directions of a connection to their ends (plain TCP or TLS alike): each half-close
+/// is recorded, and the first failure decides which side is blamed.
+pub(crate) async fn both_ways(
+    inbound: impl std::future::Future<Output = Result<(), PumpError>>,
+    outbound: impl std::future::Future<Output = Result<(), PumpError>>,
+    meter: &ByteMeter,
+) -> Result<(), ForwardError> {
     tokio::pin!(inbound, outbound);
     let (mut inbound_done, mut outbound_done) = (false, false);
     while !(inbound_done && outbound_done) {

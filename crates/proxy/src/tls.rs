@@ -16,7 +16,7 @@ use meshmeter_certs::HandshakeFailure;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
-use crate::forward::{ForwardError, PumpError, Side};
+use crate::forward::{both_ways, ForwardError, PumpError};
 use crate::meter::ByteMeter;
 
 /// How the inbound side treats clients (Istio 1.1's `peers: - mtls: {mode: ...}`).
@@ -281,36 +281,7 @@ pub(crate) async fn forward_io(
     let (up_read, up_write) = tokio::io::split(upstream);
     let inbound = pump_io(down_read, up_write, |n| meter.add_received(n));
     let outbound = pump_io(up_read, down_write, |n| meter.add_sent(n));
-    tokio::pin!(inbound, outbound);
-    let (mut inbound_done, mut outbound_done) = (false, false);
-    while !(inbound_done && outbound_done) {
-        tokio::select! {
-            result = &mut inbound, if !inbound_done => {
-                result.map_err(|e| blame(e, Side::Downstream))?;
-                inbound_done = true;
-                meter.set_half_closed();
-            }
-            result = &mut outbound, if !outbound_done => {
-                result.map_err(|e| blame(e, Side::Upstream))?;
-                outbound_done = true;
-                meter.set_half_closed();
-            }
-        }
-    }
-    Ok(())
-}
-
-fn blame(error: PumpError, source_side: Side) -> ForwardError {
-    match error {
-        PumpError::Read(source) => ForwardError {
-            side: source_side,
-            source,
-        },
-        PumpError::Write(source) => ForwardError {
-            side: source_side.other(),
-            source,
-        },
-    }
+    both_ways(inbound, outbound, meter).await
 }
 
 /// Bytes read first into the pump's own small buffer: an idle connection holds no more.
