@@ -217,7 +217,7 @@ async fn serve(args: Args) -> Result<(), Failure> {
         .local_addr()
         .map_err(|e| Failure::Runtime(e.to_string()))?;
     let tls = if args.plaintext {
-        tracing::warn!("--plaintext: bootstrap tokens cross the network in clear");
+        tracing::warn!("--plaintext: callers' tokens cross the network in clear");
         None
     } else {
         let id = meshmeter_ca::ca_identity(&args.trust_domain)
