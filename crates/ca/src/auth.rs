@@ -23,6 +23,10 @@ pub enum AuthError {
     /// The token is not known (or was rejected by the token reviewer).
     #[error("the token is not valid")]
     InvalidToken,
+    /// The token is valid but its user is not a service account (a person, a node, ...): it
+    /// has no workload identity to certify.
+    #[error("'{0}' is not a service account")]
+    NotServiceAccount(String),
     /// The authenticating backend (e.g. the Kubernetes API server) could not be asked.
     #[error("cannot check the token: {0}")]
     Unavailable(String),
@@ -31,9 +35,9 @@ pub enum AuthError {
 /// The boxed future [`Authenticator::authenticate`] returns.
 pub type AuthFuture<'a> = Pin<Box<dyn Future<Output = Result<Caller, AuthError>> + Send + 'a>>;
 
-/// Checks a caller's bearer token. Off Kubernetes: [`BootstrapTokens`], a file. On Kubernetes a
-/// TokenReview-based implementation belongs here too (the API server says which service
-/// account a projected token belongs to).
+/// Checks a caller's bearer token. Off Kubernetes: [`BootstrapTokens`], a file. On Kubernetes:
+/// `meshmeter_kube::TokenReviewer` (the API server says which service account a projected
+/// token belongs to).
 pub trait Authenticator: Send + Sync + 'static {
     /// The caller `token` proves, or why not.
     fn authenticate<'a>(&'a self, token: &'a str) -> AuthFuture<'a>;

@@ -1,5 +1,6 @@
 //! The sidecar's side of the CSR API.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -57,6 +58,8 @@ pub struct IssuedCert {
 pub struct CaClient {
     grpc: Grpc<Channel>,
     token: MetadataValue<tonic::metadata::Ascii>,
+    /// Read again before every request (see [`CaClient::reread_token_from`]).
+    token_file: Option<Arc<PathBuf>>,
 }
 
 impl CaClient {
@@ -81,6 +84,7 @@ impl CaClient {
         Ok(CaClient {
             grpc: Grpc::new(channel),
             token,
+            token_file: None,
         })
     }
 
@@ -110,7 +114,31 @@ impl CaClient {
         Ok(CaClient {
             grpc: Grpc::new(channel),
             token,
+            token_file: None,
         })
+    }
+
+    /// Reads the token from `path` again before every request: Kubernetes replaces a
+    /// projected service-account token in place before it expires, and a renewal must send
+    /// the current one. While the file cannot be read (or holds no usable token), the token
+    /// given at construction is sent.
+    pub fn reread_token_from(mut self, path: PathBuf) -> Self {
+        self.token_file = Some(Arc::new(path));
+        self
+    }
+
+    fn current_token(&self) -> MetadataValue<tonic::metadata::Ascii> {
+        let Some(path) = &self.token_file else {
+            return self.token.clone();
+        };
+        // A blocking read: a token is a few hundred bytes on a local (tmpfs) volume, read
+        // once per certificate renewal.
+        std::fs::read_to_string(path.as_path())
+            .ok()
+            .map(|text| text.trim().to_owned())
+            .filter(|text| !text.is_empty())
+            .and_then(|text| MetadataValue::try_from(format!("Bearer {text}")).ok())
+            .unwrap_or_else(|| self.token.clone())
     }
 
     /// Sends one raw request.
@@ -129,7 +157,7 @@ impl CaClient {
         let mut request = Request::new(request);
         request
             .metadata_mut()
-            .insert("authorization", self.token.clone());
+            .insert("authorization", self.current_token());
         let codec = tonic_prost::ProstCodec::<CertificateRequest, CertificateResponse>::default();
         grpc.unary(
             request,

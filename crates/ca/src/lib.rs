@@ -9,8 +9,8 @@
 //!   lifetime into a [`meshmeter_certs::CertStore`], retrying with backoff while the CA is
 //!   away and keeping the current certificate meanwhile.
 //!
-//! A TokenReview authenticator (Kubernetes projected service-account tokens) plugs in behind
-//! [`Authenticator`]; it is not part of this crate yet.
+//! On Kubernetes, `meshmeter_kube::TokenReviewer` plugs in behind [`Authenticator`]: the API
+//! server's TokenReview says which service account a projected token belongs to.
 
 #![warn(missing_docs)]
 

@@ -213,6 +213,10 @@ impl Inner {
         }
         .map_err(|e| match e {
             AuthError::Unavailable(_) => (Refusal::Unavailable, Status::unavailable(e.to_string())),
+            AuthError::NotServiceAccount(_) => (
+                Refusal::PermissionDenied,
+                Status::permission_denied(e.to_string()),
+            ),
             _ => (
                 Refusal::Unauthenticated,
                 Status::unauthenticated(e.to_string()),

@@ -281,3 +281,56 @@ async fn over_tls_the_caller_verifies_the_ca_before_sending_its_token() {
     assert_eq!(stats.issued.load(Ordering::Relaxed), 1);
     assert_eq!(stats.refused(Refusal::Unauthenticated), 0);
 }
+
+#[tokio::test]
+async fn a_token_file_is_read_again_before_every_request() {
+    let ca = start_ca(
+        None,
+        Authority::generate_root("cluster.local", Duration::from_secs(3600)).unwrap(),
+    )
+    .await;
+    let file = std::env::temp_dir().join(format!("meshmeter-ca-token-{}", std::process::id()));
+    std::fs::write(&file, "an-expired-token-0123456789\n").unwrap();
+    let client = CaClient::lazy(&ca.addr, "an-expired-token-0123456789")
+        .unwrap()
+        .reread_token_from(file.clone());
+    let e = client
+        .issue(PendingKey::generate(ratings()).unwrap(), None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            &e,
+            CaClientError::Status {
+                code: tonic::Code::Unauthenticated,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    // The token replaced in place, as the kubelet does with a projected token.
+    std::fs::write(&file, format!("{RATINGS_TOKEN}\n")).unwrap();
+    let issued = client
+        .issue(PendingKey::generate(ratings()).unwrap(), None)
+        .await
+        .unwrap();
+    assert_eq!(issued.cert.identity(), &ratings());
+    // Gone: the last token given at construction is sent again.
+    std::fs::remove_file(&file).unwrap();
+    let e = client
+        .issue(PendingKey::generate(ratings()).unwrap(), None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            &e,
+            CaClientError::Status {
+                code: tonic::Code::Unauthenticated,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert_eq!(ca.stats.refused(Refusal::Unauthenticated), 2);
+    assert_eq!(ca.stats.issued.load(Ordering::Relaxed), 1);
+}

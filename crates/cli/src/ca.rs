@@ -7,8 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use meshmeter_admin::{AdminServer, Readiness};
-use meshmeter_ca::{BootstrapTokens, CaServer, CaStats, TtlPolicy};
+use meshmeter_ca::{Authenticator, BootstrapTokens, CaServer, CaStats, TtlPolicy};
 use meshmeter_certs::Authority;
+use meshmeter_kube::TokenReviewer;
 
 /// Run the mesh's certificate authority: issue short-lived workload certificates carrying the
 /// caller's SPIFFE identity (`spiffe://TRUST_DOMAIN/ns/NAMESPACE/sa/SERVICE_ACCOUNT`) over a
@@ -23,8 +24,13 @@ use meshmeter_certs::Authority;
 ///
 /// Callers authenticate with `authorization: Bearer TOKEN`. Off Kubernetes the tokens come
 /// from --bootstrap-token-file: one `TOKEN NAMESPACE/SERVICE_ACCOUNT` per line (at least 16
-/// characters, no spaces, unique; blank lines and `#` comments ignored). Kubernetes
-/// TokenReview is not wired in yet.
+/// characters, no spaces, unique; blank lines and `#` comments ignored). On Kubernetes
+/// (--kubernetes, instead of the file) they are projected service-account tokens, checked by
+/// the API server's TokenReview for one of the --token-audience audiences: a token of
+/// `system:serviceaccount:NAMESPACE:NAME` gets certificates for that service account only;
+/// other users are refused (permission_denied), and an API server that cannot be asked makes
+/// requests fail as unavailable. The CA's own service account needs `create` on
+/// `tokenreviews.authentication.k8s.io` (`meshmeter install` grants it).
 ///
 /// The gRPC port speaks TLS 1.3: the CA presents a certificate for
 /// `spiffe://TRUST_DOMAIN/ns/istio-system/sa/meshmeter-ca` (issued by itself at start, valid as
@@ -39,6 +45,7 @@ use meshmeter_certs::Authority;
 /// Exit codes: 0 after SIGTERM/SIGINT, 1 runtime failure (address in use), 2 bad flags or
 /// unusable files (certificate, key, token file).
 #[derive(clap::Args, Debug)]
+#[command(group = clap::ArgGroup::new("authentication").required(true).args(["bootstrap_token_file", "kubernetes"]))]
 pub(crate) struct Args {
     /// Where to accept certificate requests.
     #[arg(long, default_value = "127.0.0.1:8060", value_name = "ADDR")]
@@ -68,9 +75,34 @@ pub(crate) struct Args {
     #[arg(long, default_value = "2160h", value_name = "DURATION", value_parser = crate::shared::parse_positive_duration)]
     max_workload_cert_ttl: Duration,
 
-    /// Bootstrap tokens: `TOKEN NAMESPACE/SERVICE_ACCOUNT` per line.
+    /// Bootstrap tokens: `TOKEN NAMESPACE/SERVICE_ACCOUNT` per line. Either this or
+    /// --kubernetes.
     #[arg(long, value_name = "FILE")]
-    bootstrap_token_file: PathBuf,
+    bootstrap_token_file: Option<PathBuf>,
+
+    /// Authenticate callers' projected service-account tokens with the Kubernetes API
+    /// server's TokenReview (in-cluster credentials, or --kubeconfig).
+    #[arg(long)]
+    kubernetes: bool,
+
+    /// A kubeconfig file for --kubernetes (default: in-cluster credentials); several
+    /// `:`-separated files are merged as kubectl merges them. Ignored without --kubernetes.
+    #[arg(long, env = "KUBECONFIG", value_name = "PATH")]
+    kubeconfig: Option<PathBuf>,
+
+    /// The kubeconfig context for --kubernetes (default: its current-context).
+    #[arg(long, value_name = "NAME", requires = "kubernetes")]
+    context: Option<String>,
+
+    /// With --kubernetes, an audience callers' tokens must be projected for; repeatable (a
+    /// token for any of them is accepted).
+    #[arg(
+        long = "token-audience",
+        value_name = "AUDIENCE",
+        default_value = meshmeter_kube::DEFAULT_TOKEN_AUDIENCE,
+        requires = "kubernetes"
+    )]
+    token_audiences: Vec<String>,
 
     /// Write the root certificate (PEM) here at start, for sidecars' --ca-root.
     #[arg(long, value_name = "FILE")]
@@ -147,8 +179,27 @@ async fn serve(args: Args) -> Result<(), Failure> {
     }
     meshmeter_certs::SpiffeId::new(&args.trust_domain, "ns", "sa")
         .map_err(|e| Failure::Usage(format!("--trust-domain: {e}")))?;
-    let tokens = BootstrapTokens::load(&args.bootstrap_token_file)
-        .map_err(|e| Failure::Usage(format!("--bootstrap-token-file: {e}")))?;
+    let authenticator: Arc<dyn Authenticator> = match &args.bootstrap_token_file {
+        Some(file) => Arc::new(
+            BootstrapTokens::load(file)
+                .map_err(|e| Failure::Usage(format!("--bootstrap-token-file: {e}")))?,
+        ),
+        None => {
+            let options = meshmeter_kube::ClientOptions {
+                kubeconfig: args
+                    .kubeconfig
+                    .clone()
+                    .filter(|p| !p.as_os_str().is_empty()),
+                context: args.context.clone(),
+            };
+            let client = meshmeter_kube::connect(&options)
+                .await
+                .map_err(|e| Failure::Usage(format!("--kubernetes: {e}")))?;
+            let reviewer = TokenReviewer::new(client, args.token_audiences.clone());
+            tracing::info!(audiences = ?reviewer.audiences(), "authenticating callers with TokenReview");
+            Arc::new(reviewer)
+        }
+    };
     let authority = authority(&args)?;
     if let Some(path) = &args.write_root_cert {
         let pem = meshmeter_certs::certificates_to_pem(std::slice::from_ref(authority.root()));
@@ -166,7 +217,7 @@ async fn serve(args: Args) -> Result<(), Failure> {
         .local_addr()
         .map_err(|e| Failure::Runtime(e.to_string()))?;
     let tls = if args.plaintext {
-        tracing::warn!("--plaintext: bootstrap tokens cross the network in clear");
+        tracing::warn!("--plaintext: callers' tokens cross the network in clear");
         None
     } else {
         let id = meshmeter_ca::ca_identity(&args.trust_domain)
@@ -184,7 +235,7 @@ async fn serve(args: Args) -> Result<(), Failure> {
     let stats = Arc::new(CaStats::default());
     let server = CaServer::new(
         authority,
-        Arc::new(tokens),
+        authenticator,
         TtlPolicy {
             default: args.workload_cert_ttl,
             max: args.max_workload_cert_ttl,

@@ -12,7 +12,10 @@ use meshmeter_install::{render, InstallOptions};
 /// reports, 42422 metrics, Prometheus scrape annotations), the sidecar injector (`meshmeter
 /// injector`: Deployment, Service, MutatingWebhookConfiguration for namespaces labelled
 /// meshmeter-injection=enabled or istio-injection=enabled, failurePolicy Ignore, RBAC limited
-/// to its own caBundle), and Istio's default TCP telemetry
+/// to its own caBundle), the certificate authority (`meshmeter ca --kubernetes`: Deployment
+/// with probes, non-root, read-only root filesystem; Service 8060 gRPC, 15014 metrics;
+/// RBAC limited to `create tokenreviews`; its CA certificate and key from the Secret
+/// meshmeter-ca, which you create), and Istio's default TCP telemetry
 /// (istio_tcp_* metrics, TCP access log) as objects in the namespace, whose rules apply to
 /// every report.
 ///
@@ -41,6 +44,10 @@ pub(crate) struct Args {
     /// and RBAC); `meshmeter inject` still works.
     #[arg(long)]
     skip_injector: bool,
+
+    /// Leave out the certificate authority (its Deployment, Service and RBAC).
+    #[arg(long)]
+    skip_ca: bool,
 }
 
 pub(crate) fn run(args: Args) -> ExitCode {
@@ -50,6 +57,7 @@ pub(crate) fn run(args: Args) -> ExitCode {
         replicas: args.replicas,
         skip_crds: args.skip_crds,
         skip_injector: args.skip_injector,
+        skip_ca: args.skip_ca,
     };
     let yaml = match render(&options) {
         Ok(y) => y,

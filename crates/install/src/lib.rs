@@ -1,7 +1,9 @@
 //! The manifests `meshmeter install` prints for `kubectl apply -f -`: the namespace, the
 //! `config.istio.io` CRDs, the telemetry server (ServiceAccount, least-privilege ClusterRole and
 //! binding, Deployment, Service with Prometheus scrape annotations), the sidecar injector
-//! (Deployment, Service, MutatingWebhookConfiguration, RBAC for its own caBundle only) and
+//! (Deployment, Service, MutatingWebhookConfiguration, RBAC for its own caBundle only), the
+//! certificate authority (`meshmeter ca --kubernetes`: Deployment, Service, RBAC for
+//! `create tokenreviews` only; its CA certificate comes from the Secret [`CA_SECRET`]) and
 //! Istio's default TCP telemetry objects. Pure text: no I/O.
 //!
 //! ```
@@ -16,11 +18,13 @@
 
 #![warn(missing_docs)]
 
+mod ca;
 mod crds;
 mod defaults;
 mod injector;
 mod server;
 
+pub use ca::{CA, CA_METRICS_PORT, CA_PORT, CA_SECRET, CA_TOKEN_AUDIENCE};
 pub use crds::CONFIG_KINDS;
 pub use injector::{INJECTOR, INJECTOR_PORT};
 pub use server::{GRPC_PORT, METRICS_PORT, RUN_AS, TELEMETRY};
@@ -39,6 +43,8 @@ pub struct InstallOptions {
     pub skip_crds: bool,
     /// Leave the sidecar injector (webhook) out.
     pub skip_injector: bool,
+    /// Leave the certificate authority out.
+    pub skip_ca: bool,
 }
 
 impl Default for InstallOptions {
@@ -49,6 +55,7 @@ impl Default for InstallOptions {
             replicas: 1,
             skip_crds: false,
             skip_injector: false,
+            skip_ca: false,
         }
     }
 }
@@ -75,6 +82,9 @@ pub fn render(o: &InstallOptions) -> Result<String, InstallError> {
     server::telemetry(&mut out, o);
     if !o.skip_injector {
         injector::render(&mut out, o);
+    }
+    if !o.skip_ca {
+        ca::render(&mut out, o);
     }
     defaults::render(&mut out, &o.namespace);
     Ok(out)

@@ -23,11 +23,11 @@ fn every_document_parses_and_the_kinds_are_exact() {
     let want: BTreeMap<String, usize> = [
         ("Namespace", 1),
         ("CustomResourceDefinition", 38),
-        ("ServiceAccount", 2),
-        ("ClusterRole", 2),
-        ("ClusterRoleBinding", 2),
-        ("Deployment", 2),
-        ("Service", 2),
+        ("ServiceAccount", 3),
+        ("ClusterRole", 3),
+        ("ClusterRoleBinding", 3),
+        ("Deployment", 3),
+        ("Service", 3),
         ("MutatingWebhookConfiguration", 1),
         ("attributemanifest", 2),
         ("handler", 3),
@@ -53,8 +53,17 @@ fn every_document_parses_and_the_kinds_are_exact() {
     .unwrap();
     let k = kinds(&without);
     assert_eq!(k.get("MutatingWebhookConfiguration"), None);
-    assert_eq!(k.get("Deployment"), Some(&1));
+    assert_eq!(k.get("Deployment"), Some(&2));
     assert!(!without.contains("meshmeter-injector"));
+    let without = render(&InstallOptions {
+        skip_ca: true,
+        ..InstallOptions::default()
+    })
+    .unwrap();
+    let k = kinds(&without);
+    assert_eq!(k.get("Deployment"), Some(&2));
+    assert!(!without.contains("meshmeter-ca"));
+    assert!(!without.contains("tokenreviews"));
 }
 
 #[test]
@@ -97,6 +106,7 @@ fn flags_reach_the_server_and_bad_values_are_refused() {
         replicas: 3,
         skip_crds: true,
         skip_injector: false,
+        skip_ca: false,
     })
     .unwrap();
     assert!(yaml.contains("  replicas: 3\n"));

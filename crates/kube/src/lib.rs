@@ -10,6 +10,9 @@
 //! - [`IdentitySource`]: pods, their owners (ReplicaSet → Deployment, Job → CronJob, ...),
 //!   Services and EndpointSlices, published as a [`KubeRegistry`] that the engine reads
 //!   lock-free (`meshmeter_engine::Workloads::Dynamic`).
+//! - [`TokenReviewer`]: the certificate authority's authenticator on Kubernetes (a caller's
+//!   projected service-account token, checked by TokenReview). Asked once per certificate
+//!   request, not per report.
 //!
 //! A watch that breaks is restarted with backoff (a 410 Gone relists); the stores keep what
 //! they had meanwhile, so an outage of the API server changes nothing that is being served.
@@ -52,12 +55,14 @@ mod follow;
 mod identity;
 #[cfg(feature = "stand-in")]
 pub mod standin;
+mod tokenreview;
 
 pub use client::{client_config, connect, ClientError, ClientOptions};
 pub use config::{render_document, ConfigDocuments, ConfigSource, CONFIG_RESOURCES};
 pub use events::{ProblemEvents, EVENT_COMPONENT};
 pub use follow::{Synced, WatchMetrics};
 pub use identity::{IdentityOptions, IdentitySource, KubeRegistry};
+pub use tokenreview::{TokenReviewer, DEFAULT_TOKEN_AUDIENCE};
 
 /// Re-exported so that callers (and tests) can build a client without naming kube's version.
 pub use kube::Client;

@@ -11,6 +11,10 @@
 //!   Status, then the end; at the timeout a BOOKMARK (when asked for and newer), then a clean
 //!   end.
 //! - One resourceVersion counter shared by every resource; DELETED carries the last state.
+//! - POST creates (Events) are recorded and echoed back; a TokenReview
+//!   (`/apis/authentication.k8s.io/v1/tokenreviews`) is answered from the tokens programmed
+//!   with [`StandIn::review_token`]: authenticated ones get their username and the requested
+//!   audiences back, any other token `authenticated: false` with an error.
 //! - 401 (bad token), 403 (forbidden resources) as JSON Status, and the plain-text
 //!   `404 page not found` of a group whose CRDs are not installed.
 //!
@@ -80,6 +84,8 @@ struct Inner {
     history: Vec<Event>,
     forbidden: HashSet<String>,
     token: Option<String>,
+    /// TokenReview answers: token → (authenticated, username).
+    reviews: std::collections::HashMap<String, (bool, String)>,
     next_uid: u64,
     /// Bumped to make every open watch send a BOOKMARK.
     bookmarks: u64,
@@ -216,6 +222,15 @@ impl StandIn {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
+    }
+
+    /// How TokenReviews of `token` are answered: `authenticated`, as `username` (e.g.
+    /// `system:serviceaccount:default:ratings`). Tokens never programmed are not authenticated.
+    pub fn review_token(&self, token: &str, authenticated: bool, username: &str) {
+        self.state
+            .lock()
+            .reviews
+            .insert(token.to_owned(), (authenticated, username.to_owned()));
     }
 
     /// Refuses requests without `Authorization: Bearer TOKEN` (401).
@@ -422,7 +437,7 @@ fn spawn_server(
                             let posted = Arc::clone(&posted);
                             async move {
                                 if req.method() == hyper::Method::POST {
-                                    return Ok::<_, Infallible>(create(&requests, &posted, req).await);
+                                    return Ok::<_, Infallible>(create(&state, &requests, &posted, req).await);
                                 }
                                 Ok::<_, Infallible>(handle(&state, &requests, &req))
                             }
@@ -467,8 +482,10 @@ fn not_found() -> Response<Body> {
     )
 }
 
-/// A POST (the server's Events): recorded and echoed back as created.
+/// A POST (the server's Events, the CA's TokenReviews): recorded; a TokenReview is answered,
+/// anything else echoed back as created.
 async fn create(
+    state: &State,
     requests: &Mutex<Vec<String>>,
     posted: &Mutex<Vec<(String, Value)>>,
     req: Request<hyper::body::Incoming>,
@@ -487,11 +504,44 @@ async fn create(
     posted
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
-        .push((path, object.clone()));
+        .push((path.clone(), object.clone()));
+    if path == "/apis/authentication.k8s.io/v1/tokenreviews" {
+        return token_review(state, object);
+    }
     full(
         StatusCode::CREATED,
         "application/json",
         format!("{object}\n"),
+    )
+}
+
+/// The API server's answer to a TokenReview: the review with its `status` filled in.
+fn token_review(state: &State, mut review: Value) -> Response<Body> {
+    let Some(token) = review["spec"]["token"].as_str() else {
+        return status(
+            422,
+            "Invalid",
+            "TokenReview.authentication.k8s.io \"\" is invalid: spec.token: Required value",
+        );
+    };
+    let answer = state.lock().reviews.get(token).cloned();
+    review["status"] = match answer {
+        Some((true, username)) => {
+            let audiences = review["spec"]["audiences"].clone();
+            json!({
+                "authenticated": true,
+                "user": {"username": username, "uid": "00000000-0000-4000-8000-00000000aaaa",
+                         "groups": ["system:serviceaccounts", "system:authenticated"]},
+                "audiences": audiences,
+            })
+        }
+        _ => json!({"user": {}, "error": "[invalid bearer token, token lookup failed]"}),
+    };
+    review["metadata"] = json!({"creationTimestamp": null});
+    full(
+        StatusCode::CREATED,
+        "application/json",
+        format!("{review}\n"),
     )
 }
 

@@ -32,7 +32,8 @@ pub(crate) struct MtlsArgs {
     #[arg(long, env = "MESHMETER_CA_ADDR", value_name = "ADDR")]
     ca_addr: Option<String>,
 
-    /// File holding this workload's bootstrap token for the CA.
+    /// File holding this workload's token for the CA (a bootstrap token, or a projected
+    /// service-account token on Kubernetes); read again before every renewal.
     #[arg(long, env = "MESHMETER_CA_TOKEN_FILE", value_name = "FILE")]
     ca_token_file: Option<PathBuf>,
 
@@ -144,7 +145,8 @@ pub(super) async fn mtls(args: &Args) -> Result<Option<Mtls>, Failure> {
                 .map_err(|e| Failure::Runtime(e.into()))?;
         CaClient::lazy_tls(ca_addr, token.trim(), config)
     }
-    .map_err(|e| usage(format!("--ca-addr: {e}")))?;
+    .map_err(|e| usage(format!("--ca-addr: {e}")))?
+    .reread_token_from(token_file.clone());
     let store = Arc::new(CertStore::new());
     let rotation = Arc::new(RotationStats::default());
     let rotator = Rotator::new(
