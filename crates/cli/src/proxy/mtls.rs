@@ -52,7 +52,7 @@ pub(crate) struct MtlsArgs {
     workload_identity: Option<String>,
 
     /// The pod's service account (with --namespace, the default workload identity).
-    #[arg(long, env = "SERVICE_ACCOUNT", value_name = "NAME")]
+    #[arg(long, env = "MESHMETER_SERVICE_ACCOUNT", value_name = "NAME")]
     service_account: Option<String>,
 
     /// The mesh's trust domain.
