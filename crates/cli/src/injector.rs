@@ -7,9 +7,9 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
+use meshmeter_certs::{https_server_config, CertStore, ServingCert};
 use meshmeter_injector::{
-    keep_certificates, serve, server_config, CaBundlePublisher, CertConfig, CertStore,
-    KubePublisher, PublishError, Shared,
+    keep_certificates, serve, CaBundlePublisher, CertConfig, KubePublisher, PublishError, Shared,
 };
 
 use crate::inject::SidecarArgs;
@@ -134,7 +134,7 @@ async fn serve_until_stopped(args: Args) -> ExitCode {
         }
     };
     let local = listener.local_addr().unwrap_or(args.listen);
-    let store = Arc::new(CertStore::default());
+    let store = Arc::new(CertStore::<ServingCert>::default());
     let shared = Arc::new(Shared {
         options: args.sidecar.options(),
         ready: AtomicBool::new(false),
@@ -151,7 +151,14 @@ async fn serve_until_stopped(args: Args) -> ExitCode {
             let _ = rx.wait_for(|s| *s).await;
         }
     };
-    let acceptor = tokio_rustls::TlsAcceptor::from(server_config(store.clone()));
+    let tls = match https_server_config(store.clone()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     let server = tokio::spawn(serve(listener, acceptor, shared.clone(), stopped()));
     let publisher = Publishers {
         kube,

@@ -9,10 +9,10 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
+use meshmeter_certs::{https_server_config, CertStore};
 use meshmeter_inject::InjectOptions;
 use meshmeter_injector::{
-    keep_certificates, serve, server_config, CaBundlePublisher, CertConfig, CertStore,
-    PublishError, Shared,
+    keep_certificates, serve, CaBundlePublisher, CertConfig, PublishError, Shared,
 };
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
@@ -57,7 +57,7 @@ async fn start(cert_validity: Duration, ca_validity: Duration) -> Running {
         ca_validity,
         cert_validity,
     };
-    let acceptor = tokio_rustls::TlsAcceptor::from(server_config(store.clone()));
+    let acceptor = tokio_rustls::TlsAcceptor::from(https_server_config(store.clone()).unwrap());
     let (stop_a, stop_b) = tokio::sync::watch::channel(());
     tokio::spawn(async move {
         stopped.await;
@@ -100,7 +100,7 @@ async fn connect(addr: std::net::SocketAddr, ca_pem: &str) -> Result<Sender, Str
     roots
         .add(CertificateDer::from_pem_slice(ca_pem.as_bytes()).unwrap())
         .unwrap();
-    let provider = meshmeter_injector::provider();
+    let provider = meshmeter_certs::provider();
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .unwrap()
