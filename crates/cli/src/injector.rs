@@ -8,9 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use meshmeter_certs::{https_server_config, CertStore, ServingCert};
-use meshmeter_injector::{
-    keep_certificates, serve, CaBundlePublisher, CertConfig, KubePublisher, PublishError, Shared,
-};
+use meshmeter_injector::{keep_certificates, serve, CaBundlePublisher, CertConfig, Shared};
+
+use meshmeter_kube::{CaBundleError, WebhookCaBundle};
 
 use crate::inject::SidecarArgs;
 
@@ -71,12 +71,14 @@ pub(crate) struct Args {
 
 /// The API server's copy, a file, both or neither.
 struct Publishers {
-    kube: Option<KubePublisher>,
+    kube: Option<WebhookCaBundle>,
     file: Option<PathBuf>,
 }
 
 impl CaBundlePublisher for Publishers {
-    async fn publish(&self, ca_pem: &str) -> Result<(), PublishError> {
+    type Error = CaBundleError;
+
+    async fn publish(&self, ca_pem: &str) -> Result<(), CaBundleError> {
         if let Some(path) = &self.file {
             if let Err(e) = std::fs::write(path, ca_pem) {
                 tracing::error!(path = %path.display(), error = %e, "cannot write the CA");
@@ -116,7 +118,7 @@ async fn serve_until_stopped(args: Args) -> ExitCode {
         None
     } else {
         match kube::Client::try_default().await {
-            Ok(client) => Some(KubePublisher::new(client, args.webhook_config.clone())),
+            Ok(client) => Some(WebhookCaBundle::new(client, args.webhook_config.clone())),
             Err(e) => {
                 eprintln!(
                     "error: cannot reach the Kubernetes API to publish the CA: {e} \

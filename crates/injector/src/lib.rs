@@ -8,7 +8,8 @@
 //!   configuration of [`meshmeter_certs::https_server_config`] (rustls with ring, HTTP/1.1).
 //! - [`keep_certificates`]: a CA generated at start ([`meshmeter_certs::Authority`]), serving
 //!   certificates it signs renewed before expiry into a [`meshmeter_certs::CertStore`], and the CA published into the MutatingWebhookConfiguration's `caBundle` by
-//!   a [`CaBundlePublisher`] ([`KubePublisher`] through the Kubernetes API).
+//!   a [`CaBundlePublisher`] (through the Kubernetes API: `meshmeter_kube::WebhookCaBundle`,
+//!   wired in by the binary; this crate talks to no API server).
 
 #![warn(missing_docs)]
 
@@ -17,10 +18,7 @@ mod review;
 mod rotate;
 mod server;
 
-pub use publish::{
-    merge_bundle, pem_blocks, CaBundlePublisher, KubePublisher, NoPublish, PublishError,
-    MAX_BUNDLE_CAS,
-};
+pub use publish::{CaBundlePublisher, NoPublish};
 pub use review::{base64, review, Decision, ReviewError};
 pub use rotate::{keep_certificates, CertConfig, CertError};
 pub use server::{handle, serve, Shared, INJECT_PATH, MAX_BODY};

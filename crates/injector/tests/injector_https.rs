@@ -11,9 +11,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use meshmeter_certs::{https_server_config, CertStore};
 use meshmeter_inject::InjectOptions;
-use meshmeter_injector::{
-    keep_certificates, serve, CaBundlePublisher, CertConfig, PublishError, Shared,
-};
+use meshmeter_injector::{keep_certificates, serve, CaBundlePublisher, CertConfig, Shared};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use serde_json::{json, Value};
@@ -26,7 +24,9 @@ const HOST: &str = "meshmeter-injector.meshmeter-system.svc";
 struct Recorder(mpsc::UnboundedSender<String>);
 
 impl CaBundlePublisher for Recorder {
-    async fn publish(&self, ca_pem: &str) -> Result<(), PublishError> {
+    type Error = std::convert::Infallible;
+
+    async fn publish(&self, ca_pem: &str) -> Result<(), Self::Error> {
         let _ = self.0.send(ca_pem.to_string());
         Ok(())
     }

@@ -10,6 +10,8 @@
 //! - [`IdentitySource`]: pods, their owners (ReplicaSet → Deployment, Job → CronJob, ...),
 //!   Services and EndpointSlices, published as a [`KubeRegistry`] that the engine reads
 //!   lock-free (`meshmeter_engine::Workloads::Dynamic`).
+//! - [`WebhookCaBundle`]: the sidecar injector's CA merged into its
+//!   MutatingWebhookConfiguration's `caBundle` (read, merge, compare-and-swap write).
 //!
 //! A watch that breaks is restarted with backoff (a 410 Gone relists); the stores keep what
 //! they had meanwhile, so an outage of the API server changes nothing that is being served.
@@ -52,12 +54,14 @@ mod follow;
 mod identity;
 #[cfg(feature = "stand-in")]
 pub mod standin;
+mod webhook;
 
 pub use client::{client_config, connect, ClientError, ClientOptions};
 pub use config::{render_document, ConfigDocuments, ConfigSource, CONFIG_RESOURCES};
 pub use events::{ProblemEvents, EVENT_COMPONENT};
 pub use follow::{Synced, WatchMetrics};
 pub use identity::{IdentityOptions, IdentitySource, KubeRegistry};
+pub use webhook::{merge_bundle, pem_blocks, CaBundleError, WebhookCaBundle, MAX_BUNDLE_CAS};
 
 /// Re-exported so that callers (and tests) can build a client without naming kube's version.
 pub use kube::Client;
