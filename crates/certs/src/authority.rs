@@ -11,6 +11,7 @@ use rustls::pki_types::{CertificateDer, CertificateSigningRequestDer};
 
 use crate::inspect::{validity_of, Validity};
 use crate::pem::{certificates_from_pem, certificates_to_pem, PemError};
+use crate::serving::ServingCert;
 use crate::spiffe::SpiffeId;
 use crate::workload::{PendingKey, WorkloadCert, WorkloadCertError};
 
@@ -121,6 +122,21 @@ impl std::fmt::Debug for Authority {
 }
 
 fn ca_params(trust_domain: &str, common_name: &str, ttl: Duration) -> CertificateParams {
+    let now = SystemTime::now();
+    ca_params_between(
+        trust_domain,
+        common_name,
+        now - Duration::from_secs(60),
+        now + ttl,
+    )
+}
+
+fn ca_params_between(
+    trust_domain: &str,
+    common_name: &str,
+    not_before: SystemTime,
+    not_after: SystemTime,
+) -> CertificateParams {
     let mut params = CertificateParams::default();
     let mut dn = DistinguishedName::new();
     dn.push(DnType::OrganizationName, trust_domain);
@@ -132,9 +148,8 @@ fn ca_params(trust_domain: &str, common_name: &str, ttl: Duration) -> Certificat
         KeyUsagePurpose::CrlSign,
         KeyUsagePurpose::DigitalSignature,
     ];
-    let now = time::OffsetDateTime::now_utc();
-    params.not_before = now - time::Duration::minutes(1);
-    params.not_after = now + ttl;
+    params.not_before = to_offset(not_before);
+    params.not_after = to_offset(not_after);
     params.serial_number = Some(random_serial());
     params
 }
@@ -172,8 +187,27 @@ fn is_self_signed(cert: &CertificateDer<'_>) -> Result<(bool, String), String> {
 impl Authority {
     /// A new self-signed root CA for `trust_domain`, valid for `ttl`.
     pub fn generate_root(trust_domain: &str, ttl: Duration) -> Result<Self, AuthorityError> {
+        Self::self_signed(
+            ca_params(trust_domain, "meshmeter root CA", ttl),
+            trust_domain,
+        )
+    }
+
+    /// A new self-signed root CA for `trust_domain` whose certificate is named `common_name`,
+    /// valid from `not_before` to `not_after` (a CA of serving certificates for a client with
+    /// a clock of its own, such as the API server, backdates further than the mesh's minute).
+    pub fn generate_root_between(
+        trust_domain: &str,
+        common_name: &str,
+        not_before: SystemTime,
+        not_after: SystemTime,
+    ) -> Result<Self, AuthorityError> {
+        let params = ca_params_between(trust_domain, common_name, not_before, not_after);
+        Self::self_signed(params, trust_domain)
+    }
+
+    fn self_signed(params: CertificateParams, trust_domain: &str) -> Result<Self, AuthorityError> {
         let key = KeyPair::generate().map_err(|e| AuthorityError::Generate(e.to_string()))?;
-        let params = ca_params(trust_domain, "meshmeter root CA", ttl);
         let cert = params
             .self_signed(&key)
             .map_err(|e| AuthorityError::Generate(e.to_string()))?;
@@ -389,6 +423,46 @@ impl Authority {
             chain,
             root: self.root().clone(),
         })
+    }
+
+    /// Generates a key and issues a TLS server certificate for `dns_names` (the first is also
+    /// the subject's common name), valid from `not_before` to `not_after` within the CA's own
+    /// validity: the certificate of an HTTPS endpoint that clients reach by name, such as the
+    /// admission webhook the API server calls.
+    pub fn issue_serving(
+        &self,
+        dns_names: &[String],
+        not_before: SystemTime,
+        not_after: SystemTime,
+    ) -> Result<ServingCert, IssueError> {
+        if not_after <= not_before {
+            return Err(IssueError::ZeroLifetime);
+        }
+        let sign = |e: rcgen::Error| IssueError::Sign(e.to_string());
+        let mut params = CertificateParams::new(dns_names.to_vec()).map_err(sign)?;
+        if let Some(first) = dns_names.first() {
+            params
+                .distinguished_name
+                .push(DnType::CommonName, first.as_str());
+        }
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        params.use_authority_key_identifier_extension = true;
+        params.serial_number = Some(random_serial());
+        // Never outside the CA's validity: a chain is only as valid as its shortest link.
+        params.not_before = to_offset(not_before.max(self.validity.not_before));
+        params.not_after = to_offset(not_after.min(self.validity.not_after));
+        let key = KeyPair::generate().map_err(sign)?;
+        let cert = params.signed_by(&key, &self.issuer).map_err(sign)?;
+        // The served chain is the certificate and the whole CA chain, root included: a client
+        // trusting the root alone (a caBundle) needs nothing more.
+        let mut chain = vec![cert.der().clone()];
+        chain.extend(self.chain.iter().cloned());
+        ServingCert::new(chain, &key, dns_names.to_vec())
+            .map_err(|e| IssueError::Sign(e.to_string()))
     }
 
     /// Generates a key for `identity` and issues its certificate here, in one step (for the

@@ -8,6 +8,8 @@
 //!   certificate issued for it;
 //! - [`CertStore`]: the current certificate, hot-swapped on rotation (new handshakes use the
 //!   new one, established connections are untouched);
+//! - [`ServingCert`]: a server certificate for DNS names ([`Authority::issue_serving`]), for an
+//!   HTTPS endpoint such as the admission webhook ([`https_server_config`]);
 //! - [`server_config`] / [`client_config`]: TLS 1.3 with mandatory client certificates, both
 //!   peers verified against a [`TrustBundle`] and identified by their SPIFFE URI SAN;
 //!   [`peer_identity`] reads it back after the handshake, [`HandshakeFailure`] classifies a
@@ -36,6 +38,7 @@
 mod authority;
 mod inspect;
 mod pem;
+mod serving;
 mod spiffe;
 mod store;
 mod tls;
@@ -46,11 +49,13 @@ pub use inspect::{spiffe_id_of, validity_of, IdentityError, Validity};
 pub use pem::{
     certificates_from_pem, certificates_to_pem, private_key_from_pem, PemError, TrustBundle,
 };
+pub use serving::ServingCert;
 pub use spiffe::{SpiffeId, SpiffeIdError, DEFAULT_TRUST_DOMAIN};
-pub use store::CertStore;
+pub use store::{CertStore, Presented};
 pub use tls::{
-    client_config, peer_identity, provider, server_config, server_name, service_client_config,
-    service_server_config, ExpectedPeer, HandshakeFailure, PeerIdentityError, TlsConfigError,
+    client_config, https_server_config, peer_identity, provider, server_config, server_name,
+    service_client_config, service_server_config, ExpectedPeer, HandshakeFailure,
+    PeerIdentityError, TlsConfigError,
 };
 pub use workload::{PendingKey, WorkloadCert, WorkloadCertError};
 

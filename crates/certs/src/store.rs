@@ -1,4 +1,4 @@
-//! The current workload certificate, swapped atomically on rotation.
+//! The current certificate, swapped atomically on rotation.
 
 use std::sync::Arc;
 
@@ -10,29 +10,54 @@ use rustls::SignatureScheme;
 
 use crate::workload::WorkloadCert;
 
-/// Holds the workload certificate every new handshake presents, on both the server side
-/// ([`ResolvesServerCert`]) and the client side ([`ResolvesClientCert`]).
+/// A certificate a [`CertStore`] can present: a [`WorkloadCert`] (mutual TLS between
+/// workloads) or a [`ServingCert`](crate::ServingCert) (an HTTPS endpoint reached by name).
+pub trait Presented: std::fmt::Debug + Send + Sync + 'static {
+    /// The key and chain as rustls uses them.
+    fn certified_key(&self) -> Arc<CertifiedKey>;
+    /// Who the certificate names, for logs and `Debug`.
+    fn subject(&self) -> String;
+}
+
+impl Presented for WorkloadCert {
+    fn certified_key(&self) -> Arc<CertifiedKey> {
+        WorkloadCert::certified_key(self)
+    }
+
+    fn subject(&self) -> String {
+        self.identity().to_string()
+    }
+}
+
+/// Holds the certificate every new handshake presents, on both the server side
+/// ([`ResolvesServerCert`]) and the client side ([`ResolvesClientCert`]): a workload
+/// certificate by default, or a [`ServingCert`](crate::ServingCert).
 ///
 /// [`CertStore::install`] replaces it: handshakes that start afterwards use the new one, and
 /// connections already established are untouched (TLS does not look at the certificate again).
 /// Until a certificate is installed, handshakes fail.
-#[derive(Default)]
-pub struct CertStore {
-    current: ArcSwapOption<WorkloadCert>,
+pub struct CertStore<C = WorkloadCert> {
+    current: ArcSwapOption<C>,
 }
 
-impl std::fmt::Debug for CertStore {
+impl<C> Default for CertStore<C> {
+    fn default() -> Self {
+        CertStore {
+            current: ArcSwapOption::empty(),
+        }
+    }
+}
+
+impl<C: Presented> std::fmt::Debug for CertStore<C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let current = self.current.load();
         f.debug_struct("CertStore")
-            .field(
-                "identity",
-                &current.as_ref().map(|c| c.identity().to_string()),
-            )
+            .field("subject", &current.as_ref().map(|c| c.subject()))
             .finish()
     }
 }
 
+// `new` and `with` name the default type, so that `CertStore::new()` needs no annotation.
 impl CertStore {
     /// An empty store.
     pub fn new() -> Self {
@@ -45,14 +70,16 @@ impl CertStore {
         store.install(cert);
         store
     }
+}
 
+impl<C: Presented> CertStore<C> {
     /// Makes `cert` the one new handshakes present.
-    pub fn install(&self, cert: WorkloadCert) {
+    pub fn install(&self, cert: C) {
         self.current.store(Some(Arc::new(cert)));
     }
 
     /// The certificate new handshakes present, if any.
-    pub fn current(&self) -> Option<Arc<WorkloadCert>> {
+    pub fn current(&self) -> Option<Arc<C>> {
         self.current.load_full()
     }
 
@@ -61,13 +88,13 @@ impl CertStore {
     }
 }
 
-impl ResolvesServerCert for CertStore {
+impl<C: Presented> ResolvesServerCert for CertStore<C> {
     fn resolve(&self, _client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         self.key()
     }
 }
 
-impl ResolvesClientCert for CertStore {
+impl<C: Presented> ResolvesClientCert for CertStore<C> {
     fn resolve(
         &self,
         _root_hint_subjects: &[&[u8]],

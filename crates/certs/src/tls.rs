@@ -17,7 +17,7 @@ use rustls::{
 use crate::inspect::{spiffe_id_of, IdentityError};
 use crate::pem::TrustBundle;
 use crate::spiffe::SpiffeId;
-use crate::store::CertStore;
+use crate::store::{CertStore, Presented};
 
 /// The crypto provider everything here uses: *ring*.
 ///
@@ -264,6 +264,21 @@ pub fn service_server_config(store: Arc<CertStore>) -> Result<Arc<ServerConfig>,
         .map_err(|e| TlsConfigError(e.to_string()))?
         .with_no_client_auth()
         .with_cert_resolver(store);
+    Ok(Arc::new(config))
+}
+
+/// An HTTPS server configuration for a client outside the mesh (the API server calling the
+/// admission webhook): TLS 1.2 and 1.3, HTTP/1.1 by ALPN, the store's certificate, no client
+/// certificate asked for.
+pub fn https_server_config<C: Presented>(
+    store: Arc<CertStore<C>>,
+) -> Result<Arc<ServerConfig>, TlsConfigError> {
+    let mut config = ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsConfigError(e.to_string()))?
+        .with_no_client_auth()
+        .with_cert_resolver(store);
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
 

@@ -7,10 +7,10 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
-use meshmeter_injector::{
-    keep_certificates, serve, server_config, CaBundlePublisher, CertConfig, CertStore,
-    KubePublisher, PublishError, Shared,
-};
+use meshmeter_certs::{https_server_config, CertStore, ServingCert};
+use meshmeter_injector::{keep_certificates, serve, CaBundlePublisher, CertConfig, Shared};
+
+use meshmeter_kube::{CaBundleError, WebhookCaBundle};
 
 use crate::inject::SidecarArgs;
 
@@ -71,12 +71,14 @@ pub(crate) struct Args {
 
 /// The API server's copy, a file, both or neither.
 struct Publishers {
-    kube: Option<KubePublisher>,
+    kube: Option<WebhookCaBundle>,
     file: Option<PathBuf>,
 }
 
 impl CaBundlePublisher for Publishers {
-    async fn publish(&self, ca_pem: &str) -> Result<(), PublishError> {
+    type Error = CaBundleError;
+
+    async fn publish(&self, ca_pem: &str) -> Result<(), CaBundleError> {
         if let Some(path) = &self.file {
             if let Err(e) = std::fs::write(path, ca_pem) {
                 tracing::error!(path = %path.display(), error = %e, "cannot write the CA");
@@ -116,7 +118,7 @@ async fn serve_until_stopped(args: Args) -> ExitCode {
         None
     } else {
         match kube::Client::try_default().await {
-            Ok(client) => Some(KubePublisher::new(client, args.webhook_config.clone())),
+            Ok(client) => Some(WebhookCaBundle::new(client, args.webhook_config.clone())),
             Err(e) => {
                 eprintln!(
                     "error: cannot reach the Kubernetes API to publish the CA: {e} \
@@ -134,7 +136,7 @@ async fn serve_until_stopped(args: Args) -> ExitCode {
         }
     };
     let local = listener.local_addr().unwrap_or(args.listen);
-    let store = Arc::new(CertStore::default());
+    let store = Arc::new(CertStore::<ServingCert>::default());
     let shared = Arc::new(Shared {
         options: args.sidecar.options(),
         ready: AtomicBool::new(false),
@@ -151,7 +153,14 @@ async fn serve_until_stopped(args: Args) -> ExitCode {
             let _ = rx.wait_for(|s| *s).await;
         }
     };
-    let acceptor = tokio_rustls::TlsAcceptor::from(server_config(store.clone()));
+    let tls = match https_server_config(store.clone()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     let server = tokio::spawn(serve(listener, acceptor, shared.clone(), stopped()));
     let publisher = Publishers {
         kube,

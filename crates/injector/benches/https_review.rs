@@ -10,8 +10,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
+use meshmeter_certs::{https_server_config, Authority, CertStore};
 use meshmeter_inject::InjectOptions;
-use meshmeter_injector::{review, serve, server_config, Authority, CertConfig, CertStore, Shared};
+use meshmeter_injector::{review, serve, CertConfig, Shared};
 use rustls::pki_types::ServerName;
 use serde_json::{json, Value};
 use tokio::net::{TcpListener, TcpStream};
@@ -70,21 +71,23 @@ fn main() {
         .unwrap();
     rt.block_on(async {
         let names = CertConfig::service_names("meshmeter-injector", "meshmeter-system");
-        let ca = Authority::generate("bench CA", Duration::from_secs(3600)).unwrap();
+        let now = std::time::SystemTime::now();
+        let hour = Duration::from_secs(3600);
+        let ca = Authority::generate_root_between("bench", "bench CA", now, now + hour).unwrap();
         let store = Arc::new(CertStore::default());
-        store.set(ca.issue(&names, Duration::from_secs(3600)).unwrap().key);
+        store.install(ca.issue_serving(&names, now, now + hour).unwrap());
         let shared = Arc::new(Shared {
             options: opts.clone(),
             ready: AtomicBool::new(true),
         });
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let acceptor = tokio_rustls::TlsAcceptor::from(server_config(store));
+        let acceptor = tokio_rustls::TlsAcceptor::from(https_server_config(store).unwrap());
         tokio::spawn(serve(listener, acceptor, shared, std::future::pending()));
 
         let mut roots = rustls::RootCertStore::empty();
-        roots.add(ca.der().clone()).unwrap();
-        let provider = meshmeter_injector::provider();
+        roots.add(ca.root().clone()).unwrap();
+        let provider = meshmeter_certs::provider();
         let config = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .unwrap()

@@ -5,13 +5,47 @@
 use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
-use time::OffsetDateTime;
+use meshmeter_certs::{Authority, AuthorityError, CertStore, IssueError, ServingCert};
 
-use crate::certs::{Authority, CertError, CertStore};
 use crate::publish::CaBundlePublisher;
 use crate::server::Shared;
+
+/// The webhook's certificates could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum CertError {
+    /// A CA could not be generated.
+    #[error("generating the injector's CA: {0}")]
+    Authority(#[from] AuthorityError),
+    /// A serving certificate could not be issued.
+    #[error("issuing the injector's serving certificate: {0}")]
+    Issue(#[from] IssueError),
+}
+
+/// Clock skew tolerated between this pod and the API server: certificates start this early.
+const SKEW: Duration = Duration::from_secs(300);
+
+/// The name of the CA certificates the injector generates (and their "trust domain", which
+/// names no workload: this CA signs serving certificates only).
+const CA_NAME: &str = "meshmeter-injector CA";
+
+/// A CA held in memory only (never written anywhere) whose PEM is the `caBundle`.
+fn generate_ca(validity: Duration) -> Result<Authority, CertError> {
+    let now = SystemTime::now();
+    Ok(Authority::generate_root_between(
+        "meshmeter-injector",
+        CA_NAME,
+        now - SKEW,
+        now + validity,
+    )?)
+}
+
+/// A serving certificate for `names` signed by `ca`, valid for `validity` from now.
+fn issue(ca: &Authority, names: &[String], validity: Duration) -> Result<ServingCert, CertError> {
+    let now = SystemTime::now();
+    Ok(ca.issue_serving(names, now - SKEW, now + validity)?)
+}
 
 /// Lifetimes and names of the generated certificates.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,45 +100,53 @@ async fn publish_until_done<P: CaBundlePublisher>(
 /// once the first certificate is served and its CA published.
 pub async fn keep_certificates<P: CaBundlePublisher>(
     config: CertConfig,
-    store: Arc<CertStore>,
+    store: Arc<CertStore<ServingCert>>,
     publisher: P,
     shared: Arc<Shared>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), CertError> {
     tokio::pin!(shutdown);
-    let mut ca = Authority::generate("meshmeter-injector CA", config.ca_validity)?;
-    let mut issued = OffsetDateTime::now_utc();
-    let mut leaf = ca.issue(&config.dns_names, config.cert_validity)?;
-    store.set(leaf.key.clone());
-    if !publish_until_done(&publisher, ca.pem(), &mut shutdown).await {
+    let mut ca = generate_ca(config.ca_validity)?;
+    let mut issued = SystemTime::now();
+    let leaf = issue(&ca, &config.dns_names, config.cert_validity)?;
+    let mut not_after = leaf.validity().not_after;
+    store.install(leaf);
+    if !publish_until_done(&publisher, &ca.chain_pem(), &mut shutdown).await {
         return Ok(());
     }
     shared.ready.store(true, Ordering::Release);
     loop {
         // From issuance, not from not_before (which is back-dated for clock skew); never
         // sooner than a second, so a tiny validity cannot spin.
-        let renew_at = issued + (leaf.not_after - issued) * 2 / 3;
-        let wait = Duration::try_from(renew_at - OffsetDateTime::now_utc())
+        let lifetime = not_after.duration_since(issued).unwrap_or_default();
+        let renew_at = issued + lifetime * 2 / 3;
+        let wait = renew_at
+            .duration_since(SystemTime::now())
             .unwrap_or(Duration::ZERO)
             .max(Duration::from_secs(1));
         tokio::select! {
             () = &mut shutdown => return Ok(()),
             () = tokio::time::sleep(wait) => {}
         }
-        let left = ca.not_after() - OffsetDateTime::now_utc();
+        let left = ca
+            .validity()
+            .not_after
+            .duration_since(SystemTime::now())
+            .unwrap_or_default();
         if left < config.cert_validity * 2 {
             // The new CA joins the bundle before anything it signs is served; the old one
             // stays in the bundle, so the certificate in use keeps verifying meanwhile.
-            let next = Authority::generate("meshmeter-injector CA", config.ca_validity)?;
-            if !publish_until_done(&publisher, next.pem(), &mut shutdown).await {
+            let next = generate_ca(config.ca_validity)?;
+            if !publish_until_done(&publisher, &next.chain_pem(), &mut shutdown).await {
                 return Ok(());
             }
             ca = next;
-            tracing::info!(not_after = %ca.not_after(), "CA rotated");
+            tracing::info!(not_after = ?ca.validity().not_after, "CA rotated");
         }
-        issued = OffsetDateTime::now_utc();
-        leaf = ca.issue(&config.dns_names, config.cert_validity)?;
-        store.set(leaf.key.clone());
-        tracing::info!(not_after = %leaf.not_after, "serving certificate rotated");
+        issued = SystemTime::now();
+        let leaf = issue(&ca, &config.dns_names, config.cert_validity)?;
+        not_after = leaf.validity().not_after;
+        store.install(leaf);
+        tracing::info!(not_after = ?not_after, "serving certificate rotated");
     }
 }

@@ -146,25 +146,3 @@ fn bodies_that_are_not_reviews_are_errors() {
         ReviewError::NoUid
     );
 }
-
-#[test]
-fn bundles_put_the_new_ca_first_and_keep_at_most_four() {
-    let cert = |n: u32| format!("-----BEGIN CERTIFICATE-----\nMII{n}\n-----END CERTIFICATE-----\n");
-    let existing = format!(
-        "{}junk\n{}{}{}{}",
-        cert(1),
-        cert(2),
-        cert(3),
-        cert(4),
-        cert(5)
-    );
-    assert_eq!(pem_blocks(&existing).len(), 5);
-    let merged = merge_bundle(&existing, &cert(9));
-    assert_eq!(
-        merged,
-        format!("{}{}{}{}", cert(9), cert(1), cert(2), cert(3))
-    );
-    // Publishing the same CA again changes nothing.
-    assert_eq!(merge_bundle(&merged, &cert(9)), merged);
-    assert_eq!(merge_bundle("", &cert(9)), cert(9));
-}

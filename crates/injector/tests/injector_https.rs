@@ -9,11 +9,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
+use meshmeter_certs::{https_server_config, CertStore};
 use meshmeter_inject::InjectOptions;
-use meshmeter_injector::{
-    keep_certificates, serve, server_config, CaBundlePublisher, CertConfig, CertStore,
-    PublishError, Shared,
-};
+use meshmeter_injector::{keep_certificates, serve, CaBundlePublisher, CertConfig, Shared};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use serde_json::{json, Value};
@@ -26,7 +24,9 @@ const HOST: &str = "meshmeter-injector.meshmeter-system.svc";
 struct Recorder(mpsc::UnboundedSender<String>);
 
 impl CaBundlePublisher for Recorder {
-    async fn publish(&self, ca_pem: &str) -> Result<(), PublishError> {
+    type Error = std::convert::Infallible;
+
+    async fn publish(&self, ca_pem: &str) -> Result<(), Self::Error> {
         let _ = self.0.send(ca_pem.to_string());
         Ok(())
     }
@@ -57,7 +57,7 @@ async fn start(cert_validity: Duration, ca_validity: Duration) -> Running {
         ca_validity,
         cert_validity,
     };
-    let acceptor = tokio_rustls::TlsAcceptor::from(server_config(store.clone()));
+    let acceptor = tokio_rustls::TlsAcceptor::from(https_server_config(store.clone()).unwrap());
     let (stop_a, stop_b) = tokio::sync::watch::channel(());
     tokio::spawn(async move {
         stopped.await;
@@ -100,7 +100,7 @@ async fn connect(addr: std::net::SocketAddr, ca_pem: &str) -> Result<Sender, Str
     roots
         .add(CertificateDer::from_pem_slice(ca_pem.as_bytes()).unwrap())
         .unwrap();
-    let provider = meshmeter_injector::provider();
+    let provider = meshmeter_certs::provider();
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .unwrap()

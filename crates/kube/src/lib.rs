@@ -13,6 +13,8 @@
 //! - [`TokenReviewer`]: the certificate authority's authenticator on Kubernetes (a caller's
 //!   projected service-account token, checked by TokenReview). Asked once per certificate
 //!   request, not per report.
+//! - [`WebhookCaBundle`]: the sidecar injector's CA merged into its
+//!   MutatingWebhookConfiguration's `caBundle` (read, merge, compare-and-swap write).
 //!
 //! A watch that breaks is restarted with backoff (a 410 Gone relists); the stores keep what
 //! they had meanwhile, so an outage of the API server changes nothing that is being served.
@@ -56,6 +58,7 @@ mod identity;
 #[cfg(feature = "stand-in")]
 pub mod standin;
 mod tokenreview;
+mod webhook;
 
 pub use client::{client_config, connect, ClientError, ClientOptions};
 pub use config::{render_document, ConfigDocuments, ConfigSource, CONFIG_RESOURCES};
@@ -63,6 +66,7 @@ pub use events::{ProblemEvents, EVENT_COMPONENT};
 pub use follow::{Synced, WatchMetrics};
 pub use identity::{IdentityOptions, IdentitySource, KubeRegistry};
 pub use tokenreview::{TokenReviewer, DEFAULT_TOKEN_AUDIENCE};
+pub use webhook::{merge_bundle, pem_blocks, CaBundleError, WebhookCaBundle, MAX_BUNDLE_CAS};
 
 /// Re-exported so that callers (and tests) can build a client without naming kube's version.
 pub use kube::Client;

@@ -1,4 +1,4 @@
-//! `KubePublisher` through kube's client against a small stand-in API server: it reads the
+//! `WebhookCaBundle` through kube's client against a small stand-in API server: it reads the
 //! MutatingWebhookConfiguration, merges the CA into every webhook's caBundle, writes it back
 //! with the resourceVersion it read, and merges again when that write conflicts (409).
 
@@ -8,7 +8,8 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
-use meshmeter_injector::{base64, CaBundlePublisher, KubePublisher};
+use k8s_openapi::ByteString;
+use meshmeter_kube::WebhookCaBundle;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 
@@ -30,7 +31,7 @@ struct Fake {
 fn webhook_config(rv: &str, bundle: Option<&str>) -> Value {
     let mut client = json!({"service": {"name": "meshmeter-injector", "namespace": "meshmeter-system", "path": "/inject"}});
     if let Some(b) = bundle {
-        client["caBundle"] = json!(base64(b.as_bytes()));
+        client["caBundle"] = serde_json::to_value(ByteString(b.as_bytes().to_vec())).unwrap();
     }
     json!({
         "apiVersion": "admissionregistration.k8s.io/v1",
@@ -141,10 +142,10 @@ fn decode64(text: &str) -> Vec<u8> {
     out
 }
 
-async fn publisher(url: &str) -> KubePublisher {
+async fn publisher(url: &str) -> WebhookCaBundle {
     let config = kube::Config::new(url.parse().unwrap());
     let client = kube::Client::try_from(config).unwrap();
-    KubePublisher::new(client, "meshmeter-injector")
+    WebhookCaBundle::new(client, "meshmeter-injector")
 }
 
 #[tokio::test]
@@ -194,7 +195,7 @@ async fn publishing_the_same_ca_again_writes_nothing_and_errors_name_the_object(
         fake.lock().unwrap().log
     );
 
-    let missing = KubePublisher::new(
+    let missing = WebhookCaBundle::new(
         kube::Client::try_from(kube::Config::new(url.parse().unwrap())).unwrap(),
         "other",
     );
