@@ -23,47 +23,18 @@ pub const CA_SECRET: &str = "meshmeter-ca";
 pub(crate) fn render(out: &mut String, o: &InstallOptions) {
     let ns = &o.namespace;
     let image = crate::quoted(&o.image);
+    crate::account(
+        out,
+        CA,
+        ns,
+        "# Callers prove their service account with a projected token: the API server says whose.
+- apiGroups: [authentication.k8s.io]
+  resources: [tokenreviews]
+  verbs: [create]",
+    );
     let _ = write!(
         out,
         "---
-apiVersion: v1
-kind: ServiceAccount
-metadata:
-  name: {CA}
-  namespace: {ns}
-  labels:
-    app.kubernetes.io/name: {CA}
-    app.kubernetes.io/part-of: meshmeter
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRole
-metadata:
-  name: {CA}
-  labels:
-    app.kubernetes.io/name: {CA}
-    app.kubernetes.io/part-of: meshmeter
-rules:
-# Callers prove their service account with a projected token: the API server says whose.
-- apiGroups: [authentication.k8s.io]
-  resources: [tokenreviews]
-  verbs: [create]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRoleBinding
-metadata:
-  name: {CA}
-  labels:
-    app.kubernetes.io/name: {CA}
-    app.kubernetes.io/part-of: meshmeter
-roleRef:
-  apiGroup: rbac.authorization.k8s.io
-  kind: ClusterRole
-  name: {CA}
-subjects:
-- kind: ServiceAccount
-  name: {CA}
-  namespace: {ns}
----
 apiVersion: apps/v1
 kind: Deployment
 metadata:

@@ -70,42 +70,21 @@ pub(crate) fn render(out: &mut String, o: &InstallOptions) {
       operator: NotIn
       values: [enabled]",
     );
-    let _ = write!(
+    crate::account(
         out,
-        "---
-apiVersion: v1
-kind: ServiceAccount
-metadata:
-  name: {INJECTOR}
-  namespace: {ns}
-{labels}
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRole
-metadata:
-  name: {INJECTOR}
-{labels}
-rules:
-# Only its own webhook configuration, to keep its caBundle current.
+        INJECTOR,
+        ns,
+        &format!(
+            "# Only its own webhook configuration, to keep its caBundle current.
 - apiGroups: [admissionregistration.k8s.io]
   resources: [mutatingwebhookconfigurations]
   resourceNames: [{INJECTOR}]
-  verbs: [get, update]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRoleBinding
-metadata:
-  name: {INJECTOR}
-{labels}
-roleRef:
-  apiGroup: rbac.authorization.k8s.io
-  kind: ClusterRole
-  name: {INJECTOR}
-subjects:
-- kind: ServiceAccount
-  name: {INJECTOR}
-  namespace: {ns}
----
+  verbs: [get, update]"
+        ),
+    );
+    let _ = write!(
+        out,
+        "---
 apiVersion: apps/v1
 kind: Deployment
 metadata:

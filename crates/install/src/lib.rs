@@ -107,6 +107,48 @@ fn validate(o: &InstallOptions) -> Result<(), InstallError> {
     Ok(())
 }
 
+/// Appends a component's ServiceAccount, its ClusterRole with `rules` (YAML list items) and
+/// the binding between them, each labelled with the component's name.
+pub(crate) fn account(out: &mut String, name: &str, namespace: &str, rules: &str) {
+    use std::fmt::Write as _;
+    let labels = format!(
+        "  labels:\n    app.kubernetes.io/name: {name}\n    app.kubernetes.io/part-of: meshmeter"
+    );
+    let _ = write!(
+        out,
+        "---
+apiVersion: v1
+kind: ServiceAccount
+metadata:
+  name: {name}
+  namespace: {namespace}
+{labels}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata:
+  name: {name}
+{labels}
+rules:
+{rules}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata:
+  name: {name}
+{labels}
+roleRef:
+  apiGroup: rbac.authorization.k8s.io
+  kind: ClusterRole
+  name: {name}
+subjects:
+- kind: ServiceAccount
+  name: {name}
+  namespace: {namespace}
+"
+    );
+}
+
 /// A YAML double-quoted scalar (JSON string syntax is valid YAML).
 pub(crate) fn quoted(text: &str) -> String {
     serde_json::Value::String(text.to_string()).to_string()

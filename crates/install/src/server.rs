@@ -37,27 +37,11 @@ pub(crate) fn telemetry(out: &mut String, o: &InstallOptions) {
     let ns = &o.namespace;
     let image = crate::quoted(&o.image);
     let replicas = o.replicas;
-    let _ = write!(
+    crate::account(
         out,
-        "---
-apiVersion: v1
-kind: ServiceAccount
-metadata:
-  name: {TELEMETRY}
-  namespace: {ns}
-  labels:
-    app.kubernetes.io/name: {TELEMETRY}
-    app.kubernetes.io/part-of: meshmeter
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRole
-metadata:
-  name: {TELEMETRY}
-  labels:
-    app.kubernetes.io/name: {TELEMETRY}
-    app.kubernetes.io/part-of: meshmeter
-rules:
-# Telemetry configuration (instances, handlers, rules, ...): read only.
+        TELEMETRY,
+        ns,
+        "# Telemetry configuration (instances, handlers, rules, ...): read only.
 - apiGroups: [config.istio.io]
   resources: ['*']
   verbs: [get, list, watch]
@@ -77,24 +61,11 @@ rules:
 # Warning events on configuration objects it rejects.
 - apiGroups: ['', events.k8s.io]
   resources: [events]
-  verbs: [create, patch]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRoleBinding
-metadata:
-  name: {TELEMETRY}
-  labels:
-    app.kubernetes.io/name: {TELEMETRY}
-    app.kubernetes.io/part-of: meshmeter
-roleRef:
-  apiGroup: rbac.authorization.k8s.io
-  kind: ClusterRole
-  name: {TELEMETRY}
-subjects:
-- kind: ServiceAccount
-  name: {TELEMETRY}
-  namespace: {ns}
----
+  verbs: [create, patch]",
+    );
+    let _ = write!(
+        out,
+        "---
 apiVersion: apps/v1
 kind: Deployment
 metadata:
