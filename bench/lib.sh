@@ -282,7 +282,12 @@ mixer_run() {
         pid=$(pgrep -g "$group" -x meshmeter | head -n 1) && [[ -n $pid ]] && break
         sleep 0.1
     done
-    [[ -n $pid ]] || die "server process not found (the binary must be named meshmeter)"
+    if [[ -z $pid ]]; then
+        # mixer_run runs in a command substitution: the EXIT trap of the script does not see
+        # this group, so end it here.
+        kill -TERM -- "-$group" 2>/dev/null || true
+        die "server process not found (the binary must be named meshmeter)"
+    fi
     before=$(cpu_seconds "$pid")
     json=$(timeout --foreground $((DURATION + 60)) "${LOAD_PREFIX[@]}" "$MESHMETER_BIN" loadgen \
         --target "127.0.0.1:$grpc" --metrics "127.0.0.1:$metrics" --batch "$batch" \
