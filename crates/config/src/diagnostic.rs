@@ -231,7 +231,8 @@ impl Diagnostics {
         self.items.is_empty()
     }
 
-    pub(crate) fn push(&mut self, d: Diagnostic) {
+    /// Adds one at the end.
+    pub fn push(&mut self, d: Diagnostic) {
         self.items.push(d);
     }
 
@@ -295,13 +296,14 @@ impl<'a> IntoIterator for &'a Diagnostics {
 }
 
 /// Collects diagnostics while a load runs, materialising file names and source lines.
-pub(crate) struct Sink<'s> {
+pub struct Sink<'s> {
     pub(crate) sources: &'s Sources,
     pub(crate) out: Diagnostics,
 }
 
 impl<'s> Sink<'s> {
-    pub(crate) fn new(sources: &'s Sources) -> Self {
+    /// A sink for problems in `sources`.
+    pub fn new(sources: &'s Sources) -> Self {
         Self {
             sources,
             out: Diagnostics::default(),
@@ -318,7 +320,9 @@ impl<'s> Sink<'s> {
         self.report_raw(code.as_str(), code.severity(), span, message.into())
     }
 
-    pub(crate) fn report_raw(
+    /// Reports `message` at `span` with a code and severity of the caller's own (another
+    /// crate's diagnostics); returns the diagnostic so a hint can be attached.
+    pub fn report_raw(
         &mut self,
         code: &'static str,
         severity: Severity,
@@ -341,13 +345,20 @@ impl<'s> Sink<'s> {
         &mut self.out.items[last]
     }
 
-    pub(crate) fn has_errors(&self) -> bool {
+    /// Whether any error was reported.
+    pub fn has_errors(&self) -> bool {
         self.out.has_errors()
+    }
+
+    /// Everything reported, in the order reported.
+    pub fn finish(self) -> Diagnostics {
+        self.out
     }
 }
 
 /// Attaches a hint to a just-reported diagnostic.
-pub(crate) trait WithHint {
+pub trait WithHint {
+    /// Sets the hint.
     fn hint(&mut self, hint: impl Into<String>);
 }
 

@@ -7,7 +7,7 @@ use crate::diagnostic::{Code, Sink, WithHint};
 use crate::yaml::{Node, Value};
 
 /// The camelCase spelling of a snake_case field name.
-pub(crate) fn camel(snake: &str) -> String {
+pub fn camel(snake: &str) -> String {
     let mut out = String::with_capacity(snake.len());
     let mut upper = false;
     for c in snake.chars() {
@@ -25,7 +25,7 @@ pub(crate) fn camel(snake: &str) -> String {
 
 /// Edit distance over chars where swapping two neighbours counts as one edit (optimal string
 /// alignment), so `vaule` is one typo away from `value`. Names are short; quadratic is fine.
-pub(crate) fn edit_distance(a: &str, b: &str) -> usize {
+pub fn edit_distance(a: &str, b: &str) -> usize {
     let a: Vec<char> = a.chars().collect();
     let b: Vec<char> = b.chars().collect();
     let w = b.len() + 1;
@@ -51,7 +51,7 @@ pub(crate) fn edit_distance(a: &str, b: &str) -> usize {
 
 /// The candidate closest to `name` when it is close enough to be a typo. Case differences
 /// count as half a typo so that `COUNTR` still finds `COUNTER` and `Counter` finds it first.
-pub(crate) fn suggest<'a>(
+pub fn suggest<'a>(
     name: &str,
     candidates: impl IntoIterator<Item = &'a str>,
 ) -> Option<&'a str> {
@@ -70,7 +70,7 @@ pub(crate) fn suggest<'a>(
 }
 
 /// The fields found in one mapping, indexed like the schema.
-pub(crate) struct Fields<'n> {
+pub struct Fields<'n> {
     found: Vec<Option<(&'n Node, &'n Node)>>,
     /// Fields an unknown key was taken to be a typo of.
     suggested: Vec<bool>,
@@ -78,7 +78,7 @@ pub(crate) struct Fields<'n> {
 
 impl<'n> Fields<'n> {
     /// The value of schema field `i`, if given (an explicit `null` counts as absent).
-    pub(crate) fn get(&self, i: usize) -> Option<&'n Node> {
+    pub fn get(&self, i: usize) -> Option<&'n Node> {
         self.found[i]
             .map(|(_, v)| v)
             .filter(|v| v.value != Value::Null)
@@ -86,12 +86,12 @@ impl<'n> Fields<'n> {
 
     /// Whether field `i` is absent but an unknown key was reported as a likely typo of it, so
     /// that "missing" would only repeat that diagnostic.
-    pub(crate) fn misspelled(&self, i: usize) -> bool {
+    pub fn misspelled(&self, i: usize) -> bool {
         self.suggested[i]
     }
 
     /// The key node of schema field `i`, if given.
-    pub(crate) fn key(&self, i: usize) -> Option<&'n Node> {
+    pub fn key(&self, i: usize) -> Option<&'n Node> {
         self.found[i].map(|(k, _)| k)
     }
 }
@@ -99,7 +99,7 @@ impl<'n> Fields<'n> {
 /// Reads `node` as a mapping of the `schema` fields (snake_case names). Unknown keys and a
 /// field given in both spellings are reported. `Null` reads as an empty mapping; anything else
 /// that is not a mapping is reported and gives `None`.
-pub(crate) fn read<'n>(
+pub fn read<'n>(
     node: &'n Node,
     what: &str,
     schema: &[&str],
@@ -188,7 +188,7 @@ pub(crate) fn read<'n>(
 }
 
 /// [`read`] for an optional node: absent reads as an empty mapping.
-pub(crate) fn read_opt<'n>(
+pub fn read_opt<'n>(
     node: Option<&'n Node>,
     what: &str,
     schema: &[&str],
@@ -204,7 +204,7 @@ pub(crate) fn read_opt<'n>(
 }
 
 /// A scalar's text, reporting anything else.
-pub(crate) fn text<'n>(node: &'n Node, what: &str, sink: &mut Sink<'_>) -> Option<&'n str> {
+pub fn text<'n>(node: &'n Node, what: &str, sink: &mut Sink<'_>) -> Option<&'n str> {
     match node.as_str() {
         Some(s) => Some(s),
         None if node.value == Value::Invalid => None,
@@ -220,7 +220,7 @@ pub(crate) fn text<'n>(node: &'n Node, what: &str, sink: &mut Sink<'_>) -> Optio
 }
 
 /// A list's items, reporting anything else. `Null` is an empty list.
-pub(crate) fn list<'n>(node: &'n Node, what: &str, sink: &mut Sink<'_>) -> Option<&'n [Node]> {
+pub fn list<'n>(node: &'n Node, what: &str, sink: &mut Sink<'_>) -> Option<&'n [Node]> {
     match &node.value {
         Value::Seq(items) => Some(items),
         Value::Null => Some(&[]),
@@ -237,7 +237,7 @@ pub(crate) fn list<'n>(node: &'n Node, what: &str, sink: &mut Sink<'_>) -> Optio
 }
 
 /// A mapping's entries, reporting anything else. `Null` is an empty mapping.
-pub(crate) fn map<'n>(
+pub fn map<'n>(
     node: &'n Node,
     what: &str,
     sink: &mut Sink<'_>,
@@ -258,7 +258,7 @@ pub(crate) fn map<'n>(
 }
 
 /// A finite number.
-pub(crate) fn number(node: &Node, what: &str, sink: &mut Sink<'_>) -> Option<f64> {
+pub fn number(node: &Node, what: &str, sink: &mut Sink<'_>) -> Option<f64> {
     let t = text(node, what, sink)?;
     match t.trim().parse::<f64>() {
         Ok(v) if v.is_finite() => Some(v),
@@ -274,7 +274,7 @@ pub(crate) fn number(node: &Node, what: &str, sink: &mut Sink<'_>) -> Option<f64
 }
 
 /// A non-negative integer that fits in `u32`.
-pub(crate) fn count(node: &Node, what: &str, sink: &mut Sink<'_>) -> Option<u32> {
+pub fn count(node: &Node, what: &str, sink: &mut Sink<'_>) -> Option<u32> {
     let t = text(node, what, sink)?;
     match t.trim().parse::<u32>() {
         Ok(v) => Some(v),
@@ -290,7 +290,7 @@ pub(crate) fn count(node: &Node, what: &str, sink: &mut Sink<'_>) -> Option<u32>
 }
 
 /// `true` or `false`.
-pub(crate) fn boolean(node: &Node, what: &str, sink: &mut Sink<'_>) -> Option<bool> {
+pub fn boolean(node: &Node, what: &str, sink: &mut Sink<'_>) -> Option<bool> {
     match text(node, what, sink)? {
         "true" | "True" | "TRUE" => Some(true),
         "false" | "False" | "FALSE" => Some(false),
@@ -307,7 +307,7 @@ pub(crate) fn boolean(node: &Node, what: &str, sink: &mut Sink<'_>) -> Option<bo
 
 /// One of a protobuf enum's names, or its number (the JSON mapping accepts both). Returns the
 /// index into `names`.
-pub(crate) fn enumeration(
+pub fn enumeration(
     node: &Node,
     what: &str,
     names: &[&str],

@@ -229,6 +229,7 @@ mod resolve;
 mod rules;
 mod snapshot;
 mod source;
+pub mod syntax;
 mod watch;
 mod yaml;
 

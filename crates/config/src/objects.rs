@@ -79,6 +79,15 @@ const KNOWN_KINDS: [&str; 10] = [
     "rule",
 ];
 
+/// The traffic kinds (API version, kind) that `meshmeter-netconfig` reads from the same files
+/// and objects; telemetry skips them with an informational line that says so.
+const TRAFFIC_KINDS: [(&str, &str); 4] = [
+    ("networking.istio.io/v1alpha3", "DestinationRule"),
+    ("networking.istio.io/v1alpha3", "VirtualService"),
+    ("authentication.istio.io/v1alpha1", "MeshPolicy"),
+    ("authentication.istio.io/v1alpha1", "Policy"),
+];
+
 /// Istio 1.1 templates meshmeter does not implement (policy checks, quotas, tracing, ...).
 const OTHER_TEMPLATES: [&str; 9] = [
     "apikey",
@@ -293,11 +302,16 @@ fn unknown_kind<'n>(
             .hint(format!("did you mean '{s}'?"));
         }
         None => {
+            let why = if TRAFFIC_KINDS.contains(&(api_version.unwrap_or_default(), kind)) {
+                "traffic configuration, not telemetry"
+            } else {
+                "not a kind meshmeter's telemetry uses"
+            };
             sink.report(
                 Code::SkippedKind,
                 kind_node.span,
                 format!(
-                    "skipping {kind} '{what}' ({}): not a kind meshmeter's telemetry uses",
+                    "skipping {kind} '{what}' ({}): {why}",
                     api_version.unwrap_or("no apiVersion")
                 ),
             );

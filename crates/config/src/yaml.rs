@@ -16,39 +16,46 @@ const MAX_DEPTH: usize = 64;
 
 /// How a scalar was written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Style {
+pub enum Style {
+    /// Unquoted.
     Plain,
+    /// In single or double quotes.
     Quoted,
+    /// A literal (`|`) or folded (`>`) block.
     Block,
 }
 
 /// A scalar with enough source information to map offsets inside it back to the file.
 #[derive(Clone, Debug, PartialEq)]
-pub(crate) struct Scalar {
-    pub(crate) text: String,
-    pub(crate) style: Style,
+pub struct Scalar {
+    /// The value, escapes and folds resolved.
+    pub text: String,
+    /// How it was written.
+    pub style: Style,
     /// Where the scalar's text lies in the file, when it can be told exactly: one segment for
     /// a plain or quoted scalar on one line without escapes, one per line for a plain scalar
     /// folded over several lines. Empty when the text is not a faithful copy of the source
     /// (escapes, block scalars), so offsets inside it cannot be mapped.
-    pub(crate) segments: Vec<Segment>,
+    pub segments: Vec<Segment>,
 }
 
 /// A piece of a scalar's text that is a verbatim copy of part of one source line.
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub(crate) struct Segment {
+pub struct Segment {
     /// Byte offset of the piece in the scalar's text.
-    pub(crate) text_start: usize,
+    pub text_start: usize,
     /// Where the piece is in the file; `width` is its length in characters.
-    pub(crate) span: Span,
+    pub span: Span,
 }
 
 /// A YAML value.
 #[derive(Clone, Debug, PartialEq)]
-pub(crate) enum Value {
+pub enum Value {
     /// `~`, `null` or nothing at all.
     Null,
+    /// Text (numbers and booleans too: readers interpret them).
     Scalar(Scalar),
+    /// A list.
     Seq(Vec<Node>),
     /// Entries in source order; keys are unique (duplicates are reported and dropped).
     Map(Vec<(Node, Node)>),
@@ -58,14 +65,16 @@ pub(crate) enum Value {
 
 /// A value and where it starts.
 #[derive(Clone, Debug, PartialEq)]
-pub(crate) struct Node {
-    pub(crate) value: Value,
-    pub(crate) span: Span,
+pub struct Node {
+    /// The value.
+    pub value: Value,
+    /// Where it starts (a scalar's span covers it when it is on one line).
+    pub span: Span,
 }
 
 impl Node {
     /// The scalar text, for plain/quoted/block scalars alike.
-    pub(crate) fn as_str(&self) -> Option<&str> {
+    pub fn as_str(&self) -> Option<&str> {
         match &self.value {
             Value::Scalar(s) => Some(&s.text),
             _ => None,
@@ -73,7 +82,7 @@ impl Node {
     }
 
     /// The entries of a mapping.
-    pub(crate) fn as_map(&self) -> Option<&[(Node, Node)]> {
+    pub fn as_map(&self) -> Option<&[(Node, Node)]> {
         match &self.value {
             Value::Map(m) => Some(m),
             _ => None,
@@ -81,7 +90,7 @@ impl Node {
     }
 
     /// The value under `key` in a mapping.
-    pub(crate) fn get(&self, key: &str) -> Option<&Node> {
+    pub fn get(&self, key: &str) -> Option<&Node> {
         self.as_map()?
             .iter()
             .find(|(k, _)| k.as_str() == Some(key))
@@ -89,7 +98,7 @@ impl Node {
     }
 
     /// What kind of node this is, for "expected a mapping, found a list" messages.
-    pub(crate) fn describe(&self) -> &'static str {
+    pub fn describe(&self) -> &'static str {
         match &self.value {
             Value::Null => "nothing",
             Value::Scalar(_) => "a scalar",
@@ -102,7 +111,7 @@ impl Node {
 
 /// A problem found while reading YAML.
 #[derive(Debug, PartialEq)]
-pub(crate) struct YamlProblem {
+pub struct YamlProblem {
     pub(crate) code: Code,
     pub(crate) span: Span,
     pub(crate) message: String,
@@ -112,10 +121,13 @@ pub(crate) struct YamlProblem {
 /// What parsing one file gives: its documents (each possibly `Null`) and its problems. When a
 /// syntax error stops the parser, `complete` is false and the documents are those before it.
 #[derive(Debug)]
-pub(crate) struct Parsed {
-    pub(crate) documents: Vec<Node>,
-    pub(crate) problems: Vec<YamlProblem>,
-    pub(crate) complete: bool,
+pub struct Parsed {
+    /// The documents, `---`-separated, in order.
+    pub documents: Vec<Node>,
+    /// Problems found ([`crate::syntax::report_problems`] reports them).
+    pub problems: Vec<YamlProblem>,
+    /// Whether the parser reached the end (no syntax error cut it short).
+    pub complete: bool,
 }
 
 enum Frame {
@@ -134,7 +146,7 @@ struct Builder<'a> {
 }
 
 /// Parses every document of `source`.
-pub(crate) fn parse(source: &SourceFile, file: FileId) -> Parsed {
+pub fn parse(source: &SourceFile, file: FileId) -> Parsed {
     let mut b = Builder {
         source,
         file,
