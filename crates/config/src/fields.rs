@@ -51,10 +51,7 @@ pub fn edit_distance(a: &str, b: &str) -> usize {
 
 /// The candidate closest to `name` when it is close enough to be a typo. Case differences
 /// count as half a typo so that `COUNTR` still finds `COUNTER` and `Counter` finds it first.
-pub fn suggest<'a>(
-    name: &str,
-    candidates: impl IntoIterator<Item = &'a str>,
-) -> Option<&'a str> {
+pub fn suggest<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
     let limit = (name.chars().count() / 3).clamp(1, 4);
     let lower = name.to_lowercase();
     candidates
@@ -237,11 +234,7 @@ pub fn list<'n>(node: &'n Node, what: &str, sink: &mut Sink<'_>) -> Option<&'n [
 }
 
 /// A mapping's entries, reporting anything else. `Null` is an empty mapping.
-pub fn map<'n>(
-    node: &'n Node,
-    what: &str,
-    sink: &mut Sink<'_>,
-) -> Option<&'n [(Node, Node)]> {
+pub fn map<'n>(node: &'n Node, what: &str, sink: &mut Sink<'_>) -> Option<&'n [(Node, Node)]> {
     match &node.value {
         Value::Map(entries) => Some(entries),
         Value::Null => Some(&[]),
@@ -307,12 +300,7 @@ pub fn boolean(node: &Node, what: &str, sink: &mut Sink<'_>) -> Option<bool> {
 
 /// One of a protobuf enum's names, or its number (the JSON mapping accepts both). Returns the
 /// index into `names`.
-pub fn enumeration(
-    node: &Node,
-    what: &str,
-    names: &[&str],
-    sink: &mut Sink<'_>,
-) -> Option<usize> {
+pub fn enumeration(node: &Node, what: &str, names: &[&str], sink: &mut Sink<'_>) -> Option<usize> {
     let t = text(node, what, sink)?;
     if let Some(i) = names.iter().position(|n| *n == t) {
         return Some(i);

@@ -1,0 +1,372 @@
+//! Files and Kubernetes objects into a [`NetworkConfig`], object by object.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use meshmeter_config::syntax::{self, FileId, Sink, SourceFile, Sources, WithHint};
+use meshmeter_config::{
+    Diagnostic, Diagnostics, Input, ObjectProblem, ObjectSource, Outcome, Severity,
+};
+
+use crate::codes::{report, Code};
+use crate::model::NetworkConfig;
+use crate::parse::{self, Kind, Object};
+
+/// What identifies an object across versions: kind, namespace, name.
+type Key = (Kind, String, String);
+
+/// A version in force, and the input it came from (a file's path or a Kubernetes object's
+/// display name), so that an input that cannot be read keeps its objects.
+#[derive(Clone, Debug)]
+struct Kept {
+    object: Object,
+    from: Arc<str>,
+}
+
+/// Reads traffic objects object by object, remembering the versions in force: an object
+/// with an error is rejected alone and its previous good version (same kind, namespace and
+/// name, from the last [`Loader::commit`]) stays in force; a file that cannot be read or
+/// parsed to the end keeps every object it held.
+///
+/// ```
+/// use meshmeter_config::Input;
+/// use meshmeter_netconfig::Loader;
+///
+/// let rule = |subset: &str| Input::File {
+///     path: "ratings.yaml".into(),
+///     text: format!("apiVersion: networking.istio.io/v1alpha3\nkind: DestinationRule\nmetadata:\n  name: ratings\nspec:\n  host: ratings\n  subsets:\n  - name: {subset}\n    labels: {{version: v1}}\n"),
+/// };
+/// let mut loader = Loader::new();
+/// let loaded = loader.load(vec![rule("v1")]);
+/// assert!(loaded.problems.is_empty());
+/// loader.commit(&loaded);
+///
+/// let loaded = loader.load(vec![rule("\"\"")]); // an empty subset name
+/// assert_eq!(loaded.problems.len(), 1);
+/// assert!(loaded.problems[0].previous_in_force);
+/// assert_eq!(loaded.config.destination_rules[0].subsets[0].name, "v1");
+/// ```
+#[derive(Debug, Default)]
+pub struct Loader {
+    in_force: HashMap<Key, Kept>,
+}
+
+/// The result of one [`Loader::load`].
+#[derive(Debug)]
+pub struct Loaded {
+    /// The objects in force: every good object, and the previous version of each rejected
+    /// one.
+    pub config: NetworkConfig,
+    /// Every diagnostic of the inputs as given (errors, warnings, informational lines), in
+    /// input order, then line and column.
+    pub diagnostics: Diagnostics,
+    /// The objects (and whole inputs) not in force as written, and why.
+    pub problems: Vec<ObjectProblem>,
+    in_force: HashMap<Key, Kept>,
+}
+
+impl Loaded {
+    /// How many objects are not in force as written.
+    pub fn rejected_objects(&self) -> usize {
+        self.problems.len()
+    }
+}
+
+/// One position in the result: an accepted object, or the place of a rejected one (filled
+/// with its previous version, if any, once every input is read).
+enum Slot {
+    Accepted(Key, Kept),
+    Rejected(Key),
+}
+
+impl Loader {
+    /// A loader with no previous versions.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Makes `loaded`'s objects the previous good versions of later loads. Objects absent
+    /// from it are forgotten: deleted.
+    pub fn commit(&mut self, loaded: &Loaded) {
+        self.in_force = loaded.in_force.clone();
+    }
+
+    /// Reads `inputs` (files, unreadable files, Kubernetes objects), object by object.
+    pub fn load(&self, inputs: Vec<Input>) -> Loaded {
+        let mut sources = Sources::default();
+        let mut files: Vec<(FileId, &Input)> = Vec::new();
+        let mut diagnostics = Vec::new();
+        let mut problems = Vec::new();
+        let mut slots: Vec<Slot> = Vec::new();
+        // Inputs lost whole (unreadable, or cut short by a syntax error): their objects keep
+        // the versions in force.
+        let mut lost: Vec<Arc<str>> = Vec::new();
+        for input in &inputs {
+            match input {
+                Input::File { text, .. } | Input::Kubernetes { text, .. } => {
+                    let id = sources.add(SourceFile::new(&input.display_name(), text.clone()));
+                    files.push((id, input));
+                }
+                Input::Unreadable { path, error } => {
+                    let d = whole_file(path, Code::Io, format!("cannot read: {error}"));
+                    diagnostics.push(d.clone());
+                    lost.push(Arc::from(path.as_str()));
+                    problems.push(ObjectProblem {
+                        kind: String::new(),
+                        namespace: String::new(),
+                        name: String::new(),
+                        source: ObjectSource::File {
+                            path: path.clone(),
+                            line: 0,
+                            column: 0,
+                        },
+                        outcome: Outcome::Rejected,
+                        diagnostics: std::iter::once(d).collect(),
+                        previous_in_force: self.in_force.values().any(|k| *k.from == **path),
+                    });
+                }
+            }
+        }
+        let mut first_at: HashMap<Key, (Arc<str>, u32)> = HashMap::new();
+        for &(id, input) in &files {
+            let file = sources.get(id);
+            let name = Arc::clone(&file.name);
+            let parsed = syntax::parse(file, id);
+            if !parsed.complete {
+                let mut sink = Sink::new(&sources);
+                syntax::report_problems(&parsed, &mut sink);
+                let found = sink.finish();
+                diagnostics.extend(found.iter().cloned());
+                problems.push(ObjectProblem {
+                    kind: kubernetes_kind(input),
+                    namespace: kubernetes_namespace(input),
+                    name: kubernetes_name(input),
+                    source: object_source(input, 0, 0),
+                    outcome: Outcome::Rejected,
+                    diagnostics: found.into_iter().filter(Diagnostic::is_error).collect(),
+                    previous_in_force: self.in_force.values().any(|k| k.from == name),
+                });
+                lost.push(name);
+                continue;
+            }
+            // Problems of the file as a whole (duplicate keys, aliases) belong to the
+            // document they are in: pin each on its document by line.
+            let mut yaml = Sink::new(&sources);
+            syntax::report_problems(&parsed, &mut yaml);
+            let yaml: Vec<Diagnostic> = yaml.finish().into_iter().collect();
+            let starts: Vec<u32> = parsed.documents.iter().map(|d| d.span.line).collect();
+            for (index, doc) in parsed.documents.iter().enumerate() {
+                let end = starts.get(index + 1).copied().unwrap_or(u32::MAX);
+                let mut sink = Sink::new(&sources);
+                let read = parse::read(doc, &mut sink);
+                let own = sink.finish();
+                let Some(read) = read else {
+                    // Not a traffic object; a misspelt kind of ours is an error of its own.
+                    if own.has_errors() {
+                        problems.push(ObjectProblem {
+                            kind: String::new(),
+                            namespace: String::new(),
+                            name: String::new(),
+                            source: object_source(input, doc.span.line, doc.span.col),
+                            outcome: Outcome::Rejected,
+                            diagnostics: own.clone(),
+                            previous_in_force: false,
+                        });
+                    }
+                    diagnostics.extend(own);
+                    continue;
+                };
+                let mut found: Vec<Diagnostic> = yaml
+                    .iter()
+                    .filter(|d| starts[index] <= d.line && d.line < end)
+                    .cloned()
+                    .collect();
+                found.extend(own);
+                let key = (read.kind, read.namespace.clone(), read.name.clone());
+                let mut errors = found.iter().any(Diagnostic::is_error) || read.object.is_none();
+                if !errors {
+                    if let Some((file, line)) = first_at.get(&key) {
+                        let mut dup = Sink::new(&sources);
+                        report(
+                            &mut dup,
+                            Code::DuplicateObject,
+                            read.span,
+                            format!(
+                                "{} {} is defined twice",
+                                read.kind.as_str(),
+                                shown(&read.namespace, &read.name)
+                            ),
+                        )
+                        .hint(format!(
+                            "the first definition ({file}:{line}) is the one in force"
+                        ));
+                        found.extend(dup.finish());
+                        errors = true;
+                    }
+                }
+                let source = object_source(input, read.span.line, read.span.col);
+                if errors {
+                    let previous = !read.name.is_empty()
+                        && self.in_force.contains_key(&key)
+                        && !first_at.contains_key(&key);
+                    problems.push(ObjectProblem {
+                        kind: read.kind.as_str().to_owned(),
+                        namespace: read.namespace.clone(),
+                        name: read.name.clone(),
+                        source,
+                        outcome: Outcome::Rejected,
+                        diagnostics: found.iter().filter(|d| d.is_error()).cloned().collect(),
+                        previous_in_force: previous,
+                    });
+                    if !read.name.is_empty() && !first_at.contains_key(&key) {
+                        slots.push(Slot::Rejected(key));
+                    }
+                } else if let Some(object) = read.object {
+                    first_at.insert(key.clone(), (Arc::clone(&name), read.span.line));
+                    slots.push(Slot::Accepted(
+                        key,
+                        Kept {
+                            object,
+                            from: Arc::clone(&name),
+                        },
+                    ));
+                }
+                diagnostics.extend(found);
+            }
+        }
+        // The previous versions of lost inputs' objects, where nothing else defines them.
+        for (key, kept) in &self.in_force {
+            if lost.contains(&kept.from) && !first_at.contains_key(key) {
+                slots.push(Slot::Rejected(key.clone()));
+            }
+        }
+        let mut in_force = HashMap::new();
+        let mut config = NetworkConfig::default();
+        for slot in slots {
+            let (key, kept) = match slot {
+                Slot::Accepted(key, kept) => (key, kept),
+                Slot::Rejected(key) => {
+                    if first_at.contains_key(&key) || in_force.contains_key(&key) {
+                        continue;
+                    }
+                    match self.in_force.get(&key) {
+                        Some(kept) => (key, kept.clone()),
+                        None => continue,
+                    }
+                }
+            };
+            match &kept.object {
+                Object::DestinationRule(r) => config.destination_rules.push(r.clone()),
+                Object::VirtualService(v) => config.virtual_services.push(v.clone()),
+                Object::PeerPolicy(p) => config.peer_policies.push(p.clone()),
+            }
+            in_force.insert(key, kept);
+        }
+        let order = |d: &Diagnostic| {
+            let file = inputs
+                .iter()
+                .position(|i| i.display_name() == *d.file)
+                .unwrap_or(usize::MAX);
+            (file, d.line, d.column)
+        };
+        diagnostics.sort_by_key(order);
+        Loaded {
+            config,
+            diagnostics: diagnostics.into_iter().collect(),
+            problems,
+            in_force,
+        }
+    }
+}
+
+fn shown(namespace: &str, name: &str) -> String {
+    if namespace.is_empty() {
+        name.to_owned()
+    } else {
+        format!("{namespace}/{name}")
+    }
+}
+
+fn object_source(input: &Input, line: u32, column: u32) -> ObjectSource {
+    match input {
+        Input::Kubernetes {
+            namespace,
+            name,
+            resource_version,
+            ..
+        } => ObjectSource::Kubernetes {
+            namespace: namespace.clone(),
+            name: name.clone(),
+            resource_version: resource_version.clone(),
+        },
+        other => ObjectSource::File {
+            path: other.display_name(),
+            line,
+            column,
+        },
+    }
+}
+
+fn kubernetes_kind(input: &Input) -> String {
+    match input {
+        Input::Kubernetes { kind, .. } => kind.clone(),
+        _ => String::new(),
+    }
+}
+
+fn kubernetes_namespace(input: &Input) -> String {
+    match input {
+        Input::Kubernetes { namespace, .. } => namespace.clone(),
+        _ => String::new(),
+    }
+}
+
+fn kubernetes_name(input: &Input) -> String {
+    match input {
+        Input::Kubernetes { name, .. } => name.clone(),
+        _ => String::new(),
+    }
+}
+
+/// A problem with a file as a whole (no position in it).
+fn whole_file(name: &str, code: Code, message: String) -> Diagnostic {
+    Diagnostic {
+        file: name.into(),
+        line: 0,
+        column: 0,
+        width: 1,
+        code: code.as_str(),
+        severity: Severity::Error,
+        message,
+        hint: None,
+        source_line: String::new(),
+    }
+}
+
+/// Reads the traffic objects in the YAML files under `paths` (files as given, directories
+/// walked for `*.yaml`/`*.yml` as the telemetry configuration's are), object by object:
+/// the objects without errors, and every diagnostic. Documents of other kinds (telemetry
+/// objects, Deployments) are skipped silently.
+pub fn load_paths(paths: &[PathBuf]) -> (NetworkConfig, Vec<Diagnostic>) {
+    let loaded = Loader::new().load(meshmeter_config::read_inputs(paths));
+    (loaded.config, loaded.diagnostics.into_iter().collect())
+}
+
+/// [`load_paths`] of one directory (or file).
+pub fn load_dir(path: &Path) -> (NetworkConfig, Vec<Diagnostic>) {
+    load_paths(&[path.to_path_buf()])
+}
+
+/// [`load_paths`] of in-memory files: `(name, text)` pairs.
+pub fn load_str(files: &[(&str, &str)]) -> (NetworkConfig, Vec<Diagnostic>) {
+    let inputs = files
+        .iter()
+        .map(|(path, text)| Input::File {
+            path: (*path).to_owned(),
+            text: (*text).to_owned(),
+        })
+        .collect();
+    let loaded = Loader::new().load(inputs);
+    (loaded.config, loaded.diagnostics.into_iter().collect())
+}
