@@ -957,31 +957,29 @@ impl Cx<'_, '_> {
             .required(&f, 1, &p, node.span)
             .and_then(|n| Some((n, self.list(n, &p)?)));
         let (route_node, list) = list?;
+        let route_at = f.key(1).map_or(route_node.span, |k| k.span);
         if list.is_empty() {
             let what = self.what(&p);
             self.error(
                 Code::MissingField,
-                route_node.span,
+                route_at,
                 format!("{what} has no destination"),
             )
             .hint("a route needs at least one `destination`");
             return None;
         }
         let mut route = Vec::new();
-        let mut weights = Vec::new();
+        let mut destinations_ok = true;
         for (i, d) in list.iter().enumerate() {
             match self.route_destination(d, &format!("{p}[{i}]")) {
-                Some((dest, weight)) => {
-                    weights.push(weight);
-                    route.push(WeightedDestination {
-                        destination: dest,
-                        weight: weight.unwrap_or(0),
-                    });
-                }
-                None => ok = false,
+                Some((destination, weight)) => route.push(WeightedDestination {
+                    destination,
+                    weight: weight.unwrap_or(0),
+                }),
+                None => destinations_ok = false,
             }
         }
-        if !ok {
+        if !destinations_ok {
             return None;
         }
         if route.len() == 1 {
@@ -992,12 +990,15 @@ impl Cx<'_, '_> {
                 let what = self.what(&p);
                 self.error(
                     Code::WeightSum,
-                    route_node.span,
+                    route_at,
                     format!("the weights of {what} sum to {sum}, not 100"),
                 )
                 .hint("the weights of a route with several destinations are percentages adding up to 100");
                 return None;
             }
+        }
+        if !ok {
+            return None;
         }
         Some(TcpRoute { matches, route })
     }
