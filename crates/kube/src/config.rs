@@ -39,15 +39,32 @@ pub type ConfigDocuments = Arc<Vec<Input>>;
 /// and its text (JSON, which is YAML, indented so that diagnostics point at a line of their
 /// own). Only `apiVersion`, `kind`, `metadata.name`, `metadata.namespace` and `spec` are kept.
 pub fn render_document(kind: &str, object: &DynamicObject) -> Input {
+    render_object(&format!("{GROUP}/{VERSION}"), kind, true, object)
+}
+
+/// [`render_document`] for any API version; a cluster-scoped object (`namespaced` false) has
+/// no namespace (empty in the input, absent from the text).
+pub(crate) fn render_object(
+    api_version: &str,
+    kind: &str,
+    namespaced: bool,
+    object: &DynamicObject,
+) -> Input {
     let name = object.name_any();
-    let namespace = object.namespace().unwrap_or_else(|| "default".to_owned());
+    let namespace = if namespaced {
+        object.namespace().unwrap_or_else(|| "default".to_owned())
+    } else {
+        String::new()
+    };
     let mut doc = serde_json::Map::new();
-    doc.insert("apiVersion".into(), format!("{GROUP}/{VERSION}").into());
+    doc.insert("apiVersion".into(), api_version.into());
     doc.insert("kind".into(), kind.into());
-    doc.insert(
-        "metadata".into(),
-        serde_json::json!({"name": name, "namespace": namespace}),
-    );
+    let metadata = if namespaced {
+        serde_json::json!({"name": name, "namespace": namespace})
+    } else {
+        serde_json::json!({ "name": name })
+    };
+    doc.insert("metadata".into(), metadata);
     if let Some(spec) = object.data.get("spec") {
         doc.insert("spec".into(), spec.clone());
     }
@@ -60,6 +77,17 @@ pub fn render_document(kind: &str, object: &DynamicObject) -> Input {
         resource_version: object.resource_version().unwrap_or_default(),
         text: text + "\n",
     }
+}
+
+/// One kind a document source watches.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Watched {
+    /// `GROUP/VERSION`.
+    pub(crate) api_version: &'static str,
+    pub(crate) kind: &'static str,
+    pub(crate) plural: &'static str,
+    /// False for cluster-scoped kinds: watched once, whatever the namespaces.
+    pub(crate) namespaced: bool,
 }
 
 /// Objects per watch, keyed by `(namespace, name)`, each already rendered.
@@ -99,7 +127,7 @@ impl Shared {
 struct ConfigSink {
     shared: Arc<Shared>,
     index: usize,
-    kind: &'static str,
+    watched: Watched,
     /// Objects of a relist in progress; they replace the watch's map at `InitDone`, so a watch
     /// that breaks and relists never shows an empty configuration in between.
     relist: Option<Objects>,
@@ -107,12 +135,16 @@ struct ConfigSink {
 
 impl Sink<DynamicObject> for ConfigSink {
     fn apply(&mut self, events: Vec<Event<DynamicObject>>) {
+        let namespaced = self.watched.namespaced;
         let key = |o: &DynamicObject| {
-            (
-                o.namespace().unwrap_or_else(|| "default".to_owned()),
-                o.name_any(),
-            )
+            let namespace = match namespaced {
+                true => o.namespace().unwrap_or_else(|| "default".to_owned()),
+                false => String::new(),
+            };
+            (namespace, o.name_any())
         };
+        let w = self.watched;
+        let render = |o: &DynamicObject| render_object(w.api_version, w.kind, w.namespaced, o);
         let mut changed = false;
         {
             let mut watches = self
@@ -126,7 +158,7 @@ impl Sink<DynamicObject> for ConfigSink {
                     Event::Init => self.relist = Some(Objects::new()),
                     Event::InitApply(o) => {
                         if let Some(relist) = &mut self.relist {
-                            relist.insert(key(&o), render_document(self.kind, &o));
+                            relist.insert(key(&o), render(&o));
                         }
                     }
                     Event::InitDone => {
@@ -136,7 +168,7 @@ impl Sink<DynamicObject> for ConfigSink {
                         }
                     }
                     Event::Apply(o) => {
-                        objects.insert(key(&o), render_document(self.kind, &o));
+                        objects.insert(key(&o), render(&o));
                         changed = true;
                     }
                     Event::Delete(o) => {
@@ -164,53 +196,16 @@ impl ConfigSource {
     /// Starts the watches on the current tokio runtime: every kind of [`CONFIG_RESOURCES`] in
     /// `namespaces` (all namespaces when empty).
     pub fn start(client: Client, namespaces: &[String], metrics: &WatchMetrics) -> Self {
-        let scopes: Vec<Option<&str>> = if namespaces.is_empty() {
-            vec![None]
-        } else {
-            namespaces.iter().map(|n| Some(n.as_str())).collect()
-        };
-        let count = CONFIG_RESOURCES.len() * scopes.len();
-        let (tx, rx) = watch::channel(ConfigDocuments::default());
-        let shared = Arc::new(Shared {
-            watches: Mutex::new(vec![Objects::new(); count]),
-            tx,
-            listed: AtomicBool::new(false),
-        });
-        let first = Arc::clone(&shared);
-        let (group, synced) = SyncGroup::new(
-            count,
-            Some(Box::new(move || {
-                first.listed.store(true, Ordering::Release);
-                first.publish();
-            })),
-        );
-        let mut tasks = Vec::with_capacity(count);
-        for (k, &(kind, plural)) in CONFIG_RESOURCES.iter().enumerate() {
-            let resource = ApiResource::from_gvk_with_plural(
-                &GroupVersionKind::gvk(GROUP, VERSION, kind),
+        let watched: Vec<Watched> = CONFIG_RESOURCES
+            .iter()
+            .map(|&(kind, plural)| Watched {
+                api_version: "config.istio.io/v1alpha2",
+                kind,
                 plural,
-            );
-            for (s, scope) in scopes.iter().enumerate() {
-                let api: Api<DynamicObject> = match scope {
-                    Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
-                    None => Api::all_with(client.clone(), &resource),
-                };
-                let sink = ConfigSink {
-                    shared: Arc::clone(&shared),
-                    index: k * scopes.len() + s,
-                    kind,
-                    relist: None,
-                };
-                tasks.push(tokio::spawn(follow(
-                    api,
-                    plural,
-                    scope.unwrap_or("*").to_owned(),
-                    metrics.clone(),
-                    Arc::clone(&group),
-                    sink,
-                )));
-            }
-        }
+                namespaced: true,
+            })
+            .collect();
+        let (rx, synced, tasks) = start_documents(client, namespaces, metrics, &watched);
         ConfigSource { rx, synced, tasks }
     }
 
@@ -232,4 +227,74 @@ impl Drop for ConfigSource {
             t.abort();
         }
     }
+}
+
+/// Watches every kind of `watched` (namespaced ones in each of `namespaces`, all namespaces
+/// when empty) and publishes every object, rendered, once every watch has listed and on
+/// every change after that.
+pub(crate) fn start_documents(
+    client: Client,
+    namespaces: &[String],
+    metrics: &WatchMetrics,
+    watched: &[Watched],
+) -> (
+    watch::Receiver<ConfigDocuments>,
+    Synced,
+    Vec<JoinHandle<()>>,
+) {
+    let scopes: Vec<Option<&str>> = if namespaces.is_empty() {
+        vec![None]
+    } else {
+        namespaces.iter().map(|n| Some(n.as_str())).collect()
+    };
+    let mut watches: Vec<(Watched, Option<&str>)> = Vec::new();
+    for w in watched {
+        if w.namespaced {
+            watches.extend(scopes.iter().map(|s| (*w, *s)));
+        } else {
+            watches.push((*w, None));
+        }
+    }
+    let count = watches.len();
+    let (tx, rx) = watch::channel(ConfigDocuments::default());
+    let shared = Arc::new(Shared {
+        watches: Mutex::new(vec![Objects::new(); count]),
+        tx,
+        listed: AtomicBool::new(false),
+    });
+    let first = Arc::clone(&shared);
+    let (group, synced) = SyncGroup::new(
+        count,
+        Some(Box::new(move || {
+            first.listed.store(true, Ordering::Release);
+            first.publish();
+        })),
+    );
+    let mut tasks = Vec::with_capacity(count);
+    for (index, (w, scope)) in watches.into_iter().enumerate() {
+        let (group_name, version) = w.api_version.split_once('/').unwrap_or(("", w.api_version));
+        let resource = ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk(group_name, version, w.kind),
+            w.plural,
+        );
+        let api: Api<DynamicObject> = match scope {
+            Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
+            None => Api::all_with(client.clone(), &resource),
+        };
+        let sink = ConfigSink {
+            shared: Arc::clone(&shared),
+            index,
+            watched: w,
+            relist: None,
+        };
+        tasks.push(tokio::spawn(follow(
+            api,
+            w.plural,
+            scope.unwrap_or("*").to_owned(),
+            metrics.clone(),
+            Arc::clone(&group),
+            sink,
+        )));
+    }
+    (rx, synced, tasks)
 }

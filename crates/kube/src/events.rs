@@ -19,6 +19,15 @@ pub const EVENT_COMPONENT: &str = "meshmeter-mixer";
 /// `core/v1` Events' notes in practice), and the log has the whole text.
 const MAX_MESSAGE: usize = 1024;
 
+/// The API version of an object of `kind` the loaders read.
+fn api_version(kind: &str) -> &'static str {
+    match kind {
+        "DestinationRule" | "VirtualService" => "networking.istio.io/v1alpha3",
+        "MeshPolicy" | "Policy" => "authentication.istio.io/v1alpha1",
+        _ => "config.istio.io/v1alpha2",
+    }
+}
+
 /// Records one Warning Event per problem of a Kubernetes object and version: the same
 /// rejection is not recorded again on every reload, a new version's is.
 #[derive(Clone)]
@@ -81,10 +90,14 @@ impl ProblemEvents {
             *recorded = now;
         }
         for event in events {
-            let api: Api<Event> = Api::namespaced(
-                self.client.clone(),
-                event.metadata.namespace.as_deref().unwrap_or("default"),
-            );
+            // A cluster-scoped object's (a MeshPolicy's) Events go to `default`.
+            let namespace = event
+                .metadata
+                .namespace
+                .as_deref()
+                .filter(|n| !n.is_empty())
+                .unwrap_or("default");
+            let api: Api<Event> = Api::namespaced(self.client.clone(), namespace);
             self.runtime.spawn(async move {
                 let object = event.involved_object.name.clone().unwrap_or_default();
                 if let Err(e) = api.create(&PostParams::default(), &event).await {
@@ -127,14 +140,21 @@ impl ProblemEvents {
         Event {
             metadata: ObjectMeta {
                 name: Some(format!("{name}.{nanos:x}{serial:x}")),
-                namespace: Some(namespace.to_owned()),
+                namespace: Some(
+                    if namespace.is_empty() {
+                        "default"
+                    } else {
+                        namespace
+                    }
+                    .to_owned(),
+                ),
                 ..ObjectMeta::default()
             },
             involved_object: ObjectReference {
-                api_version: Some("config.istio.io/v1alpha2".to_owned()),
+                api_version: Some(api_version(&p.kind).to_owned()),
                 kind: Some(p.kind.clone()),
                 name: Some(name.to_owned()),
-                namespace: Some(namespace.to_owned()),
+                namespace: Some(namespace.to_owned()).filter(|n| !n.is_empty()),
                 resource_version: Some(resource_version.to_owned()),
                 ..ObjectReference::default()
             },

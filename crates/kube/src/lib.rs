@@ -7,6 +7,8 @@
 //! - [`ConfigSource`]: the `config.istio.io/v1alpha2` objects the configuration loader
 //!   understands (`rule`, `instance`, `handler`, `attributemanifest` and the legacy kinds),
 //!   rendered as documents named `kubernetes:NAMESPACE/KIND/NAME` for the loader.
+//! - [`TrafficSource`]: the traffic objects (`DestinationRule`, `VirtualService`,
+//!   `MeshPolicy`, `Policy`) rendered the same way for `meshmeter-netconfig`'s loader.
 //! - [`IdentitySource`]: pods, their owners (ReplicaSet → Deployment, Job → CronJob, ...),
 //!   Services and EndpointSlices, published as a [`KubeRegistry`] that the engine reads
 //!   lock-free (`meshmeter_engine::Workloads::Dynamic`).
@@ -58,6 +60,7 @@ mod identity;
 #[cfg(feature = "stand-in")]
 pub mod standin;
 mod tokenreview;
+mod traffic;
 mod webhook;
 
 pub use client::{client_config, connect, ClientError, ClientOptions};
@@ -66,6 +69,7 @@ pub use events::{ProblemEvents, EVENT_COMPONENT};
 pub use follow::{Synced, WatchMetrics};
 pub use identity::{IdentityOptions, IdentitySource, KubeRegistry};
 pub use tokenreview::{TokenReviewer, DEFAULT_TOKEN_AUDIENCE};
+pub use traffic::{TrafficSource, TRAFFIC_RESOURCES};
 pub use webhook::{merge_bundle, pem_blocks, CaBundleError, WebhookCaBundle, MAX_BUNDLE_CAS};
 
 /// Re-exported so that callers (and tests) can build a client without naming kube's version.

@@ -147,6 +147,18 @@ impl StandIn {
                 custom: false,
             })
             .collect();
+        for (api_version, kind, plural, _) in crate::TRAFFIC_RESOURCES {
+            resources.push(Resource {
+                prefix: match api_version {
+                    "networking.istio.io/v1alpha3" => "/apis/networking.istio.io/v1alpha3",
+                    _ => "/apis/authentication.istio.io/v1alpha1",
+                },
+                plural,
+                kind,
+                api_version,
+                custom: true,
+            });
+        }
         for (kind, plural) in crate::CONFIG_RESOURCES {
             resources.push(Resource {
                 prefix: "/apis/config.istio.io/v1alpha2",
