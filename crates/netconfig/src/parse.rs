@@ -105,12 +105,6 @@ pub(crate) fn read(doc: &Node, sink: &mut Sink<'_>) -> Option<Document> {
         }
         return None;
     };
-    fields::read(
-        doc,
-        "the document",
-        &["api_version", "kind", "metadata", "spec", "status"],
-        sink,
-    );
     match api_version {
         None => {
             report(
@@ -137,6 +131,29 @@ pub(crate) fn read(doc: &Node, sink: &mut Sink<'_>) -> Option<Document> {
         Some(_) => {}
     }
     let metadata = doc.get("metadata");
+    let written_name = metadata
+        .and_then(|m| m.get("name"))
+        .and_then(Node::as_str)
+        .unwrap_or("(unnamed)");
+    let written_namespace = match kind {
+        Kind::MeshPolicy => None,
+        _ => Some(
+            metadata
+                .and_then(|m| m.get("namespace"))
+                .and_then(Node::as_str)
+                .unwrap_or("default"),
+        ),
+    };
+    let top = fields::read(
+        doc,
+        &match written_namespace {
+            Some(ns) => format!("{} {ns}/{written_name}", kind.as_str()),
+            None => format!("{} {written_name}", kind.as_str()),
+        },
+        &["api_version", "kind", "metadata", "spec", "status"],
+        sink,
+    );
+    let spec_misspelt = top.as_ref().is_some_and(|f| f.misspelled(3));
     let name_node = metadata
         .and_then(|m| m.get("name"))
         .filter(|n| n.as_str().is_some_and(|s| !s.is_empty()));
@@ -186,13 +203,15 @@ pub(crate) fn read(doc: &Node, sink: &mut Sink<'_>) -> Option<Document> {
             }))
             .filter(|_| cx.policy_name(kind, &name, false, name_node.span)),
             (_, None) => {
-                let what = cx.what("spec");
-                report(
-                    cx.sink,
-                    Code::MissingField,
-                    name_node.span,
-                    format!("{what} is missing"),
-                );
+                if !spec_misspelt {
+                    let what = cx.what("spec");
+                    report(
+                        cx.sink,
+                        Code::MissingField,
+                        name_node.span,
+                        format!("{what} is missing"),
+                    );
+                }
                 None
             }
             (Kind::DestinationRule, Some(spec)) => {
