@@ -28,6 +28,7 @@ pub(crate) enum Code {
     Unsupported,
     BadLabel,
     Ignored,
+    UndefinedSubset,
     RoutesIgnored,
 }
 
@@ -54,13 +55,14 @@ impl Code {
             Code::Unsupported => "N0010",
             Code::BadLabel => "N0011",
             Code::Ignored => "N0501",
+            Code::UndefinedSubset => "N0502",
             Code::RoutesIgnored => "N0901",
         }
     }
 
     pub(crate) const fn severity(self) -> Severity {
         match self {
-            Code::UnknownApiVersion | Code::Ignored => Severity::Warning,
+            Code::UnknownApiVersion | Code::Ignored | Code::UndefinedSubset => Severity::Warning,
             Code::RoutesIgnored => Severity::Info,
             _ => Severity::Error,
         }

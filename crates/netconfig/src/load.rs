@@ -11,7 +11,7 @@ use meshmeter_config::{
 
 use crate::codes::{report, Code};
 use crate::model::NetworkConfig;
-use crate::parse::{self, Kind, Object};
+use crate::parse::{self, Kind, Object, SubsetRef};
 
 /// What identifies an object across versions: kind, namespace, name.
 type Key = (Kind, String, String);
@@ -129,6 +129,8 @@ impl Loader {
             }
         }
         let mut first_at: HashMap<Key, (Arc<str>, u32)> = HashMap::new();
+        // The subsets named by the routes of accepted VirtualServices, with their namespace.
+        let mut refs: Vec<(String, Vec<SubsetRef>)> = Vec::new();
         for &(id, input) in &files {
             let file = sources.get(id);
             let name = Arc::clone(&file.name);
@@ -224,6 +226,7 @@ impl Loader {
                     }
                 } else if let Some(object) = read.object {
                     first_at.insert(key.clone(), (Arc::clone(&name), read.span.line));
+                    refs.push((read.namespace.clone(), read.refs));
                     slots.push(Slot::Accepted(
                         key,
                         Kept {
@@ -263,6 +266,13 @@ impl Loader {
             }
             in_force.insert(key, kept);
         }
+        let mut sink = Sink::new(&sources);
+        for (namespace, refs) in refs {
+            for r in refs {
+                undefined_subset(&config, &namespace, &r, &mut sink);
+            }
+        }
+        diagnostics.extend(sink.finish());
         let order = |d: &Diagnostic| {
             let file = inputs
                 .iter()
@@ -278,6 +288,57 @@ impl Loader {
             in_force,
         }
     }
+}
+
+/// `host` as Kubernetes resolves it from `namespace`: a name without dots is a Service of
+/// that namespace.
+fn qualified(host: &str, namespace: &str) -> String {
+    if host.contains('.') || host == "*" {
+        host.to_owned()
+    } else {
+        format!("{host}.{namespace}.svc.cluster.local")
+    }
+}
+
+/// Warns when a route names a subset that no DestinationRule of its host defines: Istio
+/// accepts it, and every connection routed there fails.
+fn undefined_subset(config: &NetworkConfig, namespace: &str, r: &SubsetRef, sink: &mut Sink<'_>) {
+    let host = qualified(&r.host, namespace);
+    let rules: Vec<_> = config
+        .destination_rules
+        .iter()
+        .filter(|d| {
+            let rule_host = qualified(&d.host, &d.meta.namespace);
+            rule_host == host
+                || rule_host == "*"
+                || rule_host
+                    .strip_prefix('*')
+                    .is_some_and(|suffix| host.ends_with(suffix))
+        })
+        .collect();
+    if rules
+        .iter()
+        .any(|d| d.subsets.iter().any(|s| s.name == r.subset))
+    {
+        return;
+    }
+    let why = if rules.is_empty() {
+        format!("no DestinationRule has host '{}'", r.host)
+    } else {
+        format!(
+            "the DestinationRule of '{}' has no subset '{}'",
+            r.host, r.subset
+        )
+    };
+    report(
+        sink,
+        Code::UndefinedSubset,
+        r.span,
+        format!("{} '{}' is not defined: {why}", r.what, r.subset),
+    )
+    .hint(
+        "connections routed to an undefined subset fail; define it in the host's DestinationRule",
+    );
 }
 
 fn shown(namespace: &str, name: &str) -> String {

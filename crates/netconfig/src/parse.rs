@@ -71,6 +71,18 @@ pub(crate) struct Document {
     /// `metadata.name`'s value, or the document's start.
     pub(crate) span: Span,
     pub(crate) object: Option<Object>,
+    /// The subsets its routes name, to check against the DestinationRules once all are read.
+    pub(crate) refs: Vec<SubsetRef>,
+}
+
+/// A route's `destination.subset`, where it is written.
+#[derive(Debug)]
+pub(crate) struct SubsetRef {
+    pub(crate) host: String,
+    pub(crate) subset: String,
+    /// The field's path and the object, as messages name them.
+    pub(crate) what: String,
+    pub(crate) span: Span,
 }
 
 /// Reads one document; `None` for documents of other kinds (skipped; the telemetry loader
@@ -179,6 +191,7 @@ pub(crate) fn read(doc: &Node, sink: &mut Sink<'_>) -> Option<Document> {
             name: String::new(),
             span: at,
             object: None,
+            refs: Vec::new(),
         });
     };
     let name = name_node.as_str().unwrap_or_default().to_owned();
@@ -186,13 +199,18 @@ pub(crate) fn read(doc: &Node, sink: &mut Sink<'_>) -> Option<Document> {
         name: name.clone(),
         namespace: namespace.clone(),
     };
+    let mut refs = Vec::new();
     let object = {
         let shown = if namespace.is_empty() {
             format!("{} {name}", kind.as_str())
         } else {
             format!("{} {namespace}/{name}", kind.as_str())
         };
-        let mut cx = Cx { sink, obj: shown };
+        let mut cx = Cx {
+            sink,
+            obj: shown,
+            refs: &mut refs,
+        };
         let spec = doc.get("spec").filter(|s| s.value != Value::Null);
         match (kind, spec) {
             (Kind::MeshPolicy | Kind::Policy, None) => Some(Object::PeerPolicy(PeerPolicy {
@@ -231,6 +249,7 @@ pub(crate) fn read(doc: &Node, sink: &mut Sink<'_>) -> Option<Document> {
         name,
         span: name_node.span,
         object,
+        refs,
     })
 }
 
@@ -239,6 +258,8 @@ struct Cx<'a, 's> {
     sink: &'a mut Sink<'s>,
     /// `DestinationRule default/reviews`.
     obj: String,
+    /// The subsets a VirtualService's routes name.
+    refs: &'a mut Vec<SubsetRef>,
 }
 
 const DESTINATION_RULE: &[&str] = &["host", "traffic_policy", "subsets", "export_to"];
@@ -1092,7 +1113,18 @@ impl Cx<'_, '_> {
             .required(&d, 0, &format!("{p}.host"), dest.span)
             .and_then(|n| self.host(n, &format!("{p}.host")));
         let subset = match d.get(1) {
-            Some(n) => Some(self.text(n, &format!("{p}.subset"))?.to_owned()),
+            Some(n) => {
+                let subset = self.text(n, &format!("{p}.subset"))?.to_owned();
+                if let Some(host) = &host {
+                    self.refs.push(SubsetRef {
+                        host: host.clone(),
+                        subset: subset.clone(),
+                        what: self.what(&format!("{p}.subset")),
+                        span: n.span,
+                    });
+                }
+                Some(subset)
+            }
             None => None,
         };
         let port = match d.get(2) {

@@ -72,8 +72,18 @@ spec:
 
 #[test]
 fn a_tcp_virtual_service_with_matches_and_weights() {
-    let (config, diagnostics) = load_str(&[("vs.yaml", TCP)]);
-    assert_eq!(diagnostics, vec![]);
+    // The rule for the short host `mongodb` in `db` defines v1 only: routing to v2 is
+    // accepted (as Istio does) with a warning.
+    let rule = "apiVersion: networking.istio.io/v1alpha3\nkind: DestinationRule\nmetadata: {name: mongodb, namespace: db}\nspec:\n  host: mongodb\n  subsets: [{name: v1, labels: {version: v1}}]\n";
+    let (config, diagnostics) = load_str(&[("dr.yaml", rule), ("vs.yaml", TCP)]);
+    let shown: Vec<String> = diagnostics.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        shown,
+        ["vs.yaml:20:65: warning[N0502]: spec.tcp[0].route[1].destination.subset of VirtualService db/mongodb 'v2' is not defined: the DestinationRule of 'mongodb.db.svc.cluster.local' has no subset 'v2'
+    - destination: {host: mongodb.db.svc.cluster.local, subset: v2}
+                                                                ^^
+  = hint: connections routed to an undefined subset fail; define it in the host's DestinationRule"]
+    );
     let subnet = |a: &str, prefix| Subnet {
         addr: a.parse().unwrap(),
         prefix,
