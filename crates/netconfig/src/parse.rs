@@ -546,6 +546,33 @@ impl Cx<'_, '_> {
         subnet
     }
 
+    /// `exportTo`: Istio 1.1 knows `.` (this namespace) and `*` (every namespace).
+    fn export_to(&mut self, node: Option<&Node>) -> bool {
+        let Some(node) = node else { return true };
+        let Some(items) = self.list(node, "spec.exportTo") else {
+            return false;
+        };
+        let mut ok = true;
+        for (i, item) in items.iter().enumerate() {
+            let path = format!("spec.exportTo[{i}]");
+            match self.text(item, &path) {
+                Some("." | "*") => {}
+                Some(other) => {
+                    let what = self.what(&path);
+                    self.error(
+                        Code::InvalidEnum,
+                        item.span,
+                        format!("{what} '{other}' is not one of ., *"),
+                    )
+                    .hint("'.' exports to the object's own namespace, '*' to every namespace");
+                    ok = false;
+                }
+                None => ok = false,
+            }
+        }
+        ok
+    }
+
     fn ignored(&mut self, node: &Node, path: &str, why: &str) {
         let what = self.what(path);
         self.error(
@@ -575,7 +602,7 @@ impl Cx<'_, '_> {
                 }
             }
         }
-        self.texts(f.get(3), "spec.exportTo");
+        let ok_export = self.export_to(f.get(3));
         let traffic_policy = match traffic_policy {
             Some(Some(p)) => Some(p),
             Some(None) => return None,
@@ -587,7 +614,7 @@ impl Cx<'_, '_> {
             traffic_policy,
             subsets,
         })
-        .filter(|_| ok)
+        .filter(|_| ok && ok_export)
     }
 
     fn subset(
@@ -946,7 +973,7 @@ impl Cx<'_, '_> {
                 ok = false;
             }
         }
-        self.texts(f.get(5), "spec.exportTo");
+        ok &= self.export_to(f.get(5));
         let counted: Vec<String> = ignored
             .iter()
             .filter(|(n, _)| *n > 0)
