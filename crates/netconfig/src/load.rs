@@ -267,9 +267,10 @@ impl Loader {
             in_force.insert(key, kept);
         }
         let mut sink = Sink::new(&sources);
+        let index = SubsetIndex::new(&config);
         for (namespace, refs) in refs {
             for r in refs {
-                undefined_subset(&config, &namespace, &r, &mut sink);
+                undefined_subset(&index, &namespace, &r, &mut sink);
             }
         }
         diagnostics.extend(sink.finish());
@@ -300,35 +301,62 @@ fn qualified(host: &str, namespace: &str) -> String {
     }
 }
 
+/// The subsets each host's DestinationRules define, by qualified host; wildcard hosts
+/// (`*.example.com`, `*`) apart.
+struct SubsetIndex<'c> {
+    exact: HashMap<String, Vec<&'c str>>,
+    wildcard: Vec<(String, Vec<&'c str>)>,
+}
+
+impl<'c> SubsetIndex<'c> {
+    fn new(config: &'c NetworkConfig) -> Self {
+        let mut index = SubsetIndex {
+            exact: HashMap::new(),
+            wildcard: Vec::new(),
+        };
+        for d in &config.destination_rules {
+            let host = qualified(&d.host, &d.meta.namespace);
+            let names = d.subsets.iter().map(|s| s.name.as_str());
+            match host.strip_prefix('*') {
+                Some(suffix) => index.wildcard.push((suffix.to_owned(), names.collect())),
+                None => index.exact.entry(host).or_default().extend(names),
+            }
+        }
+        index
+    }
+
+    /// Whether any rule covers `host`, and whether one defines `subset`.
+    fn lookup(&self, host: &str, subset: &str) -> (bool, bool) {
+        let mut covered = false;
+        let mut defined = false;
+        let rules = self.exact.get(host).into_iter().chain(
+            self.wildcard
+                .iter()
+                .filter(|(suffix, _)| host.ends_with(suffix.as_str()))
+                .map(|(_, names)| names),
+        );
+        for names in rules {
+            covered = true;
+            defined |= names.contains(&subset);
+        }
+        (covered, defined)
+    }
+}
+
 /// Warns when a route names a subset that no DestinationRule of its host defines: Istio
 /// accepts it, and every connection routed there fails.
-fn undefined_subset(config: &NetworkConfig, namespace: &str, r: &SubsetRef, sink: &mut Sink<'_>) {
-    let host = qualified(&r.host, namespace);
-    let rules: Vec<_> = config
-        .destination_rules
-        .iter()
-        .filter(|d| {
-            let rule_host = qualified(&d.host, &d.meta.namespace);
-            rule_host == host
-                || rule_host == "*"
-                || rule_host
-                    .strip_prefix('*')
-                    .is_some_and(|suffix| host.ends_with(suffix))
-        })
-        .collect();
-    if rules
-        .iter()
-        .any(|d| d.subsets.iter().any(|s| s.name == r.subset))
-    {
+fn undefined_subset(index: &SubsetIndex<'_>, namespace: &str, r: &SubsetRef, sink: &mut Sink<'_>) {
+    let (covered, defined) = index.lookup(&qualified(&r.host, namespace), &r.subset);
+    if defined {
         return;
     }
-    let why = if rules.is_empty() {
-        format!("no DestinationRule has host '{}'", r.host)
-    } else {
+    let why = if covered {
         format!(
             "the DestinationRule of '{}' has no subset '{}'",
             r.host, r.subset
         )
+    } else {
+        format!("no DestinationRule has host '{}'", r.host)
     };
     report(
         sink,
