@@ -288,3 +288,19 @@ fn a_rejected_object_keeps_its_previous_version_and_a_deleted_one_goes() {
     assert_eq!(loaded.config, NetworkConfig::default());
     assert_eq!(loaded.problems, vec![]);
 }
+
+#[test]
+fn wildcard_rules_define_subsets_for_the_hosts_they_cover() {
+    let rule = "apiVersion: networking.istio.io/v1alpha3\nkind: DestinationRule\nmetadata: {name: all, namespace: db}\nspec:\n  host: '*.db.svc.cluster.local'\n  subsets: [{name: v1, labels: {version: v1}}]\n";
+    let vs = "apiVersion: networking.istio.io/v1alpha3\nkind: VirtualService\nmetadata: {name: m, namespace: db}\nspec:\n  hosts: [mongodb]\n  tcp:\n  - route:\n    - destination: {host: mongodb, subset: v1}\n      weight: 50\n    - destination: {host: mongodb, subset: v9}\n      weight: 50\n";
+    let (config, diagnostics) = load_str(&[("dr.yaml", rule), ("vs.yaml", vs)]);
+    assert_eq!(config.virtual_services.len(), 1);
+    let shown: Vec<String> = diagnostics
+        .iter()
+        .map(|d| d.to_string().lines().next().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        shown,
+        ["vs.yaml:10:44: warning[N0502]: spec.tcp[0].route[1].destination.subset of VirtualService db/m 'v9' is not defined: the DestinationRule of 'mongodb' has no subset 'v9'"]
+    );
+}
