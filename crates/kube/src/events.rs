@@ -1,5 +1,5 @@
-//! Warning Events on configuration objects the loader did not put in force, so that
-//! `kubectl describe rule NAME` shows why.
+//! Warning Events on configuration objects the loaders did not put in force, so that
+//! `kubectl describe rule NAME` (or `destinationrule NAME`) shows why.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,7 +12,8 @@ use kube::api::PostParams;
 use kube::{Api, Client};
 use meshmeter_config::{ObjectProblem, ObjectSource, Outcome};
 
-/// The component Events name as their source.
+/// The component Events name as their source, unless [`ProblemEvents::with_component`] says
+/// otherwise.
 pub const EVENT_COMPONENT: &str = "meshmeter-mixer";
 
 /// Longest message an Event carries; the API server refuses longer ones (1 KiB for
@@ -36,6 +37,7 @@ pub struct ProblemEvents {
     runtime: tokio::runtime::Handle,
     recorded: Arc<Mutex<HashSet<Key>>>,
     serial: Arc<AtomicU64>,
+    component: &'static str,
 }
 
 impl std::fmt::Debug for ProblemEvents {
@@ -55,7 +57,15 @@ impl ProblemEvents {
             runtime,
             recorded: Arc::default(),
             serial: Arc::default(),
+            component: EVENT_COMPONENT,
         }
+    }
+
+    /// The same, naming another component as the Events' source (the control plane,
+    /// `meshmeter-control`, for traffic objects).
+    pub fn with_component(mut self, component: &'static str) -> Self {
+        self.component = component;
+        self
     }
 
     /// Records what is new in `problems` (every object not in force as written, after one
@@ -165,10 +175,10 @@ impl ProblemEvents {
             first_timestamp: Some(now.clone()),
             last_timestamp: Some(now),
             source: Some(EventSource {
-                component: Some(EVENT_COMPONENT.to_owned()),
+                component: Some(self.component.to_owned()),
                 host: None,
             }),
-            reporting_component: Some(EVENT_COMPONENT.to_owned()),
+            reporting_component: Some(self.component.to_owned()),
             reporting_instance: std::env::var("POD_NAME").ok(),
             ..Event::default()
         }

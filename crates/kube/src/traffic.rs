@@ -44,7 +44,27 @@ pub const TRAFFIC_RESOURCES: [(&str, &str, &str, bool); 4] = [
 ///
 /// A group whose CRDs are not installed counts as synced and empty; its watch keeps retrying.
 /// Hand the documents to `meshmeter_netconfig::NetWatcher::follow_objects`, and what it
-/// rejects to [`crate::ProblemEvents::record`].
+/// rejects to [`crate::ProblemEvents::record`]:
+///
+/// ```no_run
+/// use std::sync::Arc;
+/// use meshmeter_kube::{ProblemEvents, TrafficSource, WatchMetrics};
+/// use meshmeter_netconfig::NetWatcher;
+/// use meshmeter_selfmetrics::SelfMetrics;
+///
+/// # async fn run(client: kube::Client) {
+/// let metrics = WatchMetrics::new(Arc::new(SelfMetrics::new()));
+/// let source = TrafficSource::start(client.clone(), &[], &metrics);
+/// let mut watcher = NetWatcher::new(vec!["/etc/meshmeter/traffic".into()]); // files too
+/// let events = ProblemEvents::new(client, tokio::runtime::Handle::current());
+/// watcher.follow_objects(source.documents(), move |problems| events.record(&problems));
+/// source.synced().wait().await;
+/// let mut config = watcher.subscribe(); // watch::Receiver<Arc<NetworkConfig>>
+/// while config.changed().await.is_ok() {
+///     println!("{} destination rules", config.borrow().destination_rules.len());
+/// }
+/// # }
+/// ```
 #[derive(Debug)]
 pub struct TrafficSource {
     rx: watch::Receiver<ConfigDocuments>,

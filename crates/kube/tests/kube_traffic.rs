@@ -60,7 +60,8 @@ async fn kubernetes_objects_reach_the_watch_channel_merged_with_the_files() {
     let source = TrafficSource::start(server.client(), &[], &metrics);
     let mut watcher = NetWatcher::new(vec![dir.clone()]);
     let mut rx = watcher.subscribe();
-    let events = ProblemEvents::new(server.client(), tokio::runtime::Handle::current());
+    let events = ProblemEvents::new(server.client(), tokio::runtime::Handle::current())
+        .with_component("meshmeter-control");
     watcher.follow_objects(source.documents(), move |problems| events.record(&problems));
     source.synced().wait().await;
 
@@ -107,6 +108,8 @@ async fn kubernetes_objects_reach_the_watch_channel_merged_with_the_files() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     assert_eq!(event["reason"], "Rejected");
+    assert_eq!(event["type"], "Warning");
+    assert_eq!(event["source"]["component"], "meshmeter-control");
     assert_eq!(event["involvedObject"]["kind"], "DestinationRule");
     assert_eq!(
         event["involvedObject"]["apiVersion"],
