@@ -2,14 +2,14 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
-use meshmeter_config::syntax::{self, FileId, Sink, SourceFile, Sources, WithHint};
+use meshmeter_config::syntax::{self, Sink, SourceFile, Sources, Span};
 use meshmeter_config::{
     Diagnostic, Diagnostics, Input, ObjectProblem, ObjectSource, Outcome, Severity,
 };
 
-use crate::codes::{report, Code};
+use crate::codes::Code;
 use crate::model::NetworkConfig;
 use crate::parse::{self, Kind, Object, SubsetRef};
 
@@ -50,6 +50,8 @@ struct Kept {
 #[derive(Debug, Default)]
 pub struct Loader {
     in_force: HashMap<Key, Kept>,
+    /// Each input's text and what it gave, from the last load.
+    cache: Mutex<HashMap<String, (String, Arc<Parsed>)>>,
 }
 
 /// The result of one [`Loader::load`].
@@ -80,6 +82,140 @@ enum Slot {
     Rejected(Key),
 }
 
+/// What reading one input's text gives: a function of its name and text only, so kept
+/// between loads for the inputs that did not change (a Kubernetes source hands in every
+/// object on every change).
+#[derive(Debug)]
+enum Parsed {
+    /// Cut short by a syntax error: the input's diagnostics.
+    Lost(Vec<Diagnostic>),
+    /// Every document, in order.
+    Documents(Vec<DocOutcome>),
+}
+
+#[derive(Debug)]
+struct DocOutcome {
+    /// The document's diagnostics: YAML problems within it, then its fields'.
+    diagnostics: Vec<Diagnostic>,
+    /// Where the document starts.
+    line: u32,
+    column: u32,
+    /// `None` for documents of other kinds.
+    read: Option<ReadDoc>,
+}
+
+#[derive(Debug)]
+struct ReadDoc {
+    kind: Kind,
+    namespace: String,
+    name: String,
+    /// `metadata.name`'s value (or the document), where "defined twice" points.
+    name_at: Place,
+    object: Option<Object>,
+    /// The subsets its routes name, and where.
+    refs: Vec<(SubsetRef, Place)>,
+}
+
+/// A located span, self-contained (no [`Sources`] needed to report at it).
+#[derive(Clone, Debug)]
+struct Place {
+    file: Arc<str>,
+    line: u32,
+    column: u32,
+    width: u32,
+    source_line: String,
+}
+
+impl Place {
+    fn of(sources: &Sources, span: Span) -> Place {
+        let file = sources.get(span.file);
+        Place {
+            file: Arc::clone(&file.name),
+            line: span.line,
+            column: span.col,
+            width: span.width.max(1),
+            source_line: file.line(span.line).to_owned(),
+        }
+    }
+
+    fn diagnostic(&self, code: Code, message: String, hint: String) -> Diagnostic {
+        Diagnostic {
+            file: Arc::clone(&self.file),
+            line: self.line,
+            column: self.column,
+            width: self.width,
+            code: code.as_str(),
+            severity: code.severity(),
+            message,
+            hint: Some(hint),
+            source_line: self.source_line.clone(),
+        }
+    }
+}
+
+/// An input, its display name, and what its text gave (`None`: it could not be read).
+type ReadInput<'i> = (&'i Input, Arc<str>, Option<Arc<Parsed>>);
+
+/// Reads one input's text.
+fn parse_input(name: &str, text: &str) -> Parsed {
+    let mut sources = Sources::default();
+    let id = sources.add(SourceFile::new(name, text.to_owned()));
+    let parsed = syntax::parse(sources.get(id), id);
+    let mut yaml = Sink::new(&sources);
+    syntax::report_problems(&parsed, &mut yaml);
+    let yaml: Vec<Diagnostic> = yaml.finish().into_iter().collect();
+    if !parsed.complete {
+        return Parsed::Lost(yaml);
+    }
+    // Problems of the text (duplicate keys, aliases) belong to the document they are in.
+    let starts: Vec<u32> = parsed.documents.iter().map(|d| d.span.line).collect();
+    let mut out = Vec::with_capacity(parsed.documents.len());
+    for (index, doc) in parsed.documents.iter().enumerate() {
+        let end = starts.get(index + 1).copied().unwrap_or(u32::MAX);
+        let mut sink = Sink::new(&sources);
+        let read = parse::read(doc, &mut sink);
+        let own = sink.finish();
+        let Some(read) = read else {
+            // Not a traffic object: only a misspelt kind of ours is reported.
+            out.push(DocOutcome {
+                diagnostics: own.into_iter().collect(),
+                line: doc.span.line,
+                column: doc.span.col,
+                read: None,
+            });
+            continue;
+        };
+        let mut diagnostics: Vec<Diagnostic> = yaml
+            .iter()
+            .filter(|d| starts[index] <= d.line && d.line < end)
+            .cloned()
+            .collect();
+        diagnostics.extend(own);
+        let refs = read
+            .refs
+            .into_iter()
+            .map(|r| {
+                let at = Place::of(&sources, r.span);
+                (r, at)
+            })
+            .collect();
+        out.push(DocOutcome {
+            diagnostics,
+            line: doc.span.line,
+            column: doc.span.col,
+            read: Some(ReadDoc {
+                kind: read.kind,
+                namespace: read.namespace,
+                name: read.name,
+                name_at: Place::of(&sources, read.span),
+                object: read.object,
+                refs,
+            }),
+        });
+    }
+    Parsed::Documents(out)
+}
+
 impl Loader {
     /// A loader with no previous versions.
     pub fn new() -> Self {
@@ -92,122 +228,120 @@ impl Loader {
         self.in_force = loaded.in_force.clone();
     }
 
+    /// The inputs read: each with what its text gives, reused from the last load when the
+    /// same input had the same text.
+    fn parse_all<'i>(
+        &self,
+        inputs: &'i [Input],
+    ) -> Vec<ReadInput<'i>> {
+        let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+        let previous = std::mem::take(&mut *cache);
+        let mut out = Vec::with_capacity(inputs.len());
+        for input in inputs {
+            let name: Arc<str> = Arc::from(input.display_name());
+            let parsed = match input {
+                Input::File { text, .. } | Input::Kubernetes { text, .. } => {
+                    let parsed = match previous.get(&*name) {
+                        Some((old, parsed)) if old == text => Arc::clone(parsed),
+                        _ => Arc::new(parse_input(&name, text)),
+                    };
+                    cache.insert(name.to_string(), (text.clone(), Arc::clone(&parsed)));
+                    Some(parsed)
+                }
+                Input::Unreadable { .. } => None,
+            };
+            out.push((input, name, parsed));
+        }
+        out
+    }
+
     /// Reads `inputs` (files, unreadable files, Kubernetes objects), object by object.
     pub fn load(&self, inputs: Vec<Input>) -> Loaded {
-        let mut sources = Sources::default();
-        let mut files: Vec<(FileId, &Input)> = Vec::new();
         let mut diagnostics = Vec::new();
         let mut problems = Vec::new();
         let mut slots: Vec<Slot> = Vec::new();
         // Inputs lost whole (unreadable, or cut short by a syntax error): their objects keep
         // the versions in force.
         let mut lost: Vec<Arc<str>> = Vec::new();
-        for input in &inputs {
-            match input {
-                Input::File { text, .. } | Input::Kubernetes { text, .. } => {
-                    let id = sources.add(SourceFile::new(&input.display_name(), text.clone()));
-                    files.push((id, input));
+        let mut first_at: HashMap<Key, (Arc<str>, u32)> = HashMap::new();
+        // The subsets named by the routes of accepted VirtualServices, with their namespace.
+        let mut refs: Vec<(&str, &[(SubsetRef, Place)])> = Vec::new();
+        let parsed = self.parse_all(&inputs);
+        for (input, name, parsed) in &parsed {
+            let docs = match parsed.as_deref() {
+                Some(Parsed::Documents(docs)) => docs,
+                Some(Parsed::Lost(found)) => {
+                    diagnostics.extend(found.iter().cloned());
+                    problems.push(ObjectProblem {
+                        kind: kubernetes_kind(input),
+                        namespace: kubernetes_namespace(input),
+                        name: kubernetes_name(input),
+                        source: object_source(input, 0, 0),
+                        outcome: Outcome::Rejected,
+                        diagnostics: found.iter().filter(|d| d.is_error()).cloned().collect(),
+                        previous_in_force: self.in_force.values().any(|k| k.from == *name),
+                    });
+                    lost.push(Arc::clone(name));
+                    continue;
                 }
-                Input::Unreadable { path, error } => {
-                    let d = whole_file(path, Code::Io, format!("cannot read: {error}"));
+                None => {
+                    let error = match input {
+                        Input::Unreadable { error, .. } => error.as_str(),
+                        _ => "",
+                    };
+                    let d = whole_file(name, Code::Io, format!("cannot read: {error}"));
                     diagnostics.push(d.clone());
-                    lost.push(Arc::from(path.as_str()));
                     problems.push(ObjectProblem {
                         kind: String::new(),
                         namespace: String::new(),
                         name: String::new(),
                         source: ObjectSource::File {
-                            path: path.clone(),
+                            path: name.to_string(),
                             line: 0,
                             column: 0,
                         },
                         outcome: Outcome::Rejected,
                         diagnostics: std::iter::once(d).collect(),
-                        previous_in_force: self.in_force.values().any(|k| *k.from == **path),
+                        previous_in_force: self.in_force.values().any(|k| k.from == *name),
                     });
+                    lost.push(Arc::clone(name));
+                    continue;
                 }
-            }
-        }
-        let mut first_at: HashMap<Key, (Arc<str>, u32)> = HashMap::new();
-        // The subsets named by the routes of accepted VirtualServices, with their namespace.
-        let mut refs: Vec<(String, Vec<SubsetRef>)> = Vec::new();
-        for &(id, input) in &files {
-            let file = sources.get(id);
-            let name = Arc::clone(&file.name);
-            let parsed = syntax::parse(file, id);
-            if !parsed.complete {
-                let mut sink = Sink::new(&sources);
-                syntax::report_problems(&parsed, &mut sink);
-                let found = sink.finish();
-                diagnostics.extend(found.iter().cloned());
-                problems.push(ObjectProblem {
-                    kind: kubernetes_kind(input),
-                    namespace: kubernetes_namespace(input),
-                    name: kubernetes_name(input),
-                    source: object_source(input, 0, 0),
-                    outcome: Outcome::Rejected,
-                    diagnostics: found.into_iter().filter(Diagnostic::is_error).collect(),
-                    previous_in_force: self.in_force.values().any(|k| k.from == name),
-                });
-                lost.push(name);
-                continue;
-            }
-            // Problems of the file as a whole (duplicate keys, aliases) belong to the
-            // document they are in: pin each on its document by line.
-            let mut yaml = Sink::new(&sources);
-            syntax::report_problems(&parsed, &mut yaml);
-            let yaml: Vec<Diagnostic> = yaml.finish().into_iter().collect();
-            let starts: Vec<u32> = parsed.documents.iter().map(|d| d.span.line).collect();
-            for (index, doc) in parsed.documents.iter().enumerate() {
-                let end = starts.get(index + 1).copied().unwrap_or(u32::MAX);
-                let mut sink = Sink::new(&sources);
-                let read = parse::read(doc, &mut sink);
-                let own = sink.finish();
-                let Some(read) = read else {
-                    // Not a traffic object; a misspelt kind of ours is an error of its own.
-                    if own.has_errors() {
+            };
+            for doc in docs {
+                let Some(read) = &doc.read else {
+                    if doc.diagnostics.iter().any(Diagnostic::is_error) {
                         problems.push(ObjectProblem {
                             kind: String::new(),
                             namespace: String::new(),
                             name: String::new(),
-                            source: object_source(input, doc.span.line, doc.span.col),
+                            source: object_source(input, doc.line, doc.column),
                             outcome: Outcome::Rejected,
-                            diagnostics: own.clone(),
+                            diagnostics: doc.diagnostics.iter().cloned().collect(),
                             previous_in_force: false,
                         });
                     }
-                    diagnostics.extend(own);
+                    diagnostics.extend(doc.diagnostics.iter().cloned());
                     continue;
                 };
-                let mut found: Vec<Diagnostic> = yaml
-                    .iter()
-                    .filter(|d| starts[index] <= d.line && d.line < end)
-                    .cloned()
-                    .collect();
-                found.extend(own);
+                let mut found = doc.diagnostics.clone();
                 let key = (read.kind, read.namespace.clone(), read.name.clone());
                 let mut errors = found.iter().any(Diagnostic::is_error) || read.object.is_none();
                 if !errors {
                     if let Some((file, line)) = first_at.get(&key) {
-                        let mut dup = Sink::new(&sources);
-                        report(
-                            &mut dup,
+                        found.push(read.name_at.diagnostic(
                             Code::DuplicateObject,
-                            read.span,
                             format!(
                                 "{} {} is defined twice",
                                 read.kind.as_str(),
                                 shown(&read.namespace, &read.name)
                             ),
-                        )
-                        .hint(format!(
-                            "the first definition ({file}:{line}) is the one in force"
+                            format!("the first definition ({file}:{line}) is the one in force"),
                         ));
-                        found.extend(dup.finish());
                         errors = true;
                     }
                 }
-                let source = object_source(input, read.span.line, read.span.col);
+                let source = object_source(input, read.name_at.line, read.name_at.column);
                 if errors {
                     let previous = !read.name.is_empty()
                         && self.in_force.contains_key(&key)
@@ -224,14 +358,14 @@ impl Loader {
                     if !read.name.is_empty() && !first_at.contains_key(&key) {
                         slots.push(Slot::Rejected(key));
                     }
-                } else if let Some(object) = read.object {
-                    first_at.insert(key.clone(), (Arc::clone(&name), read.span.line));
-                    refs.push((read.namespace.clone(), read.refs));
+                } else if let Some(object) = &read.object {
+                    first_at.insert(key.clone(), (Arc::clone(name), read.name_at.line));
+                    refs.push((&read.namespace, &read.refs));
                     slots.push(Slot::Accepted(
                         key,
                         Kept {
-                            object,
-                            from: Arc::clone(&name),
+                            object: object.clone(),
+                            from: Arc::clone(name),
                         },
                     ));
                 }
@@ -266,22 +400,21 @@ impl Loader {
             }
             in_force.insert(key, kept);
         }
-        let mut sink = Sink::new(&sources);
         let index = SubsetIndex::new(&config);
         for (namespace, refs) in refs {
-            for r in refs {
-                undefined_subset(&index, &namespace, &r, &mut sink);
+            for (r, at) in refs {
+                diagnostics.extend(undefined_subset(&index, namespace, r, at));
             }
         }
-        diagnostics.extend(sink.finish());
-        let order = |d: &Diagnostic| {
-            let file = inputs
-                .iter()
-                .position(|i| i.display_name() == *d.file)
-                .unwrap_or(usize::MAX);
+        let position: HashMap<&str, usize> = parsed
+            .iter()
+            .enumerate()
+            .map(|(i, (_, name, _))| (&**name, i))
+            .collect();
+        diagnostics.sort_by_key(|d| {
+            let file = position.get(&*d.file).copied().unwrap_or(usize::MAX);
             (file, d.line, d.column)
-        };
-        diagnostics.sort_by_key(order);
+        });
         Loaded {
             config,
             diagnostics: diagnostics.into_iter().collect(),
@@ -343,12 +476,17 @@ impl<'c> SubsetIndex<'c> {
     }
 }
 
-/// Warns when a route names a subset that no DestinationRule of its host defines: Istio
+/// A warning when a route names a subset that no DestinationRule of its host defines: Istio
 /// accepts it, and every connection routed there fails.
-fn undefined_subset(index: &SubsetIndex<'_>, namespace: &str, r: &SubsetRef, sink: &mut Sink<'_>) {
+fn undefined_subset(
+    index: &SubsetIndex<'_>,
+    namespace: &str,
+    r: &SubsetRef,
+    at: &Place,
+) -> Option<Diagnostic> {
     let (covered, defined) = index.lookup(&qualified(&r.host, namespace), &r.subset);
     if defined {
-        return;
+        return None;
     }
     let why = if covered {
         format!(
@@ -358,15 +496,12 @@ fn undefined_subset(index: &SubsetIndex<'_>, namespace: &str, r: &SubsetRef, sin
     } else {
         format!("no DestinationRule has host '{}'", r.host)
     };
-    report(
-        sink,
+    Some(at.diagnostic(
         Code::UndefinedSubset,
-        r.span,
         format!("{} '{}' is not defined: {why}", r.what, r.subset),
-    )
-    .hint(
-        "connections routed to an undefined subset fail; define it in the host's DestinationRule",
-    );
+        "connections routed to an undefined subset fail; define it in the host's DestinationRule"
+            .to_owned(),
+    ))
 }
 
 fn shown(namespace: &str, name: &str) -> String {
