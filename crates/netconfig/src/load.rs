@@ -230,10 +230,7 @@ impl Loader {
 
     /// The inputs read: each with what its text gives, reused from the last load when the
     /// same input had the same text.
-    fn parse_all<'i>(
-        &self,
-        inputs: &'i [Input],
-    ) -> Vec<ReadInput<'i>> {
+    fn parse_all<'i>(&self, inputs: &'i [Input]) -> Vec<ReadInput<'i>> {
         let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
         let previous = std::mem::take(&mut *cache);
         let mut out = Vec::with_capacity(inputs.len());
