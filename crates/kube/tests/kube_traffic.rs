@@ -133,3 +133,33 @@ async fn kubernetes_objects_reach_the_watch_channel_merged_with_the_files() {
     assert_eq!(watcher.rejected_objects(), 0);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn namespaces_limit_the_namespaced_kinds_and_the_mesh_policy_is_read_cluster_wide() {
+    let server = StandIn::start().await;
+    server.apply("destinationrules", rule("v1"));
+    let mut elsewhere = rule("v1");
+    elsewhere["metadata"]["namespace"] = json!("other");
+    server.apply("destinationrules", elsewhere);
+    server.apply(
+        "meshpolicies",
+        json!({"metadata": {"name": "default"}, "spec": {"peers": [{"mtls": {}}]}}),
+    );
+    let metrics = WatchMetrics::new(Arc::new(SelfMetrics::new()));
+    let source = TrafficSource::start(server.client(), &["db".to_owned()], &metrics);
+    source.synced().wait().await;
+    let docs = source.documents().borrow().clone();
+    let names: Vec<String> = docs.iter().map(|d| d.display_name()).collect();
+    assert_eq!(
+        names,
+        [
+            "kubernetes:db/DestinationRule/mongodb",
+            "kubernetes:/MeshPolicy/default"
+        ]
+    );
+    let watcher = NetWatcher::new(vec![]);
+    assert_eq!(watcher.set_objects(docs.as_ref().clone()), vec![]);
+    let config = watcher.current();
+    assert_eq!(config.destination_rules.len(), 1);
+    assert_eq!(config.peer_policies[0].mtls, Some(PeerMtlsMode::Strict));
+}
