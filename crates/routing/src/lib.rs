@@ -9,4 +9,15 @@
 #![warn(missing_docs)]
 
 pub mod catalog;
+pub mod clock;
+pub mod compile;
+mod rng;
+pub mod router;
 pub mod view;
+
+pub use clock::{Clock, ManualClock, MonotonicClock};
+pub use compile::{compile, Compiled, Warning};
+pub use router::{
+    ClusterStats, Decision, EndpointInfo, EndpointStats, Picked, Problem, Refused, Router,
+    ServiceInfo, UpdateError,
+};
