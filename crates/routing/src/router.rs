@@ -771,6 +771,7 @@ impl Table {
                 }
                 let mut choices = Vec::new();
                 let mut cumulative = 0u64;
+                let mut unknown = false;
                 for d in &route.destinations {
                     match clusters.get(&d.cluster) {
                         Some(c) if d.weight > 0 => {
@@ -778,14 +779,17 @@ impl Table {
                             choices.push((cumulative, Arc::clone(c)));
                         }
                         Some(_) => {}
-                        None => problems.push(Problem::UnknownCluster {
-                            host: host.clone(),
-                            origin: route.origin.clone(),
-                            cluster: d.cluster.clone(),
-                        }),
+                        None => {
+                            unknown = true;
+                            problems.push(Problem::UnknownCluster {
+                                host: host.clone(),
+                                origin: route.origin.clone(),
+                                cluster: d.cluster.clone(),
+                            });
+                        }
                     }
                 }
-                if cumulative == 0 {
+                if cumulative == 0 && !unknown {
                     problems.push(Problem::EmptyRoute {
                         host: host.clone(),
                         origin: route.origin.clone(),
