@@ -19,8 +19,8 @@
 //! - **Clusters.** `outbound|PORT||HOST` for every port of every service (all its endpoints),
 //!   plus `outbound|PORT|SUBSET|HOST` for every subset a route uses (the endpoints whose
 //!   labels include the subset's). The policy is the DestinationRule's `trafficPolicy` with
-//!   each field the subset's `trafficPolicy` writes replaced (load balancer, connection pool,
-//!   outlier detection, TLS: whole fields, as Istio merges them).
+//!   each field the subset's `trafficPolicy` writes replaced: load balancer, `maxConnections`,
+//!   `connectTimeout`, outlier detection (as a whole: its fields have defaults), TLS.
 //! - **Inbound.** The sidecar's services are those with an endpoint at one of its addresses.
 //!   A namespace `Policy` targeting one of them beats the namespace-wide `Policy`, which
 //!   beats the `MeshPolicy`; targets with `ports` become port-specific modes on the workload
@@ -34,7 +34,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use meshmeter_netconfig::{
     DestinationRule, LoadBalancer as NetLb, NetworkConfig, ObjectMeta, PeerMtlsMode, PeerPolicy,
-    Subset, TlsMode as NetTls, TrafficPolicy, VirtualService,
+    Subset, TcpPool, TlsMode as NetTls, TrafficPolicy, VirtualService,
 };
 
 use crate::catalog::{CatalogService, ServiceCatalog};
@@ -703,8 +703,46 @@ fn merge(rule: Option<&TrafficPolicy>, subset: Option<&TrafficPolicy>) -> Traffi
     };
     TrafficPolicy {
         load_balancer: subset.load_balancer.or(rule.load_balancer),
-        tcp_pool: subset.tcp_pool.or(rule.tcp_pool),
+        tcp_pool: match (subset.tcp_pool, rule.tcp_pool) {
+            (Some(s), Some(r)) => Some(TcpPool {
+                max_connections: s.max_connections.or(r.max_connections),
+                connect_timeout: s.connect_timeout.or(r.connect_timeout),
+            }),
+            (s, r) => s.or(r),
+        },
         outlier_detection: subset.outlier_detection.or(rule.outlier_detection),
         tls: subset.tls.or(rule.tls),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_resolve_against_the_namespace_and_domain() {
+        let r = |h: &str| resolve_host(h, "default", "cluster.local");
+        assert_eq!(r("ratings"), "ratings.default.svc.cluster.local");
+        assert_eq!(r("ratings.prod"), "ratings.prod.svc.cluster.local");
+        assert_eq!(
+            r("ratings.prod.svc.cluster.local"),
+            "ratings.prod.svc.cluster.local"
+        );
+        assert_eq!(r("db.example.com."), "db.example.com");
+        assert_eq!(r("*.prod.svc.cluster.local"), "*.prod.svc.cluster.local");
+        assert_eq!(r("*"), "*");
+    }
+
+    #[test]
+    fn exact_beats_longer_wildcards_beat_shorter_ones() {
+        let host = "ratings.prod.svc.cluster.local";
+        let exact = specificity(host, host).unwrap();
+        let ns = specificity("*.prod.svc.cluster.local", host).unwrap();
+        let domain = specificity("*.svc.cluster.local", host).unwrap();
+        let any = specificity("*", host).unwrap();
+        assert!(exact > ns && ns > domain && domain > any);
+        assert_eq!(specificity("*.other.svc.cluster.local", host), None);
+        assert_eq!(specificity("*ratings.prod.svc.cluster.local", host), None);
+        assert_eq!(specificity("other.prod.svc.cluster.local", host), None);
     }
 }

@@ -976,3 +976,39 @@ pub(crate) fn parse_subnet(text: &str) -> Option<Subnet> {
     let prefix = prefix.unwrap_or(bits);
     (prefix <= bits).then_some(Subnet { addr, prefix })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subnets_parse_with_and_without_prefix() {
+        let s = parse_subnet("10.1.0.0/16").unwrap();
+        assert_eq!((s.addr.to_string(), s.prefix), ("10.1.0.0".to_string(), 16));
+        assert_eq!(parse_subnet("192.0.2.7").unwrap().prefix, 32);
+        assert_eq!(parse_subnet("2001:db8::/32").unwrap().prefix, 32);
+        assert_eq!(parse_subnet("2001:db8::1").unwrap().prefix, 128);
+        assert_eq!(parse_subnet("10.0.0.0/33"), None);
+        assert_eq!(parse_subnet("10.0.0.0/x"), None);
+        assert_eq!(parse_subnet("ratings"), None);
+    }
+
+    #[test]
+    fn service_info_falls_back_to_the_host() {
+        let spec = view::Cluster {
+            host: "cache.prod.svc.cluster.local".to_string(),
+            ..view::Cluster::default()
+        };
+        let info = service_info(&spec, &BTreeMap::new());
+        assert_eq!(
+            (info.name.as_str(), info.namespace.as_str()),
+            ("cache", "prod")
+        );
+        let spec = view::Cluster {
+            host: "db.example.com".to_string(),
+            ..view::Cluster::default()
+        };
+        let info = service_info(&spec, &BTreeMap::new());
+        assert_eq!((info.name.as_str(), info.namespace.as_str()), ("db", ""));
+    }
+}
