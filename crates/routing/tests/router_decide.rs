@@ -600,3 +600,11 @@ fn two_services_on_one_address_are_refused() {
         }]
     );
 }
+
+#[test]
+fn routers_and_picks_cross_threads() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<Router>();
+    send_sync::<Picked>();
+    send_sync::<Decision>();
+}
