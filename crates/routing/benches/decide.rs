@@ -1,12 +1,21 @@
 //! One routing decision (`Router::route` and dropping the `Picked`) in a view of 1,000
 //! services, the routed one with 1,000 endpoints, against a plain `HashMap` lookup of the
-//! same key in the same run.
+//! same key in the same run. Also what the control plane pays per sidecar shape: compiling
+//! that catalog (1,000 services, 2,000 endpoints, a DestinationRule and a TCP
+//! VirtualService for each) and applying the resulting full view.
 
 use std::collections::{BTreeMap, HashMap};
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use criterion::{criterion_group, criterion_main, Criterion};
+use meshmeter_netconfig::{
+    Destination, DestinationRule, NetworkConfig, ObjectMeta, Subset, TcpRoute, VirtualService,
+    WeightedDestination,
+};
+use meshmeter_routing::catalog::{CatalogEndpoint, CatalogPort, CatalogService, ServiceCatalog};
+use meshmeter_routing::compile;
+use meshmeter_routing::view::Node;
 use meshmeter_routing::view::{
     Cluster, Endpoint, LoadBalancer, Outlier, Route, Service, ServicePort, ViewUpdate,
     WeightedCluster,
@@ -139,5 +148,87 @@ fn decide(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, decide);
+/// 1,000 services with endpoints v1 and v2 each; a rule with both subsets and an 80/20
+/// route for every service.
+fn config_and_catalog() -> (NetworkConfig, ServiceCatalog) {
+    let meta = |i: u32| ObjectMeta {
+        name: format!("svc{i}"),
+        namespace: "default".to_string(),
+    };
+    let subset = |v: &str| Subset {
+        name: v.to_string(),
+        labels: BTreeMap::from([("version".to_string(), v.to_string())]),
+        traffic_policy: None,
+    };
+    let to = |i: u32, v: &str, weight: u32| WeightedDestination {
+        destination: Destination {
+            host: format!("svc{i}"),
+            subset: Some(v.to_string()),
+            port: None,
+        },
+        weight,
+    };
+    let mut config = NetworkConfig::default();
+    let mut catalog = ServiceCatalog::default();
+    for i in 0..SERVICES {
+        config.destination_rules.push(DestinationRule {
+            meta: meta(i),
+            host: format!("svc{i}"),
+            traffic_policy: None,
+            subsets: vec![subset("v1"), subset("v2")],
+        });
+        config.virtual_services.push(VirtualService {
+            meta: meta(i),
+            hosts: vec![format!("svc{i}")],
+            gateways: vec![],
+            tcp: vec![TcpRoute {
+                matches: vec![],
+                route: vec![to(i, "v1", 80), to(i, "v2", 20)],
+            }],
+            http_routes: 0,
+        });
+        let endpoint = |n: u32, v: &str| CatalogEndpoint {
+            ip: IpAddr::V4(Ipv4Addr::from(0x0A01_0000 + n)),
+            ports: BTreeMap::from([(27017, 27017)]),
+            labels: BTreeMap::from([("version".to_string(), v.to_string())]),
+            workload: format!("svc{i}-{v}"),
+            namespace: "default".to_string(),
+            service_account: "default".to_string(),
+        };
+        catalog.services.push(CatalogService {
+            host: host(i),
+            name: format!("svc{i}"),
+            namespace: "default".to_string(),
+            addresses: vec![vip(i).ip()],
+            ports: vec![CatalogPort {
+                port: 27017,
+                name: "tcp".to_string(),
+            }],
+            endpoints: vec![endpoint(2 * i, "v1"), endpoint(2 * i + 1, "v2")],
+        });
+    }
+    (config, catalog)
+}
+
+fn compile_and_apply(c: &mut Criterion) {
+    let (config, catalog) = config_and_catalog();
+    let node = Node {
+        namespace: "default".to_string(),
+        ..Node::default()
+    };
+    let mut group = c.benchmark_group("view_1000_services");
+    group.sample_size(20);
+    group.bench_function("compile", |b| {
+        b.iter(|| compile(&config, &catalog, &node, "cluster.local"))
+    });
+    let compiled = compile(&config, &catalog, &node, "cluster.local");
+    assert!(compiled.warnings.is_empty(), "{:?}", compiled.warnings);
+    let router = Router::new();
+    group.bench_function("apply_full", |b| {
+        b.iter(|| router.apply(&compiled.update).expect("applies"))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, decide, compile_and_apply);
 criterion_main!(benches);

@@ -29,7 +29,7 @@
 //!   out and reported beside the view; so are objects whose hosts match no service.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
 
 use meshmeter_netconfig::{
@@ -215,6 +215,23 @@ pub fn compile(
             .iter()
             .map(|s| (s.host.as_str(), s))
             .collect(),
+        rules: HostIndex::new(
+            config
+                .destination_rules
+                .iter()
+                .map(|r| (resolve_host(&r.host, &r.meta.namespace, domain), r, &r.meta)),
+        ),
+        virtual_services: HostIndex::new(
+            config
+                .virtual_services
+                .iter()
+                .filter(|vs| applies_to_mesh(&vs.gateways))
+                .flat_map(|vs| {
+                    vs.hosts
+                        .iter()
+                        .map(move |h| (resolve_host(h, &vs.meta.namespace, domain), vs, &vs.meta))
+                }),
+        ),
         clusters: BTreeMap::new(),
         warnings: Vec::new(),
     }
@@ -227,8 +244,51 @@ struct Compiler<'a> {
     node: &'a Node,
     domain: &'a str,
     by_host: BTreeMap<&'a str, &'a CatalogService>,
+    rules: HostIndex<'a, DestinationRule>,
+    virtual_services: HostIndex<'a, VirtualService>,
     clusters: BTreeMap<String, Cluster>,
     warnings: Vec<Warning>,
+}
+
+/// Objects by their resolved hosts: exact hosts hashed, wildcards scanned.
+struct HostIndex<'a, T> {
+    exact: HashMap<String, Vec<(&'a T, &'a ObjectMeta)>>,
+    wildcards: Vec<(String, &'a T, &'a ObjectMeta)>,
+}
+
+impl<'a, T> HostIndex<'a, T> {
+    fn new(entries: impl Iterator<Item = (String, &'a T, &'a ObjectMeta)>) -> Self {
+        let mut index = HostIndex {
+            exact: HashMap::new(),
+            wildcards: Vec::new(),
+        };
+        for (host, object, meta) in entries {
+            if host.starts_with('*') {
+                index.wildcards.push((host, object, meta));
+            } else {
+                index.exact.entry(host).or_default().push((object, meta));
+            }
+        }
+        index
+    }
+
+    /// The objects naming `host`, each once with its best specificity.
+    fn candidates(&self, host: &str) -> Vec<(&'a T, &'a ObjectMeta, usize)> {
+        let mut found: Vec<(&'a T, &'a ObjectMeta, usize)> = Vec::new();
+        let exact = self.exact.get(host).into_iter().flatten();
+        let exact = exact.map(|(o, m)| (*o, *m, usize::MAX));
+        let wild = self
+            .wildcards
+            .iter()
+            .filter_map(|(p, o, m)| specificity(p, host).map(|s| (*o, *m, s)));
+        for (object, meta, spec) in exact.chain(wild) {
+            match found.iter_mut().find(|(o, _, _)| std::ptr::eq(*o, object)) {
+                Some(entry) => entry.2 = entry.2.max(spec),
+                None => found.push((object, meta, spec)),
+            }
+        }
+        found
+    }
 }
 
 /// A route destination, resolved and checked.
@@ -316,15 +376,7 @@ impl<'a> Compiler<'a> {
     }
 
     fn destination_rule(&mut self, service: &CatalogService) -> Option<&'a DestinationRule> {
-        let candidates = self
-            .config
-            .destination_rules
-            .iter()
-            .filter_map(|dr| {
-                let pattern = resolve_host(&dr.host, &dr.meta.namespace, self.domain);
-                specificity(&pattern, &service.host).map(|s| (dr, &dr.meta, s))
-            })
-            .collect();
+        let candidates = self.rules.candidates(&service.host);
         most_specific(
             "DestinationRule",
             &service.host,
@@ -336,22 +388,7 @@ impl<'a> Compiler<'a> {
     }
 
     fn virtual_service(&mut self, service: &CatalogService) -> Option<&'a VirtualService> {
-        let candidates = self
-            .config
-            .virtual_services
-            .iter()
-            .filter(|vs| applies_to_mesh(&vs.gateways))
-            .filter_map(|vs| {
-                vs.hosts
-                    .iter()
-                    .filter_map(|h| {
-                        let pattern = resolve_host(h, &vs.meta.namespace, self.domain);
-                        specificity(&pattern, &service.host)
-                    })
-                    .max()
-                    .map(|s| (vs, &vs.meta, s))
-            })
-            .collect();
+        let candidates = self.virtual_services.candidates(&service.host);
         most_specific(
             "VirtualService",
             &service.host,
