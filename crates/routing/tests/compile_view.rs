@@ -708,3 +708,60 @@ fn inbound_policy_service_target_beats_namespace_beats_mesh() {
     );
     assert_eq!(inbound(vec![other]).default_mode, mode(PeerMode::Disable));
 }
+
+#[test]
+fn a_destination_without_port_gives_one_route_per_service_port() {
+    let mut catalog = catalog();
+    let ratings = &mut catalog.services[0];
+    ratings.ports.push(CatalogPort {
+        port: 9443,
+        name: "tls".to_string(),
+    });
+    for endpoint in &mut ratings.endpoints {
+        endpoint.ports.insert(9443, 8443);
+    }
+    let config = NetworkConfig {
+        destination_rules: seed_destination_rules(false),
+        virtual_services: vec![virtual_service(
+            "ratings",
+            &["ratings"],
+            vec![TcpRoute {
+                matches: vec![],
+                route: vec![destination("ratings", Some("v1"), None, 0)],
+            }],
+        )],
+        peer_policies: vec![],
+    };
+    let Compiled { update, .. } = compile(&config, &catalog, &ratings_v2(), DOMAIN);
+    let service = update.services.iter().find(|s| s.host == RATINGS).unwrap();
+    let route = |port: u16| Route {
+        ports: vec![u32::from(port)],
+        destination_subnets: vec![],
+        destinations: vec![WeightedCluster {
+            cluster: format!("outbound|{port}|v1|{RATINGS}"),
+            weight: 100,
+        }],
+        origin: "default/ratings".to_string(),
+    };
+    assert_eq!(service.routes, [route(9080), route(9443)]);
+    let names: Vec<&str> = update
+        .clusters
+        .iter()
+        .filter(|c| c.host == RATINGS)
+        .map(|c| c.name.as_str())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "outbound|9080|v1|ratings.default.svc.cluster.local",
+            "outbound|9080||ratings.default.svc.cluster.local",
+            "outbound|9443|v1|ratings.default.svc.cluster.local",
+            "outbound|9443||ratings.default.svc.cluster.local",
+        ]
+    );
+    let router = Router::from_view(&update).expect("a compiled view applies");
+    match router.route("10.96.0.20:9443".parse().unwrap()) {
+        Decision::Forward(picked) => assert_eq!(picked.address().to_string(), "10.1.0.21:8443"),
+        other => panic!("expected Forward, got {other:?}"),
+    }
+}
