@@ -524,6 +524,9 @@ struct ClusterState {
 struct ClusterCounters {
     open: AtomicU32,
     round_robin: AtomicUsize,
+    /// The latest end of any ejection in the cluster (clock milliseconds; 0: none ever),
+    /// so that decisions read the clock only while an ejection may be running.
+    ejections_end: AtomicU64,
     /// Serialises ejection decisions (they read every endpoint's state).
     ejection: Mutex<()>,
 }
@@ -586,9 +589,10 @@ impl ClusterState {
         if n == 0 {
             return None;
         }
-        // Reading the clock only matters when endpoints can be ejected.
-        let now = if self.outlier.is_some() {
-            Some(millis(self.clock.now()))
+        // The clock matters only while an ejection may be running.
+        let ejections_end = self.counters.ejections_end.load(Ordering::Acquire);
+        let now = if self.outlier.is_some() && ejections_end != 0 {
+            Some(millis(self.clock.now())).filter(|now| *now < ejections_end)
         } else {
             None
         };
@@ -671,6 +675,9 @@ impl ClusterState {
         counters.ejections.store(n, Ordering::Relaxed);
         let until = now.saturating_add(outlier.base_ejection_ms.saturating_mul(u64::from(n)));
         counters.ejected_until_ms.store(until, Ordering::Release);
+        self.counters
+            .ejections_end
+            .fetch_max(until, Ordering::AcqRel);
         counters.failures.store(0, Ordering::Release);
     }
 }
