@@ -608,3 +608,47 @@ fn routers_and_picks_cross_threads() {
     send_sync::<Picked>();
     send_sync::<Decision>();
 }
+
+#[test]
+fn concurrent_decisions_and_updates_leave_no_slot_behind() {
+    let mut view = two_versions(vec![route(&[("v1", 50), ("v2", 50)])]);
+    for cluster in &mut view.clusters {
+        cluster.max_connections = 1_000;
+        cluster.load_balancer = LoadBalancer::LeastConn as i32;
+    }
+    let (router, _) = new_router(&view);
+    let router = Arc::new(router);
+    let workers: Vec<_> = (0..4)
+        .map(|_| {
+            let router = Arc::clone(&router);
+            std::thread::spawn(move || {
+                let mut held = Vec::new();
+                for i in 0..5_000 {
+                    if let Decision::Forward(p) = router.route(vip()) {
+                        held.push(p);
+                    }
+                    if i % 3 == 0 {
+                        held.clear();
+                    }
+                }
+            })
+        })
+        .collect();
+    for version in 2..50 {
+        let mut update = view.clone();
+        update.version = version;
+        update.full = version % 2 == 0;
+        update.clusters[2]
+            .endpoints
+            .truncate(if version % 3 == 0 { 0 } else { 1 });
+        router.apply(&update).expect("the update applies");
+    }
+    for worker in workers {
+        worker.join().expect("a worker finished");
+    }
+    for cluster in router.view().clusters {
+        let stats = router.cluster_stats(&cluster.name).unwrap();
+        assert_eq!(stats.open, 0, "{}", cluster.name);
+        assert!(stats.endpoints.iter().all(|e| e.open == 0), "{stats:?}");
+    }
+}
