@@ -115,6 +115,20 @@ pub enum Warning {
     },
 }
 
+impl Warning {
+    /// A stable, label-safe name of the warning's kind (for counters and logs).
+    pub fn code(&self) -> &'static str {
+        match self {
+            Warning::UnknownHost { .. } => "unknown_host",
+            Warning::UnknownSubset { .. } => "unknown_subset",
+            Warning::UnknownPort { .. } => "unknown_port",
+            Warning::HostWithoutService { .. } => "host_without_service",
+            Warning::Ambiguous { .. } => "ambiguous",
+            Warning::TlsNotOriginated { .. } => "tls_not_originated",
+        }
+    }
+}
+
 /// The fully qualified form of `host`, written in an object of `namespace`.
 pub fn resolve_host(host: &str, namespace: &str, domain: &str) -> String {
     let host = host.trim_end_matches('.');

@@ -322,6 +322,24 @@ pub enum Problem {
     },
 }
 
+impl Problem {
+    /// A stable, label-safe name of the problem's kind (for nack counters and logs).
+    pub fn code(&self) -> &'static str {
+        match self {
+            Problem::Duplicate { .. } => "duplicate",
+            Problem::BadServiceAddress { .. } => "bad_service_address",
+            Problem::BadPort { .. } => "bad_port",
+            Problem::UnknownCluster { .. } => "unknown_cluster",
+            Problem::MissingDefaultCluster { .. } => "missing_default_cluster",
+            Problem::EmptyRoute { .. } => "empty_route",
+            Problem::BadSubnet { .. } => "bad_subnet",
+            Problem::BadEndpointAddress { .. } => "bad_endpoint_address",
+            Problem::UnknownEnum { .. } => "unknown_enum",
+            Problem::AddressConflict { .. } => "address_conflict",
+        }
+    }
+}
+
 /// Routes new connections by the current view; cheap to share (`Arc<Router>`), lock-free to
 /// query.
 pub struct Router {

@@ -464,6 +464,17 @@ fn unknown_subsets_hosts_and_ports_drop_the_route_with_a_warning() {
         ]
     );
     assert_eq!(
+        warnings.iter().map(Warning::code).collect::<Vec<_>>(),
+        [
+            "host_without_service",
+            "host_without_service",
+            "host_without_service",
+            "unknown_subset",
+            "unknown_host",
+            "unknown_port"
+        ]
+    );
+    assert_eq!(
         warnings[2].to_string(),
         "DestinationRule default/details: host \"details.default.svc.cluster.local\" has no service"
     );

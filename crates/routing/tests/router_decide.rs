@@ -532,6 +532,7 @@ fn inconsistent_updates_are_refused_and_the_old_table_stays() {
          \"default/mongodb\" leads to unknown cluster \
          \"outbound|27017|v2|mongodb.default.svc.cluster.local\""
     );
+    assert_eq!(error.problems[0].code(), "unknown_cluster");
     assert_eq!(router.version(), 1);
     assert_eq!(address(router.route(vip())), "10.0.0.3:27017");
 
