@@ -776,3 +776,73 @@ fn a_destination_without_port_gives_one_route_per_service_port() {
         other => panic!("expected Forward, got {other:?}"),
     }
 }
+
+#[test]
+fn ties_and_unoriginated_tls_are_reported() {
+    let rule = |name: &str, tls: NetTls| DestinationRule {
+        meta: meta("istio-system", name),
+        host: RATINGS.to_string(),
+        traffic_policy: Some(TrafficPolicy {
+            tls: Some(tls),
+            ..TrafficPolicy::default()
+        }),
+        subsets: vec![],
+    };
+    let config = NetworkConfig {
+        destination_rules: vec![rule("b", NetTls::IstioMutual), rule("a", NetTls::Other)],
+        ..NetworkConfig::default()
+    };
+    let Compiled { update, warnings } = compile(&config, &catalog(), &ratings_v2(), DOMAIN);
+    assert_eq!(
+        warnings,
+        [
+            Warning::Ambiguous {
+                kind: "DestinationRule",
+                host: RATINGS.to_string(),
+                used: "istio-system/a".to_string(),
+                ignored: "istio-system/b".to_string(),
+            },
+            Warning::TlsNotOriginated {
+                origin: "istio-system/a".to_string(),
+            },
+        ]
+    );
+    assert_eq!(
+        warnings[0].to_string(),
+        "DestinationRules istio-system/a and istio-system/b both apply to \
+         \"ratings.default.svc.cluster.local\"; istio-system/b ignored"
+    );
+    let ratings = update.clusters.iter().find(|c| c.host == RATINGS).unwrap();
+    assert_eq!(ratings.tls, TlsMode::Disable as i32);
+}
+
+#[test]
+fn a_wildcard_virtual_service_routes_every_matching_service() {
+    let config = NetworkConfig {
+        destination_rules: vec![mongodb_rule()],
+        virtual_services: vec![virtual_service(
+            "all-to-mongodb-v2",
+            &["*.default.svc.cluster.local"],
+            vec![TcpRoute {
+                matches: vec![],
+                route: vec![destination("mongodb", Some("v2"), Some(27017), 0)],
+            }],
+        )],
+        ..NetworkConfig::default()
+    };
+    let Compiled { update, warnings } = compile(&config, &catalog(), &ratings_v2(), DOMAIN);
+    assert_eq!(warnings, []);
+    for service in &update.services {
+        assert_eq!(
+            service.routes[0].destinations,
+            [weighted(27017, "v2", 100)],
+            "{}",
+            service.host
+        );
+    }
+    let router = Router::from_view(&update).expect("a compiled view applies");
+    match router.route("10.96.0.20:9080".parse().unwrap()) {
+        Decision::Forward(picked) => assert_eq!(picked.address().to_string(), "10.1.0.12:27018"),
+        other => panic!("expected Forward, got {other:?}"),
+    }
+}
