@@ -52,6 +52,27 @@ pub enum Decision {
     NoEndpoint(Refused),
 }
 
+impl Decision {
+    /// The destination service the decision is about (for reports); `None` for
+    /// [`Decision::Passthrough`].
+    pub fn service(&self) -> Option<&ServiceInfo> {
+        match self {
+            Decision::Passthrough => None,
+            Decision::Forward(picked) => Some(picked.service()),
+            Decision::Overflow(refused) | Decision::NoEndpoint(refused) => Some(refused.service()),
+        }
+    }
+
+    /// The response flag a refused decision reports (`UO`, `UH`); `None` otherwise.
+    pub fn response_flag(&self) -> Option<&'static str> {
+        match self {
+            Decision::Overflow(_) => Some("UO"),
+            Decision::NoEndpoint(_) => Some("UH"),
+            Decision::Passthrough | Decision::Forward(_) => None,
+        }
+    }
+}
+
 /// The service a cluster belongs to, as reports name it (`destination.service.*`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServiceInfo {

@@ -216,7 +216,10 @@ fn max_connections_overflow_until_a_slot_is_released() {
     assert_eq!(first.tls(), TlsMode::IstioMutual);
     let second = forward(router.route(vip()));
     let default = format!("outbound|27017||{HOST}");
-    match router.route(vip()) {
+    let overflow = router.route(vip());
+    assert_eq!(overflow.response_flag(), Some("UO"));
+    assert_eq!(overflow.service().map(|s| s.name.as_str()), Some("mongodb"));
+    match overflow {
         Decision::Overflow(refused) => {
             assert_eq!(refused.cluster(), default);
             assert_eq!(refused.service().name, "mongodb");
@@ -417,7 +420,9 @@ fn a_cluster_whose_only_endpoint_is_ejected_has_no_endpoint() {
     view.clusters[2].outlier = outlier(1, 10);
     let (router, clock) = new_router(&view);
     forward(router.route(vip())).connect_failed();
-    match router.route(vip()) {
+    let refused = router.route(vip());
+    assert_eq!(refused.response_flag(), Some("UH"));
+    match refused {
         Decision::NoEndpoint(refused) => {
             assert_eq!(refused.cluster(), format!("outbound|27017|v2|{HOST}"))
         }
