@@ -197,6 +197,14 @@ pub struct Cluster {
     /// The endpoints (subset members only).
     #[prost(message, repeated, tag = "10")]
     pub endpoints: Vec<Endpoint>,
+    /// `destination.service.name` of the host (the view may not list the host as a
+    /// [`Service`], e.g. a headless one); empty: taken from the view's services, else the
+    /// host's first label.
+    #[prost(string, tag = "11")]
+    pub service_name: String,
+    /// `destination.service.namespace` of the host; empty: as for `service_name`.
+    #[prost(string, tag = "12")]
+    pub service_namespace: String,
 }
 
 /// Outlier detection for connect failures.
