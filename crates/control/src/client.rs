@@ -175,8 +175,7 @@ impl ControlClient {
             Ok(c) => c,
             Err(e) => return Ended::Failed(format!("connect: {}", error_chain(&e))),
         };
-        let mut grpc =
-            Grpc::new(channel).max_decoding_message_size(self.config.max_message_bytes);
+        let mut grpc = Grpc::new(channel).max_decoding_message_size(self.config.max_message_bytes);
         let (tx, rx) = mpsc::channel::<Subscribe>(4);
         let held = self.status.borrow().version;
         let hello = Subscribe {
@@ -187,9 +186,8 @@ impl ControlClient {
         if tx.send(hello).await.is_err() {
             return Ended::Failed("request stream closed".into());
         }
-        let outbound = futures_util::stream::unfold(rx, |mut rx| async {
-            rx.recv().await.map(|m| (m, rx))
-        });
+        let outbound =
+            futures_util::stream::unfold(rx, |mut rx| async { rx.recv().await.map(|m| (m, rx)) });
         if let Err(e) = grpc.ready().await {
             return Ended::Failed(format!("connect: {}", error_chain(&e)));
         }
@@ -230,7 +228,11 @@ impl ControlClient {
                         s.version = update.version;
                         s.applied += 1;
                     });
-                    tracing::debug!(version = update.version, full = update.full, "view update applied");
+                    tracing::debug!(
+                        version = update.version,
+                        full = update.full,
+                        "view update applied"
+                    );
                     Subscribe {
                         node: None,
                         acked_version: update.version,

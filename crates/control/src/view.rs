@@ -89,7 +89,8 @@ impl View {
         let (clusters, removed_clusters) = diff_map(&self.clusters, &new.clusters);
         // On the wire an absent `inbound` means "unchanged", so a policy that went away is sent
         // as the default (no policy: plaintext).
-        let inbound = (self.inbound != new.inbound).then(|| new.inbound.clone().unwrap_or_default());
+        let inbound =
+            (self.inbound != new.inbound).then(|| new.inbound.clone().unwrap_or_default());
         if services.is_empty()
             && removed_services.is_empty()
             && clusters.is_empty()
