@@ -49,9 +49,9 @@ pub enum FieldProblem {
     /// A field a service port does not have.
     #[error("is not a known field (expected port, name, targetPort)")]
     UnknownPortField,
-    /// Not a port number.
-    #[error("'{0}' is not a port number (1-65535)")]
-    NotAPort(String),
+    /// Not a port number (the position points at the value).
+    #[error("is not a port number (1-65535)")]
+    NotAPort,
     /// A service without ports.
     #[error("must list at least one port")]
     NoPorts,
@@ -112,11 +112,11 @@ pub enum WorkloadError {
         path: PathBuf,
         /// 1-based line of the field's value (of its key for an unknown field, of the
         /// entry for a missing one).
-        line: usize,
+        line: u32,
         /// 1-based column.
-        column: usize,
+        column: u32,
         /// 0-based position in the `services` list.
-        index: usize,
+        index: u32,
         /// The service's host, when it has one.
         host: Option<String>,
         /// The field (`ports[0].port`, `addresses[1]`).
@@ -354,11 +354,14 @@ fn parse_service(
     let host = entry["host"].as_str().map(str::to_owned);
     let err = |field: &str, problem: FieldProblem| {
         let (line, column) = positions.field_in("services", index, field, &problem);
+        // Narrower than a workload's position fields: the error stays small enough to be
+        // returned by value (a file has far fewer than 4 billion lines).
+        let narrow = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
         WorkloadError::ServiceField {
             path: path.to_owned(),
-            line,
-            column,
-            index,
+            line: narrow(line),
+            column: narrow(column),
+            index: narrow(index),
             host: host.clone(),
             field: field.to_owned(),
             problem,
@@ -402,13 +405,11 @@ fn parse_service(
         _ => return Err(err("ports", FieldProblem::NotAList)),
     };
     let port_number = |field: &str, y: &Yaml| -> Result<u16, WorkloadError> {
-        let text =
-            scalar_text(y).ok_or_else(|| err(field, FieldProblem::NotAPort(format!("{y:?}"))))?;
         match y {
             Yaml::Integer(n) => u16::try_from(*n).ok().filter(|p| *p != 0),
             _ => None,
         }
-        .ok_or_else(|| err(field, FieldProblem::NotAPort(text)))
+        .ok_or_else(|| err(field, FieldProblem::NotAPort))
     };
     let mut declared_ports = Vec::with_capacity(ports.len());
     for (i, p) in ports.iter().enumerate() {

@@ -608,7 +608,7 @@ fn a_service_address_resolves_to_its_service() {
 fn service_errors_name_file_entry_and_field() {
     assert_eq!(
         err("services:\n- host: a.b\n  ports: [{port: 0}]\n"),
-        "w.yaml:3:18: service 0 (a.b): field 'ports[0].port' '0' is not a port number (1-65535)"
+        "w.yaml:3:18: service 0 (a.b): field 'ports[0].port' is not a port number (1-65535)"
     );
     assert_eq!(
         err("services:\n- host: a.b\n  ports:\n  - port: 80\n    targetport: 81\n"),
@@ -617,7 +617,7 @@ fn service_errors_name_file_entry_and_field() {
     );
     assert_eq!(
         err("services:\n- host: a.b\n  ports: [{port: 80, targetPort: http}]\n"),
-        "w.yaml:3:34: service 0 (a.b): field 'ports[0].targetPort' 'http' is not a port number (1-65535)"
+        "w.yaml:3:34: service 0 (a.b): field 'ports[0].targetPort' is not a port number (1-65535)"
     );
     assert_eq!(
         err("services:\n- host: a.b\n"),
