@@ -114,6 +114,10 @@ impl ControlClient {
             })?
             .connect_timeout(config.timeout)
             .tcp_nodelay(true)
+            // A full view of a few thousand endpoints arrives without waiting for window
+            // updates.
+            .initial_stream_window_size(Some(1 << 20))
+            .initial_connection_window_size(Some(2 << 20))
             .http2_keep_alive_interval(Duration::from_secs(10))
             .keep_alive_timeout(config.timeout)
             .keep_alive_while_idle(true);

@@ -1,6 +1,6 @@
 //! The push service: `meshmeter.control.v1.Discovery/Stream`.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
@@ -9,8 +9,11 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use bytes::{BufMut, Bytes};
 use futures_util::{FutureExt, Stream, StreamExt};
-use meshmeter_routing::view::{Node, Subscribe, ViewUpdate, SERVICE_NAME, STREAM_PATH};
+use meshmeter_routing::view::{
+    Cluster, Node, Service, Subscribe, ViewUpdate, SERVICE_NAME, STREAM_PATH,
+};
 use meshmeter_selfmetrics::{Counter, Gauge, SelfMetrics};
 use tokio::sync::{mpsc, watch, OnceCell};
 use tonic::body::Body;
@@ -33,7 +36,8 @@ pub struct ServerConfig {
     /// How long a new stream may take to send its first `Subscribe`.
     pub first_message_timeout: Duration,
     /// How many compiled views are remembered by version, so that a sidecar reconnecting with
-    /// one of them gets only what changed since.
+    /// one of them gets only what changed since. Only views some sidecar still holds, or that
+    /// were current one input change ago, stay in memory; the rest are forgotten.
     pub history: usize,
     /// HTTP/2 keepalive pings towards sidecars (a vanished sidecar's stream is ended after
     /// this plus 10 s without an answer).
@@ -46,7 +50,7 @@ impl Default for ServerConfig {
             coalesce: Duration::from_millis(50),
             max_message_bytes: 1 << 20,
             first_message_timeout: Duration::from_secs(10),
-            history: 256,
+            history: 4096,
             keepalive: Duration::from_secs(30),
         }
     }
@@ -161,24 +165,41 @@ impl ControlStats {
     }
 }
 
+/// An update encoded once, sent to every sidecar it is for.
+#[derive(Clone, Debug)]
+struct Encoded {
+    version: u64,
+    full: bool,
+    bytes: Bytes,
+}
+
+impl Encoded {
+    fn new(update: &ViewUpdate) -> Self {
+        Encoded {
+            version: update.version,
+            full: update.full,
+            bytes: Bytes::from(prost::Message::encode_to_vec(update)),
+        }
+    }
+}
+
 /// One compiled view and the version that names it.
 #[derive(Debug)]
 struct Compiled {
     version: u64,
     view: View,
-    full: OnceLock<Arc<ViewUpdate>>,
+    full: OnceLock<Encoded>,
 }
 
 impl Compiled {
-    fn full(&self) -> Arc<ViewUpdate> {
-        Arc::clone(
-            self.full
-                .get_or_init(|| Arc::new(self.view.full_update(self.version))),
-        )
+    fn full(&self) -> Encoded {
+        self.full
+            .get_or_init(|| Encoded::new(&self.view.full_update(self.version)))
+            .clone()
     }
 }
 
-type DiffCell = Arc<OnceLock<Option<Arc<ViewUpdate>>>>;
+type DiffCell = Arc<OnceLock<Option<Encoded>>>;
 
 #[derive(Default)]
 struct Cache {
@@ -187,11 +208,46 @@ struct Cache {
     /// The previous generation's views: an unchanged recompilation keeps its version.
     last: HashMap<Shape, Arc<Compiled>>,
     diffs: HashMap<(u64, u64), DiffCell>,
+    /// One copy of each distinct resource across all views.
+    services: HashSet<Arc<Service>>,
+    clusters: HashSet<Arc<Cluster>>,
+}
+
+impl Cache {
+    /// Replaces `view`'s resources with equal ones already held.
+    fn intern(&mut self, view: &mut View) {
+        for s in view.services.values_mut() {
+            match self.services.get(&**s) {
+                Some(held) => *s = Arc::clone(held),
+                None => {
+                    self.services.insert(Arc::clone(s));
+                }
+            }
+        }
+        for c in view.clusters.values_mut() {
+            match self.clusters.get(&**c) {
+                Some(held) => *c = Arc::clone(held),
+                None => {
+                    self.clusters.insert(Arc::clone(c));
+                }
+            }
+        }
+    }
+
+    /// A compiled view equal to `view`: this shape's last one, or another shape's.
+    fn same_as(&self, shape: &Shape, view: &View) -> Option<Arc<Compiled>> {
+        let last = self.last.get(shape).into_iter();
+        let current = self.views.values().filter_map(|cell| cell.get());
+        last.chain(current)
+            .chain(self.last.values())
+            .find(|c| c.view == *view)
+            .cloned()
+    }
 }
 
 #[derive(Default)]
 struct History {
-    by_version: HashMap<u64, Arc<Compiled>>,
+    by_version: HashMap<u64, std::sync::Weak<Compiled>>,
     order: VecDeque<u64>,
 }
 
@@ -222,6 +278,9 @@ impl Shared {
                 .collect();
             cache.last = ready;
             cache.diffs.clear();
+            // Resources no view holds any more.
+            cache.services.retain(|s| Arc::strong_count(s) > 1);
+            cache.clusters.retain(|c| Arc::strong_count(c) > 1);
             cache.generation += 1;
             cache.generation
         };
@@ -234,11 +293,13 @@ impl Shared {
         let cell = Arc::clone(lock(&self.cache).views.entry(shape.clone()).or_default());
         let compiled = cell
             .get_or_init(|| async {
-                let view = self.source.view(node);
+                let mut view = self.source.view(node);
                 self.stats.compiles.inc();
-                if let Some(last) = lock(&self.cache).last.get(shape) {
-                    if last.view == view {
-                        return Arc::clone(last);
+                {
+                    let mut cache = lock(&self.cache);
+                    cache.intern(&mut view);
+                    if let Some(same) = cache.same_as(shape, &view) {
+                        return same;
                     }
                 }
                 let compiled = Arc::new(Compiled {
@@ -257,7 +318,7 @@ impl Shared {
         let mut history = lock(&self.history);
         history
             .by_version
-            .insert(compiled.version, Arc::clone(compiled));
+            .insert(compiled.version, Arc::downgrade(compiled));
         history.order.push_back(compiled.version);
         while history.order.len() > self.config.history.max(1) {
             if let Some(old) = history.order.pop_front() {
@@ -267,19 +328,26 @@ impl Shared {
     }
 
     fn by_version(&self, version: u64) -> Option<Arc<Compiled>> {
-        lock(&self.history).by_version.get(&version).cloned()
+        lock(&self.history)
+            .by_version
+            .get(&version)
+            .and_then(std::sync::Weak::upgrade)
     }
 
-    /// The update from `old` to `new`, computed once per pair and generation.
-    fn diff(&self, old: &Compiled, new: &Compiled) -> Option<Arc<ViewUpdate>> {
+    /// The update from `old` to `new`, computed and encoded once per pair and generation.
+    fn diff(&self, old: &Compiled, new: &Compiled) -> Option<Encoded> {
         let cell = Arc::clone(
             lock(&self.cache)
                 .diffs
                 .entry((old.version, new.version))
                 .or_default(),
         );
-        cell.get_or_init(|| old.view.diff(&new.view, new.version).map(Arc::new))
-            .clone()
+        cell.get_or_init(|| {
+            old.view
+                .diff(&new.view, new.version)
+                .map(|u| Encoded::new(&u))
+        })
+        .clone()
     }
 }
 
@@ -381,17 +449,17 @@ impl NamedService for ControlServer {
     const NAME: &'static str = SERVICE_NAME;
 }
 
-/// Encodes shared updates: one update goes to every sidecar of a shape without a copy each.
+/// Writes updates encoded once for every sidecar they go to.
 #[derive(Clone, Copy, Debug, Default)]
 struct SharedUpdateEncoder;
 
 impl Encoder for SharedUpdateEncoder {
-    type Item = Arc<ViewUpdate>;
+    type Item = Encoded;
     type Error = Status;
 
-    fn encode(&mut self, item: Arc<ViewUpdate>, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        prost::Message::encode(item.as_ref(), dst)
-            .map_err(|e| Status::internal(format!("encoding a view update: {e}")))
+    fn encode(&mut self, item: Encoded, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        dst.put_slice(&item.bytes);
+        Ok(())
     }
 }
 
@@ -399,7 +467,7 @@ impl Encoder for SharedUpdateEncoder {
 struct ServerCodec;
 
 impl Codec for ServerCodec {
-    type Encode = Arc<ViewUpdate>;
+    type Encode = Encoded;
     type Decode = Subscribe;
     type Encoder = SharedUpdateEncoder;
     type Decoder = tonic_prost::ProstDecoder<Subscribe>;
@@ -413,12 +481,12 @@ impl Codec for ServerCodec {
     }
 }
 
-type UpdateStream = Pin<Box<dyn Stream<Item = Result<Arc<ViewUpdate>, Status>> + Send>>;
+type UpdateStream = Pin<Box<dyn Stream<Item = Result<Encoded, Status>> + Send>>;
 
 struct StreamSvc(Arc<Shared>);
 
 impl StreamingService<Subscribe> for StreamSvc {
-    type Response = Arc<ViewUpdate>;
+    type Response = Encoded;
     type ResponseStream = UpdateStream;
     type Future = Pin<Box<dyn Future<Output = Result<Response<UpdateStream>, Status>> + Send>>;
 
@@ -502,7 +570,7 @@ async fn run_stream(
     node: Node,
     held_version: u64,
     mut inbound: Streaming<Subscribe>,
-    tx: mpsc::Sender<Result<Arc<ViewUpdate>, Status>>,
+    tx: mpsc::Sender<Result<Encoded, Status>>,
 ) {
     shared.stats.connected.inc();
     let _connected = Connected(shared.stats.connected.clone());

@@ -2,17 +2,19 @@
 //! holds, and the updates between two of them.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use meshmeter_routing::view::{Cluster, Inbound, Service, ViewUpdate};
 
 /// The resources of one sidecar's view, keyed as on the wire: services by `host`, clusters by
-/// `name`.
+/// `name`. Resources are shared (`Arc`): the control plane keeps one copy of a cluster however
+/// many views hold it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct View {
     /// Services by host.
-    pub services: BTreeMap<String, Service>,
+    pub services: BTreeMap<String, Arc<Service>>,
     /// Clusters by name.
-    pub clusters: BTreeMap<String, Cluster>,
+    pub clusters: BTreeMap<String, Arc<Cluster>>,
     /// The inbound side's peer authentication; `None` when no policy applies.
     pub inbound: Option<Inbound>,
 }
@@ -58,8 +60,14 @@ impl View {
         inbound: Option<Inbound>,
     ) -> Self {
         View {
-            services: services.into_iter().map(|s| (s.host.clone(), s)).collect(),
-            clusters: clusters.into_iter().map(|c| (c.name.clone(), c)).collect(),
+            services: services
+                .into_iter()
+                .map(|s| (s.host.clone(), Arc::new(s)))
+                .collect(),
+            clusters: clusters
+                .into_iter()
+                .map(|c| (c.name.clone(), Arc::new(c)))
+                .collect(),
             inbound,
         }
     }
@@ -74,9 +82,9 @@ impl View {
         ViewUpdate {
             version,
             full: true,
-            services: self.services.values().cloned().collect(),
+            services: self.services.values().map(|s| Service::clone(s)).collect(),
             removed_services: Vec::new(),
-            clusters: self.clusters.values().cloned().collect(),
+            clusters: self.clusters.values().map(|c| Cluster::clone(c)).collect(),
             removed_clusters: Vec::new(),
             inbound: Some(self.inbound.clone().unwrap_or_default()),
         }
@@ -147,7 +155,7 @@ fn keyed<T: Clone>(
     key: &'static str,
     version: u64,
     key_of: impl Fn(&T) -> &String,
-) -> Result<BTreeMap<String, T>, ApplyError> {
+) -> Result<BTreeMap<String, Arc<T>>, ApplyError> {
     let mut map = BTreeMap::new();
     for (index, item) in items.iter().enumerate() {
         let name = key_of(item);
@@ -159,7 +167,7 @@ fn keyed<T: Clone>(
                 version,
             });
         }
-        if map.insert(name.clone(), item.clone()).is_some() {
+        if map.insert(name.clone(), Arc::new(item.clone())).is_some() {
             return Err(ApplyError::Duplicate {
                 kind,
                 name: name.clone(),
@@ -171,13 +179,13 @@ fn keyed<T: Clone>(
 }
 
 fn diff_map<T: Clone + PartialEq>(
-    old: &BTreeMap<String, T>,
-    new: &BTreeMap<String, T>,
+    old: &BTreeMap<String, Arc<T>>,
+    new: &BTreeMap<String, Arc<T>>,
 ) -> (Vec<T>, Vec<String>) {
     let upserts = new
         .iter()
-        .filter(|(k, v)| old.get(*k) != Some(*v))
-        .map(|(_, v)| v.clone())
+        .filter(|(k, v)| old.get(*k).is_none_or(|o| !Arc::ptr_eq(o, v) && o != *v))
+        .map(|(_, v)| T::clone(v))
         .collect();
     let removals = old
         .keys()
