@@ -10,16 +10,15 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::{BufMut, Bytes};
-use futures_util::{FutureExt, Stream, StreamExt};
+use futures_util::{FutureExt, StreamExt};
 use meshmeter_routing::view::{
     Cluster, Node, Service, Subscribe, ViewUpdate, SERVICE_NAME, STREAM_PATH,
 };
 use meshmeter_selfmetrics::{Counter, Gauge, SelfMetrics};
 use tokio::sync::{mpsc, watch, OnceCell};
 use tonic::body::Body;
-use tonic::codec::{Codec, EncodeBuf, Encoder};
-use tonic::server::{Grpc, NamedService, StreamingService};
-use tonic::{Code, Request, Response, Status, Streaming};
+use tonic::server::NamedService;
+use tonic::{Code, Status, Streaming};
 
 use crate::source::{Shape, ViewSource};
 use crate::view::View;
@@ -449,111 +448,115 @@ impl NamedService for ControlServer {
     const NAME: &'static str = SERVICE_NAME;
 }
 
-/// Writes updates encoded once for every sidecar they go to.
-#[derive(Clone, Copy, Debug, Default)]
-struct SharedUpdateEncoder;
+/// The response body of one stream: each update as a gRPC message (the 5-byte prefix, then
+/// the bytes encoded once for every sidecar they go to, never copied per stream), then the
+/// trailers. Nothing per stream outlives the message being written.
+struct UpdateBody {
+    updates: mpsc::Receiver<Encoded>,
+    /// The message whose prefix was just yielded.
+    message: Option<Bytes>,
+    done: bool,
+}
 
-impl Encoder for SharedUpdateEncoder {
-    type Item = Encoded;
+impl http_body::Body for UpdateBody {
+    type Data = Bytes;
     type Error = Status;
 
-    fn encode(&mut self, item: Encoded, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        dst.put_slice(&item.bytes);
-        Ok(())
-    }
-}
-
-#[derive(Clone, Copy, Debug, Default)]
-struct ServerCodec;
-
-impl Codec for ServerCodec {
-    type Encode = Encoded;
-    type Decode = Subscribe;
-    type Encoder = SharedUpdateEncoder;
-    type Decoder = tonic_prost::ProstDecoder<Subscribe>;
-
-    fn encoder(&mut self) -> Self::Encoder {
-        SharedUpdateEncoder
-    }
-
-    fn decoder(&mut self) -> Self::Decoder {
-        tonic_prost::ProstDecoder::default()
-    }
-}
-
-type UpdateStream = Pin<Box<dyn Stream<Item = Result<Encoded, Status>> + Send>>;
-
-struct StreamSvc(Arc<Shared>);
-
-impl StreamingService<Subscribe> for StreamSvc {
-    type Response = Encoded;
-    type ResponseStream = UpdateStream;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<UpdateStream>, Status>> + Send>>;
-
-    fn call(&mut self, request: Request<Streaming<Subscribe>>) -> Self::Future {
-        let shared = Arc::clone(&self.0);
-        Box::pin(async move {
-            let peer = request.remote_addr();
-            let mut inbound = request.into_inner();
-            let refuse = |why: Refusal, status: Status| {
-                shared.stats.refused[why as usize].inc();
-                tracing::warn!(peer = ?peer, reason = why.as_str(), error = %status.message(), "control stream refused");
-                Err(status)
-            };
-            let first =
-                match tokio::time::timeout(shared.config.first_message_timeout, inbound.message())
-                    .await
-                {
-                    Err(_) => {
-                        return refuse(
-                            Refusal::Timeout,
-                            Status::deadline_exceeded(format!(
-                                "no Subscribe message within {:?} of opening the stream",
-                                shared.config.first_message_timeout
-                            )),
-                        )
-                    }
-                    Ok(Err(status)) => {
-                        let status = Status::new(
-                            status.code(),
-                            format!("the first Subscribe message: {}", status.message()),
-                        );
-                        return refuse(Refusal::BadMessage, status);
-                    }
-                    Ok(Ok(None)) => {
-                        return refuse(
-                            Refusal::NoNode,
-                            Status::invalid_argument(
-                                "the stream ended before its first Subscribe message",
-                            ),
-                        )
-                    }
-                    Ok(Ok(Some(first))) => first,
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Status>>> {
+        if let Some(message) = self.message.take() {
+            return Poll::Ready(Some(Ok(http_body::Frame::data(message))));
+        }
+        if self.done {
+            return Poll::Ready(None);
+        }
+        match self.updates.poll_recv(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Some(update)) => {
+                let Ok(len) = u32::try_from(update.bytes.len()) else {
+                    self.done = true;
+                    return Poll::Ready(Some(Err(Status::internal(
+                        "a view update over 4 GiB cannot be sent",
+                    ))));
                 };
-            let Some(node) = first.node else {
-                return refuse(
-                    Refusal::NoNode,
-                    Status::invalid_argument(
-                        "the first Subscribe message must name the node (field 1, 'node')",
-                    ),
-                );
-            };
-            if node.id.is_empty() {
-                return refuse(
-                    Refusal::NoNode,
-                    Status::invalid_argument(
-                        "the first Subscribe message's node has an empty 'id' (expected <pod>.<namespace>)",
-                    ),
-                );
+                let mut prefix = bytes::BytesMut::with_capacity(5);
+                prefix.put_u8(0);
+                prefix.put_u32(len);
+                self.message = Some(update.bytes);
+                Poll::Ready(Some(Ok(http_body::Frame::data(prefix.freeze()))))
             }
-            let (tx, rx) = mpsc::channel(4);
-            tokio::spawn(run_stream(shared, node, first.acked_version, inbound, tx));
-            let stream: UpdateStream = Box::pin(futures_util::stream::unfold(rx, |mut rx| async {
-                rx.recv().await.map(|item| (item, rx))
-            }));
-            Ok(Response::new(stream))
-        })
+            Poll::Ready(None) => {
+                self.done = true;
+                let mut trailers = http::HeaderMap::new();
+                trailers.insert(Status::GRPC_STATUS, (Code::Ok as i32).into());
+                Poll::Ready(Some(Ok(http_body::Frame::trailers(trailers))))
+            }
+        }
     }
+
+    fn is_end_stream(&self) -> bool {
+        self.done && self.message.is_none()
+    }
+}
+
+/// Reads the first `Subscribe` and starts the stream's task, or says why not.
+async fn open_stream(
+    shared: Arc<Shared>,
+    mut inbound: Streaming<Subscribe>,
+    peer: Option<std::net::SocketAddr>,
+) -> Result<mpsc::Receiver<Encoded>, Status> {
+    let refuse = |why: Refusal, status: Status| {
+        shared.stats.refused[why as usize].inc();
+        tracing::warn!(peer = ?peer, reason = why.as_str(), error = %status.message(), "control stream refused");
+        Err(status)
+    };
+    let first =
+        match tokio::time::timeout(shared.config.first_message_timeout, inbound.message()).await {
+            Err(_) => {
+                return refuse(
+                    Refusal::Timeout,
+                    Status::deadline_exceeded(format!(
+                        "no Subscribe message within {:?} of opening the stream",
+                        shared.config.first_message_timeout
+                    )),
+                )
+            }
+            Ok(Err(status)) => {
+                let status = Status::new(
+                    status.code(),
+                    format!("the first Subscribe message: {}", status.message()),
+                );
+                return refuse(Refusal::BadMessage, status);
+            }
+            Ok(Ok(None)) => {
+                return refuse(
+                    Refusal::NoNode,
+                    Status::invalid_argument("the stream ended before its first Subscribe message"),
+                )
+            }
+            Ok(Ok(Some(first))) => first,
+        };
+    let Some(node) = first.node else {
+        return refuse(
+            Refusal::NoNode,
+            Status::invalid_argument(
+                "the first Subscribe message must name the node (field 1, 'node')",
+            ),
+        );
+    };
+    if node.id.is_empty() {
+        return refuse(
+            Refusal::NoNode,
+            Status::invalid_argument(
+                "the first Subscribe message's node has an empty 'id' (expected <pod>.<namespace>)",
+            ),
+        );
+    }
+    let (tx, rx) = mpsc::channel(4);
+    tokio::spawn(run_stream(shared, node, first.acked_version, inbound, tx));
+    Ok(rx)
 }
 
 /// Decrements the connected gauge however the stream ends.
@@ -570,7 +573,7 @@ async fn run_stream(
     node: Node,
     held_version: u64,
     mut inbound: Streaming<Subscribe>,
-    tx: mpsc::Sender<Result<Encoded, Status>>,
+    tx: mpsc::Sender<Encoded>,
 ) {
     shared.stats.connected.inc();
     let _connected = Connected(shared.stats.connected.clone());
@@ -604,7 +607,7 @@ async fn run_stream(
                     shared.stats.pushes_incremental.inc();
                 }
                 tracing::debug!(node = %node.id, version, full = update.full, "pushing");
-                if tx.send(Ok(update)).await.is_err() {
+                if tx.send(update).await.is_err() {
                     break;
                 }
                 pending = Some((version, Instant::now()));
@@ -666,9 +669,32 @@ where
         if req.uri().path() == STREAM_PATH {
             let shared = Arc::clone(&self.shared);
             return Box::pin(async move {
+                let peer = req
+                    .extensions()
+                    .get::<tonic::transport::server::TcpConnectInfo>()
+                    .and_then(tonic::transport::server::TcpConnectInfo::remote_addr);
                 let limit = shared.config.max_message_bytes;
-                let mut grpc = Grpc::new(ServerCodec).max_decoding_message_size(limit);
-                Ok(grpc.streaming(StreamSvc(shared), req).await)
+                let inbound = Streaming::new_request(
+                    tonic_prost::ProstDecoder::<Subscribe>::default(),
+                    req.into_body(),
+                    None,
+                    Some(limit),
+                );
+                Ok(match open_stream(shared, inbound, peer).await {
+                    Ok(updates) => {
+                        let mut response = http::Response::new(Body::new(UpdateBody {
+                            updates,
+                            message: None,
+                            done: false,
+                        }));
+                        response.headers_mut().insert(
+                            http::header::CONTENT_TYPE,
+                            tonic::metadata::GRPC_CONTENT_TYPE,
+                        );
+                        response
+                    }
+                    Err(status) => status.into_http(),
+                })
             });
         }
         Box::pin(async move {
