@@ -10,8 +10,9 @@
 //! spread over SHAPES namespaces, waits until every one holds its full view, then ROUNDS times
 //! rewrites FILE with one endpoint more and times from the write to the last sidecar's
 //! acknowledgement of the resulting update (the control plane's file poll and settle
-//! included). It prints `key=value` lines: the control plane's RSS (from /proc/PID/status)
-//! after the initial sync and at the end, and each round's time.
+//! included), and from the first sidecar's acknowledgement to the last one's (the fan-out
+//! alone). It prints `key=value` lines: the control plane's RSS (from /proc/PID/status)
+//! after the initial sync and at the end, and each round's times.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -111,6 +112,8 @@ async fn run(args: &[String]) {
     // Per sidecar: updates applied; and the latest time any sidecar applied one.
     let applied: Arc<Vec<AtomicU64>> = Arc::new((0..sidecars).map(|_| AtomicU64::new(0)).collect());
     let last_apply = Arc::new(Mutex::new(Instant::now()));
+    // The first sidecar to apply an update since the last reset.
+    let first_apply: Arc<Mutex<Option<Instant>>> = Arc::default();
     let mut stops = Vec::with_capacity(sidecars);
     let started = Instant::now();
     for i in 0..sidecars {
@@ -126,6 +129,7 @@ async fn run(args: &[String]) {
         config.backoff_max = Duration::from_secs(2);
         let client = ControlClient::new(config).expect("a client");
         let (applied, last_apply) = (Arc::clone(&applied), Arc::clone(&last_apply));
+        let first_apply = Arc::clone(&first_apply);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         stops.push(stop);
         tokio::spawn(async move {
@@ -133,7 +137,9 @@ async fn run(args: &[String]) {
                 .run(
                     move |_u: &ViewUpdate| {
                         applied[i].fetch_add(1, Ordering::Relaxed);
-                        *last_apply.lock().unwrap() = Instant::now();
+                        let now = Instant::now();
+                        *last_apply.lock().unwrap() = now;
+                        first_apply.lock().unwrap().get_or_insert(now);
                         Ok(())
                     },
                     async {
@@ -177,13 +183,16 @@ async fn run(args: &[String]) {
     for round in 1..=rounds {
         // Let the previous round's acknowledgements settle.
         tokio::time::sleep(Duration::from_millis(500)).await;
+        *first_apply.lock().unwrap() = None;
         let written = Instant::now();
         write_atomically(&file, &workloads(services, endpoints, round));
         if !wait_all(1 + round as u64, Duration::from_secs(60)).await {
             std::process::exit(1);
         }
-        let took = *last_apply.lock().unwrap() - written;
-        println!("round{round}_ms={}", took.as_millis());
+        let last = *last_apply.lock().unwrap();
+        let first = first_apply.lock().unwrap().unwrap_or(last);
+        println!("round{round}_ms={}", (last - written).as_millis());
+        println!("round{round}_spread_ms={}", (last - first).as_millis());
     }
     let (rss_end, hwm) = rss_kib(&pid);
     println!("rss_end_kib={rss_end}");
