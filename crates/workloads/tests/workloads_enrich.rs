@@ -648,3 +648,40 @@ fn service_errors_name_file_entry_and_field() {
         "w.yaml: service address 10.0.0.1 of a.b is also an address of workload w.d"
     );
 }
+
+#[test]
+fn traffic_to_a_service_address_is_labelled_with_that_service() {
+    let table = parse(Path::new("w.yaml"), WITH_SERVICES).unwrap();
+    let m = Manifest::istio();
+    let enricher = Enricher::new(&m);
+    let mut bag = bag_with(
+        &m,
+        &[
+            ("source.ip", Value::IpAddress("127.0.0.2".parse().unwrap())),
+            (
+                "destination.ip",
+                Value::IpAddress("10.96.0.20".parse().unwrap()),
+            ),
+            ("destination.port", Value::Int64(27017)),
+        ],
+    );
+    assert_eq!(
+        enricher.enrich(&mut bag, &table),
+        Enriched {
+            source: true,
+            destination: false,
+            service: true
+        }
+    );
+    let g = |n: &str| get(&m, &bag, n);
+    assert_eq!(
+        g("destination.service.host").as_deref(),
+        Some("mongodb.default.svc.cluster.local")
+    );
+    assert_eq!(g("destination.service.name").as_deref(), Some("mongodb"));
+    assert_eq!(
+        g("destination.service.namespace").as_deref(),
+        Some("default")
+    );
+    assert_eq!(g("destination.workload.name"), None);
+}
