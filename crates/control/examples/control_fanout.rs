@@ -162,7 +162,10 @@ async fn run(args: &[String]) {
                     return true;
                 }
                 if Instant::now() > deadline {
-                    eprintln!("only {done} of {} sidecars have update {want}", applied.len());
+                    eprintln!(
+                        "only {done} of {} sidecars have update {want}",
+                        applied.len()
+                    );
                     return false;
                 }
                 tokio::time::sleep(Duration::from_millis(5)).await;

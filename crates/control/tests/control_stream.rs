@@ -89,13 +89,13 @@ impl Plane {
     }
 
     async fn start_on(addr: SocketAddr, inputs: Inputs) -> Plane {
+        Plane::start_with(addr, inputs, ServerConfig::default()).await
+    }
+
+    async fn start_with(addr: SocketAddr, inputs: Inputs, config: ServerConfig) -> Plane {
         let (tx, rx) = watch::channel(Arc::new(inputs));
         let metrics = Arc::new(SelfMetrics::new());
-        let server = ControlServer::new(
-            Arc::new(WatchSource::new(rx, compile)),
-            &metrics,
-            ServerConfig::default(),
-        );
+        let server = ControlServer::new(Arc::new(WatchSource::new(rx, compile)), &metrics, config);
         let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
@@ -504,6 +504,12 @@ async fn a_refused_update_is_counted_and_the_next_one_starts_from_the_last_good_
 
 /// Opens a raw stream with `first` as the first message and returns the status it ends with.
 async fn raw_stream_status(addr: SocketAddr, first: Subscribe) -> tonic::Status {
+    raw_stream_status_of(addr, vec![first]).await
+}
+
+/// Opens a raw stream that sends `messages` and then nothing, and returns the status it ends
+/// with.
+async fn raw_stream_status_of(addr: SocketAddr, messages: Vec<Subscribe>) -> tonic::Status {
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
         .unwrap()
         .connect()
@@ -511,7 +517,7 @@ async fn raw_stream_status(addr: SocketAddr, first: Subscribe) -> tonic::Status 
         .unwrap();
     let mut grpc = tonic::client::Grpc::new(channel);
     grpc.ready().await.unwrap();
-    let outbound = futures_util::stream::iter(vec![first]).chain(futures_util::stream::pending());
+    let outbound = futures_util::stream::iter(messages).chain(futures_util::stream::pending());
     let codec = tonic_prost::ProstCodec::<Subscribe, ViewUpdate>::default();
     match grpc
         .streaming(
@@ -575,5 +581,22 @@ async fn hostile_first_messages_get_clear_statuses() {
     assert_eq!(plane.server.stats().refused(Refusal::NoNode), 2);
     assert_eq!(plane.server.stats().refused(Refusal::BadMessage), 1);
     assert_eq!(plane.server.stats().connected.get(), 0);
+    plane.shut_down().await;
+}
+
+#[tokio::test]
+async fn a_stream_that_never_names_its_node_is_ended() {
+    let config = ServerConfig {
+        first_message_timeout: Duration::from_millis(200),
+        ..ServerConfig::default()
+    };
+    let plane = Plane::start_with("127.0.0.1:0".parse().unwrap(), two_services(), config).await;
+    let status = raw_stream_status_of(plane.addr, vec![]).await;
+    assert_eq!(status.code(), tonic::Code::DeadlineExceeded);
+    assert_eq!(
+        status.message(),
+        "no Subscribe message within 200ms of opening the stream"
+    );
+    assert_eq!(plane.server.stats().refused(Refusal::Timeout), 1);
     plane.shut_down().await;
 }
