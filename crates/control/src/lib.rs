@@ -11,8 +11,9 @@
 //!   server sends the full view, then, whenever the inputs change, an incremental update
 //!   (resources upserted and removed by key, computed against what that stream last
 //!   received). Bursts of changes within 50 ms become one push. Views come from a
-//!   [`ViewSource`] and are compiled once per [`Shape`] (namespace and labels) and change, so
-//!   a thousand sidecars of ten workloads cost ten compilations. A sidecar that reconnects
+//!   [`ViewSource`] and are compiled once per [`Shape`] (namespace, labels, and whatever else
+//!   the source says a view depends on, such as the services the pod backs) and change, so a
+//!   thousand sidecars of ten workloads cost ten compilations. A sidecar that reconnects
 //!   with the version it holds gets only what differs, or nothing.
 //! - [`ControlClient`]: the sidecar's side: connects, names its node, hands updates to a
 //!   callback, acknowledges or refuses them, and reconnects with capped backoff while the
@@ -59,5 +60,5 @@ mod view;
 
 pub use client::{ClientConfig, ClientError, ClientStatus, ControlClient};
 pub use server::{ControlServer, ControlStats, Refusal, ServerConfig};
-pub use source::{Changes, CompileFn, Shape, ViewSource, WatchSource};
+pub use source::{Changes, CompileFn, Shape, ShapeFn, ViewSource, WatchSource};
 pub use view::{ApplyError, View};

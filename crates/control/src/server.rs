@@ -577,7 +577,6 @@ async fn run_stream(
 ) {
     shared.stats.connected.inc();
     let _connected = Connected(shared.stats.connected.clone());
-    let shape = shared.source.shape(&node);
     let mut generation = shared.generation.subscribe();
     let mut closing = shared.closing.subscribe();
     // What the sidecar holds (assuming it applies what it is sent), and what it acknowledged.
@@ -592,6 +591,9 @@ async fn run_stream(
         if dirty {
             dirty = false;
             generation.borrow_and_update();
+            // The shape may depend on the inputs (the services the pod backs), so it is asked
+            // again after every change.
+            let shape = shared.source.shape(&node);
             let current = shared.compiled(&shape, &node).await;
             let update = match &holds {
                 Some(h) if Arc::ptr_eq(h, &current) => None,

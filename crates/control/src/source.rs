@@ -23,8 +23,10 @@ pub struct Shape {
     pub namespace: String,
     /// The pod's labels.
     pub labels: BTreeMap<String, String>,
-    /// The pod's addresses, sorted, when the source's views depend on them; empty otherwise.
-    pub ips: Vec<String>,
+    /// Whatever else the source's views depend on, in a form of the source's choosing (the
+    /// services the pod's addresses back, or the addresses themselves); sidecars that differ
+    /// here get views of their own.
+    pub extra: Vec<String>,
 }
 
 impl Shape {
@@ -33,17 +35,18 @@ impl Shape {
         Shape {
             namespace: node.namespace.clone(),
             labels: node.labels.clone(),
-            ips: Vec::new(),
+            extra: Vec::new(),
         }
     }
 
-    /// The shape of `node` for a source whose views also depend on its addresses.
+    /// The shape of `node` for a source whose views also depend on its addresses (each
+    /// sidecar then has a shape of its own).
     pub fn with_ips(node: &Node) -> Self {
         let mut ips = node.ips.clone();
         ips.sort_unstable();
         ips.dedup();
         Shape {
-            ips,
+            extra: ips,
             ..Shape::of(node)
         }
     }
@@ -55,7 +58,8 @@ impl Shape {
 /// the server calls it once per shape and input change and hands the result to every sidecar
 /// of that shape.
 pub trait ViewSource: Send + Sync + 'static {
-    /// The part of `node` its view depends on. The default: namespace and labels.
+    /// The part of `node` its view depends on, given the current inputs (asked again after
+    /// every input change). The default: namespace and labels.
     fn shape(&self, node: &Node) -> Shape {
         Shape::of(node)
     }
@@ -70,19 +74,22 @@ pub trait ViewSource: Send + Sync + 'static {
 /// The compile function of a [`WatchSource`].
 pub type CompileFn<I> = dyn Fn(&I, &Node) -> View + Send + Sync;
 
+/// The shape function of a [`WatchSource`].
+pub type ShapeFn<I> = dyn Fn(&I, &Node) -> Shape + Send + Sync;
+
 /// A [`ViewSource`] over inputs published on a `tokio::sync::watch` channel, compiled by a
 /// function (for example `meshmeter_routing`'s compiler over the networking configuration and
 /// the service catalog).
 pub struct WatchSource<I> {
     inputs: watch::Receiver<Arc<I>>,
     compile: Arc<CompileFn<I>>,
-    ips_matter: bool,
+    shape: Option<Arc<ShapeFn<I>>>,
 }
 
 impl<I> std::fmt::Debug for WatchSource<I> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WatchSource")
-            .field("ips_matter", &self.ips_matter)
+            .field("custom_shape", &self.shape.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -96,23 +103,26 @@ impl<I: Send + Sync + 'static> WatchSource<I> {
         WatchSource {
             inputs,
             compile: Arc::new(compile),
-            ips_matter: false,
+            shape: None,
         }
     }
 
-    /// Declares that `compile` reads the node's addresses too (the shape then includes them).
-    pub fn ips_matter(mut self) -> Self {
-        self.ips_matter = true;
+    /// Declares what `compile` reads of a node, given the inputs: sidecars with equal shapes
+    /// must get equal views (the default: namespace and labels).
+    pub fn with_shape(
+        mut self,
+        shape: impl Fn(&I, &Node) -> Shape + Send + Sync + 'static,
+    ) -> Self {
+        self.shape = Some(Arc::new(shape));
         self
     }
 }
 
 impl<I: Send + Sync + 'static> ViewSource for WatchSource<I> {
     fn shape(&self, node: &Node) -> Shape {
-        if self.ips_matter {
-            Shape::with_ips(node)
-        } else {
-            Shape::of(node)
+        match &self.shape {
+            Some(f) => f(&self.inputs.borrow(), node),
+            None => Shape::of(node),
         }
     }
 

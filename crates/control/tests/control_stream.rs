@@ -600,3 +600,37 @@ async fn a_stream_that_never_names_its_node_is_ended() {
     assert_eq!(plane.server.stats().refused(Refusal::Timeout), 1);
     plane.shut_down().await;
 }
+
+#[tokio::test]
+async fn a_source_may_shape_views_by_more_than_namespace_and_labels() {
+    let (_inputs, rx) = watch::channel(Arc::new(two_services()));
+    let metrics = SelfMetrics::new();
+    // Views that depend on the first address's last octet being odd or even.
+    let source = WatchSource::new(rx, compile).with_shape(|_: &Inputs, node: &Node| {
+        let mut shape = meshmeter_control::Shape::of(node);
+        let odd = node.ips[0].ends_with(['1', '3', '5', '7', '9']);
+        shape.extra = vec![if odd { "odd" } else { "even" }.to_owned()];
+        shape
+    });
+    let server = ControlServer::new(Arc::new(source), &metrics, ServerConfig::default());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(server.clone().serve(listener, async {
+        let _ = stopped.await;
+    }));
+    let mut sidecars = Vec::new();
+    for ip in ["10.1.0.1", "10.1.0.3", "10.1.0.2"] {
+        let mut n = node(&format!("pod-{ip}.default"), "default");
+        n.ips = vec![ip.into()];
+        let mut s = Sidecar::start(addr, n);
+        s.wait("the view", |s| s.applied == 1).await;
+        sidecars.push(s);
+    }
+    assert_eq!(server.stats().compiles.get(), 2);
+    for s in sidecars {
+        s.stop().await;
+    }
+    let _ = stop.send(());
+    task.await.unwrap().unwrap();
+}
