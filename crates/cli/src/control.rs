@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use meshmeter_admin::{AdminServer, Readiness};
-use meshmeter_control::{ControlServer, ServerConfig, View, WatchSource};
+use meshmeter_control::{ControlServer, ServerConfig, Shape, View, WatchSource};
 use meshmeter_netconfig::NetworkConfig;
 use meshmeter_routing::catalog::ServiceCatalog;
 use meshmeter_routing::view::{Cluster, Endpoint, Node, Service, ServicePort};
@@ -240,6 +240,27 @@ fn compile(inputs: &Inputs, _node: &Node) -> View {
     View::new(services, clusters, None)
 }
 
+/// What a sidecar's view depends on: its namespace and labels (routes' `sourceLabels`, short
+/// hosts, namespace policies) and the services its addresses back, with their ports there
+/// (inbound peer authentication). Replicas of one workload share a shape.
+fn shape(inputs: &Inputs, node: &Node) -> Shape {
+    let ips: Vec<std::net::IpAddr> = node.ips.iter().filter_map(|ip| ip.parse().ok()).collect();
+    let mut backed: Vec<String> = inputs
+        .catalog
+        .services
+        .iter()
+        .filter_map(|s| {
+            let e = s.endpoints.iter().find(|e| ips.contains(&e.ip))?;
+            Some(format!("{} {:?}", s.host, e.ports))
+        })
+        .collect();
+    backed.sort_unstable();
+    Shape {
+        extra: backed,
+        ..Shape::of(node)
+    }
+}
+
 async fn serve(args: Args) -> Result<(), Failure> {
     if let Some(dir) = &args.config_dir {
         if !dir.is_dir() {
@@ -313,7 +334,7 @@ async fn serve(args: Args) -> Result<(), Failure> {
         .local_addr()
         .map_err(|e| Failure::Runtime(e.to_string()))?;
     let server = ControlServer::new(
-        Arc::new(WatchSource::new(inputs, compile)),
+        Arc::new(WatchSource::new(inputs, compile).with_shape(shape)),
         &metrics,
         ServerConfig::default(),
     );
