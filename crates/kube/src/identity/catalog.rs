@@ -8,7 +8,9 @@ use std::net::IpAddr;
 use meshmeter_routing::catalog::{CatalogEndpoint, CatalogPort, CatalogService, ServiceCatalog};
 use meshmeter_workloads::WorkloadRegistry;
 
-use super::{IdentityOptions, KubeRegistry, Stores};
+use hashbrown::HashMap;
+
+use super::{IdentityOptions, KubeRegistry, SliceEntry, Stores};
 
 /// Every Service with at least one TCP port, sorted by host, its endpoints sorted by address
 /// (so that an unchanged cluster gives an equal catalog). An endpoint address no pod holds
@@ -18,16 +20,23 @@ pub(super) fn build(
     registry: &KubeRegistry,
     options: &IdentityOptions,
 ) -> ServiceCatalog {
+    let mut slices_of: HashMap<(&str, &str), Vec<&SliceEntry>> = HashMap::new();
+    for ((ns, _), slice) in &stores.slices {
+        slices_of
+            .entry((ns, &slice.service))
+            .or_default()
+            .push(slice);
+    }
     let mut services: Vec<CatalogService> = Vec::with_capacity(stores.services.len());
     for ((ns, name), service) in &stores.services {
         if service.ports.is_empty() {
             continue;
         }
         let mut endpoints: BTreeMap<IpAddr, CatalogEndpoint> = BTreeMap::new();
-        for ((slice_ns, _), slice) in &stores.slices {
-            if slice_ns != ns || slice.service != *name {
-                continue;
-            }
+        let slices = slices_of
+            .get(&(&**ns, &**name))
+            .map_or(&[][..], Vec::as_slice);
+        for slice in slices {
             // A Service port reaches the slice's port of the same name (both unnamed for a
             // Service with one port).
             let ports: BTreeMap<u16, u16> = service
