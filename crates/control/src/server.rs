@@ -187,7 +187,29 @@ impl Encoded {
 struct Compiled {
     version: u64,
     view: View,
+    /// Equal for equal interned views (see [`fingerprint`]).
+    fingerprint: u64,
     full: OnceLock<Encoded>,
+}
+
+/// A hash of an interned view: its keys and the addresses of its resources (interning makes
+/// equal resources one allocation), so that finding an equal view compares numbers first.
+fn fingerprint(view: &View) -> u64 {
+    use std::collections::hash_map::RandomState;
+    use std::hash::{BuildHasher, Hash, Hasher};
+    // One hasher for the process: fingerprints are only compared within it.
+    static KEYS: OnceLock<RandomState> = OnceLock::new();
+    let mut h = KEYS.get_or_init(RandomState::new).build_hasher();
+    for (k, v) in &view.services {
+        k.hash(&mut h);
+        (Arc::as_ptr(v) as usize).hash(&mut h);
+    }
+    for (k, v) in &view.clusters {
+        k.hash(&mut h);
+        (Arc::as_ptr(v) as usize).hash(&mut h);
+    }
+    view.inbound.hash(&mut h);
+    h.finish()
 }
 
 impl Compiled {
@@ -233,13 +255,14 @@ impl Cache {
         }
     }
 
-    /// A compiled view equal to `view`: this shape's last one, or another shape's.
-    fn same_as(&self, shape: &Shape, view: &View) -> Option<Arc<Compiled>> {
+    /// A compiled view equal to `view` (interned, with that fingerprint): this shape's last
+    /// one, or another shape's.
+    fn same_as(&self, shape: &Shape, view: &View, fingerprint: u64) -> Option<Arc<Compiled>> {
         let last = self.last.get(shape).into_iter();
         let current = self.views.values().filter_map(|cell| cell.get());
         last.chain(current)
             .chain(self.last.values())
-            .find(|c| c.view == *view)
+            .find(|c| c.fingerprint == fingerprint && c.view == *view)
             .cloned()
     }
 }
@@ -294,16 +317,19 @@ impl Shared {
             .get_or_init(|| async {
                 let mut view = self.source.view(node);
                 self.stats.compiles.inc();
-                {
+                let fingerprint = {
                     let mut cache = lock(&self.cache);
                     cache.intern(&mut view);
-                    if let Some(same) = cache.same_as(shape, &view) {
+                    let fingerprint = fingerprint(&view);
+                    if let Some(same) = cache.same_as(shape, &view, fingerprint) {
                         return same;
                     }
-                }
+                    fingerprint
+                };
                 let compiled = Arc::new(Compiled {
                     version: self.next_version.fetch_add(1, Ordering::Relaxed),
                     view,
+                    fingerprint,
                     full: OnceLock::new(),
                 });
                 self.remember(&compiled);
