@@ -628,6 +628,9 @@ async fn a_source_may_shape_views_by_more_than_namespace_and_labels() {
         sidecars.push(s);
     }
     assert_eq!(server.stats().compiles.get(), 2);
+    // The two shapes' views are equal: they are held once, under one version.
+    let versions: Vec<u64> = sidecars.iter().map(|s| s.status.borrow().version).collect();
+    assert_eq!(versions[0], versions[2]);
     for s in sidecars {
         s.stop().await;
     }
