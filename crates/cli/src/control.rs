@@ -15,17 +15,19 @@ use meshmeter_selfmetrics::SelfMetrics;
 use meshmeter_workloads::FileRegistry;
 use tokio::sync::watch;
 
-/// Run the control plane: watch the traffic configuration and the service catalog once, and
-/// stream every connected sidecar its own view over gRPC
-/// (`meshmeter.control.v1.Discovery/Stream` on --listen), so that sidecars never watch the
-/// Kubernetes API themselves.
+/// Run the control plane: stream every sidecar its TCP routing view over gRPC, compiled from the
+/// traffic configuration and the service catalog.
+///
+/// It watches its inputs once and serves `meshmeter.control.v1.Discovery/Stream` on --listen, so
+/// that sidecars never watch the Kubernetes API themselves.
 ///
 /// A sidecar's first message names it (id, namespace, labels, addresses); it gets its full
 /// view (the services it may call with their TCP routes, the clusters those lead to with their
 /// endpoints and policies, its inbound peer authentication), then only what changed whenever
 /// the inputs change (bursts within 50 ms are pushed once). Views are compiled once per
-/// workload shape (namespace and labels) and change, however many sidecars share it. A
-/// sidecar that reconnects with the version it holds gets only what differs, or nothing.
+/// workload shape (namespace, labels and the services the pod backs) and change, however many
+/// sidecars share it. A sidecar that reconnects with the version it holds gets only what
+/// differs, or nothing.
 ///
 /// Inputs: the networking configuration (DestinationRule, VirtualService, MeshPolicy, Policy)
 /// from --config-dir; services and endpoints from the workloads file (--workloads: its
@@ -34,8 +36,9 @@ use tokio::sync::watch;
 /// reloaded when they change.
 ///
 /// Metrics on --admin (`/metrics`, `/healthz`, `/ready`, ready once the inputs are loaded):
-/// meshmeter_control_connected_sidecars, meshmeter_control_pushes_total{kind="full"|
-/// "incremental"}, meshmeter_control_acks_total, meshmeter_control_nacks_total,
+/// meshmeter_control_connected_sidecars,
+/// meshmeter_control_pushes_total{kind="full"|"incremental"},
+/// meshmeter_control_acks_total, meshmeter_control_nacks_total,
 /// meshmeter_control_push_ack_microseconds_total, meshmeter_control_compiles_total,
 /// meshmeter_control_input_changes_total, meshmeter_control_streams_refused_total{reason}.
 ///

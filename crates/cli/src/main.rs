@@ -53,8 +53,6 @@ enum Command {
     /// Install (or --clean) the transparent sidecar's iptables capture in this network
     /// namespace.
     Capture(capture::Args),
-    /// Run the control plane: stream every sidecar its TCP routing view (services, routes,
-    /// clusters, endpoints), compiled once per workload shape, with incremental updates.
     Control(control::Args),
     // One variant per subcommand module, e.g. `Eval(eval::Args)`.
     /// Run the sidecar TCP proxy (`--listen`/`--upstream`, or `--transparent` after capture):
