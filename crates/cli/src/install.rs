@@ -15,7 +15,9 @@ use meshmeter_install::{render, InstallOptions};
 /// to its own caBundle), the certificate authority (`meshmeter ca --kubernetes`: Deployment
 /// with probes, non-root, read-only root filesystem; Service 8060 gRPC, 15014 metrics;
 /// RBAC limited to `create tokenreviews`; its CA certificate and key from the Secret
-/// meshmeter-ca, which you create), and Istio's default TCP telemetry
+/// meshmeter-ca, which you create), the control plane (`meshmeter control --kubernetes`:
+/// Deployment with probes, Service 15010 gRPC and 15014 metrics, RBAC limited to reading
+/// services, pods, endpointslices and the networking objects), and Istio's default TCP telemetry
 /// (istio_tcp_* metrics, TCP access log) as objects in the namespace, whose rules apply to
 /// every report.
 ///
@@ -48,6 +50,10 @@ pub(crate) struct Args {
     /// Leave out the certificate authority (its Deployment, Service and RBAC).
     #[arg(long)]
     skip_ca: bool,
+
+    /// Leave out the control plane (`meshmeter control`: its Deployment, Service and RBAC).
+    #[arg(long)]
+    skip_control: bool,
 }
 
 pub(crate) fn run(args: Args) -> ExitCode {
@@ -58,6 +64,7 @@ pub(crate) fn run(args: Args) -> ExitCode {
         skip_crds: args.skip_crds,
         skip_injector: args.skip_injector,
         skip_ca: args.skip_ca,
+        skip_control: args.skip_control,
     };
     let yaml = match render(&options) {
         Ok(y) => y,

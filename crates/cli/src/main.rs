@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 
 mod ca;
 mod capture;
+mod control;
 mod demo;
 mod eval;
 mod inject;
@@ -52,6 +53,7 @@ enum Command {
     /// Install (or --clean) the transparent sidecar's iptables capture in this network
     /// namespace.
     Capture(capture::Args),
+    Control(control::Args),
     // One variant per subcommand module, e.g. `Eval(eval::Args)`.
     /// Run the sidecar TCP proxy (`--listen`/`--upstream`, or `--transparent` after capture):
     /// forward bytes exactly and report each connection's TCP attributes to a telemetry server.
@@ -98,6 +100,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Ca(args) => ca::run(args),
         Command::Capture(args) => capture::run(args),
+        Command::Control(args) => control::run(args),
         Command::Demo(args) => demo::run(args),
         Command::Eval(args) => eval::run(args),
         Command::Inject(args) => inject::run(args),

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::Command;
 
 const SUBCOMMANDS: &[&str] = &[
-    "demo", "proxy", "eval", "report", "loadgen", "mixer", "validate", "ca",
+    "demo", "proxy", "eval", "report", "loadgen", "mixer", "validate", "ca", "control",
 ];
 
 /// `meshmeter_[a-z0-9_]+` tokens of `text`; prefixes (`meshmeter_proxy_*`) and log filter

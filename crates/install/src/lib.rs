@@ -3,8 +3,10 @@
 //! binding, Deployment, Service with Prometheus scrape annotations), the sidecar injector
 //! (Deployment, Service, MutatingWebhookConfiguration, RBAC for its own caBundle only), the
 //! certificate authority (`meshmeter ca --kubernetes`: Deployment, Service, RBAC for
-//! `create tokenreviews` only; its CA certificate comes from the Secret [`CA_SECRET`]) and
-//! Istio's default TCP telemetry objects. Pure text: no I/O.
+//! `create tokenreviews` only; its CA certificate comes from the Secret [`CA_SECRET`]), the
+//! control plane that streams sidecars their routing views (`meshmeter control --kubernetes`:
+//! Deployment, Service 15010, read-only RBAC for Services, EndpointSlices, pods and the
+//! networking objects) and Istio's default TCP telemetry objects. Pure text: no I/O.
 //!
 //! ```
 //! use meshmeter_install::{render, InstallOptions};
@@ -19,12 +21,14 @@
 #![warn(missing_docs)]
 
 mod ca;
+mod control;
 mod crds;
 mod defaults;
 mod injector;
 mod server;
 
 pub use ca::{CA, CA_METRICS_PORT, CA_PORT, CA_SECRET, CA_TOKEN_AUDIENCE};
+pub use control::{CONTROL, CONTROL_ADMIN_PORT, CONTROL_PORT};
 pub use crds::CONFIG_KINDS;
 pub use injector::{INJECTOR, INJECTOR_PORT};
 pub use server::{GRPC_PORT, METRICS_PORT, RUN_AS, TELEMETRY};
@@ -45,6 +49,8 @@ pub struct InstallOptions {
     pub skip_injector: bool,
     /// Leave the certificate authority out.
     pub skip_ca: bool,
+    /// Leave the control plane (`meshmeter control`) out.
+    pub skip_control: bool,
 }
 
 impl Default for InstallOptions {
@@ -56,6 +62,7 @@ impl Default for InstallOptions {
             skip_crds: false,
             skip_injector: false,
             skip_ca: false,
+            skip_control: false,
         }
     }
 }
@@ -85,6 +92,9 @@ pub fn render(o: &InstallOptions) -> Result<String, InstallError> {
     }
     if !o.skip_ca {
         ca::render(&mut out, o);
+    }
+    if !o.skip_control {
+        control::render(&mut out, o);
     }
     defaults::render(&mut out, &o.namespace);
     Ok(out)

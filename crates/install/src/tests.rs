@@ -23,11 +23,11 @@ fn every_document_parses_and_the_kinds_are_exact() {
     let want: BTreeMap<String, usize> = [
         ("Namespace", 1),
         ("CustomResourceDefinition", 38),
-        ("ServiceAccount", 3),
-        ("ClusterRole", 3),
-        ("ClusterRoleBinding", 3),
-        ("Deployment", 3),
-        ("Service", 3),
+        ("ServiceAccount", 4),
+        ("ClusterRole", 4),
+        ("ClusterRoleBinding", 4),
+        ("Deployment", 4),
+        ("Service", 4),
         ("MutatingWebhookConfiguration", 1),
         ("attributemanifest", 2),
         ("handler", 3),
@@ -53,7 +53,7 @@ fn every_document_parses_and_the_kinds_are_exact() {
     .unwrap();
     let k = kinds(&without);
     assert_eq!(k.get("MutatingWebhookConfiguration"), None);
-    assert_eq!(k.get("Deployment"), Some(&2));
+    assert_eq!(k.get("Deployment"), Some(&3));
     assert!(!without.contains("meshmeter-injector"));
     let without = render(&InstallOptions {
         skip_ca: true,
@@ -61,9 +61,18 @@ fn every_document_parses_and_the_kinds_are_exact() {
     })
     .unwrap();
     let k = kinds(&without);
-    assert_eq!(k.get("Deployment"), Some(&2));
+    assert_eq!(k.get("Deployment"), Some(&3));
     assert!(!without.contains("meshmeter-ca"));
     assert!(!without.contains("tokenreviews"));
+    let without = render(&InstallOptions {
+        skip_control: true,
+        ..InstallOptions::default()
+    })
+    .unwrap();
+    let k = kinds(&without);
+    assert_eq!(k.get("Deployment"), Some(&3));
+    assert!(!without.contains("meshmeter-control"));
+    assert!(!without.contains("endpointslices]\n  verbs: [get, list, watch]\n# The traffic"));
 }
 
 #[test]
@@ -107,6 +116,7 @@ fn flags_reach_the_server_and_bad_values_are_refused() {
         skip_crds: true,
         skip_injector: false,
         skip_ca: false,
+        skip_control: false,
     })
     .unwrap();
     assert!(yaml.contains("  replicas: 3\n"));

@@ -20,11 +20,14 @@ use kube::runtime::watcher::Event;
 use kube::{Api, Client, Resource, ResourceExt};
 use meshmeter_attributes::StringMap;
 use meshmeter_engine::RegistrySource;
+use meshmeter_routing::catalog::ServiceCatalog;
 use meshmeter_workloads::{Service, Workload, WorkloadRegistry};
 use std::hash::BuildHasher;
 use tokio::task::JoinHandle;
 
 use crate::follow::{follow, Sink, SyncGroup, Synced, WatchMetrics};
+
+mod catalog;
 
 /// How identity is derived.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -574,13 +577,37 @@ struct Shared {
     stores: Mutex<Stores>,
     registry: Arc<ArcSwap<KubeRegistry>>,
     options: IdentityOptions,
+    /// The service catalog, kept up to date only while someone follows it.
+    catalog: tokio::sync::watch::Sender<Arc<ServiceCatalog>>,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Shared {
     fn publish(&self) {
         let mut stores = self.stores.lock().unwrap_or_else(PoisonError::into_inner);
-        self.registry
-            .store(Arc::new(stores.registry(&self.options)));
+        let registry = Arc::new(stores.registry(&self.options));
+        if self.catalog.receiver_count() > 0 {
+            self.publish_catalog(&stores, &registry);
+        }
+        self.registry.store(registry);
+    }
+
+    fn publish_catalog(&self, stores: &Stores, registry: &KubeRegistry) {
+        let catalog = catalog::build(stores, registry, &self.options);
+        self.catalog.send_if_modified(|current| {
+            let changed = **current != catalog;
+            if changed {
+                *current = Arc::new(catalog);
+            }
+            changed
+        });
     }
 }
 
@@ -703,6 +730,7 @@ pub struct IdentitySource {
     registry: Arc<ArcSwap<KubeRegistry>>,
     synced: Synced,
     tasks: Vec<JoinHandle<()>>,
+    shared: Arc<Shared>,
 }
 
 impl IdentitySource {
@@ -714,7 +742,9 @@ impl IdentitySource {
             stores: Mutex::new(Stores::default()),
             registry: Arc::clone(&registry),
             options,
+            catalog: tokio::sync::watch::Sender::new(Arc::default()),
         });
+        let keep = Arc::clone(&shared);
         let (group, synced) = SyncGroup::new(5, None);
         let all = || "*".to_owned();
         let tasks = vec![
@@ -778,7 +808,23 @@ impl IdentitySource {
             registry,
             synced,
             tasks,
+            shared: keep,
         }
+    }
+
+    /// The service catalog (Services with their TCP ports and cluster IPs, endpoints from
+    /// their EndpointSlices with the labels, workload and service account of the pod at each
+    /// address), for the control plane. The value changes whenever the catalog does; it is
+    /// only computed while some receiver is alive.
+    pub fn catalog(&self) -> tokio::sync::watch::Receiver<Arc<ServiceCatalog>> {
+        let rx = self.shared.catalog.subscribe();
+        let stores = self
+            .shared
+            .stores
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        self.shared.publish_catalog(&stores, &self.registry.load());
+        rx
     }
 
     /// The registry in force now (replaced whenever a watched object changes identity).

@@ -17,7 +17,7 @@ use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
 use yaml_rust2::scanner::Marker;
 use yaml_rust2::{Yaml, YamlLoader};
 
-use super::{Service, TableError, Workload, WorkloadTable};
+use super::{DeclaredPort, DeclaredService, Service, TableError, Workload, WorkloadTable};
 
 /// What is wrong with one field of one workload.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -43,6 +43,18 @@ pub enum FieldProblem {
     /// Not an IP address.
     #[error("'{0}' is not an IP address")]
     NotAnIp(String),
+    /// A field a service entry does not have.
+    #[error("is not a known field (expected host, addresses, ports)")]
+    UnknownServiceField,
+    /// A field a service port does not have.
+    #[error("is not a known field (expected port, name, targetPort)")]
+    UnknownPortField,
+    /// Not a port number (the position points at the value).
+    #[error("is not a port number (1-65535)")]
+    NotAPort,
+    /// A service without ports.
+    #[error("must list at least one port")]
+    NoPorts,
 }
 
 /// A workloads file that cannot be used.
@@ -68,8 +80,8 @@ pub enum WorkloadError {
         /// The parser's description.
         message: String,
     },
-    /// The document is not a map with a `workloads` list.
-    #[error("{path}: expected a map with a 'workloads' list")]
+    /// The document is not a map with a `workloads` list (and an optional `services` list).
+    #[error("{path}: expected a map with a 'workloads' list (and an optional 'services' list)")]
     Shape {
         /// The file.
         path: PathBuf,
@@ -89,6 +101,25 @@ pub enum WorkloadError {
         /// The workload's name, when it has one.
         name: Option<String>,
         /// The field (`ips[1]`, `labels.app`).
+        field: String,
+        /// What is wrong.
+        problem: FieldProblem,
+    },
+    /// One field of one entry of the `services` list is wrong.
+    #[error("{path}:{line}:{column}: service {index}{}: field '{field}' {problem}", host.as_ref().map(|n| format!(" ({n})")).unwrap_or_default())]
+    ServiceField {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line of the field's value (of its key for an unknown field, of the
+        /// entry for a missing one).
+        line: u32,
+        /// 1-based column.
+        column: u32,
+        /// 0-based position in the `services` list.
+        index: u32,
+        /// The service's host, when it has one.
+        host: Option<String>,
+        /// The field (`ports[0].port`, `addresses[1]`).
         field: String,
         /// What is wrong.
         problem: FieldProblem,
@@ -181,11 +212,24 @@ impl Positions {
 
     /// Where the field `field` of workload `index` is (see [`WorkloadError::Field`]).
     fn field(&self, index: usize, field: &str, problem: &FieldProblem) -> (usize, usize) {
-        let item = format!("workloads[{index}]");
+        self.field_in("workloads", index, field, problem)
+    }
+
+    /// Where the field `field` of entry `index` of the top-level list `list` is.
+    fn field_in(
+        &self,
+        list: &str,
+        index: usize,
+        field: &str,
+        problem: &FieldProblem,
+    ) -> (usize, usize) {
+        let item = format!("{list}[{index}]");
         let at = join(&item, field);
         let mark = match problem {
-            FieldProblem::Missing => self.nodes.get(&item),
-            FieldProblem::Unknown => self.keys.get(&at),
+            FieldProblem::Missing | FieldProblem::NoPorts => self.nodes.get(&item),
+            FieldProblem::Unknown
+            | FieldProblem::UnknownServiceField
+            | FieldProblem::UnknownPortField => self.keys.get(&at),
             _ => self.nodes.get(&at).or_else(|| self.keys.get(&at)),
         }
         .or_else(|| self.nodes.get(&item));
@@ -267,17 +311,20 @@ pub fn parse(path: &Path, text: &str) -> Result<WorkloadTable, WorkloadError> {
     let shape = || WorkloadError::Shape {
         path: path.to_owned(),
     };
-    let list = match docs.first() {
+    let (list, services) = match docs.first() {
         None | Some(Yaml::Null) => return Ok(WorkloadTable::default()),
         Some(Yaml::Hash(h)) => {
-            if h.keys().any(|k| k.as_str() != Some("workloads")) {
+            if h.keys()
+                .any(|k| !matches!(k.as_str(), Some("workloads" | "services")))
+            {
                 return Err(shape());
             }
-            match h.get(&Yaml::String("workloads".into())) {
-                Some(Yaml::Array(a)) => a.as_slice(),
-                Some(Yaml::Null) | None => &[],
-                Some(_) => return Err(shape()),
-            }
+            let top = |key: &str| match h.get(&Yaml::String(key.into())) {
+                Some(Yaml::Array(a)) => Ok(a.as_slice()),
+                Some(Yaml::Null) | None => Ok(&[][..]),
+                Some(_) => Err(shape()),
+            };
+            (top("workloads")?, top("services")?)
         }
         Some(_) => return Err(shape()),
     };
@@ -285,9 +332,126 @@ pub fn parse(path: &Path, text: &str) -> Result<WorkloadTable, WorkloadError> {
     for (index, entry) in list.iter().enumerate() {
         workloads.push(parse_entry(path, &positions, index, entry)?);
     }
-    WorkloadTable::new(workloads).map_err(|error| WorkloadError::Conflict {
+    let mut declared = Vec::with_capacity(services.len());
+    for (index, entry) in services.iter().enumerate() {
+        declared.push(parse_service(path, &positions, index, entry)?);
+    }
+    let conflict = |error| WorkloadError::Conflict {
         path: path.to_owned(),
         error,
+    };
+    WorkloadTable::new(workloads)
+        .and_then(|t| t.with_services(declared))
+        .map_err(conflict)
+}
+
+fn parse_service(
+    path: &Path,
+    positions: &Positions,
+    index: usize,
+    entry: &Yaml,
+) -> Result<DeclaredService, WorkloadError> {
+    let host = entry["host"].as_str().map(str::to_owned);
+    let err = |field: &str, problem: FieldProblem| {
+        let (line, column) = positions.field_in("services", index, field, &problem);
+        // Narrower than a workload's position fields: the error stays small enough to be
+        // returned by value (a file has far fewer than 4 billion lines).
+        let narrow = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        WorkloadError::ServiceField {
+            path: path.to_owned(),
+            line: narrow(line),
+            column: narrow(column),
+            index: narrow(index),
+            host: host.clone(),
+            field: field.to_owned(),
+            problem,
+        }
+    };
+    let Yaml::Hash(map) = entry else {
+        return Err(err("host", FieldProblem::Missing));
+    };
+    for key in map.keys() {
+        match key.as_str() {
+            Some("host" | "addresses" | "ports") => {}
+            Some(k) => return Err(err(k, FieldProblem::UnknownServiceField)),
+            None => return Err(err(&format!("{key:?}"), FieldProblem::UnknownServiceField)),
+        }
+    }
+    let host = match &entry["host"] {
+        Yaml::BadValue | Yaml::Null => return Err(err("host", FieldProblem::Missing)),
+        Yaml::String(s) if s.is_empty() => return Err(err("host", FieldProblem::Empty)),
+        Yaml::String(s) => s.clone(),
+        _ => return Err(err("host", FieldProblem::NotAString)),
+    };
+    let mut addresses = Vec::new();
+    match &entry["addresses"] {
+        Yaml::BadValue | Yaml::Null => {}
+        Yaml::Array(list) => {
+            for (i, ip) in list.iter().enumerate() {
+                let field = || format!("addresses[{i}]");
+                let t = scalar_text(ip).ok_or_else(|| err(&field(), FieldProblem::NotAString))?;
+                let ip: IpAddr = t
+                    .parse()
+                    .map_err(|_| err(&field(), FieldProblem::NotAnIp(t.clone())))?;
+                addresses.push(ip);
+            }
+        }
+        _ => return Err(err("addresses", FieldProblem::NotAList)),
+    }
+    let ports = match &entry["ports"] {
+        Yaml::BadValue | Yaml::Null => return Err(err("ports", FieldProblem::NoPorts)),
+        Yaml::Array(list) if list.is_empty() => return Err(err("ports", FieldProblem::NoPorts)),
+        Yaml::Array(list) => list,
+        _ => return Err(err("ports", FieldProblem::NotAList)),
+    };
+    let port_number = |field: &str, y: &Yaml| -> Result<u16, WorkloadError> {
+        match y {
+            Yaml::Integer(n) => u16::try_from(*n).ok().filter(|p| *p != 0),
+            _ => None,
+        }
+        .ok_or_else(|| err(field, FieldProblem::NotAPort))
+    };
+    let mut declared_ports = Vec::with_capacity(ports.len());
+    for (i, p) in ports.iter().enumerate() {
+        let at = |f: &str| format!("ports[{i}].{f}");
+        let Yaml::Hash(pm) = p else {
+            return Err(err(&format!("ports[{i}]"), FieldProblem::NotAMap));
+        };
+        for key in pm.keys() {
+            match key.as_str() {
+                Some("port" | "name" | "targetPort") => {}
+                Some(k) => return Err(err(&at(k), FieldProblem::UnknownPortField)),
+                None => {
+                    return Err(err(
+                        &at(&format!("{key:?}")),
+                        FieldProblem::UnknownPortField,
+                    ))
+                }
+            }
+        }
+        let port = match &p["port"] {
+            Yaml::BadValue | Yaml::Null => return Err(err(&at("port"), FieldProblem::Missing)),
+            y => port_number(&at("port"), y)?,
+        };
+        let name = match &p["name"] {
+            Yaml::BadValue | Yaml::Null => String::new(),
+            Yaml::String(s) => s.clone(),
+            _ => return Err(err(&at("name"), FieldProblem::NotAString)),
+        };
+        let target_port = match &p["targetPort"] {
+            Yaml::BadValue | Yaml::Null => port,
+            y => port_number(&at("targetPort"), y)?,
+        };
+        declared_ports.push(DeclaredPort {
+            port,
+            name,
+            target_port,
+        });
+    }
+    Ok(DeclaredService {
+        service: Service::from_host(&host, "default"),
+        addresses,
+        ports: declared_ports,
     })
 }
 

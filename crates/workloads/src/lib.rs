@@ -27,16 +27,39 @@
 //!
 //! Label values may be written as YAML numbers or booleans; they are kept as text. Unknown
 //! fields are errors, so typos do not pass silently.
+//!
+//! ### Services
+//!
+//! An optional top-level `services` list declares services the way a Kubernetes Service
+//! does, for TCP routing off Kubernetes (the control plane's [`ServiceCatalog`], from
+//! [`WorkloadTable::catalog`]) and for telemetry of traffic sent to a service address:
+//!
+//! ```yaml
+//! services:
+//! - host: mongodb.default.svc.cluster.local   # required; name and namespace are its first two labels
+//!   addresses: [10.96.0.20]                   # optional: its own addresses (a ClusterIP)
+//!   ports:                                    # required, at least one
+//!   - {port: 27017, name: tcp-mongo, targetPort: 27018}  # targetPort: the workloads' port (default: port)
+//! ```
+//!
+//! The service's endpoints are the addresses of the workloads that list its host in their
+//! `services`, with their labels (subsets select on them) and service account. A connection to
+//! a service address resolves to that service ([`WorkloadRegistry::service_for`]); a
+//! connection to a workload address on a declared target port resolves to the service with
+//! that port. A host declared twice, an address given to two services, or a service address
+//! that is also a workload's, is an error.
 
 #![warn(missing_docs)]
 
 mod enrich;
 mod file;
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use hashbrown::HashMap;
 use meshmeter_attributes::StringMap;
+use meshmeter_routing::catalog::{CatalogEndpoint, CatalogPort, CatalogService, ServiceCatalog};
 
 pub use enrich::{Enriched, Enricher};
 pub use file::{parse, FieldProblem, FileRegistry, Watch, WorkloadError, MAX_WORKLOADS_FILE_BYTES};
@@ -131,12 +154,38 @@ pub trait WorkloadRegistry: Send + Sync {
     }
 }
 
-/// A workload set indexed by IP and uid.
+/// A service declared in the workloads file's `services` list.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeclaredService {
+    /// Its identity (`destination.service.*`).
+    pub service: Service,
+    /// Its own addresses (a ClusterIP); empty for a service reached at its workloads'
+    /// addresses only.
+    pub addresses: Vec<IpAddr>,
+    /// Its ports.
+    pub ports: Vec<DeclaredPort>,
+}
+
+/// One port of a [`DeclaredService`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeclaredPort {
+    /// The port clients connect to.
+    pub port: u16,
+    /// Its name (may be empty).
+    pub name: String,
+    /// The port on the workloads.
+    pub target_port: u16,
+}
+
+/// A workload set indexed by IP and uid, with the services the file declares.
 #[derive(Clone, Debug, Default)]
 pub struct WorkloadTable {
     workloads: Vec<Workload>,
     by_ip: HashMap<IpAddr, usize>,
     by_uid: HashMap<String, usize>,
+    services: Vec<DeclaredService>,
+    /// Service addresses to positions in `services`.
+    by_address: HashMap<IpAddr, usize>,
 }
 
 /// Two workloads claim one IP or uid.
@@ -161,6 +210,32 @@ pub enum TableError {
         first: String,
         /// `name.namespace` of the second.
         second: String,
+    },
+    /// A service host declared twice.
+    #[error("service {host} is declared twice")]
+    DuplicateHost {
+        /// The host.
+        host: String,
+    },
+    /// An address given to two services (or twice to one).
+    #[error("service address {ip} is given to both {first} and {second}")]
+    DuplicateServiceAddress {
+        /// The address.
+        ip: IpAddr,
+        /// The first service's host.
+        first: String,
+        /// The second's.
+        second: String,
+    },
+    /// A service address that is also a workload's.
+    #[error("service address {ip} of {host} is also an address of workload {workload}")]
+    ServiceAddressOfWorkload {
+        /// The address.
+        ip: IpAddr,
+        /// The service's host.
+        host: String,
+        /// `name.namespace` of the workload.
+        workload: String,
     },
 }
 
@@ -201,12 +276,104 @@ impl WorkloadTable {
             workloads,
             by_ip,
             by_uid,
+            services: Vec::new(),
+            by_address: HashMap::new(),
         })
+    }
+
+    /// Adds the declared `services` (replacing any declared before).
+    pub fn with_services(mut self, services: Vec<DeclaredService>) -> Result<Self, TableError> {
+        let mut hosts = HashMap::new();
+        let mut by_address = HashMap::new();
+        for (i, s) in services.iter().enumerate() {
+            let host = &s.service.host;
+            if hosts.insert(host.clone(), i).is_some() {
+                return Err(TableError::DuplicateHost { host: host.clone() });
+            }
+            for &ip in &s.addresses {
+                if let Some(&j) = by_address.get(&canonical(ip)) {
+                    let first: &DeclaredService = &services[j];
+                    return Err(TableError::DuplicateServiceAddress {
+                        ip,
+                        first: first.service.host.clone(),
+                        second: host.clone(),
+                    });
+                }
+                if let Some(&w) = self.by_ip.get(&canonical(ip)) {
+                    let w = &self.workloads[w];
+                    return Err(TableError::ServiceAddressOfWorkload {
+                        ip,
+                        host: host.clone(),
+                        workload: format!("{}.{}", w.name, w.namespace),
+                    });
+                }
+                by_address.insert(canonical(ip), i);
+            }
+        }
+        self.services = services;
+        self.by_address = by_address;
+        Ok(self)
     }
 
     /// The workloads, in file order.
     pub fn workloads(&self) -> &[Workload] {
         &self.workloads
+    }
+
+    /// The declared services, in file order.
+    pub fn declared_services(&self) -> &[DeclaredService] {
+        &self.services
+    }
+
+    /// The declared services with their endpoints (every address of every workload listing
+    /// the host), the control plane's input for TCP routing. Services that workloads name but
+    /// the file does not declare have no ports and are left out.
+    pub fn catalog(&self) -> ServiceCatalog {
+        let services = self
+            .services
+            .iter()
+            .map(|d| {
+                let ports: BTreeMap<u16, u16> =
+                    d.ports.iter().map(|p| (p.port, p.target_port)).collect();
+                let endpoints = self
+                    .workloads
+                    .iter()
+                    .filter(|w| w.services.iter().any(|s| s.host == d.service.host))
+                    .flat_map(|w| {
+                        let labels: BTreeMap<String, String> = w
+                            .labels
+                            .iter()
+                            .map(|(k, v)| (k.to_string(), v.to_string()))
+                            .collect();
+                        let ports = ports.clone();
+                        w.ips.iter().map(move |&ip| CatalogEndpoint {
+                            ip,
+                            ports: ports.clone(),
+                            labels: labels.clone(),
+                            workload: w.name.clone(),
+                            namespace: w.namespace.clone(),
+                            service_account: w.service_account.clone().unwrap_or_default(),
+                        })
+                    })
+                    .collect();
+                CatalogService {
+                    host: d.service.host.clone(),
+                    name: d.service.name.clone(),
+                    namespace: d.service.namespace.clone(),
+                    addresses: d.addresses.clone(),
+                    ports: d
+                        .ports
+                        .iter()
+                        .map(|p| CatalogPort {
+                            port: p.port,
+                            name: p.name.clone(),
+                        })
+                        .collect(),
+                    endpoints,
+                }
+            })
+            .collect();
+        ServiceCatalog { services }
     }
 }
 
@@ -217,5 +384,22 @@ impl WorkloadRegistry for WorkloadTable {
 
     fn by_uid(&self, uid: &str) -> Option<&Workload> {
         self.by_uid.get(uid).map(|&i| &self.workloads[i])
+    }
+
+    fn service_for(&self, ip: IpAddr, port: Option<u16>) -> Option<&Service> {
+        let ip = canonical(ip);
+        if let Some(&i) = self.by_address.get(&ip) {
+            return Some(&self.services[i].service);
+        }
+        let w = self.by_ip(ip)?;
+        // The one of its declared services with this target port, else its first service.
+        let by_port = port.and_then(|port| {
+            w.services.iter().find(|s| {
+                self.services.iter().any(|d| {
+                    d.service.host == s.host && d.ports.iter().any(|p| p.target_port == port)
+                })
+            })
+        });
+        by_port.or_else(|| w.services.first())
     }
 }

@@ -71,7 +71,7 @@ fn file_errors_name_file_entry_and_field() {
     );
     assert_eq!(
         err("workloads: 3\n"),
-        "w.yaml: expected a map with a 'workloads' list"
+        "w.yaml: expected a map with a 'workloads' list (and an optional 'services' list)"
     );
     assert_eq!(
         err("workloads: [\n"),
@@ -510,4 +510,178 @@ fn special_files_are_refused_without_blocking() {
     );
     assert_eq!(registry.load().workloads().len(), 2);
     std::fs::remove_file(&path).unwrap();
+}
+
+const WITH_SERVICES: &str = "\
+services:
+- host: mongodb.default.svc.cluster.local
+  addresses: [10.96.0.20]
+  ports:
+  - {port: 27017, name: tcp-mongo, targetPort: 27018}
+  - {port: 28017}
+workloads:
+- name: ratings-v2
+  namespace: default
+  labels: {app: ratings, version: v2}
+  ips: [127.0.0.2]
+- name: mongodb-v1
+  namespace: default
+  labels: {app: mongodb, version: v1}
+  ips: [127.0.0.3]
+  services: [mongodb.default.svc.cluster.local]
+  service_account: mongo
+- name: mongodb-v2
+  namespace: default
+  labels: {app: mongodb, version: v2}
+  ips: [127.0.0.4, 127.0.0.5]
+  services: [mongodb.default.svc.cluster.local]
+";
+
+#[test]
+fn declared_services_become_the_catalog() {
+    use meshmeter_routing::catalog::{CatalogEndpoint, CatalogPort, CatalogService};
+    use std::collections::BTreeMap;
+    let table = parse(Path::new("w.yaml"), WITH_SERVICES).unwrap();
+    let catalog = table.catalog();
+    let ports = BTreeMap::from([(27017, 27018), (28017, 28017)]);
+    let endpoint = |ip: &str, version: &str, workload: &str, sa: &str| CatalogEndpoint {
+        ip: ip.parse().unwrap(),
+        ports: ports.clone(),
+        labels: BTreeMap::from([
+            ("app".to_owned(), "mongodb".to_owned()),
+            ("version".to_owned(), version.to_owned()),
+        ]),
+        workload: workload.into(),
+        namespace: "default".into(),
+        service_account: sa.into(),
+    };
+    assert_eq!(
+        catalog.services,
+        vec![CatalogService {
+            host: "mongodb.default.svc.cluster.local".into(),
+            name: "mongodb".into(),
+            namespace: "default".into(),
+            addresses: vec!["10.96.0.20".parse().unwrap()],
+            ports: vec![
+                CatalogPort {
+                    port: 27017,
+                    name: "tcp-mongo".into()
+                },
+                CatalogPort {
+                    port: 28017,
+                    name: String::new()
+                },
+            ],
+            endpoints: vec![
+                endpoint("127.0.0.3", "v1", "mongodb-v1", "mongo"),
+                endpoint("127.0.0.4", "v2", "mongodb-v2", ""),
+                endpoint("127.0.0.5", "v2", "mongodb-v2", ""),
+            ],
+        }]
+    );
+}
+
+#[test]
+fn a_service_address_resolves_to_its_service() {
+    let table = parse(Path::new("w.yaml"), WITH_SERVICES).unwrap();
+    let vip = table
+        .service_for("10.96.0.20".parse().unwrap(), Some(27017))
+        .unwrap();
+    assert_eq!(vip.host, "mongodb.default.svc.cluster.local");
+    assert_eq!(vip.uid, "istio://default/services/mongodb");
+    // IPv4-mapped IPv6 is the same address; a VIP belongs to no workload.
+    assert!(table
+        .service_for("::ffff:10.96.0.20".parse().unwrap(), None)
+        .is_some());
+    assert!(table.by_ip("10.96.0.20".parse().unwrap()).is_none());
+    // A workload's address on its target port.
+    let direct = table
+        .service_for("127.0.0.4".parse().unwrap(), Some(27018))
+        .unwrap();
+    assert_eq!(direct.host, "mongodb.default.svc.cluster.local");
+    assert!(table
+        .service_for("127.0.0.2".parse().unwrap(), Some(27018))
+        .is_none());
+}
+
+#[test]
+fn service_errors_name_file_entry_and_field() {
+    assert_eq!(
+        err("services:\n- host: a.b\n  ports: [{port: 0}]\n"),
+        "w.yaml:3:18: service 0 (a.b): field 'ports[0].port' is not a port number (1-65535)"
+    );
+    assert_eq!(
+        err("services:\n- host: a.b\n  ports:\n  - port: 80\n    targetport: 81\n"),
+        "w.yaml:5:5: service 0 (a.b): field 'ports[0].targetport' is not a known field \
+         (expected port, name, targetPort)"
+    );
+    assert_eq!(
+        err("services:\n- host: a.b\n  ports: [{port: 80, targetPort: http}]\n"),
+        "w.yaml:3:34: service 0 (a.b): field 'ports[0].targetPort' is not a port number (1-65535)"
+    );
+    assert_eq!(
+        err("services:\n- host: a.b\n"),
+        "w.yaml:2:3: service 0 (a.b): field 'ports' must list at least one port"
+    );
+    assert_eq!(
+        err("services:\n- ports: [{port: 80}]\n"),
+        "w.yaml:2:3: service 0: field 'host' is required"
+    );
+    assert_eq!(
+        err("services:\n- host: a.b\n  adresses: []\n  ports: [{port: 80}]\n"),
+        "w.yaml:3:3: service 0 (a.b): field 'adresses' is not a known field (expected host, addresses, ports)"
+    );
+    assert_eq!(
+        err("services:\n- host: a.b\n  addresses: [10.0.0.256]\n  ports: [{port: 80}]\n"),
+        "w.yaml:3:15: service 0 (a.b): field 'addresses[0]' '10.0.0.256' is not an IP address"
+    );
+    assert_eq!(
+        err("services:\n- {host: a.b, ports: [{port: 80}]}\n- {host: a.b, ports: [{port: 81}]}\n"),
+        "w.yaml: service a.b is declared twice"
+    );
+    assert_eq!(
+        err("services:\n- {host: a.b, addresses: [10.0.0.1], ports: [{port: 80}]}\n- {host: c.d, addresses: [10.0.0.1], ports: [{port: 81}]}\n"),
+        "w.yaml: service address 10.0.0.1 is given to both a.b and c.d"
+    );
+    assert_eq!(
+        err("services:\n- {host: a.b, addresses: [10.0.0.1], ports: [{port: 80}]}\nworkloads:\n- {name: w, namespace: d, ips: [10.0.0.1]}\n"),
+        "w.yaml: service address 10.0.0.1 of a.b is also an address of workload w.d"
+    );
+}
+
+#[test]
+fn traffic_to_a_service_address_is_labelled_with_that_service() {
+    let table = parse(Path::new("w.yaml"), WITH_SERVICES).unwrap();
+    let m = Manifest::istio();
+    let enricher = Enricher::new(&m);
+    let mut bag = bag_with(
+        &m,
+        &[
+            ("source.ip", Value::IpAddress("127.0.0.2".parse().unwrap())),
+            (
+                "destination.ip",
+                Value::IpAddress("10.96.0.20".parse().unwrap()),
+            ),
+            ("destination.port", Value::Int64(27017)),
+        ],
+    );
+    assert_eq!(
+        enricher.enrich(&mut bag, &table),
+        Enriched {
+            source: true,
+            destination: false,
+            service: true
+        }
+    );
+    let g = |n: &str| get(&m, &bag, n);
+    assert_eq!(
+        g("destination.service.host").as_deref(),
+        Some("mongodb.default.svc.cluster.local")
+    );
+    assert_eq!(g("destination.service.name").as_deref(), Some("mongodb"));
+    assert_eq!(
+        g("destination.service.namespace").as_deref(),
+        Some("default")
+    );
+    assert_eq!(g("destination.workload.name"), None);
 }
