@@ -11,12 +11,15 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use meshmeter_certs::rustls::client::UnbufferedClientConnection;
+use meshmeter_certs::rustls::server::UnbufferedServerConnection;
 use meshmeter_certs::rustls::{ClientConfig, ServerConfig};
 use meshmeter_certs::HandshakeFailure;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
 use crate::forward::{both_ways, ForwardError, PumpError};
+use crate::lean::LeanTls;
 use crate::meter::ByteMeter;
 
 /// How the inbound side treats clients (Istio 1.1's `peers: - mtls: {mode: ...}`).
@@ -208,16 +211,16 @@ pub(crate) async fn starts_with_tls(
 /// A connection's socket, plain or inside TLS.
 pub(crate) enum Io {
     Plain(TcpStream),
-    Server(Box<tokio_rustls::server::TlsStream<TcpStream>>),
-    Client(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+    Server(Box<LeanTls<UnbufferedServerConnection>>),
+    Client(Box<LeanTls<UnbufferedClientConnection>>),
 }
 
 impl Io {
     pub(crate) fn tcp(&self) -> &TcpStream {
         match self {
             Io::Plain(s) => s,
-            Io::Server(s) => s.get_ref().0,
-            Io::Client(s) => s.get_ref().0,
+            Io::Server(s) => &s.tcp,
+            Io::Client(s) => &s.tcp,
         }
     }
 }
@@ -310,7 +313,8 @@ async fn pump_io<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
         if let Err(e) = dst.write_all(data).await {
             break Err(PumpError::Write(e));
         }
-        // TLS buffers records: they must leave now, not when the next write comes.
+        // A TLS write may leave its record queued (the socket was full): it must leave now,
+        // not when the next write comes.
         if let Err(e) = dst.flush().await {
             break Err(PumpError::Write(e));
         }

@@ -1,5 +1,7 @@
-//! What rustls keeps per idle mTLS connection, measured with dhat: 200 connection pairs over
-//! loopback (a `tokio_rustls` server and client stream each, TLS 1.3, the workload
+//! What rustls' buffered API (`tokio_rustls` streams) keeps per idle mTLS connection, the
+//! reason the proxy's TLS runs on the unbuffered API instead (`src/lean.rs`, whose record
+//! buffers go back to a pool whenever they hold nothing), measured with dhat: 200 connection
+//! pairs over loopback (a `tokio_rustls` server and client stream each, TLS 1.3, the workload
 //! certificates of `meshmeter_certs`), one byte echoed on each so every handshake and the
 //! server's session tickets are done, against the same pairs in plain TCP. The difference per
 //! pair, halved, is one side's TLS state: the record reader's buffer (4 KiB, which rustls'
@@ -8,8 +10,8 @@
 //! 0.4 KiB per side; `send_tls13_tickets = 0` removes it, and resumption with it).
 //!
 //! Measured 8,517 bytes per side (2026-12-07, rustls 0.23.48 with ring): the bound guards
-//! against growth. Going lower takes rustls' unbuffered API (the caller owns the record
-//! buffers, so an idle connection need hold none).
+//! against growth of the reference. The sidecar's own figure is in BENCHMARKS.md
+//! (`bench/mtls-idle-memory.sh`).
 
 use std::sync::Arc;
 use std::time::Duration;
