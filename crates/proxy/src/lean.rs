@@ -614,22 +614,26 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn two_lean_ends_carry_bytes_and_a_socket_closed_without_close_notify_ends_reads() {
+    async fn two_lean_ends_carry_bytes_resume_and_a_socket_closed_without_close_notify_ends_reads()
+    {
         let (server, client) = configs();
         let (c, s) = pair().await;
         let mut a = LeanTls::new(
             c,
-            UnbufferedClientConnection::new(client, server_name()).unwrap(),
+            UnbufferedClientConnection::new(Arc::clone(&client), server_name()).unwrap(),
         );
-        let mut b = LeanTls::new(s, UnbufferedServerConnection::new(server).unwrap());
+        let mut b = LeanTls::new(
+            s,
+            UnbufferedServerConnection::new(Arc::clone(&server)).unwrap(),
+        );
         let (x, y) = tokio::join!(a.handshake(), b.handshake());
         x.unwrap();
         y.unwrap();
         let (_, _, a, _) = exchange(a, b, 16 * 1024 + 1, 3).await;
         assert!(a.incoming.is_none() && a.out.buf.is_none());
-        // A fresh pair whose client's socket ends without close_notify after 5 bytes:
-        // the server reads the 5 bytes, then the end.
-        let (server, client) = configs();
+        assert_eq!(a.conn.handshake_kind(), Some(rustls::HandshakeKind::Full));
+        // A second pair resumes with the first one's ticket; its client's socket ends without
+        // close_notify after 5 bytes: the server reads the 5 bytes, then the end.
         let (c, s) = pair().await;
         let mut a = LeanTls::new(
             c,
@@ -639,6 +643,10 @@ mod tests {
         let (x, y) = tokio::join!(a.handshake(), b.handshake());
         x.unwrap();
         y.unwrap();
+        assert_eq!(
+            a.conn.handshake_kind(),
+            Some(rustls::HandshakeKind::Resumed)
+        );
         a.write_all(b"hello").await.unwrap();
         a.flush().await.unwrap();
         // FIN without close_notify (dropping the socket would reset it: the server's session
