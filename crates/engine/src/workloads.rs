@@ -1,7 +1,9 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use meshmeter_workloads::{FileRegistry, Service, Workload, WorkloadRegistry, WorkloadTable};
+use meshmeter_workloads::{
+    Account, FileRegistry, Service, Workload, WorkloadRegistry, WorkloadTable,
+};
 
 /// A registry that another component replaces as identity changes (the Kubernetes watches).
 pub trait RegistrySource: Send + Sync + std::fmt::Debug {
@@ -57,6 +59,20 @@ impl WorkloadRegistry for Current {
         match self {
             Current::Table(t) => t.service_for(ip, port),
             Current::Dynamic(r) => r.service_for(ip, port),
+        }
+    }
+
+    fn ip_shared(&self, ip: IpAddr) -> bool {
+        match self {
+            Current::Table(t) => t.ip_shared(ip),
+            Current::Dynamic(r) => r.ip_shared(ip),
+        }
+    }
+
+    fn by_service_account(&self, namespace: &str, service_account: &str) -> Option<Account<'_>> {
+        match self {
+            Current::Table(t) => t.by_service_account(namespace, service_account),
+            Current::Dynamic(r) => r.by_service_account(namespace, service_account),
         }
     }
 }

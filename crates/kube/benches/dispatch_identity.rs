@@ -1,6 +1,8 @@
 //! Dispatch cost per bag with identity from the Kubernetes registry (10,002 pods, filled by
 //! the watches from the stand-in API server) against identity from a workloads-file table of
-//! the same two workloads: the seed's TCP report through the seed's rule.
+//! the same two workloads: the seed's TCP report through the seed's rule. A third case sends
+//! the report from an address no pod has (NAT) with the source's principal, which then names
+//! the source.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -90,16 +92,39 @@ fn bench(c: &mut Criterion) {
         }),
     )
     .unwrap();
+    let by_principal = bag_from_json(
+        &manifest,
+        &json!({
+            "context.protocol": "tcp",
+            "connection.event": "continue",
+            "connection.sent.bytes": 100,
+            "connection.received.bytes": 250,
+            "source.ip": "192.168.0.1",
+            "source.principal": "cluster.local/ns/default/sa/bookinfo-ratings-v2",
+            "destination.ip": "10.244.0.13",
+            "destination.port": 27017,
+            "destination.uid": "kubernetes://mongodb-v1-5b85cdf57c-vf44b.default",
+            "context.reporter.kind": "inbound",
+        }),
+    )
+    .unwrap();
     let mut group = c.benchmark_group("dispatch_identity");
     group.throughput(Throughput::Elements(1));
-    for (name, workloads) in [
+    for (name, workloads, bag) in [
         (
             "workloads_file_table",
             Workloads::Static(Arc::new(file_table())),
+            &bag,
         ),
         (
             "kubernetes_registry_10k_pods",
             Workloads::Dynamic(source.registry()),
+            &bag,
+        ),
+        (
+            "kubernetes_registry_10k_pods_by_principal",
+            Workloads::Dynamic(source.registry()),
+            &by_principal,
         ),
     ] {
         let engine = engine(workloads);

@@ -9,8 +9,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use arc_swap::ArcSwap;
-use hashbrown::HashMap;
-use hashbrown::{DefaultHashBuilder, HashTable};
+use hashbrown::{DefaultHashBuilder, HashMap, HashSet, HashTable};
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Pod, Service as KubeService};
@@ -21,7 +20,7 @@ use kube::{Api, Client, Resource, ResourceExt};
 use meshmeter_attributes::StringMap;
 use meshmeter_engine::RegistrySource;
 use meshmeter_routing::catalog::ServiceCatalog;
-use meshmeter_workloads::{Service, Workload, WorkloadRegistry};
+use meshmeter_workloads::{Account, AccountIndex, Service, Workload, WorkloadRegistry};
 use std::hash::BuildHasher;
 use tokio::task::JoinHandle;
 
@@ -303,8 +302,13 @@ impl Stores {
             }
         }
         let mut owner_of_ip: HashMap<IpAddr, &PodEntry> = HashMap::new();
+        // Addresses that do not tell one pod: claimed twice, or a node's (host network).
+        let mut shared_ips: HashSet<IpAddr> = HashSet::new();
         for (_, pod) in by_uid.values() {
             for &ip in &pod.ips {
+                if pod.host_network || owner_of_ip.contains_key(&ip) {
+                    shared_ips.insert(canonical(ip));
+                }
                 match owner_of_ip.get(&ip) {
                     Some(other) if other.rank() >= pod.rank() => {}
                     _ => {
@@ -395,22 +399,41 @@ impl Stores {
                 pod.workload = w;
             }
         }
+        shared_ips.shrink_to_fit();
         let mut registry = KubeRegistry {
             service_ports,
             cluster_ips,
+            shared_ips,
             ..KubeRegistry::default()
         };
-        for key in winners {
-            if let Some(pod) = self.pods.get(&key) {
-                registry.insert(&pod.workload);
-            }
+        let pods: Vec<&PodEntry> = winners.iter().filter_map(|k| self.pods.get(k)).collect();
+        for pod in &pods {
+            registry.insert(&pod.workload);
         }
+        // A principal names the running pods of its account (a finished Job's pod under the
+        // same account does not make it ambiguous), or, when none runs, every pod of it.
+        fn account(p: &PodEntry) -> Option<(&str, &str)> {
+            let w = &p.workload;
+            w.service_account
+                .as_deref()
+                .map(|sa| (w.namespace.as_str(), sa))
+        }
+        let running: HashSet<(&str, &str)> = pods
+            .iter()
+            .filter(|p| p.running)
+            .filter_map(|p| account(p))
+            .collect();
+        registry.by_account = AccountIndex::new(
+            pods.iter()
+                .filter(|p| p.running || account(p).is_some_and(|a| !running.contains(&a)))
+                .map(|p| (&*p.workload, Arc::clone(&p.workload))),
+        );
         registry
     }
 }
 
-/// Identity from the API server: every pod by uid (`kubernetes://POD.NAMESPACE`) and by
-/// each address it won, every Service by its cluster IPs. Workloads are shared with the stores
+/// Identity from the API server: every pod by uid (`kubernetes://POD.NAMESPACE`), by each
+/// address it won and by its namespace and service account, every Service by its cluster IPs. Workloads are shared with the stores
 /// that built it.
 #[derive(Debug, Default)]
 pub struct KubeRegistry {
@@ -421,6 +444,10 @@ pub struct KubeRegistry {
     service_ports: HashMap<(IpAddr, u16), u32>,
     /// Services by their virtual addresses.
     cluster_ips: HashMap<IpAddr, Arc<Service>>,
+    /// Addresses claimed by several pods, or by a host-network pod (the node's).
+    shared_ips: HashSet<IpAddr>,
+    /// Pods by namespace and service account.
+    by_account: AccountIndex<Arc<Workload>>,
 }
 
 impl KubeRegistry {
@@ -470,6 +497,16 @@ impl WorkloadRegistry for KubeRegistry {
                 .or_else(|| w.services.first());
         }
         self.cluster_ips.get(&ip).map(|s| &**s)
+    }
+
+    fn ip_shared(&self, ip: IpAddr) -> bool {
+        self.shared_ips.contains(&canonical(ip))
+    }
+
+    /// The running pods of the account (every pod of it when none runs).
+    fn by_service_account(&self, namespace: &str, service_account: &str) -> Option<Account<'_>> {
+        self.by_account
+            .get(namespace, service_account, |w| Some(&**w))
     }
 }
 

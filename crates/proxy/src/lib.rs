@@ -62,6 +62,7 @@ mod config;
 mod forward;
 mod id;
 mod identity;
+mod lean;
 mod listener;
 mod meter;
 mod mixer;

@@ -22,7 +22,11 @@ use crate::original::{self, Refusal, Registration};
 use crate::report::{ConnectionEvent, ConnectionReport, ErrorFlag, ReportSink};
 use crate::stats::ProxyStats;
 use crate::tls::{forward_io, starts_with_tls, Io, ListenerTls, PeerAuthentication, TlsPeers};
+use meshmeter_certs::rustls::client::UnbufferedClientConnection;
+use meshmeter_certs::rustls::server::UnbufferedServerConnection;
 use meshmeter_certs::HandshakeFailure;
+
+use crate::lean::LeanTls;
 
 /// A listener that cannot start.
 #[derive(Debug, thiserror::Error)]
@@ -446,17 +450,24 @@ async fn accept_tls(shared: &Shared, conn: &mut Conn, client: TcpStream) -> Opti
         stats.inbound_plaintext.fetch_add(1, Ordering::Relaxed);
         return Some(Io::Plain(client));
     }
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(&inbound.config));
-    let why = match tokio::time::timeout(inbound.handshake_timeout, acceptor.accept(client)).await {
-        Ok(Ok(tls)) => {
-            let source = meshmeter_certs::peer_identity(tls.get_ref().1.peer_certificates())
+    let session = match UnbufferedServerConnection::new(Arc::clone(&inbound.config)) {
+        Ok(session) => session,
+        Err(e) => {
+            stats.refuse_inbound(HandshakeFailure::of_tls(&e));
+            return None;
+        }
+    };
+    let mut tls = Box::new(LeanTls::new(client, session));
+    let why = match tokio::time::timeout(inbound.handshake_timeout, tls.handshake()).await {
+        Ok(Ok(())) => {
+            let source = meshmeter_certs::peer_identity(tls.peer_certificates())
                 .map(|id| Arc::from(id.principal()));
             stats.inbound_mtls.fetch_add(1, Ordering::Relaxed);
             conn.tls = Some(Arc::new(TlsPeers {
                 source_principal: source,
                 destination_principal: shared.tls.local_principal.clone(),
             }));
-            return Some(Io::Server(Box::new(tls)));
+            return Some(Io::Server(tls));
         }
         Ok(Err(e)) => HandshakeFailure::of_io(&e),
         Err(_) => HandshakeFailure::Other,
@@ -472,11 +483,22 @@ async fn connect_tls(shared: &Shared, conn: &mut Conn, upstream: TcpStream) -> O
     let Some(config) = &shared.tls.upstream else {
         return Some(Io::Plain(upstream));
     };
-    let connector = tokio_rustls::TlsConnector::from(Arc::clone(config));
-    let handshake = connector.connect(meshmeter_certs::server_name(), upstream);
+    let session =
+        match UnbufferedClientConnection::new(Arc::clone(config), meshmeter_certs::server_name()) {
+            Ok(session) => session,
+            Err(e) => {
+                shared
+                    .stats
+                    .tls
+                    .refuse_upstream(HandshakeFailure::of_tls(&e));
+                return None;
+            }
+        };
+    let mut tls = Box::new(LeanTls::new(upstream, session));
+    let handshake = tls.handshake();
     let why = match tokio::time::timeout(shared.config.connect_timeout, handshake).await {
-        Ok(Ok(tls)) => {
-            let destination = meshmeter_certs::peer_identity(tls.get_ref().1.peer_certificates())
+        Ok(Ok(())) => {
+            let destination = meshmeter_certs::peer_identity(tls.peer_certificates())
                 .map(|id| Arc::from(id.principal()));
             shared
                 .stats
@@ -492,7 +514,7 @@ async fn connect_tls(shared: &Shared, conn: &mut Conn, upstream: TcpStream) -> O
                 source_principal: source,
                 destination_principal: destination,
             }));
-            return Some(Io::Client(Box::new(tls)));
+            return Some(Io::Client(tls));
         }
         Ok(Err(e)) => HandshakeFailure::of_io(&e),
         Err(_) => HandshakeFailure::Other,

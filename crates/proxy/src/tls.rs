@@ -11,12 +11,15 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use meshmeter_certs::rustls::client::UnbufferedClientConnection;
+use meshmeter_certs::rustls::server::UnbufferedServerConnection;
 use meshmeter_certs::rustls::{ClientConfig, ServerConfig};
 use meshmeter_certs::HandshakeFailure;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
 use crate::forward::{both_ways, ForwardError, PumpError};
+use crate::lean::LeanTls;
 use crate::meter::ByteMeter;
 
 /// How the inbound side treats clients (Istio 1.1's `peers: - mtls: {mode: ...}`).
@@ -208,16 +211,16 @@ pub(crate) async fn starts_with_tls(
 /// A connection's socket, plain or inside TLS.
 pub(crate) enum Io {
     Plain(TcpStream),
-    Server(Box<tokio_rustls::server::TlsStream<TcpStream>>),
-    Client(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+    Server(Box<LeanTls<UnbufferedServerConnection>>),
+    Client(Box<LeanTls<UnbufferedClientConnection>>),
 }
 
 impl Io {
     pub(crate) fn tcp(&self) -> &TcpStream {
         match self {
             Io::Plain(s) => s,
-            Io::Server(s) => s.get_ref().0,
-            Io::Client(s) => s.get_ref().0,
+            Io::Server(s) => &s.tcp,
+            Io::Client(s) => &s.tcp,
         }
     }
 }
@@ -284,55 +287,64 @@ pub(crate) async fn forward_io(
     both_ways(inbound, outbound, meter).await
 }
 
-/// Bytes read first into the pump's own small buffer: an idle connection holds no more.
-const SMALL_CHUNK: usize = 1024;
-
+/// Moves one direction. A read borrows a record-sized buffer from the thread's pool only for
+/// the poll that finds bytes: a read that finds none hands it back before the task parks (the
+/// source has registered the wakeup), so an idle connection holds no copy buffer, as in
+/// [`crate::forward`]'s plain pumps; a buffer is held across an await only while its bytes
+/// wait to be written.
 async fn pump_io<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     mut src: R,
     mut dst: W,
     count: impl Fn(u64),
 ) -> Result<(), PumpError> {
-    // Reads start in the small buffer; one that fills it means bulk data, which then moves
-    // through a pooled record-sized buffer until a short read gives it back (as `pump_copy`).
-    let mut small = [0u8; SMALL_CHUNK];
-    let mut big: Option<Box<[u8]>> = None;
+    let mut buf: Option<Box<[u8]>> = None;
     let result = loop {
-        let read = match big.as_deref_mut() {
-            Some(b) => src.read(b).await,
-            None => src.read(&mut small).await,
-        };
-        let n = match read {
+        let n = match read_pooled(&mut src, &mut buf).await {
             Ok(0) => break Ok(()),
             Ok(n) => n,
             // A TLS peer that closed its socket without close_notify: its stream ended.
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => break Ok(()),
             Err(e) => break Err(PumpError::Read(e)),
         };
-        let (data, capacity) = match big.as_deref() {
-            Some(b) => (&b[..n], b.len()),
-            None => (&small[..n], SMALL_CHUNK),
+        let data = match buf.as_deref() {
+            Some(b) => &b[..n],
+            None => break Ok(()),
         };
         if let Err(e) = dst.write_all(data).await {
             break Err(PumpError::Write(e));
         }
-        // TLS buffers records: they must leave now, not when the next write comes.
+        // A TLS write may leave its record queued (the socket was full): it must leave now,
+        // not when the next write comes.
         if let Err(e) = dst.flush().await {
             break Err(PumpError::Write(e));
         }
         count(n as u64);
-        match (big.is_some(), n == capacity) {
-            (false, true) => big = Some(crate::forward::pool::take(TLS_CHUNK)),
-            (true, false) => {
-                if let Some(b) = big.take() {
-                    crate::forward::pool::give(b);
-                }
-            }
-            _ => {}
-        }
     };
-    if let Some(b) = big {
+    if let Some(b) = buf.take() {
         crate::forward::pool::give(b);
     }
     result?;
     dst.shutdown().await.map_err(PumpError::Write)
+}
+
+/// One read into `buf`, taken from the pool for the poll and given back when the poll finds
+/// nothing (the source then holds the waker); kept, holding the bytes read, when it finds some.
+async fn read_pooled<R: AsyncRead + Unpin>(
+    src: &mut R,
+    buf: &mut Option<Box<[u8]>>,
+) -> io::Result<usize> {
+    std::future::poll_fn(|cx| {
+        let chunk = buf.get_or_insert_with(|| crate::forward::pool::take(TLS_CHUNK));
+        let mut read = ReadBuf::new(chunk);
+        match Pin::new(&mut *src).poll_read(cx, &mut read) {
+            Poll::Ready(result) => Poll::Ready(result.map(|()| read.filled().len())),
+            Poll::Pending => {
+                if let Some(b) = buf.take() {
+                    crate::forward::pool::give(b);
+                }
+                Poll::Pending
+            }
+        }
+    })
+    .await
 }

@@ -6,6 +6,23 @@
 //! `destination.service.*` from the service that `destination.ip` and `destination.port` reach
 //! ([`WorkloadRegistry::service_for`]), never replacing attributes the bag already has.
 //!
+//! ## Identity from the principal
+//!
+//! When a side's address does not say who it is — unknown to the registry (NAT, a node's
+//! address), shared by several workloads ([`WorkloadRegistry::ip_shared`]: host-network pods),
+//! or held by a workload that the principal contradicts (another namespace or service
+//! account) — its mTLS principal (`source.principal`, `destination.principal`:
+//! `cluster.local/ns/N/sa/S` or `spiffe://cluster.local/ns/N/sa/S`) names it instead: the
+//! workloads of namespace `N` running as service account `S`
+//! ([`WorkloadRegistry::by_service_account`]). Exactly one: its whole identity is filled as if
+//! its address had matched. Several: only what they all have in common ([`AccountGroup`]):
+//! `*.namespace`, `*.workload.namespace` and `*.serviceAccount` always, `*.workload.name`,
+//! `*.workload.uid` and `*.owner` when they are replicas of one workload, and `*.labels`
+//! holding the labels (name and value) every one of them carries; never `*.uid` or `*.name`,
+//! which name one pod. None: the address's workload, if any and not contradicted, as before.
+//! A `*.uid` in the bag still wins over both; the trust domain is not compared (the sidecar
+//! verified the peer against the mesh's trust bundle).
+//!
 //! ## The workloads file
 //!
 //! ```yaml
@@ -61,7 +78,7 @@ use hashbrown::HashMap;
 use meshmeter_attributes::StringMap;
 use meshmeter_routing::catalog::{CatalogEndpoint, CatalogPort, CatalogService, ServiceCatalog};
 
-pub use enrich::{Enriched, Enricher};
+pub use enrich::{principal_account, Enriched, Enricher};
 pub use file::{parse, FieldProblem, FileRegistry, Watch, WorkloadError, MAX_WORKLOADS_FILE_BYTES};
 
 /// A Kubernetes-style service a workload backs.
@@ -138,6 +155,71 @@ impl Workload {
     }
 }
 
+/// What the workloads of one namespace running as one service account all have in common:
+/// the identity a principal gives when several workloads run as it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct AccountGroup {
+    /// `*.namespace` and `*.workload.namespace`.
+    pub namespace: String,
+    /// `*.serviceAccount`.
+    pub service_account: String,
+    /// How many workloads run as it.
+    pub workloads: usize,
+    /// `*.workload.name`, when every one has the same (replicas of one Deployment).
+    pub workload_name: Option<String>,
+    /// `*.workload.uid`, when every one has the same.
+    pub workload_uid: Option<String>,
+    /// `*.owner`, when every one has the same.
+    pub owner: Option<String>,
+    /// `*.labels`: the labels, name and value, that every one carries.
+    pub labels: StringMap<'static>,
+}
+
+impl AccountGroup {
+    /// What `workloads` have in common, taking namespace and service account from the first;
+    /// `None` when there is none.
+    pub fn common<'w>(workloads: impl IntoIterator<Item = &'w Workload>) -> Option<Self> {
+        let mut workloads = workloads.into_iter();
+        let first = workloads.next()?;
+        let mut group = AccountGroup {
+            namespace: first.namespace.clone(),
+            service_account: first.service_account.clone().unwrap_or_default(),
+            workloads: 1,
+            workload_name: Some(first.name.clone()),
+            workload_uid: Some(first.workload_uid.clone()),
+            owner: first.owner.clone(),
+            labels: StringMap::new(),
+        };
+        let mut labels: Vec<(&str, &str)> = first.labels.iter().collect();
+        for w in workloads {
+            group.workloads += 1;
+            let keep = |field: &mut Option<String>, value: Option<&String>| {
+                if field.as_ref() != value {
+                    *field = None;
+                }
+            };
+            keep(&mut group.workload_name, Some(&w.name));
+            keep(&mut group.workload_uid, Some(&w.workload_uid));
+            keep(&mut group.owner, w.owner.as_ref());
+            labels.retain(|(k, v)| w.labels.get(k) == Some(*v));
+        }
+        group.labels = StringMap::with_capacity(labels.len());
+        for (k, v) in labels {
+            group.labels.insert(k.to_owned(), v.to_owned());
+        }
+        Some(group)
+    }
+}
+
+/// The workloads a principal's namespace and service account name.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Account<'a> {
+    /// Exactly one workload runs as it.
+    One(&'a Workload),
+    /// Several do; what they share.
+    Several(&'a AccountGroup),
+}
+
 /// Where workload identity comes from.
 pub trait WorkloadRegistry: Send + Sync {
     /// The workload with address `ip` (IPv4-mapped IPv6 addresses match their IPv4 form).
@@ -151,6 +233,101 @@ pub trait WorkloadRegistry: Send + Sync {
     fn service_for(&self, ip: IpAddr, port: Option<u16>) -> Option<&Service> {
         let _ = port;
         self.by_ip(ip).and_then(|w| w.services.first())
+    }
+    /// Whether `ip` does not tell one workload by itself: several claim it, or it is a node's
+    /// address (host-network pods) that other traffic leaves from too. [`Self::by_ip`] still
+    /// answers the likeliest one; a principal, when the bag has one, is preferred. The default:
+    /// no address is shared.
+    fn ip_shared(&self, ip: IpAddr) -> bool {
+        let _ = ip;
+        false
+    }
+    /// The workloads of `namespace` running as `service_account`. The default knows none.
+    fn by_service_account(&self, namespace: &str, service_account: &str) -> Option<Account<'_>> {
+        let _ = (namespace, service_account);
+        None
+    }
+}
+
+/// Workloads by namespace and service account, for [`WorkloadRegistry::by_service_account`].
+/// Workloads without a service account are not in it.
+#[derive(Clone, Debug)]
+pub struct AccountIndex<T> {
+    by_namespace: HashMap<String, HashMap<String, Accounted<T>>>,
+}
+
+#[derive(Clone, Debug)]
+enum Accounted<T> {
+    One(T),
+    Several(Box<AccountGroup>),
+}
+
+impl<T> Default for AccountIndex<T> {
+    fn default() -> Self {
+        AccountIndex {
+            by_namespace: HashMap::new(),
+        }
+    }
+}
+
+impl<T> AccountIndex<T> {
+    /// Indexes `workloads`, each with the handle the index answers for it (an index in a
+    /// table, a shared pointer, ...): one per account keeps its handle, several their
+    /// [`AccountGroup`].
+    pub fn new<'w>(workloads: impl IntoIterator<Item = (&'w Workload, T)>) -> Self {
+        let mut grouped: HashMap<(&str, &str), Vec<(&Workload, T)>> = HashMap::new();
+        for (w, handle) in workloads {
+            if let Some(sa) = &w.service_account {
+                grouped
+                    .entry((w.namespace.as_str(), sa.as_str()))
+                    .or_default()
+                    .push((w, handle));
+            }
+        }
+        let mut index = AccountIndex::default();
+        for ((ns, sa), mut members) in grouped {
+            let entry = if members.len() == 1 {
+                match members.pop() {
+                    Some((_, handle)) => Accounted::One(handle),
+                    None => continue,
+                }
+            } else {
+                match AccountGroup::common(members.iter().map(|(w, _)| *w)) {
+                    Some(group) => Accounted::Several(Box::new(group)),
+                    None => continue,
+                }
+            };
+            index
+                .by_namespace
+                .entry(ns.to_owned())
+                .or_insert_with(HashMap::new)
+                .insert(sa.to_owned(), entry);
+        }
+        index
+    }
+
+    /// The workloads of `namespace` running as `service_account`, the one's handle resolved
+    /// by `resolve`.
+    pub fn get<'a>(
+        &'a self,
+        namespace: &str,
+        service_account: &str,
+        resolve: impl FnOnce(&'a T) -> Option<&'a Workload>,
+    ) -> Option<Account<'a>> {
+        match self.by_namespace.get(namespace)?.get(service_account)? {
+            Accounted::One(handle) => resolve(handle).map(Account::One),
+            Accounted::Several(group) => Some(Account::Several(group)),
+        }
+    }
+
+    /// How many accounts it holds.
+    pub fn len(&self) -> usize {
+        self.by_namespace.values().map(HashMap::len).sum()
+    }
+
+    /// Whether it holds no account.
+    pub fn is_empty(&self) -> bool {
+        self.by_namespace.is_empty()
     }
 }
 
@@ -183,6 +360,7 @@ pub struct WorkloadTable {
     workloads: Vec<Workload>,
     by_ip: HashMap<IpAddr, usize>,
     by_uid: HashMap<String, usize>,
+    by_account: AccountIndex<usize>,
     services: Vec<DeclaredService>,
     /// Service addresses to positions in `services`.
     by_address: HashMap<IpAddr, usize>,
@@ -272,10 +450,12 @@ impl WorkloadTable {
             }
             by_uid.insert(w.uid.clone(), i);
         }
+        let by_account = AccountIndex::new(workloads.iter().zip(0..));
         Ok(WorkloadTable {
             workloads,
             by_ip,
             by_uid,
+            by_account,
             services: Vec::new(),
             by_address: HashMap::new(),
         })
@@ -401,5 +581,10 @@ impl WorkloadRegistry for WorkloadTable {
             })
         });
         by_port.or_else(|| w.services.first())
+    }
+
+    fn by_service_account(&self, namespace: &str, service_account: &str) -> Option<Account<'_>> {
+        self.by_account
+            .get(namespace, service_account, |&i| self.workloads.get(i))
     }
 }
