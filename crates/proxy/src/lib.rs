@@ -66,8 +66,10 @@ mod listener;
 mod meter;
 mod mixer;
 mod original;
+mod peer;
 mod queue;
 mod report;
+mod route;
 mod sender;
 mod splice;
 mod stats;
@@ -80,10 +82,12 @@ pub use identity::{Identity, InvalidLabel, ReporterKind, UnknownReporterKind};
 pub use listener::{BindError, Proxy};
 pub use meter::{ByteMeter, DeltaCursor, Deltas};
 pub use mixer::{MixerAddrError, MixerTransport};
+pub use peer::{PeerModes, PeerPolicy};
 pub use queue::ReportQueue;
 pub use report::{
     ConnectionEvent, ConnectionReport, ErrorFlag, MissingAttribute, ReportSchema, ReportSink,
 };
+pub use route::{ConnectOutcome, Decision, Forward, RoutedDestination, Router, UpstreamTls};
 pub use sender::{ReportBatch, ReportSender, ReportTransport, SenderConfig, TransportError};
 pub use stats::ProxyStats;
 pub use tls::{
