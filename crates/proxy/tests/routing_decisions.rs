@@ -280,3 +280,82 @@ async fn peer_policy_changes_apply_to_new_connections() {
         1
     );
 }
+
+/// A router choosing mutual TLS per endpoint: the endpoint's identity is checked against the
+/// one its configuration expects; a mismatch fails the connect (`UF`, told to the guard).
+#[tokio::test]
+async fn forward_originates_mutual_tls_checked_against_the_endpoint() {
+    use meshmeter_certs::{
+        client_config, server_config, Authority, CertStore, ExpectedPeer, SpiffeId, TrustBundle,
+    };
+    use meshmeter_proxy::{InboundTls, ListenerTls, ProxyStats};
+    let hour = Duration::from_secs(3600);
+    let ca = Authority::generate_root("cluster.local", hour).unwrap();
+    let bundle = TrustBundle::new(vec![ca.root().clone()], "root").unwrap();
+    let id = |sa: &str| SpiffeId::new("cluster.local", "default", sa).unwrap();
+    let store = |sa: &str| Arc::new(CertStore::with(ca.issue_workload(&id(sa), hour).unwrap()));
+    let (client_store, server_store) = (store("productpage"), store("ratings"));
+    // The endpoint's sidecar: STRICT, in front of an echo server.
+    let app = echo_server().await;
+    let mut config = meshmeter_proxy::ListenerConfig::new("127.0.0.1:0".parse().unwrap(), app);
+    config.connect_timeout = Duration::from_secs(5);
+    let inbound_reports = Arc::new(Collect::default());
+    let inbound = meshmeter_proxy::Proxy::bind(
+        config,
+        Arc::new(Identity::default()),
+        inbound_reports.clone(),
+        Arc::new(ProxyStats::default()),
+    )
+    .await
+    .unwrap()
+    .with_tls(ListenerTls {
+        inbound: Some(InboundTls {
+            mode: PeerAuthentication::Strict,
+            config: server_config(
+                &bundle,
+                server_store,
+                ExpectedPeer::TrustDomain("cluster.local".into()),
+            )
+            .unwrap(),
+            handshake_timeout: Duration::from_secs(5),
+            detect_timeout: Duration::from_secs(1),
+        }),
+        upstream: None,
+        local_principal: Some(Arc::from(id("ratings").principal())),
+    });
+    let endpoint = inbound.local_addr();
+    let (_stop_inbound, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(inbound.run(rx, Duration::from_secs(5)));
+
+    let expecting = |sa: &str| {
+        let expected = ExpectedPeer::OneOf(vec![id(sa)]);
+        UpstreamTls::Mutual(client_config(&bundle, Arc::clone(&client_store), expected).unwrap())
+    };
+    let service = closed_port().await;
+    let (p, script) = routed_proxy(service, Answer::Forward(endpoint, expecting("ratings"))).await;
+    assert_eq!(echo_once(p.addr, b"over mtls").await, b"over mtls");
+    *script.answer.lock().unwrap() = Some(Answer::Forward(endpoint, expecting("reviews")));
+    refused(p.addr, b"wrong peer").await;
+    let stats = Arc::clone(&p.stats);
+    let reports = p.stop().await;
+    let closes = reports.closes();
+    assert_eq!(closes.len(), 2);
+    let ok = closes.iter().find(|r| r.error.is_none()).unwrap();
+    let tls = ok.tls.as_deref().expect("mTLS");
+    assert_eq!(
+        tls.destination_principal.as_deref(),
+        Some("cluster.local/ns/default/sa/ratings")
+    );
+    assert_eq!(ok.bytes.received_total, 9);
+    assert_eq!(ok.routed, Some(ratings()));
+    let bad = closes.iter().find(|r| r.error.is_some()).unwrap();
+    assert_eq!(bad.error, Some(ErrorFlag::UpstreamConnectFailure));
+    assert_eq!(
+        stats
+            .tls
+            .upstream_refused(meshmeter_certs::HandshakeFailure::BadIdentity),
+        1
+    );
+    assert_eq!(script.connected.load(Ordering::SeqCst), 1);
+    assert_eq!(script.failed.load(Ordering::SeqCst), 1);
+}
