@@ -53,7 +53,7 @@ pub(crate) struct MtlsArgs {
 
     /// The pod's service account (with --namespace, the default workload identity).
     #[arg(long, env = "MESHMETER_SERVICE_ACCOUNT", value_name = "NAME")]
-    service_account: Option<String>,
+    pub(super) service_account: Option<String>,
 
     /// The mesh's trust domain.
     #[arg(long, default_value = meshmeter_certs::DEFAULT_TRUST_DOMAIN, value_name = "DOMAIN")]

@@ -35,6 +35,13 @@ pub(super) async fn serve(args: Args) -> Result<(), Failure> {
     let interval = ReportInterval::new(args.report_interval)
         .map_err(|e| usage(format!("--report-interval: {e}")))?;
     let identity = identity(&args)?;
+    let node = match args.control_plane.as_deref() {
+        Some(addr) if !addr.is_empty() => Some(super::routing::node(&args)?),
+        _ => None,
+    };
+    if let Some(node) = &node {
+        tracing::info!(node = %node.id, "routing from the control plane");
+    }
     let planned = if args.transparent {
         transparent(&args, identity)
     } else {
