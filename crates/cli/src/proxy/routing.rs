@@ -1,10 +1,19 @@
 //! `--control-plane`: who this sidecar is to the control plane (its [`Node`]), and the routing
 //! the control plane's views drive.
 
-use meshmeter_proxy::Identity;
-use meshmeter_routing::view::Node;
+use std::sync::Arc;
+
+use meshmeter_proxy::{Identity, PeerAuthentication, PeerModes, PeerPolicy, Router};
+use meshmeter_routing::view::{Inbound, Node, PeerMode};
 
 use super::{usage, Args, Failure};
+
+/// What the control plane's views drive in the listeners: outbound ones ask the router,
+/// inbound ones follow the peer policy.
+pub(super) struct ListenerRouting {
+    pub(super) router: Arc<dyn Router>,
+    pub(super) policy: PeerPolicy,
+}
 
 /// The node this sidecar subscribes as: `<pod>.<namespace>`, labels, addresses and service
 /// account from the flags (and the environment a Kubernetes sidecar gets).
@@ -29,6 +38,25 @@ pub(super) fn node(args: &Args) -> Result<Node, Failure> {
         ips: args.pod_ips.iter().map(ToString::to_string).collect(),
         service_account: args.mtls.service_account.clone().unwrap_or_default(),
     })
+}
+
+/// The inbound listener's modes from a view's `Inbound`; an unknown mode refuses the update.
+pub(super) fn peer_modes(inbound: &Inbound) -> Result<PeerModes, String> {
+    let mode = |value: i32| match PeerMode::try_from(value) {
+        Ok(PeerMode::Disable) => Ok(PeerAuthentication::Disable),
+        Ok(PeerMode::Permissive) => Ok(PeerAuthentication::Permissive),
+        Ok(PeerMode::Strict) => Ok(PeerAuthentication::Strict),
+        Err(_) => Err(format!("unknown inbound peer authentication mode {value}")),
+    };
+    let mut modes = PeerModes::all(mode(inbound.default_mode)?);
+    for p in &inbound.ports {
+        let port = u16::try_from(p.port)
+            .ok()
+            .filter(|&p| p != 0)
+            .ok_or_else(|| format!("inbound port {} is not a TCP port", p.port))?;
+        modes.ports.insert(port, mode(p.mode)?);
+    }
+    Ok(modes)
 }
 
 #[cfg(test)]
@@ -75,6 +103,40 @@ mod tests {
         );
         assert_eq!(node.ips, ["10.0.0.7", "fd00::7"]);
         assert_eq!(node.service_account, "bookinfo-ratings");
+    }
+
+    #[test]
+    fn inbound_modes() {
+        use meshmeter_routing::view::InboundPort;
+        let inbound = Inbound {
+            default_mode: PeerMode::Strict as i32,
+            ports: vec![InboundPort {
+                port: 9080,
+                mode: PeerMode::Permissive as i32,
+            }],
+        };
+        let modes = peer_modes(&inbound).unwrap();
+        assert_eq!(modes.mode_for(27017), PeerAuthentication::Strict);
+        assert_eq!(modes.mode_for(9080), PeerAuthentication::Permissive);
+        let bad = Inbound {
+            default_mode: 7,
+            ports: vec![],
+        };
+        assert_eq!(
+            peer_modes(&bad).unwrap_err(),
+            "unknown inbound peer authentication mode 7"
+        );
+        let bad_port = Inbound {
+            default_mode: 0,
+            ports: vec![InboundPort {
+                port: 70000,
+                mode: 0,
+            }],
+        };
+        assert_eq!(
+            peer_modes(&bad_port).unwrap_err(),
+            "inbound port 70000 is not a TCP port"
+        );
     }
 
     #[test]
