@@ -202,6 +202,8 @@ workloads:
             workloads.to_str().unwrap(),
             "--admin",
             &control_admin,
+            "--reload-interval",
+            "200ms",
         ],
         &dir.join("control.log"),
     );
