@@ -270,3 +270,32 @@ pub(super) async fn mtls(args: &Args) -> Result<Option<Mtls>, Failure> {
         upstreams,
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use meshmeter_certs::Authority;
+
+    use super::*;
+
+    #[test]
+    fn upstream_configs_are_made_once_per_identity() {
+        let hour = Duration::from_secs(3600);
+        let ca = Authority::generate_root("cluster.local", hour).unwrap();
+        let id = SpiffeId::new("cluster.local", "default", "productpage").unwrap();
+        let configs = UpstreamConfigs {
+            bundle: TrustBundle::new(vec![ca.root().clone()], "root").unwrap(),
+            store: Arc::new(CertStore::with(ca.issue_workload(&id, hour).unwrap())),
+            trust_domain: "cluster.local".into(),
+            made: Mutex::new(HashMap::new()),
+        };
+        let reviews = configs.for_endpoint("default", "reviews").unwrap();
+        let again = configs.for_endpoint("default", "reviews").unwrap();
+        assert!(Arc::ptr_eq(&reviews, &again));
+        let ratings = configs.for_endpoint("default", "ratings").unwrap();
+        assert!(!Arc::ptr_eq(&reviews, &ratings));
+        let unknown = configs.for_endpoint("default", "").unwrap();
+        assert!(!Arc::ptr_eq(&reviews, &unknown));
+        assert_eq!(configs.made.lock().unwrap().len(), 3);
+        assert!(configs.made.lock().unwrap().contains_key(&None));
+    }
+}
