@@ -5,7 +5,9 @@ use std::io::{Read as _, Write as _};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use meshmeter_inject::{inject_stream, InjectOptions, Outcome, DEFAULT_IMAGE, DEFAULT_MIXER};
+use meshmeter_inject::{
+    inject_stream, InjectOptions, Outcome, DEFAULT_CONTROL_PLANE, DEFAULT_IMAGE, DEFAULT_MIXER,
+};
 
 /// Largest manifest stream read (bytes).
 const MAX_INPUT: u64 = 64 << 20;
@@ -49,6 +51,12 @@ pub(crate) struct SidecarArgs {
     #[arg(long, default_value = DEFAULT_MIXER)]
     mixer: String,
 
+    /// Control plane the sidecars take their routing from (`meshmeter control`), `host:port`
+    /// (what `meshmeter install` deploys, by default); empty: none, every connection goes to
+    /// its original destination.
+    #[arg(long, default_value = DEFAULT_CONTROL_PLANE)]
+    control_plane: String,
+
     /// The sidecar's uid; the capture never redirects its traffic.
     #[arg(long, default_value_t = 1337)]
     proxy_uid: u32,
@@ -64,6 +72,7 @@ impl SidecarArgs {
             image: self.image.clone(),
             image_pull_policy: self.image_pull_policy.clone(),
             mixer: self.mixer.clone(),
+            control_plane: (!self.control_plane.is_empty()).then(|| self.control_plane.clone()),
             proxy_uid: self.proxy_uid,
             admin_port: self.admin_port,
             ..InjectOptions::default()

@@ -5,9 +5,11 @@
 //! Into every Pod, Deployment, StatefulSet, DaemonSet, ReplicaSet, ReplicationController, Job
 //! and CronJob (and the items of a `List`) it adds:
 //! - the sidecar container [`SIDECAR_CONTAINER`]: `meshmeter proxy --transparent`, uid 1337,
-//!   identity from the downward API (`POD_NAME`, `POD_NAMESPACE`, the service account, one
-//!   variable per label joined into `MESHMETER_LABELS`, and the [`PODINFO_VOLUME`] files),
-//!   readiness on `/ready` of its admin port;
+//!   identity from the downward API (`POD_NAME`, `POD_NAMESPACE`, the service account, the
+//!   pod's addresses `MESHMETER_POD_IPS`, one variable per label joined into
+//!   `MESHMETER_LABELS`, and the [`PODINFO_VOLUME`] files), the telemetry server and the
+//!   control plane (`MESHMETER_MIXER`, `MESHMETER_CONTROL_PLANE`), readiness on `/ready` of
+//!   its admin port;
 //! - the init container [`CAPTURE_CONTAINER`]: `meshmeter capture` with only the `NET_ADMIN`
 //!   and `NET_RAW` capabilities. Inbound ports are the TCP ports the containers declare unless
 //!   Istio's `traffic.sidecar.istio.io/*` annotations say otherwise.
@@ -52,7 +54,7 @@ mod stream;
 mod tree;
 
 pub use error::InjectError;
-pub use options::{InjectOptions, DEFAULT_IMAGE, DEFAULT_MIXER};
+pub use options::{InjectOptions, DEFAULT_CONTROL_PLANE, DEFAULT_IMAGE, DEFAULT_MIXER};
 pub use patch::{diff, inject_json};
 pub use pod::{
     Outcome, Skip, CAPTURE_CONTAINER, EXCLUDE_INBOUND_PORTS, EXCLUDE_OUTBOUND_IP_RANGES,

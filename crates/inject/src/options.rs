@@ -6,6 +6,9 @@ pub const DEFAULT_IMAGE: &str = concat!("meshmeter/meshmeter:", env!("CARGO_PKG_
 /// The telemetry server `meshmeter install` deploys, as the sidecars address it.
 pub const DEFAULT_MIXER: &str = "meshmeter-telemetry.meshmeter-system.svc:9091";
 
+/// The control plane `meshmeter install` deploys, as the sidecars address it.
+pub const DEFAULT_CONTROL_PLANE: &str = "meshmeter-control.meshmeter-system.svc:15010";
+
 /// Settings of the injected sidecar and capture init container.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InjectOptions {
@@ -15,6 +18,9 @@ pub struct InjectOptions {
     pub image_pull_policy: String,
     /// Telemetry server the sidecar reports to, `host:port`.
     pub mixer: String,
+    /// Control plane the sidecar takes its routing from, `host:port`; `None`: the sidecar
+    /// forwards every connection to its original destination.
+    pub control_plane: Option<String>,
     /// The sidecar's uid (and gid); its own traffic is never captured.
     pub proxy_uid: u32,
     /// The sidecar's inbound listener port (`meshmeter capture --inbound-proxy-port`).
@@ -32,6 +38,7 @@ impl Default for InjectOptions {
             image: DEFAULT_IMAGE.to_string(),
             image_pull_policy: "IfNotPresent".to_string(),
             mixer: DEFAULT_MIXER.to_string(),
+            control_plane: Some(DEFAULT_CONTROL_PLANE.to_string()),
             proxy_uid: 1337,
             inbound_proxy_port: 15006,
             outbound_proxy_port: 15001,

@@ -316,6 +316,9 @@ fn sidecar_container(labels: &[String], workload: Option<&str>, opts: &InjectOpt
         field_env("POD_NAME", "metadata.name"),
         field_env("POD_NAMESPACE", "metadata.namespace"),
         field_env("MESHMETER_SERVICE_ACCOUNT", "spec.serviceAccountName"),
+        // Comma-separated, both families on a dual-stack pod: the control plane matches the
+        // pod's own endpoints (its inbound policy) by them.
+        field_env("MESHMETER_POD_IPS", "status.podIPs"),
     ];
     // The proxy takes its labels as one `k=v,...` value; the kubelet builds it from one
     // downward-API variable per label key ($(VAR) expands variables defined earlier), so the
@@ -333,6 +336,9 @@ fn sidecar_container(labels: &[String], workload: Option<&str>, opts: &InjectOpt
         env.push(value_env("MESHMETER_WORKLOAD", w));
     }
     env.push(value_env("MESHMETER_MIXER", &opts.mixer));
+    if let Some(control) = &opts.control_plane {
+        env.push(value_env("MESHMETER_CONTROL_PLANE", control));
+    }
     env.push(value_env(
         "MESHMETER_METRICS_ADDR",
         &format!("0.0.0.0:{}", opts.admin_port),

@@ -10,6 +10,11 @@
 //! namespaces, with every interface, address and iptables rule in them, however the caller
 //! ends (a panic included).
 //!
+//! [`PodNet`] is the same with any number of named pods, and *service addresses* (VIPs) in the
+//! pods' subnet that no pod holds: a pod's connection to one leaves through its interface
+//! towards the bridge, so capture sees it as outbound traffic, and only a routing sidecar
+//! can take it anywhere (the traffic-management tests).
+//!
 //! Needs root, `ip` (iproute2), and for capture `iptables-restore` and `setpriv`;
 //! [`unavailable`] says what is missing.
 
@@ -274,39 +279,7 @@ impl Pods {
         args: &[&str],
         env: &[(&str, &str)],
     ) -> Result<(), PodnetError> {
-        let path = self.dir.join(format!("{name}.log"));
-        let log = File::create(&path).map_err(|source| PodnetError::File {
-            path: path.clone(),
-            source,
-        })?;
-        let err = log
-            .try_clone()
-            .map_err(|source| PodnetError::File { path, source })?;
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &self.ns(place)]);
-        if let Some(uid) = uid {
-            let uid = uid.to_string();
-            cmd.args([
-                "setpriv",
-                "--reuid",
-                &uid,
-                "--regid",
-                &uid,
-                "--clear-groups",
-            ]);
-        }
-        let child = cmd
-            .arg(program)
-            .args(args)
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(err)
-            .spawn()
-            .map_err(|source| PodnetError::Spawn {
-                command: format!("{} {}", program.display(), args.join(" ")),
-                source,
-            })?;
+        let child = spawn_in(&self.dir, name, &self.ns(place), uid, program, args, env)?;
         self.children.push((name.to_owned(), child));
         Ok(())
     }
@@ -335,6 +308,50 @@ impl Pods {
     }
 }
 
+/// Starts `program args` in namespace `ns` (as `uid` when given), output to `DIR/NAME.log`.
+fn spawn_in(
+    dir: &Path,
+    name: &str,
+    ns: &str,
+    uid: Option<u32>,
+    program: &Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> Result<Child, PodnetError> {
+    let path = dir.join(format!("{name}.log"));
+    let log = File::create(&path).map_err(|source| PodnetError::File {
+        path: path.clone(),
+        source,
+    })?;
+    let err = log
+        .try_clone()
+        .map_err(|source| PodnetError::File { path, source })?;
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", ns]);
+    if let Some(uid) = uid {
+        let uid = uid.to_string();
+        cmd.args([
+            "setpriv",
+            "--reuid",
+            &uid,
+            "--regid",
+            &uid,
+            "--clear-groups",
+        ]);
+    }
+    cmd.arg(program)
+        .args(args)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(err)
+        .spawn()
+        .map_err(|source| PodnetError::Spawn {
+            command: format!("{} {}", program.display(), args.join(" ")),
+            source,
+        })
+}
+
 /// Runs `f` on a new thread that entered network namespace `ns` (a name under
 /// `/run/netns`). Sockets it makes belong to `ns` and keep working from any thread.
 pub fn in_ns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> io::Result<T> {
@@ -348,4 +365,201 @@ pub fn in_ns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static
     thread
         .join()
         .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+}
+
+/// A bridge namespace (the *switch*, `10.213.NET.1`) and any number of named pods
+/// (`10.213.NET.2`, `.3`, ... in the order given), each joined to the bridge by a veth pair;
+/// IPv4 only. Dropping it kills what it started and deletes the namespaces.
+#[derive(Debug)]
+pub struct PodNet {
+    prefix: String,
+    net: u8,
+    dir: PathBuf,
+    pods: Vec<String>,
+    children: Vec<(String, Child)>,
+}
+
+/// The name [`PodNet`] gives its bridge namespace.
+pub const SWITCH: &str = "switch";
+
+/// The first host number of [`PodNet::vip`] addresses: pods are numbered below it.
+const FIRST_VIP: u8 = 200;
+
+impl Drop for PodNet {
+    fn drop(&mut self) {
+        for (_, child) in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if std::thread::panicking() {
+            for (name, _) in &self.children {
+                eprintln!("--- {name} log ---\n{}", self.log(name));
+            }
+        }
+        let mut all: Vec<String> = self.pods.clone();
+        all.push(SWITCH.to_owned());
+        for pod in all {
+            let _ = run(&["ip", "netns", "del", &self.ns(&pod)]);
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl PodNet {
+    /// Builds the switch and `pods` (at most 198) on `10.213.NET.0/24`; namespaces are named
+    /// `PREFIX` + `s` (the switch) or `PREFIX` + `p` + the pod's number. Working files go to a
+    /// fresh directory under the system's temporary directory. Both prefix and net must be
+    /// unique among the pods alive on the machine.
+    pub fn new(prefix: &str, net: u8, pods: &[&str]) -> Result<PodNet, PodnetError> {
+        assert!(
+            pods.len() < usize::from(FIRST_VIP - 2),
+            "at most {} pods",
+            FIRST_VIP - 2
+        );
+        let dir = std::env::temp_dir().join(format!("meshmeter-{prefix}"));
+        std::fs::create_dir_all(&dir).map_err(|source| PodnetError::File {
+            path: dir.clone(),
+            source,
+        })?;
+        let net = PodNet {
+            prefix: prefix.to_owned(),
+            net,
+            dir,
+            pods: pods.iter().map(|p| (*p).to_owned()).collect(),
+            children: Vec::new(),
+        };
+        run(&["chmod", "755", &net.dir.to_string_lossy()])?;
+        net.wire()?;
+        Ok(net)
+    }
+
+    fn index(&self, pod: &str) -> Option<usize> {
+        self.pods.iter().position(|p| p == pod)
+    }
+
+    /// The namespace of `pod` ([`SWITCH`] for the bridge's), for `ip netns exec`.
+    ///
+    /// # Panics
+    /// When `pod` is neither a pod of this net nor [`SWITCH`].
+    pub fn ns(&self, pod: &str) -> String {
+        if pod == SWITCH {
+            return format!("{}s", self.prefix);
+        }
+        let i = self
+            .index(pod)
+            .unwrap_or_else(|| panic!("no pod '{pod}' in this net"));
+        format!("{}p{i}", self.prefix)
+    }
+
+    /// The address of `pod` (or of the switch).
+    pub fn ip(&self, pod: &str) -> IpAddr {
+        let host = if pod == SWITCH {
+            1
+        } else {
+            let i = self
+                .index(pod)
+                .unwrap_or_else(|| panic!("no pod '{pod}' in this net"));
+            u8::try_from(i + 2).expect("fewer pods than FIRST_VIP")
+        };
+        IpAddr::V4(Ipv4Addr::new(10, 213, self.net, host))
+    }
+
+    /// Service address number `n` (`10.213.NET.200+n`): in the pods' subnet, held by no pod.
+    pub fn vip(&self, n: u8) -> IpAddr {
+        IpAddr::V4(Ipv4Addr::new(
+            10,
+            213,
+            self.net,
+            FIRST_VIP.saturating_add(n),
+        ))
+    }
+
+    fn wire(&self) -> Result<(), PodnetError> {
+        let s = self.ns(SWITCH);
+        run(&["ip", "netns", "add", &s])?;
+        run(&["ip", "-n", &s, "link", "set", "lo", "up"])?;
+        run(&["ip", "-n", &s, "link", "add", "br0", "type", "bridge"])?;
+        let prefix = |pod: &str| format!("{}/24", self.ip(pod));
+        run(&["ip", "-n", &s, "addr", "add", &prefix(SWITCH), "dev", "br0"])?;
+        run(&["ip", "-n", &s, "link", "set", "br0", "up"])?;
+        for (i, pod) in self.pods.iter().enumerate() {
+            let ns = self.ns(pod);
+            run(&["ip", "netns", "add", &ns])?;
+            run(&["ip", "-n", &ns, "link", "set", "lo", "up"])?;
+            let port = format!("v-{i}");
+            run(&[
+                "ip", "-n", &s, "link", "add", &port, "type", "veth", "peer", "name", "eth0",
+                "netns", &ns,
+            ])?;
+            run(&["ip", "-n", &s, "link", "set", &port, "master", "br0", "up"])?;
+            run(&["ip", "-n", &ns, "addr", "add", &prefix(pod), "dev", "eth0"])?;
+            run(&["ip", "-n", &ns, "link", "set", "eth0", "up"])?;
+        }
+        Ok(())
+    }
+
+    /// Writes a working file readable by the sidecar's uid; returns its path.
+    pub fn file(&self, name: &str, text: &str) -> Result<PathBuf, PodnetError> {
+        let path = self.dir.join(name);
+        let written = std::fs::write(&path, text).and_then(|()| {
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644))
+        });
+        written.map_err(|source| PodnetError::File {
+            path: path.clone(),
+            source,
+        })?;
+        Ok(path)
+    }
+
+    /// Runs `program args` in `pod`'s namespace, as `uid` when given, under `name` (its log
+    /// is [`PodNet::log`]`(name)`); it is killed when the net is dropped, or by
+    /// [`PodNet::kill`].
+    pub fn spawn(
+        &mut self,
+        name: &str,
+        pod: &str,
+        uid: Option<u32>,
+        program: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<(), PodnetError> {
+        let child = spawn_in(&self.dir, name, &self.ns(pod), uid, program, args, env)?;
+        self.children.push((name.to_owned(), child));
+        Ok(())
+    }
+
+    /// Kills the process started as `name` and waits for it; `false` when there is none.
+    pub fn kill(&mut self, name: &str) -> bool {
+        let Some(i) = self.children.iter().position(|(n, _)| n == name) else {
+            return false;
+        };
+        let (_, mut child) = self.children.remove(i);
+        let _ = child.kill();
+        let _ = child.wait();
+        true
+    }
+
+    /// Runs `program args` in `pod`'s namespace to completion.
+    pub fn exec(&self, pod: &str, program: &Path, args: &[&str]) -> Result<(), PodnetError> {
+        let ns = self.ns(pod);
+        let program = program.to_string_lossy();
+        let mut all = vec!["ip", "netns", "exec", &ns, &program];
+        all.extend_from_slice(args);
+        run(&all)
+    }
+
+    /// What a process started by [`PodNet::spawn`] has logged so far.
+    pub fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.join(format!("{name}.log"))).unwrap_or_default()
+    }
+
+    /// Runs `f` on a thread that entered `pod`'s namespace; see [`in_ns`].
+    pub fn run_in<T: Send + 'static>(
+        &self,
+        pod: &str,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> io::Result<T> {
+        in_ns(&self.ns(pod), f)
+    }
 }

@@ -97,6 +97,7 @@ mod tests {
             )),
             error: None,
             tls: None,
+            routed: None,
             identity: Arc::new(Identity {
                 namespace: Some("default".into()),
                 labels: Identity::parse_labels("version=v1").expect("labels"),

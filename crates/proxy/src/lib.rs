@@ -16,6 +16,12 @@
 //! transparent sidecar behind `meshmeter capture`, each connection to the destination its
 //! client asked for before iptables redirected it ([`Upstream::OriginalDestination`]); a
 //! connection that was not redirected, or that would loop back into the proxy, is reset.
+//! A listener given a [`Router`] ([`Proxy::with_router`]) asks it for each new connection
+//! where it goes: to its original destination ([`Decision::Passthrough`]), to one endpoint
+//! of a service with that destination's connect timeout, TLS and identity
+//! ([`Decision::Forward`]), or nowhere (`UO` when the destination is at its connection limit,
+//! `UH` when it has no healthy endpoint). The inbound side's peer authentication can follow a
+//! [`PeerPolicy`] that changes while the proxy runs.
 //!
 //! Byte counts are exact: the forwarder adds bytes to a [`ByteMeter`] as they are written to
 //! their destination, and each report's deltas are cut from one snapshot of the running
@@ -67,8 +73,10 @@ mod listener;
 mod meter;
 mod mixer;
 mod original;
+mod peer;
 mod queue;
 mod report;
+mod route;
 mod sender;
 mod splice;
 mod stats;
@@ -81,10 +89,12 @@ pub use identity::{Identity, InvalidLabel, ReporterKind, UnknownReporterKind};
 pub use listener::{BindError, Proxy};
 pub use meter::{ByteMeter, DeltaCursor, Deltas};
 pub use mixer::{MixerAddrError, MixerTransport};
+pub use peer::{PeerModes, PeerPolicy};
 pub use queue::ReportQueue;
 pub use report::{
     ConnectionEvent, ConnectionReport, ErrorFlag, MissingAttribute, ReportSchema, ReportSink,
 };
+pub use route::{ConnectOutcome, Decision, Forward, RoutedDestination, Router, UpstreamTls};
 pub use sender::{ReportBatch, ReportSender, ReportTransport, SenderConfig, TransportError};
 pub use stats::ProxyStats;
 pub use tls::{

@@ -19,11 +19,14 @@ use crate::id::ConnectionIds;
 use crate::identity::Identity;
 use crate::meter::{ByteMeter, DeltaCursor};
 use crate::original::{self, Refusal, Registration};
+use crate::peer::PeerPolicy;
 use crate::report::{ConnectionEvent, ConnectionReport, ErrorFlag, ReportSink};
+use crate::route::{ConnectOutcome, Decision, RoutedDestination, Router, UpstreamTls};
 use crate::stats::ProxyStats;
 use crate::tls::{forward_io, starts_with_tls, Io, ListenerTls, PeerAuthentication, TlsPeers};
 use meshmeter_certs::rustls::client::UnbufferedClientConnection;
 use meshmeter_certs::rustls::server::UnbufferedServerConnection;
+use meshmeter_certs::rustls::ClientConfig;
 use meshmeter_certs::HandshakeFailure;
 
 use crate::lean::LeanTls;
@@ -52,6 +55,8 @@ struct Shared {
     stats: Arc<ProxyStats>,
     ids: Arc<ConnectionIds>,
     tls: ListenerTls,
+    router: Option<Arc<dyn Router>>,
+    peer_policy: Option<PeerPolicy>,
 }
 
 /// One listening proxy: every accepted connection is forwarded to one upstream, or, in
@@ -105,6 +110,8 @@ impl Proxy {
                 stats,
                 ids: Arc::new(ConnectionIds::new()),
                 tls: ListenerTls::default(),
+                router: None,
+                peer_policy: None,
             },
         })
     }
@@ -119,6 +126,22 @@ impl Proxy {
     /// Terminates and/or originates mutual TLS on this listener's connections.
     pub fn with_tls(mut self, tls: ListenerTls) -> Self {
         self.shared.tls = tls;
+        self
+    }
+
+    /// Asks `router` where each new connection goes (see [`Router`]): an outbound
+    /// listener's routing. Without one, every connection goes to the listener's upstream.
+    pub fn with_router(mut self, router: Arc<dyn Router>) -> Self {
+        self.shared.router = Some(router);
+        self
+    }
+
+    /// Takes the peer authentication of each new connection from `policy`, by the port the
+    /// client connected to, instead of the fixed mode of [`ListenerTls::inbound`]. A mode
+    /// asking for mTLS on a listener without a server configuration (no workload
+    /// certificate) refuses TLS clients, and under STRICT every client.
+    pub fn with_peer_policy(mut self, policy: PeerPolicy) -> Self {
+        self.shared.peer_policy = Some(policy);
         self
     }
 
@@ -238,6 +261,7 @@ struct Conn {
     meter: ByteMeter,
     cursor: std::sync::Mutex<DeltaCursor>,
     tls: Option<Arc<TlsPeers>>,
+    routed: Option<Arc<RoutedDestination>>,
 }
 
 impl Conn {
@@ -252,6 +276,7 @@ impl Conn {
             meter: ByteMeter::default(),
             cursor: std::sync::Mutex::new(DeltaCursor::default()),
             tls: None,
+            routed: None,
         }
     }
 
@@ -282,6 +307,7 @@ impl Conn {
             error,
             identity: Arc::clone(&shared.identity),
             tls: self.tls.clone(),
+            routed: self.routed.clone(),
         });
     }
 }
@@ -303,6 +329,20 @@ enum End {
     Aborted,
 }
 
+/// Where one connection goes, after the router (if any) had its say.
+struct Plan {
+    /// The address to connect to.
+    target: SocketAddr,
+    connect_timeout: Duration,
+    /// Originate mTLS with this configuration.
+    tls: Option<Arc<ClientConfig>>,
+    /// The router asked for mTLS that this proxy cannot originate.
+    tls_unavailable: bool,
+    /// The router's hold on the destination, told how connecting went; released when the
+    /// connection ends.
+    guard: Option<Box<dyn ConnectOutcome>>,
+}
+
 async fn serve(
     shared: Arc<Shared>,
     client: TcpStream,
@@ -310,24 +350,76 @@ async fn serve(
     _permit: OwnedSemaphorePermit,
     mut abort: watch::Receiver<bool>,
 ) {
-    let Some((destination, target)) = route(&shared, &client, peer) else {
+    let Some((mut destination, target)) = route(&shared, &client, peer) else {
         return;
     };
+    let mut plan = Plan {
+        target,
+        connect_timeout: shared.config.connect_timeout,
+        tls: shared.tls.upstream.clone(),
+        tls_unavailable: false,
+        guard: None,
+    };
+    let mut routed = None;
+    if let Some(router) = &shared.router {
+        match router.route(target) {
+            Decision::Passthrough => {}
+            Decision::Forward(f) => {
+                destination = f.endpoint;
+                plan.target = f.endpoint;
+                if let Some(t) = f.connect_timeout {
+                    plan.connect_timeout = t;
+                }
+                match f.tls {
+                    UpstreamTls::Plain => plan.tls = None,
+                    UpstreamTls::Mutual(config) => plan.tls = Some(config),
+                    UpstreamTls::MutualUnavailable => {
+                        plan.tls = None;
+                        plan.tls_unavailable = true;
+                    }
+                }
+                plan.guard = Some(f.guard);
+                routed = Some(f.destination);
+            }
+            Decision::Overflow(d) => {
+                return refuse_routed(
+                    &shared,
+                    client,
+                    target,
+                    peer,
+                    d,
+                    ErrorFlag::UpstreamOverflow,
+                )
+            }
+            Decision::NoEndpoint(d) => {
+                return refuse_routed(
+                    &shared,
+                    client,
+                    target,
+                    peer,
+                    d,
+                    ErrorFlag::NoHealthyUpstream,
+                )
+            }
+        }
+    }
     shared
         .stats
         .connections_active
         .fetch_add(1, Ordering::Relaxed);
     let _active = ActiveGuard(Arc::clone(&shared.stats));
     let mut conn = Conn::new(&shared, destination, peer);
-    let span = tracing::debug_span!("conn", id = %conn.id, %peer, upstream = %target);
+    conn.routed = routed;
+    let span = tracing::debug_span!("conn", id = %conn.id, %peer, upstream = %plan.target);
     async move {
         // A client refused by the handshake gets nothing: no upstream connection and no report.
-        let Some(mut client) = accept_tls(&shared, &mut conn, client).await else {
+        let Some(mut client) = accept_tls(&shared, &mut conn, client, destination.port()).await
+        else {
             return;
         };
         // Originating mTLS, the open report waits for the upstream's handshake so that it
         // carries the upstream's principal like the later ones.
-        let open_early = shared.tls.upstream.is_none();
+        let open_early = plan.tls.is_none();
         let open_late = |conn: &Conn| {
             if !open_early {
                 conn.report(&shared, ConnectionEvent::Open, None);
@@ -336,18 +428,34 @@ async fn serve(
         if open_early {
             conn.report(&shared, ConnectionEvent::Open, None);
         }
+        let outcome = |ok: bool| {
+            if let Some(guard) = &plan.guard {
+                if ok {
+                    guard.connected();
+                } else {
+                    guard.connect_failed();
+                }
+            }
+        };
+        if plan.tls_unavailable {
+            tracing::debug!("mutual TLS asked for without a workload certificate (UF)");
+            return upstream_failed(&shared, &conn, client.tcp());
+        }
         let config = &shared.config;
-        let connect = tokio::time::timeout(config.connect_timeout, TcpStream::connect(target));
+        let timeout = plan.connect_timeout;
+        let connect = tokio::time::timeout(timeout, TcpStream::connect(plan.target));
         let upstream = tokio::select! {
             connected = connect => match connected {
                 Ok(Ok(upstream)) => upstream,
                 Ok(Err(error)) => {
                     tracing::debug!(%error, "upstream connect failed (UF)");
+                    outcome(false);
                     open_late(&conn);
                     return upstream_failed(&shared, &conn, client.tcp());
                 }
                 Err(_) => {
-                    tracing::debug!(timeout = ?config.connect_timeout, "upstream connect timed out (UF)");
+                    tracing::debug!(?timeout, "upstream connect timed out (UF)");
+                    outcome(false);
                     open_late(&conn);
                     return upstream_failed(&shared, &conn, client.tcp());
                 }
@@ -361,10 +469,14 @@ async fn serve(
         // it read at once, so coalescing is the endpoints' business.
         let _ = client.tcp().set_nodelay(true);
         let _ = upstream.set_nodelay(true);
-        let Some(mut upstream) = connect_tls(&shared, &mut conn, upstream).await else {
+        let tls = plan.tls.as_ref();
+        let Some(mut upstream) = connect_tls(&shared, &mut conn, upstream, tls, timeout).await
+        else {
+            outcome(false);
             open_late(&conn);
             return upstream_failed(&shared, &conn, client.tcp());
         };
+        outcome(true);
         open_late(&conn);
         tracing::debug!("connected");
 
@@ -394,9 +506,41 @@ async fn serve(
         }
         drop((client, upstream));
         conn.report(&shared, ConnectionEvent::Close, None);
+        // The guard (dropped with `plan` after this) releases the destination's slot only
+        // once the close report is out.
     }
     .instrument(span)
     .await;
+}
+
+/// The router refused the connection (`UO`: the destination's limit; `UH`: no endpoint):
+/// it is closed at once and reported as the listener's own overflow is, naming the address
+/// the client asked for.
+fn refuse_routed(
+    shared: &Shared,
+    client: TcpStream,
+    destination: SocketAddr,
+    peer: SocketAddr,
+    routed: Option<Arc<RoutedDestination>>,
+    flag: ErrorFlag,
+) {
+    let counter = match flag {
+        ErrorFlag::NoHealthyUpstream => &shared.stats.no_healthy_upstream,
+        _ => &shared.stats.connections_overflow,
+    };
+    counter.fetch_add(1, Ordering::Relaxed);
+    let mut conn = Conn::new(shared, destination, peer);
+    conn.routed = routed;
+    tracing::debug!(id = %conn.id, %peer, %destination, flag = flag.as_str(), "routed destination refused the connection");
+    conn.report(shared, ConnectionEvent::Open, None);
+    if flag == ErrorFlag::NoHealthyUpstream
+        && shared.config.upstream == Upstream::OriginalDestination
+    {
+        // As for an upstream that refuses: nothing is there to reach.
+        reset(&client);
+    }
+    drop(client);
+    conn.report(shared, ConnectionEvent::Close, Some(flag));
 }
 
 /// The reported destination and the address to connect to; `None` when a transparent
@@ -428,28 +572,41 @@ fn route(
     }
 }
 
-/// Terminates TLS from the client as the listener's peer authentication says; `None` when the
-/// client is refused (counted) or left before sending anything under PERMISSIVE.
-async fn accept_tls(shared: &Shared, conn: &mut Conn, client: TcpStream) -> Option<Io> {
-    let Some(inbound) = &shared.tls.inbound else {
-        return Some(Io::Plain(client));
+/// Terminates TLS from the client as the listener's peer authentication says (the policy's
+/// mode for `port` when the listener has one); `None` when the client is refused (counted)
+/// or left before sending anything under PERMISSIVE.
+async fn accept_tls(shared: &Shared, conn: &mut Conn, client: TcpStream, port: u16) -> Option<Io> {
+    let mode = match (&shared.peer_policy, &shared.tls.inbound) {
+        (Some(policy), _) => policy.mode_for(port),
+        (None, Some(inbound)) => inbound.mode,
+        (None, None) => return Some(Io::Plain(client)),
     };
     let stats = &shared.stats.tls;
-    let terminate = match inbound.mode {
-        PeerAuthentication::Disable => false,
+    let detect = match &shared.tls.inbound {
+        Some(inbound) => inbound.detect_timeout,
+        None => DEFAULT_DETECT_TIMEOUT,
+    };
+    let terminate = match mode {
+        PeerAuthentication::Disable => return Some(Io::Plain(client)),
         PeerAuthentication::Strict => true,
-        PeerAuthentication::Permissive => {
-            match starts_with_tls(&client, inbound.detect_timeout).await {
-                Ok(Some(tls)) => tls,
-                // Nothing to forward, nobody to report: the client came and went.
-                Ok(None) | Err(_) => return None,
-            }
-        }
+        PeerAuthentication::Permissive => match starts_with_tls(&client, detect).await {
+            Ok(Some(tls)) => tls,
+            // Nothing to forward, nobody to report: the client came and went.
+            Ok(None) | Err(_) => return None,
+        },
     };
     if !terminate {
         stats.inbound_plaintext.fetch_add(1, Ordering::Relaxed);
         return Some(Io::Plain(client));
     }
+    let Some(inbound) = &shared.tls.inbound else {
+        // mTLS asked for, but no workload certificate to answer with: refused, never
+        // forwarded as if it were plaintext.
+        stats.refuse_inbound(HandshakeFailure::Other);
+        tracing::debug!(mode = %mode, "client refused: mutual TLS required but no workload certificate");
+        reset(&client);
+        return None;
+    };
     let session = match UnbufferedServerConnection::new(Arc::clone(&inbound.config)) {
         Ok(session) => session,
         Err(e) => {
@@ -477,10 +634,19 @@ async fn accept_tls(shared: &Shared, conn: &mut Conn, client: TcpStream) -> Opti
     None
 }
 
-/// Originates TLS to the upstream when the listener says so; `None` when the handshake
+/// PERMISSIVE without a server configuration: how long to wait for a client's first bytes.
+const DEFAULT_DETECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Originates TLS to the upstream with `config` when there is one; `None` when the handshake
 /// fails (counted; the connection then ends as an upstream failure).
-async fn connect_tls(shared: &Shared, conn: &mut Conn, upstream: TcpStream) -> Option<Io> {
-    let Some(config) = &shared.tls.upstream else {
+async fn connect_tls(
+    shared: &Shared,
+    conn: &mut Conn,
+    upstream: TcpStream,
+    config: Option<&Arc<ClientConfig>>,
+    timeout: Duration,
+) -> Option<Io> {
+    let Some(config) = config else {
         return Some(Io::Plain(upstream));
     };
     let session =
@@ -496,7 +662,7 @@ async fn connect_tls(shared: &Shared, conn: &mut Conn, upstream: TcpStream) -> O
         };
     let mut tls = Box::new(LeanTls::new(upstream, session));
     let handshake = tls.handshake();
-    let why = match tokio::time::timeout(shared.config.connect_timeout, handshake).await {
+    let why = match tokio::time::timeout(timeout, handshake).await {
         Ok(Ok(())) => {
             let destination = meshmeter_certs::peer_identity(tls.peer_certificates())
                 .map(|id| Arc::from(id.principal()));

@@ -13,6 +13,7 @@ use meshmeter_attributes::{AttrId, Bag, Duration, Manifest, Timestamp, Value};
 
 use crate::identity::{Identity, ReporterKind};
 use crate::meter::Deltas;
+use crate::route::RoutedDestination;
 use crate::tls::TlsPeers;
 
 /// `connection.event`.
@@ -43,8 +44,11 @@ impl ConnectionEvent {
 pub enum ErrorFlag {
     /// `UF`: the upstream could not be connected (refused, unreachable, or timed out).
     UpstreamConnectFailure,
-    /// `UO`: the connection limit was reached; the connection was closed at once.
+    /// `UO`: the connection limit was reached (the listener's, or the routed destination's);
+    /// the connection was closed at once.
     UpstreamOverflow,
+    /// `UH`: the routed destination has no healthy endpoint (none known, or all ejected).
+    NoHealthyUpstream,
 }
 
 impl ErrorFlag {
@@ -53,6 +57,7 @@ impl ErrorFlag {
         match self {
             ErrorFlag::UpstreamConnectFailure => "UF",
             ErrorFlag::UpstreamOverflow => "UO",
+            ErrorFlag::NoHealthyUpstream => "UH",
         }
     }
 }
@@ -81,6 +86,10 @@ pub struct ConnectionReport {
     /// The peers' identities when the connection is mutual TLS (`connection.mtls` true,
     /// `source.principal`, `destination.principal`); `None` for plaintext.
     pub tls: Option<Arc<TlsPeers>>,
+    /// The routed destination's identity when a router chose the endpoint
+    /// (`destination.service.*`, `destination.workload.*`, `destination.labels`); `None`
+    /// otherwise.
+    pub routed: Option<Arc<RoutedDestination>>,
 }
 
 /// Where connection reports go: the queue of the gRPC reporter, an in-proxy configuration
@@ -143,6 +152,8 @@ pub struct ReportSchema {
     destination_ip: AttrId,
     destination_port: AttrId,
     service_host: AttrId,
+    service_name: AttrId,
+    service_namespace: AttrId,
     reporter_kind: AttrId,
     reporter_uid: AttrId,
     time: AttrId,
@@ -194,6 +205,8 @@ impl ReportSchema {
             destination_ip: id("destination.ip")?,
             destination_port: id("destination.port")?,
             service_host: id("destination.service.host")?,
+            service_name: id("destination.service.name")?,
+            service_namespace: id("destination.service.namespace")?,
             reporter_kind: id("context.reporter.kind")?,
             reporter_uid: id("context.reporter.uid")?,
             time: id("context.time")?,
@@ -288,6 +301,26 @@ impl ConnectionReport {
         if let Some(v) = text(&who.service_host) {
             bag.set(s.service_host, v);
         }
+        if let Some(routed) = &self.routed {
+            // What the router chose is the destination, whatever the flags said.
+            let d = &s.destination;
+            for (id, v) in [
+                (s.service_host, &routed.service_host),
+                (s.service_name, &routed.service_name),
+                (s.service_namespace, &routed.service_namespace),
+                (d.workload_name, &routed.workload_name),
+                (d.workload_namespace, &routed.workload_namespace),
+                (d.namespace, &routed.workload_namespace),
+            ] {
+                if let Some(v) = text(v) {
+                    bag.set(id, v);
+                }
+            }
+            if !routed.labels.is_empty() {
+                let labels = routed.labels.iter().collect();
+                bag.set(d.labels, Value::StringMap(Cow::Owned(labels)));
+            }
+        }
         bag
     }
 }
@@ -320,6 +353,7 @@ mod tests {
                 ..Identity::default()
             }),
             tls: None,
+            routed: None,
         }
     }
 
@@ -382,6 +416,40 @@ mod tests {
         assert_eq!(text_of(&bag, &m, "source.labels"), "version=v1");
         assert_eq!(text_of(&bag, &m, "destination.uid"), "");
         assert_eq!(text_of(&bag, &m, "context.reporter.kind"), "outbound");
+    }
+
+    #[test]
+    fn routed_destination_fills_the_destination() {
+        let schema = ReportSchema::istio();
+        let m = schema.manifest().clone();
+        let mut r = report(ReporterKind::Outbound);
+        r.error = Some(ErrorFlag::NoHealthyUpstream);
+        r.routed = Some(Arc::new(RoutedDestination {
+            service_host: Some("ratings.default.svc.cluster.local".into()),
+            service_name: Some("ratings".into()),
+            service_namespace: Some("default".into()),
+            workload_name: Some("ratings-v2".into()),
+            workload_namespace: Some("prod".into()),
+            labels: Identity::parse_labels("app=ratings,version=v2").unwrap(),
+        }));
+        let bag = r.to_bag(&schema);
+        let expect = [
+            (
+                "destination.service.host",
+                "ratings.default.svc.cluster.local",
+            ),
+            ("destination.service.name", "ratings"),
+            ("destination.service.namespace", "default"),
+            ("destination.workload.name", "ratings-v2"),
+            ("destination.workload.namespace", "prod"),
+            ("destination.namespace", "prod"),
+            ("destination.labels", "app=ratings&version=v2"),
+            ("source.labels", "version=v1"),
+            ("context.proxy_error_code", "UH"),
+        ];
+        for (name, value) in expect {
+            assert_eq!(text_of(&bag, &m, name), value, "{name}");
+        }
     }
 
     #[test]

@@ -19,6 +19,8 @@ pub struct ProxyStats {
     pub connections_overflow: AtomicU64,
     /// Connections whose upstream could not be connected (`UF`).
     pub upstream_connect_failures: AtomicU64,
+    /// Connections closed because their routed destination had no healthy endpoint (`UH`).
+    pub no_healthy_upstream: AtomicU64,
     /// Connections a transparent listener refused because nothing redirected them there
     /// (no original destination).
     pub not_redirected: AtomicU64,
@@ -59,11 +61,12 @@ impl ProxyStats {
     /// Appends the metrics in Prometheus' text exposition format (version 0.0.4).
     pub fn render_prometheus(&self, out: &mut String) {
         use Kind::{Counter, Gauge};
-        let rows: [(&str, Kind, &str, &AtomicU64); 13] = [
+        let rows: [(&str, Kind, &str, &AtomicU64); 14] = [
             ("connections_accepted_total", Counter, "Downstream connections accepted.", &self.connections_accepted),
             ("connections_active", Gauge, "Connections being forwarded.", &self.connections_active),
             ("connections_overflow_total", Counter, "Connections closed at once because the connection limit was reached (UO).", &self.connections_overflow),
             ("upstream_connect_failures_total", Counter, "Connections whose upstream could not be connected (UF).", &self.upstream_connect_failures),
+            ("no_healthy_upstream_total", Counter, "Connections closed because their routed destination had no healthy endpoint (UH).", &self.no_healthy_upstream),
             ("not_redirected_total", Counter, "Connections a transparent listener refused (reset) because nothing redirected them there.", &self.not_redirected),
             ("loops_refused_total", Counter, "Connections a transparent listener refused (reset) because their original destination is the proxy's own listener.", &self.loops_refused),
             ("received_bytes_total", Counter, "Bytes forwarded from clients to upstreams, as of each connection's latest report.", &self.received_bytes),
@@ -100,8 +103,8 @@ mod tests {
         stats.reports_dropped.store(3, Ordering::Relaxed);
         let mut out = String::new();
         stats.render_prometheus(&mut out);
-        // 13 metrics of 3 lines; mTLS: 4 + 3 + 2 + 2 x 7 reasons.
-        assert_eq!(out.lines().count(), 39 + 4 + 3 + 16);
+        // 14 metrics of 3 lines; mTLS: 4 + 3 + 2 + 2 x 7 reasons.
+        assert_eq!(out.lines().count(), 42 + 4 + 3 + 16);
         assert!(out.contains(
             "# TYPE meshmeter_proxy_reports_dropped_total counter\nmeshmeter_proxy_reports_dropped_total 3\n"
         ));

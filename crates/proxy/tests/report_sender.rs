@@ -91,6 +91,7 @@ fn report(n: usize) -> ConnectionReport {
         error: None,
         identity: Arc::new(Identity::default()),
         tls: None,
+        routed: None,
     }
 }
 

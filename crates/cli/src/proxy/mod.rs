@@ -4,9 +4,10 @@
 
 mod local;
 mod mtls;
+mod routing;
 mod serve;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -214,6 +215,28 @@ pub(crate) struct Args {
     /// where the handler says.
     #[arg(long, value_name = "FILE", requires = "telemetry_config")]
     access_log: Option<PathBuf>,
+
+    /// Control plane (`meshmeter control`) to take routing from, `host:port`: outbound
+    /// connections to a service's address are sent to the endpoints its DestinationRules and
+    /// VirtualServices choose (weights, subsets, connection limits: `UO`; no healthy endpoint:
+    /// `UH`; outlier ejection; `tls.mode: ISTIO_MUTUAL` with the --ca-* flags), and the
+    /// inbound side's peer authentication follows MeshPolicy/Policy. The proxy subscribes with
+    /// its pod's name, namespace, labels, addresses and service account, keeps the last view
+    /// while the control plane is away, and forwards everything to its original destination
+    /// until a first view arrives. With --transparent the outbound listener is routed;
+    /// otherwise the listeners of `--reporter-kind outbound`.
+    #[arg(long, env = "MESHMETER_CONTROL_PLANE", value_name = "ADDR")]
+    control_plane: Option<String>,
+
+    /// The pod's addresses (comma-separated; the downward API's `status.podIPs`), sent to the
+    /// control plane, which finds the pod's own services and inbound policy by them.
+    #[arg(
+        long,
+        env = "MESHMETER_POD_IPS",
+        value_name = "IP,...",
+        value_delimiter = ','
+    )]
+    pod_ips: Vec<IpAddr>,
 
     #[command(flatten)]
     mtls: mtls::MtlsArgs,

@@ -1,11 +1,13 @@
 //! Mutual TLS between sidecars (`--tls-mode`, `--peer-authentication`): the workload
 //! certificate from the CA, its rotation, and the TLS settings each listener gets.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use meshmeter_ca::{CaClient, RotationStats, Rotator};
+use meshmeter_certs::rustls::ClientConfig;
 use meshmeter_certs::{
     client_config, server_config, CertStore, ExpectedPeer, SpiffeId, TrustBundle,
 };
@@ -53,7 +55,7 @@ pub(crate) struct MtlsArgs {
 
     /// The pod's service account (with --namespace, the default workload identity).
     #[arg(long, env = "MESHMETER_SERVICE_ACCOUNT", value_name = "NAME")]
-    service_account: Option<String>,
+    pub(super) service_account: Option<String>,
 
     /// The mesh's trust domain.
     #[arg(long, default_value = meshmeter_certs::DEFAULT_TRUST_DOMAIN, value_name = "DOMAIN")]
@@ -92,16 +94,70 @@ fn parse_tls_mode(text: &str) -> Result<TlsMode, String> {
     }
 }
 
-/// The certificate machinery of `--tls-mode` / `--peer-authentication`.
+/// The certificate machinery of `--tls-mode` / `--peer-authentication` (and of routing's
+/// `ISTIO_MUTUAL` clusters and inbound policies under `--control-plane`).
 pub(super) struct Mtls {
     pub(super) tls: ListenerTls,
     pub(super) rotator: Rotator,
     pub(super) rotation: Arc<RotationStats>,
+    /// Client configurations by the identity expected of the upstream.
+    pub(super) upstreams: Arc<UpstreamConfigs>,
+}
+
+/// Client TLS configurations for routed endpoints, one per expected identity, made on first
+/// use and kept (the certificate store they share rotates underneath them).
+pub(super) struct UpstreamConfigs {
+    bundle: TrustBundle,
+    store: Arc<CertStore>,
+    trust_domain: String,
+    made: Mutex<HashMap<Option<SpiffeId>, Arc<ClientConfig>>>,
+}
+
+impl UpstreamConfigs {
+    /// The configuration for an endpoint of `namespace` running as `service_account`: its
+    /// certificate must name exactly that identity; with the service account unknown, any
+    /// identity of the trust domain.
+    pub(super) fn for_endpoint(
+        &self,
+        namespace: &str,
+        service_account: &str,
+    ) -> Option<Arc<ClientConfig>> {
+        let id = if service_account.is_empty() {
+            None
+        } else {
+            SpiffeId::new(&self.trust_domain, namespace, service_account).ok()
+        };
+        let mut made = self.made.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(config) = made.get(&id) {
+            return Some(Arc::clone(config));
+        }
+        let expected = match &id {
+            Some(id) => ExpectedPeer::OneOf(vec![id.clone()]),
+            None => ExpectedPeer::TrustDomain(self.trust_domain.clone()),
+        };
+        match client_config(&self.bundle, Arc::clone(&self.store), expected) {
+            Ok(config) => {
+                made.insert(id, Arc::clone(&config));
+                Some(config)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot build the TLS configuration for a routed endpoint");
+                None
+            }
+        }
+    }
 }
 
 pub(super) async fn mtls(args: &Args) -> Result<Option<Mtls>, Failure> {
     let m = &args.mtls;
-    if m.tls_mode == TlsMode::Disable && m.peer_authentication == PeerAuthentication::Disable {
+    // Under a control plane, certificates are fetched whenever a CA is given: its views may
+    // ask for mutual TLS at any time.
+    let routed =
+        args.control_plane.as_deref().is_some_and(|a| !a.is_empty()) && m.ca_addr.is_some();
+    if m.tls_mode == TlsMode::Disable
+        && m.peer_authentication == PeerAuthentication::Disable
+        && !routed
+    {
         return Ok(None);
     }
     let need = |flag: &str| {
@@ -167,7 +223,7 @@ pub(super) async fn mtls(args: &Args) -> Result<Option<Mtls>, Failure> {
         })?;
     let domain = ExpectedPeer::TrustDomain(identity.trust_domain().to_owned());
     let inbound = match m.peer_authentication {
-        PeerAuthentication::Disable => None,
+        PeerAuthentication::Disable if !routed => None,
         mode => Some(InboundTls {
             mode,
             config: server_config(&bundle, Arc::clone(&store), domain.clone())
@@ -189,10 +245,19 @@ pub(super) async fn mtls(args: &Args) -> Result<Option<Mtls>, Failure> {
                     .collect::<Result<_, _>>()?,
             )
         };
-        Some(client_config(&bundle, store, expected).map_err(|e| Failure::Runtime(e.into()))?)
+        Some(
+            client_config(&bundle, Arc::clone(&store), expected)
+                .map_err(|e| Failure::Runtime(e.into()))?,
+        )
     } else {
         None
     };
+    let upstreams = Arc::new(UpstreamConfigs {
+        bundle,
+        store,
+        trust_domain: identity.trust_domain().to_owned(),
+        made: Mutex::new(HashMap::new()),
+    });
     tracing::info!(identity = %identity, peer_authentication = %m.peer_authentication, tls_mode = ?m.tls_mode, "mutual TLS on");
     Ok(Some(Mtls {
         tls: ListenerTls {
@@ -202,5 +267,35 @@ pub(super) async fn mtls(args: &Args) -> Result<Option<Mtls>, Failure> {
         },
         rotator,
         rotation,
+        upstreams,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use meshmeter_certs::Authority;
+
+    use super::*;
+
+    #[test]
+    fn upstream_configs_are_made_once_per_identity() {
+        let hour = Duration::from_secs(3600);
+        let ca = Authority::generate_root("cluster.local", hour).unwrap();
+        let id = SpiffeId::new("cluster.local", "default", "productpage").unwrap();
+        let configs = UpstreamConfigs {
+            bundle: TrustBundle::new(vec![ca.root().clone()], "root").unwrap(),
+            store: Arc::new(CertStore::with(ca.issue_workload(&id, hour).unwrap())),
+            trust_domain: "cluster.local".into(),
+            made: Mutex::new(HashMap::new()),
+        };
+        let reviews = configs.for_endpoint("default", "reviews").unwrap();
+        let again = configs.for_endpoint("default", "reviews").unwrap();
+        assert!(Arc::ptr_eq(&reviews, &again));
+        let ratings = configs.for_endpoint("default", "ratings").unwrap();
+        assert!(!Arc::ptr_eq(&reviews, &ratings));
+        let unknown = configs.for_endpoint("default", "").unwrap();
+        assert!(!Arc::ptr_eq(&reviews, &unknown));
+        assert_eq!(configs.made.lock().unwrap().len(), 3);
+        assert!(configs.made.lock().unwrap().contains_key(&None));
+    }
 }

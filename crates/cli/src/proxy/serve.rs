@@ -20,6 +20,7 @@ use tokio::task::JoinHandle;
 
 use super::local::{local_telemetry, scrape, LocalParts};
 use super::mtls::mtls;
+use super::routing::ListenerRouting;
 use super::{identity, usage, Args, Failure};
 use crate::supervise::noticed;
 
@@ -35,6 +36,13 @@ pub(super) async fn serve(args: Args) -> Result<(), Failure> {
     let interval = ReportInterval::new(args.report_interval)
         .map_err(|e| usage(format!("--report-interval: {e}")))?;
     let identity = identity(&args)?;
+    let node = match args.control_plane.as_deref() {
+        Some(addr) if !addr.is_empty() => Some(super::routing::node(&args)?),
+        _ => None,
+    };
+    if let Some(node) = &node {
+        tracing::info!(node = %node.id, "routing from the control plane");
+    }
     let planned = if args.transparent {
         transparent(&args, identity)
     } else {
@@ -45,7 +53,17 @@ pub(super) async fn serve(args: Args) -> Result<(), Failure> {
     let reporting = reporting(&args, &stats, stop_reload_rx)?;
     let mtls = mtls(&args).await?;
     let tls = mtls.as_ref().map(|m| &m.tls);
-    let proxies = bind_listeners(&args, interval, &reporting.sink, &stats, planned, tls).await?;
+    let routing: Option<ListenerRouting> = None;
+    let proxies = bind_listeners(
+        &args,
+        interval,
+        &reporting.sink,
+        &stats,
+        planned,
+        tls,
+        routing.as_ref(),
+    )
+    .await?;
     let readiness = Readiness::new();
     let admin = match args.metrics_addr {
         Some(addr) => {
@@ -245,6 +263,7 @@ async fn bind_listeners(
     stats: &Arc<ProxyStats>,
     planned: Vec<Planned>,
     tls: Option<&ListenerTls>,
+    routing: Option<&ListenerRouting>,
 ) -> Result<Vec<Proxy>, Failure> {
     let ids = Arc::new(ConnectionIds::new());
     let mut proxies = Vec::new();
@@ -266,6 +285,13 @@ async fn bind_listeners(
         let proxy = match tls {
             Some(tls) => proxy.with_tls(listener_tls(tls, &p.upstream, kind)),
             None => proxy,
+        };
+        // Under a control plane, outbound listeners route and inbound ones follow its peer
+        // authentication.
+        let proxy = match (routing, kind) {
+            (Some(r), ReporterKind::Outbound) => proxy.with_router(Arc::clone(&r.router)),
+            (Some(r), ReporterKind::Inbound) => proxy.with_peer_policy(r.policy.clone()),
+            (None, _) => proxy,
         };
         proxies.push(proxy.with_connection_ids(Arc::clone(&ids)));
     }

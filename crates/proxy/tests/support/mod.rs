@@ -90,6 +90,16 @@ pub async fn proxy_with_drain(
     drain: Duration,
     tweak: impl FnOnce(&mut ListenerConfig),
 ) -> Running {
+    proxy_built(upstream, drain, tweak, |p| p).await
+}
+
+/// A proxy to `upstream` with `build` applied to it before it runs (a router, a policy).
+pub async fn proxy_built(
+    upstream: SocketAddr,
+    drain: Duration,
+    tweak: impl FnOnce(&mut ListenerConfig),
+    build: impl FnOnce(Proxy) -> Proxy,
+) -> Running {
     let mut config = ListenerConfig::new("127.0.0.1:0".parse().unwrap(), upstream);
     tweak(&mut config);
     let reports = Arc::new(Collect::default());
@@ -101,6 +111,7 @@ pub async fn proxy_with_drain(
     let p = Proxy::bind(config, identity, reports.clone(), stats.clone())
         .await
         .unwrap();
+    let p = build(p);
     let addr = p.local_addr();
     let (shutdown, rx) = watch::channel(false);
     let task = tokio::spawn(p.run(rx, drain));
