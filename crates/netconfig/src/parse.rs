@@ -117,31 +117,6 @@ pub(crate) fn read(doc: &Node, sink: &mut Sink<'_>) -> Option<Document> {
         }
         return None;
     };
-    match api_version {
-        None => {
-            report(
-                sink,
-                Code::BadHeader,
-                doc.span,
-                "document has no 'apiVersion'",
-            )
-            .hint(format!("add 'apiVersion: {}'", kind.api_version()));
-        }
-        Some(v) if v != kind.api_version() => {
-            let at = doc.get("apiVersion").map_or(doc.span, |n| n.span);
-            report(
-                sink,
-                Code::UnknownApiVersion,
-                at,
-                format!(
-                    "apiVersion '{v}' for kind '{}'; reading it as {}",
-                    kind.as_str(),
-                    kind.api_version()
-                ),
-            );
-        }
-        Some(_) => {}
-    }
     let metadata = doc.get("metadata");
     let written_name = metadata
         .and_then(|m| m.get("name"))
@@ -156,12 +131,37 @@ pub(crate) fn read(doc: &Node, sink: &mut Sink<'_>) -> Option<Document> {
                 .unwrap_or("default"),
         ),
     };
+    let written = match written_namespace {
+        Some(ns) => format!("{} {ns}/{written_name}", kind.as_str()),
+        None => format!("{} {written_name}", kind.as_str()),
+    };
+    match api_version {
+        None => {
+            report(
+                sink,
+                Code::BadHeader,
+                doc.span,
+                format!("{written} has no 'apiVersion'"),
+            )
+            .hint(format!("add 'apiVersion: {}'", kind.api_version()));
+        }
+        Some(v) if v != kind.api_version() => {
+            let at = doc.get("apiVersion").map_or(doc.span, |n| n.span);
+            report(
+                sink,
+                Code::UnknownApiVersion,
+                at,
+                format!(
+                    "apiVersion '{v}' of {written}; reading it as {}",
+                    kind.api_version()
+                ),
+            );
+        }
+        Some(_) => {}
+    }
     let top = fields::read(
         doc,
-        &match written_namespace {
-            Some(ns) => format!("{} {ns}/{written_name}", kind.as_str()),
-            None => format!("{} {written_name}", kind.as_str()),
-        },
+        &written,
         &["api_version", "kind", "metadata", "spec", "status"],
         sink,
     );
