@@ -28,7 +28,7 @@ pub(crate) struct MtlsArgs {
     /// port, told apart by the first bytes) or `strict` (mTLS only; plaintext and bad
     /// certificates refused). Needs the --ca-* flags unless `disable`.
     #[arg(long, default_value = "disable", value_name = "MODE")]
-    peer_authentication: PeerAuthentication,
+    pub(super) peer_authentication: PeerAuthentication,
 
     /// The certificate authority (`meshmeter ca`), `host:port`.
     #[arg(long, env = "MESHMETER_CA_ADDR", value_name = "ADDR")]

@@ -1,11 +1,19 @@
 //! `--control-plane`: who this sidecar is to the control plane (its [`Node`]), and the routing
 //! the control plane's views drive.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
-use meshmeter_proxy::{Identity, PeerAuthentication, PeerModes, PeerPolicy, Router};
-use meshmeter_routing::view::{Inbound, Node, PeerMode};
+use meshmeter_control::{ClientConfig, ClientStatus, ControlClient};
+use meshmeter_proxy::{
+    ConnectOutcome, Decision, Forward, Identity, PeerAuthentication, PeerModes, PeerPolicy,
+    RoutedDestination, Router, UpstreamTls,
+};
+use meshmeter_routing::view::{Inbound, Node, PeerMode, TlsMode, ViewUpdate};
+use meshmeter_routing::{Decision as RouterDecision, ServiceInfo};
+use tokio::sync::watch;
 
+use super::mtls::UpstreamConfigs;
 use super::{usage, Args, Failure};
 
 /// What the control plane's views drive in the listeners: outbound ones ask the router,
@@ -57,6 +65,195 @@ pub(super) fn peer_modes(inbound: &Inbound) -> Result<PeerModes, String> {
         modes.ports.insert(port, mode(p.mode)?);
     }
     Ok(modes)
+}
+
+/// The control plane's router as the proxy's [`Router`]: its decisions with the routed
+/// identity for reports and the TLS each endpoint gets.
+struct ViewRouter {
+    router: Arc<meshmeter_routing::Router>,
+    /// Client configurations for `ISTIO_MUTUAL` clusters; `None` without the --ca-* flags.
+    tls: Option<Arc<UpstreamConfigs>>,
+}
+
+/// Holds the router's slot for the connection's life and tells it how connecting went.
+struct PickedGuard(meshmeter_routing::Picked);
+
+impl ConnectOutcome for PickedGuard {
+    fn connected(&self) {
+        self.0.connected();
+    }
+    fn connect_failed(&self) {
+        self.0.connect_failed();
+    }
+}
+
+fn service_only(service: &ServiceInfo) -> RoutedDestination {
+    let text = |s: &str| (!s.is_empty()).then(|| s.to_owned());
+    RoutedDestination {
+        service_host: text(&service.host),
+        service_name: text(&service.name),
+        service_namespace: text(&service.namespace),
+        ..RoutedDestination::default()
+    }
+}
+
+impl Router for ViewRouter {
+    fn route(&self, original: SocketAddr) -> Decision {
+        match self.router.route(original) {
+            RouterDecision::Passthrough => Decision::Passthrough,
+            RouterDecision::Overflow(refused) => {
+                Decision::Overflow(Some(Arc::new(service_only(refused.service()))))
+            }
+            RouterDecision::NoEndpoint(refused) => {
+                Decision::NoEndpoint(Some(Arc::new(service_only(refused.service()))))
+            }
+            RouterDecision::Forward(picked) => {
+                let mut destination = service_only(picked.service());
+                let (namespace, account) = match picked.endpoint() {
+                    Some(e) => {
+                        let text = |s: &str| (!s.is_empty()).then(|| s.to_owned());
+                        destination.workload_name = text(&e.workload);
+                        destination.workload_namespace = text(&e.namespace);
+                        destination.labels = e
+                            .labels
+                            .iter()
+                            .map(|(k, v)| (k.clone(), v.clone()))
+                            .collect();
+                        (e.namespace.as_str(), e.service_account.as_str())
+                    }
+                    None => ("", ""),
+                };
+                let tls = match picked.tls() {
+                    TlsMode::Disable => UpstreamTls::Plain,
+                    TlsMode::IstioMutual => match self
+                        .tls
+                        .as_ref()
+                        .and_then(|t| t.for_endpoint(namespace, account))
+                    {
+                        Some(config) => UpstreamTls::Mutual(config),
+                        None => UpstreamTls::MutualUnavailable,
+                    },
+                };
+                Decision::Forward(Forward {
+                    endpoint: picked.address(),
+                    connect_timeout: picked.connect_timeout(),
+                    tls,
+                    destination: Arc::new(destination),
+                    guard: Box::new(PickedGuard(picked)),
+                })
+            }
+        }
+    }
+}
+
+/// Routing under `--control-plane`: what the listeners consult, and the client that keeps it
+/// up to date.
+pub(super) struct ControlPlane {
+    pub(super) listeners: ListenerRouting,
+    client: ControlClient,
+    router: Arc<meshmeter_routing::Router>,
+    first_view: watch::Sender<bool>,
+}
+
+/// The control plane's client and what it drives, or `None` without `--control-plane`.
+pub(super) fn control_plane(
+    args: &Args,
+    upstreams: Option<Arc<UpstreamConfigs>>,
+) -> Result<Option<ControlPlane>, Failure> {
+    let Some(addr) = args.control_plane.as_deref().filter(|a| !a.is_empty()) else {
+        return Ok(None);
+    };
+    let node = node(args)?;
+    tracing::info!(control_plane = %addr, node = %node.id, "routing from the control plane");
+    let client = ControlClient::new(ClientConfig::new(addr, node))
+        .map_err(|e| usage(format!("--control-plane: {e}")))?;
+    let router = Arc::new(meshmeter_routing::Router::new());
+    let listeners = ListenerRouting {
+        router: Arc::new(ViewRouter {
+            router: Arc::clone(&router),
+            tls: upstreams,
+        }),
+        policy: PeerPolicy::new(PeerModes::all(args.mtls.peer_authentication)),
+    };
+    Ok(Some(ControlPlane {
+        listeners,
+        client,
+        router,
+        first_view: watch::Sender::new(false),
+    }))
+}
+
+impl ControlPlane {
+    /// Follows the client's state (for `/metrics`).
+    pub(super) fn status(&self) -> watch::Receiver<ClientStatus> {
+        self.client.status()
+    }
+
+    /// Becomes true once the first view is applied.
+    pub(super) fn first_view(&self) -> watch::Receiver<bool> {
+        self.first_view.subscribe()
+    }
+
+    /// Follows the control plane until `stop` becomes true, applying each update to the
+    /// router and the inbound policy (all of it or, refused, none of it).
+    pub(super) async fn run(self, mut stop: watch::Receiver<bool>) {
+        let ControlPlane {
+            listeners,
+            client,
+            router,
+            first_view,
+        } = self;
+        let policy = listeners.policy;
+        let apply = move |update: &ViewUpdate| {
+            let modes = update.inbound.as_ref().map(peer_modes).transpose()?;
+            router.apply(update).map_err(|e| e.to_string())?;
+            if let Some(modes) = modes {
+                policy.set(modes);
+            }
+            first_view.send_replace(true);
+            tracing::info!(
+                version = update.version,
+                full = update.full,
+                services = update.services.len(),
+                clusters = update.clusters.len(),
+                "view update applied"
+            );
+            Ok(())
+        };
+        client
+            .run(apply, async move {
+                let _ = stop.wait_for(|&s| s).await;
+            })
+            .await;
+    }
+}
+
+/// The control plane client's state on the proxy's `/metrics`.
+pub(super) fn render_status(status: &ClientStatus, out: &mut String) {
+    let mut snapshot = meshmeter_selfmetrics::Snapshot::new();
+    snapshot.gauge(
+        "meshmeter_proxy_control_plane_connected",
+        "Whether the stream to the control plane is open (1) or not (0).",
+        &[],
+        i64::from(status.connected),
+    );
+    snapshot.gauge(
+        "meshmeter_proxy_view_version",
+        "The version of the last view update applied (0: none yet).",
+        &[],
+        i64::try_from(status.version).unwrap_or(i64::MAX),
+    );
+    let name = "meshmeter_proxy_view_updates_total";
+    let help = "View updates from the control plane, applied or refused (the last view stays).";
+    snapshot.counter(name, help, &[("result", "applied")], status.applied);
+    snapshot.counter(name, help, &[("result", "refused")], status.refused);
+    snapshot.counter(
+        "meshmeter_proxy_control_plane_connects_total",
+        "Streams opened to the control plane.",
+        &[],
+        status.connects,
+    );
+    snapshot.encode(out);
 }
 
 #[cfg(test)]
