@@ -295,7 +295,9 @@ workloads:
             .check(&format!("exact routed bytes {b1} {b2}\n{text}"))
             .await;
     };
-    assert_eq!(b2, 1000);
+    // Ten 100-byte exchanges, then 10-byte probes until the change was in force.
+    let probes = v2[0].load(Ordering::SeqCst) - 10;
+    assert_eq!(b2, 1000 + 10 * probes);
     let uo = sum(
         &text,
         "istio_tcp_connections_closed_total",
