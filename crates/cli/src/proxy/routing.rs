@@ -259,6 +259,7 @@ pub(super) fn render_status(status: &ClientStatus, out: &mut String) {
 #[cfg(test)]
 mod tests {
     use clap::Parser;
+    use meshmeter_routing::view::TlsMode;
 
     use super::*;
 
@@ -334,6 +335,108 @@ mod tests {
             peer_modes(&bad_port).unwrap_err(),
             "inbound port 70000 is not a TCP port"
         );
+    }
+
+    fn view(tls: TlsMode) -> ViewUpdate {
+        use meshmeter_routing::view::{Cluster, Endpoint, Service, ServicePort};
+        let host = "reviews.default.svc.cluster.local";
+        ViewUpdate {
+            version: 1,
+            full: true,
+            services: vec![Service {
+                host: host.into(),
+                name: "reviews".into(),
+                namespace: "default".into(),
+                addresses: vec!["10.0.0.100".into()],
+                ports: vec![ServicePort {
+                    port: 9080,
+                    name: "tcp".into(),
+                }],
+                routes: vec![],
+            }],
+            clusters: vec![Cluster {
+                name: format!("outbound|9080||{host}"),
+                host: host.into(),
+                port: 9080,
+                tls: tls as i32,
+                endpoints: vec![Endpoint {
+                    address: "10.0.0.7:9081".into(),
+                    labels: [("version".to_owned(), "v2".to_owned())].into(),
+                    workload: "reviews-v2".into(),
+                    namespace: "default".into(),
+                    service_account: "reviews".into(),
+                }],
+                ..Cluster::default()
+            }],
+            ..ViewUpdate::default()
+        }
+    }
+
+    fn routed(tls: TlsMode, configs: Option<Arc<UpstreamConfigs>>) -> Decision {
+        let router = Arc::new(meshmeter_routing::Router::from_view(&view(tls)).unwrap());
+        let adapter = ViewRouter {
+            router,
+            tls: configs,
+        };
+        assert!(matches!(
+            adapter.route("10.0.0.101:9080".parse().unwrap()),
+            Decision::Passthrough
+        ));
+        adapter.route("10.0.0.100:9080".parse().unwrap())
+    }
+
+    #[test]
+    fn view_decisions_become_the_listeners() {
+        let Decision::Forward(f) = routed(TlsMode::Disable, None) else {
+            panic!("forward expected")
+        };
+        assert_eq!(f.endpoint, "10.0.0.7:9081".parse().unwrap());
+        assert!(matches!(f.tls, UpstreamTls::Plain));
+        let d = &*f.destination;
+        assert_eq!(
+            d.service_host.as_deref(),
+            Some("reviews.default.svc.cluster.local")
+        );
+        assert_eq!(d.service_name.as_deref(), Some("reviews"));
+        assert_eq!(d.service_namespace.as_deref(), Some("default"));
+        assert_eq!(d.workload_name.as_deref(), Some("reviews-v2"));
+        assert_eq!(d.workload_namespace.as_deref(), Some("default"));
+        assert_eq!(d.labels.get("version"), Some("v2"));
+        // ISTIO_MUTUAL without a workload certificate: never plaintext.
+        let Decision::Forward(f) = routed(TlsMode::IstioMutual, None) else {
+            panic!("forward expected")
+        };
+        assert!(matches!(f.tls, UpstreamTls::MutualUnavailable));
+        let configs = Arc::new(super::super::mtls::tests::configs());
+        let Decision::Forward(f) = routed(TlsMode::IstioMutual, Some(Arc::clone(&configs))) else {
+            panic!("forward expected")
+        };
+        assert!(matches!(f.tls, UpstreamTls::Mutual(_)));
+        // Made for the endpoint's own identity.
+        let expected = meshmeter_certs::SpiffeId::new("cluster.local", "default", "reviews").ok();
+        assert!(configs.made_for(&expected));
+    }
+
+    #[test]
+    fn control_plane_state_on_metrics() {
+        let status = ClientStatus {
+            connected: true,
+            version: 42,
+            applied: 3,
+            refused: 1,
+            connects: 2,
+        };
+        let mut out = String::new();
+        render_status(&status, &mut out);
+        for line in [
+            "meshmeter_proxy_control_plane_connected 1",
+            "meshmeter_proxy_view_version 42",
+            "meshmeter_proxy_view_updates_total{result=\"applied\"} 3",
+            "meshmeter_proxy_view_updates_total{result=\"refused\"} 1",
+            "meshmeter_proxy_control_plane_connects_total 2",
+        ] {
+            assert!(out.lines().any(|l| l == line), "{line}\n{out}");
+        }
     }
 
     #[test]
