@@ -139,7 +139,7 @@ pub(super) fn scrape(parts: ScrapeParts) -> Box<dyn MetricsBody> {
             rotation.render_prometheus(out);
         }
         if let Some(control) = &control {
-            super::routing::render_status(&control.borrow(), out);
+            super::routing::control_plane_state(&control.borrow()).render_prometheus(out);
         }
         true
     })

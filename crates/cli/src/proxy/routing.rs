@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use meshmeter_control::{ClientConfig, ClientStatus, ControlClient};
 use meshmeter_proxy::{
-    ConnectOutcome, Decision, Forward, Identity, PeerAuthentication, PeerModes, PeerPolicy,
-    RoutedDestination, Router, UpstreamTls,
+    ConnectOutcome, ControlPlaneState, Decision, Forward, Identity, PeerAuthentication, PeerModes,
+    PeerPolicy, RoutedDestination, Router, UpstreamTls,
 };
 use meshmeter_routing::view::{Inbound, Node, PeerMode, TlsMode, ViewUpdate};
 use meshmeter_routing::{Decision as RouterDecision, ServiceInfo};
@@ -228,32 +228,15 @@ impl ControlPlane {
     }
 }
 
-/// The control plane client's state on the proxy's `/metrics`.
-pub(super) fn render_status(status: &ClientStatus, out: &mut String) {
-    let mut snapshot = meshmeter_selfmetrics::Snapshot::new();
-    snapshot.gauge(
-        "meshmeter_proxy_control_plane_connected",
-        "Whether the stream to the control plane is open (1) or not (0).",
-        &[],
-        i64::from(status.connected),
-    );
-    snapshot.gauge(
-        "meshmeter_proxy_view_version",
-        "The version of the last view update applied (0: none yet).",
-        &[],
-        i64::try_from(status.version).unwrap_or(i64::MAX),
-    );
-    let name = "meshmeter_proxy_view_updates_total";
-    let help = "View updates from the control plane, applied or refused (the last view stays).";
-    snapshot.counter(name, help, &[("result", "applied")], status.applied);
-    snapshot.counter(name, help, &[("result", "refused")], status.refused);
-    snapshot.counter(
-        "meshmeter_proxy_control_plane_connects_total",
-        "Streams opened to the control plane.",
-        &[],
-        status.connects,
-    );
-    snapshot.encode(out);
+/// The control plane client's state for the proxy's `/metrics`.
+pub(super) fn control_plane_state(status: &ClientStatus) -> ControlPlaneState {
+    ControlPlaneState {
+        connected: status.connected,
+        view_version: status.version,
+        updates_applied: status.applied,
+        updates_refused: status.refused,
+        connects: status.connects,
+    }
 }
 
 #[cfg(test)]
@@ -418,7 +401,7 @@ mod tests {
     }
 
     #[test]
-    fn control_plane_state_on_metrics() {
+    fn control_plane_state_from_the_client() {
         let status = ClientStatus {
             connected: true,
             version: 42,
@@ -426,17 +409,17 @@ mod tests {
             refused: 1,
             connects: 2,
         };
-        let mut out = String::new();
-        render_status(&status, &mut out);
-        for line in [
-            "meshmeter_proxy_control_plane_connected 1",
-            "meshmeter_proxy_view_version 42",
-            "meshmeter_proxy_view_updates_total{result=\"applied\"} 3",
-            "meshmeter_proxy_view_updates_total{result=\"refused\"} 1",
-            "meshmeter_proxy_control_plane_connects_total 2",
-        ] {
-            assert!(out.lines().any(|l| l == line), "{line}\n{out}");
-        }
+        let state = control_plane_state(&status);
+        assert_eq!(
+            state,
+            ControlPlaneState {
+                connected: true,
+                view_version: 42,
+                updates_applied: 3,
+                updates_refused: 1,
+                connects: 2,
+            }
+        );
     }
 
     #[test]
