@@ -96,7 +96,7 @@ pub use report::{
 };
 pub use route::{ConnectOutcome, Decision, Forward, RoutedDestination, Router, UpstreamTls};
 pub use sender::{ReportBatch, ReportSender, ReportTransport, SenderConfig, TransportError};
-pub use stats::ProxyStats;
+pub use stats::{ControlPlaneState, ProxyStats};
 pub use tls::{
     InboundTls, ListenerTls, PeerAuthentication, TlsPeers, TlsStats, UnknownPeerAuthentication,
 };

@@ -93,6 +93,52 @@ impl ProxyStats {
     }
 }
 
+/// The proxy's subscription to a control plane (`--control-plane`), for its `/metrics`: a
+/// snapshot the binary takes from its control plane client at each scrape.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ControlPlaneState {
+    /// Whether the stream to the control plane is open.
+    pub connected: bool,
+    /// The version of the last view update applied (0: none yet).
+    pub view_version: u64,
+    /// View updates applied.
+    pub updates_applied: u64,
+    /// View updates refused (the last view stays in force).
+    pub updates_refused: u64,
+    /// Streams opened to the control plane.
+    pub connects: u64,
+}
+
+impl ControlPlaneState {
+    /// Appends the metrics in Prometheus' text exposition format.
+    pub fn render_prometheus(&self, out: &mut String) {
+        let mut snapshot = Snapshot::new();
+        snapshot.gauge(
+            "meshmeter_proxy_control_plane_connected",
+            "Whether the stream to the control plane is open (1) or not (0).",
+            &[],
+            i64::from(self.connected),
+        );
+        snapshot.gauge(
+            "meshmeter_proxy_view_version",
+            "The version of the last view update applied (0: none yet).",
+            &[],
+            i64::try_from(self.view_version).unwrap_or(i64::MAX),
+        );
+        let name = "meshmeter_proxy_view_updates_total";
+        let help = "View updates from the control plane, applied or refused (a refused one leaves the last view in force).";
+        snapshot.counter(name, help, &[("result", "applied")], self.updates_applied);
+        snapshot.counter(name, help, &[("result", "refused")], self.updates_refused);
+        snapshot.counter(
+            "meshmeter_proxy_control_plane_connects_total",
+            "Streams opened to the control plane.",
+            &[],
+            self.connects,
+        );
+        snapshot.encode(out);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -109,5 +155,27 @@ mod tests {
             "# TYPE meshmeter_proxy_reports_dropped_total counter\nmeshmeter_proxy_reports_dropped_total 3\n"
         ));
         assert!(out.contains("\nmeshmeter_proxy_connections_active 0\n"));
+    }
+
+    #[test]
+    fn control_plane_state() {
+        let state = ControlPlaneState {
+            connected: true,
+            view_version: 42,
+            updates_applied: 3,
+            updates_refused: 1,
+            connects: 2,
+        };
+        let mut out = String::new();
+        state.render_prometheus(&mut out);
+        for line in [
+            "meshmeter_proxy_control_plane_connected 1",
+            "meshmeter_proxy_view_version 42",
+            "meshmeter_proxy_view_updates_total{result=\"applied\"} 3",
+            "meshmeter_proxy_view_updates_total{result=\"refused\"} 1",
+            "meshmeter_proxy_control_plane_connects_total 2",
+        ] {
+            assert!(out.lines().any(|l| l == line), "{line}\n{out}");
+        }
     }
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 use meshmeter_admin::{MetricsBody, CHUNK_BYTES};
 use meshmeter_ca::RotationStats;
 use meshmeter_config::{ConfigWatcher, LoadOptions};
+use meshmeter_control::ClientStatus;
 use meshmeter_engine::{spawn_reloader, Engine, EngineOptions, Workloads};
 use meshmeter_proxy::ProxyStats;
 use meshmeter_proxy_telemetry::LocalTelemetry;
@@ -95,13 +96,27 @@ pub(super) fn local_telemetry(
     )))
 }
 
+/// What the proxy's `/metrics` shows.
+#[derive(Clone)]
+pub(super) struct ScrapeParts {
+    /// The in-proxy engine of `--telemetry-config`.
+    pub(super) engine: Option<Arc<Engine>>,
+    pub(super) stats: Arc<ProxyStats>,
+    /// Certificate rotation, with mTLS.
+    pub(super) rotation: Option<Arc<RotationStats>>,
+    /// The control plane client's state, with `--control-plane`.
+    pub(super) control: Option<watch::Receiver<ClientStatus>>,
+}
+
 /// One scrape's body: the in-proxy engine's configured metrics a chunk at a time (the large
 /// part), then its own metrics and the proxy's counters.
-pub(super) fn scrape(
-    engine: Option<Arc<Engine>>,
-    stats: Arc<ProxyStats>,
-    rotation: Option<Arc<RotationStats>>,
-) -> Box<dyn MetricsBody> {
+pub(super) fn scrape(parts: ScrapeParts) -> Box<dyn MetricsBody> {
+    let ScrapeParts {
+        engine,
+        stats,
+        rotation,
+        control,
+    } = parts;
     let mut configured = engine
         .as_ref()
         .map(|engine| engine.runtime().prometheus().exposition());
@@ -122,6 +137,9 @@ pub(super) fn scrape(
         stats.render_prometheus(out);
         if let Some(rotation) = &rotation {
             rotation.render_prometheus(out);
+        }
+        if let Some(control) = &control {
+            super::routing::control_plane_state(&control.borrow()).render_prometheus(out);
         }
         true
     })

@@ -28,7 +28,7 @@ pub(crate) struct MtlsArgs {
     /// port, told apart by the first bytes) or `strict` (mTLS only; plaintext and bad
     /// certificates refused). Needs the --ca-* flags unless `disable`.
     #[arg(long, default_value = "disable", value_name = "MODE")]
-    peer_authentication: PeerAuthentication,
+    pub(super) peer_authentication: PeerAuthentication,
 
     /// The certificate authority (`meshmeter ca`), `host:port`.
     #[arg(long, env = "MESHMETER_CA_ADDR", value_name = "ADDR")]
@@ -272,22 +272,33 @@ pub(super) async fn mtls(args: &Args) -> Result<Option<Mtls>, Failure> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use meshmeter_certs::Authority;
 
     use super::*;
 
-    #[test]
-    fn upstream_configs_are_made_once_per_identity() {
+    /// Configurations for a workload of a fresh CA.
+    pub(in super::super) fn configs() -> UpstreamConfigs {
         let hour = Duration::from_secs(3600);
         let ca = Authority::generate_root("cluster.local", hour).unwrap();
         let id = SpiffeId::new("cluster.local", "default", "productpage").unwrap();
-        let configs = UpstreamConfigs {
+        UpstreamConfigs {
             bundle: TrustBundle::new(vec![ca.root().clone()], "root").unwrap(),
             store: Arc::new(CertStore::with(ca.issue_workload(&id, hour).unwrap())),
             trust_domain: "cluster.local".into(),
             made: Mutex::new(HashMap::new()),
-        };
+        }
+    }
+
+    impl UpstreamConfigs {
+        pub(in super::super) fn made_for(&self, id: &Option<SpiffeId>) -> bool {
+            self.made.lock().unwrap().contains_key(id)
+        }
+    }
+
+    #[test]
+    fn upstream_configs_are_made_once_per_identity() {
+        let configs = configs();
         let reviews = configs.for_endpoint("default", "reviews").unwrap();
         let again = configs.for_endpoint("default", "reviews").unwrap();
         assert!(Arc::ptr_eq(&reviews, &again));

@@ -7,8 +7,7 @@ use std::time::Duration;
 
 use meshmeter_admin::{AdminServer, Readiness, Streamed};
 use meshmeter_attributes::Manifest;
-use meshmeter_ca::{RotationStats, Rotator};
-use meshmeter_engine::Engine;
+use meshmeter_ca::Rotator;
 use meshmeter_proxy::ListenerTls;
 use meshmeter_proxy::{
     BindError, ConnectionIds, ConnectionReport, ForwardOptions, Identity, ListenerConfig,
@@ -18,9 +17,9 @@ use meshmeter_proxy::{
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use super::local::{local_telemetry, scrape, LocalParts};
+use super::local::{local_telemetry, scrape, LocalParts, ScrapeParts};
 use super::mtls::mtls;
-use super::routing::ListenerRouting;
+use super::routing::{control_plane, ControlPlane, ListenerRouting};
 use super::{identity, usage, Args, Failure};
 use crate::supervise::noticed;
 
@@ -36,12 +35,9 @@ pub(super) async fn serve(args: Args) -> Result<(), Failure> {
     let interval = ReportInterval::new(args.report_interval)
         .map_err(|e| usage(format!("--report-interval: {e}")))?;
     let identity = identity(&args)?;
-    let node = match args.control_plane.as_deref() {
-        Some(addr) if !addr.is_empty() => Some(super::routing::node(&args)?),
-        _ => None,
-    };
-    if let Some(node) = &node {
-        tracing::info!(node = %node.id, "routing from the control plane");
+    if args.control_plane.as_deref().is_some_and(|a| !a.is_empty()) {
+        // Flag mistakes first: fetching a certificate may take a while.
+        super::routing::node(&args)?;
     }
     let planned = if args.transparent {
         transparent(&args, identity)
@@ -53,7 +49,8 @@ pub(super) async fn serve(args: Args) -> Result<(), Failure> {
     let reporting = reporting(&args, &stats, stop_reload_rx)?;
     let mtls = mtls(&args).await?;
     let tls = mtls.as_ref().map(|m| &m.tls);
-    let routing: Option<ListenerRouting> = None;
+    let upstreams = mtls.as_ref().map(|m| Arc::clone(&m.upstreams));
+    let control = control_plane(&args, upstreams)?;
     let proxies = bind_listeners(
         &args,
         interval,
@@ -61,15 +58,22 @@ pub(super) async fn serve(args: Args) -> Result<(), Failure> {
         &stats,
         planned,
         tls,
-        routing.as_ref(),
+        control.as_ref().map(|c| &c.listeners),
     )
     .await?;
+    let first_view = control.as_ref().map(ControlPlane::first_view);
     let readiness = Readiness::new();
     let admin = match args.metrics_addr {
         Some(addr) => {
             let engine = reporting.local.as_ref().map(|l| Arc::clone(&l.engine));
             let rotation = mtls.as_ref().map(|m| Arc::clone(&m.rotation));
-            Some(bind_admin(addr, engine, &stats, rotation, readiness.clone()).await?)
+            let parts = ScrapeParts {
+                engine,
+                stats: Arc::clone(&stats),
+                rotation,
+                control: control.as_ref().map(ControlPlane::status),
+            };
+            Some(bind_admin(addr, parts, readiness.clone()).await?)
         }
         None => None,
     };
@@ -78,11 +82,31 @@ pub(super) async fn serve(args: Args) -> Result<(), Failure> {
         proxies,
         reporting.sender,
         rotator,
+        control,
         admin,
         args.drain_timeout,
     );
-    readiness.set(true);
+    // Under a control plane the sidecar is ready once it holds a view (as Istio's sidecar
+    // once it has its first configuration); until then connections pass through.
+    let becoming_ready = match first_view {
+        None => {
+            readiness.set(true);
+            None
+        }
+        Some(mut first) => {
+            let readiness = readiness.clone();
+            Some(tokio::spawn(async move {
+                if first.wait_for(|&held| held).await.is_ok() {
+                    tracing::info!("first view from the control plane applied: ready");
+                    readiness.set(true);
+                }
+            }))
+        }
+    };
     let failed = running.until_stopped().await;
+    if let Some(task) = becoming_ready {
+        task.abort();
+    }
     readiness.set(false);
     running.shut_down(reporting.local, stop_reload).await;
     tracing::info!("stopped");
@@ -313,19 +337,12 @@ fn listener_tls(tls: &ListenerTls, upstream: &Upstream, kind: ReporterKind) -> L
 
 async fn bind_admin(
     addr: SocketAddr,
-    engine: Option<Arc<Engine>>,
-    stats: &Arc<ProxyStats>,
-    rotation: Option<Arc<RotationStats>>,
+    parts: ScrapeParts,
     readiness: Readiness,
 ) -> Result<AdminServer, Failure> {
-    let metrics = Arc::clone(stats);
-    let server = AdminServer::bind(
-        addr,
-        Streamed(move || scrape(engine.clone(), Arc::clone(&metrics), rotation.clone())),
-        readiness,
-    )
-    .await
-    .map_err(|e| Failure::Runtime(e.into()))?;
+    let server = AdminServer::bind(addr, Streamed(move || scrape(parts.clone())), readiness)
+        .await
+        .map_err(|e| Failure::Runtime(e.into()))?;
     tracing::info!(addr = %server.local_addr(), "serving /metrics and /ready");
     Ok(server)
 }
@@ -338,6 +355,8 @@ struct Running {
     stop_sender: watch::Sender<bool>,
     rotation: Option<JoinHandle<()>>,
     stop_rotation: watch::Sender<bool>,
+    control: Option<JoinHandle<()>>,
+    stop_control: watch::Sender<bool>,
     admin: Option<JoinHandle<()>>,
     stop_admin: watch::Sender<bool>,
     /// Every serving task names itself here when it ends; before SIGTERM that is a failure.
@@ -349,6 +368,7 @@ impl Running {
         proxies: Vec<Proxy>,
         sender: Option<ReportSender<MixerTransport>>,
         rotator: Option<Rotator>,
+        control: Option<ControlPlane>,
         admin: Option<AdminServer>,
         drain: Duration,
     ) -> Running {
@@ -377,6 +397,14 @@ impl Running {
                 r.run(rotation_rx),
             ))
         });
+        let (stop_control, control_rx) = watch::channel(false);
+        let control = control.map(|c| {
+            tokio::spawn(noticed(
+                "control plane client".into(),
+                &ended_tx,
+                c.run(control_rx),
+            ))
+        });
         let (stop_listeners, listeners_rx) = watch::channel(false);
         let listeners = proxies
             .into_iter()
@@ -392,6 +420,8 @@ impl Running {
             stop_sender,
             rotation,
             stop_rotation,
+            control,
+            stop_control,
             admin,
             stop_admin,
             ended,
@@ -426,6 +456,10 @@ impl Running {
         }
         let _ = self.stop_rotation.send(true);
         if let Some(task) = self.rotation {
+            let _ = task.await;
+        }
+        let _ = self.stop_control.send(true);
+        if let Some(task) = self.control {
             let _ = task.await;
         }
         let _ = stop_reload.send(true);
