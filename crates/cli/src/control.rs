@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use meshmeter_admin::{AdminServer, Readiness};
 use meshmeter_control::{ControlServer, ServerConfig, Shape, View, WatchSource};
-use meshmeter_netconfig::NetworkConfig;
+use meshmeter_netconfig::{NetWatcher, NetworkConfig};
 use meshmeter_routing::catalog::ServiceCatalog;
-use meshmeter_routing::view::{Cluster, Endpoint, Node, Service, ServicePort};
+use meshmeter_routing::view::Node;
 use meshmeter_selfmetrics::SelfMetrics;
 use meshmeter_workloads::FileRegistry;
 use tokio::sync::watch;
@@ -51,9 +51,11 @@ pub(crate) struct Args {
     #[arg(long, default_value = "0.0.0.0:15010", value_name = "ADDR")]
     listen: SocketAddr,
 
-    /// A directory of networking configuration (YAML; reloaded when it changes).
-    #[arg(long, value_name = "DIR")]
-    config_dir: Option<PathBuf>,
+    /// A directory (or file) of networking configuration: DestinationRule, VirtualService,
+    /// MeshPolicy, Policy (YAML; reloaded when it changes; other kinds are skipped).
+    /// Repeatable. With --kubernetes, the API server's objects of those kinds are added.
+    #[arg(long = "config-dir", value_name = "DIR")]
+    config_dirs: Vec<PathBuf>,
 
     /// Services and endpoints from this workloads file (its `services` list). Either this or
     /// --kubernetes.
@@ -121,6 +123,10 @@ pub(crate) fn run(args: Args) -> ExitCode {
 struct Inputs {
     network: Arc<NetworkConfig>,
     catalog: Arc<ServiceCatalog>,
+    /// The cluster's DNS domain (short hosts resolve under it).
+    domain: Arc<str>,
+    /// Compile warnings already logged for these inputs (every shape meets the same ones).
+    warned: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 /// Follows the workloads file: its catalog now, and again whenever it changes.
@@ -163,10 +169,13 @@ fn follow_workloads(
 fn combine(
     mut network: watch::Receiver<Arc<NetworkConfig>>,
     mut catalog: watch::Receiver<Arc<ServiceCatalog>>,
+    domain: Arc<str>,
 ) -> watch::Receiver<Arc<Inputs>> {
     let first = Inputs {
         network: Arc::clone(&network.borrow_and_update()),
         catalog: Arc::clone(&catalog.borrow_and_update()),
+        domain: Arc::clone(&domain),
+        warned: Default::default(),
     };
     let (tx, rx) = watch::channel(Arc::new(first));
     tokio::spawn(async move {
@@ -187,60 +196,38 @@ fn combine(
             tx.send_replace(Arc::new(Inputs {
                 network: Arc::clone(&network.borrow_and_update()),
                 catalog: Arc::clone(&catalog.borrow_and_update()),
+                domain: Arc::clone(&domain),
+                warned: Default::default(),
             }));
         }
     });
     rx
 }
 
-/// A sidecar's view. Until the routing compiler is wired in, every service of the catalog is
-/// reachable through its default cluster (`outbound|PORT||HOST`, all endpoints), which is
-/// what the compiler yields with no traffic configuration.
-fn compile(inputs: &Inputs, _node: &Node) -> View {
-    // Read by the routing compiler once it is wired in.
-    let _ = &inputs.network;
-    let mut services = Vec::new();
-    let mut clusters = Vec::new();
-    for s in &inputs.catalog.services {
-        services.push(Service {
-            host: s.host.clone(),
-            name: s.name.clone(),
-            namespace: s.namespace.clone(),
-            addresses: s.addresses.iter().map(ToString::to_string).collect(),
-            ports: s
-                .ports
-                .iter()
-                .map(|p| ServicePort {
-                    port: u32::from(p.port),
-                    name: p.name.clone(),
-                })
-                .collect(),
-            routes: Vec::new(),
-        });
-        for p in &s.ports {
-            clusters.push(Cluster {
-                name: format!("outbound|{}||{}", p.port, s.host),
-                host: s.host.clone(),
-                port: u32::from(p.port),
-                endpoints: s
-                    .endpoints
-                    .iter()
-                    .filter_map(|e| {
-                        let target = *e.ports.get(&p.port)?;
-                        Some(Endpoint {
-                            address: SocketAddr::new(e.ip, target).to_string(),
-                            labels: e.labels.clone(),
-                            workload: e.workload.clone(),
-                            namespace: e.namespace.clone(),
-                            service_account: e.service_account.clone(),
-                        })
-                    })
-                    .collect(),
-                ..Cluster::default()
-            });
+/// A sidecar's view, from `meshmeter_routing`'s compiler. Its warnings (a route to an unknown
+/// host, subset or port, left out) are logged once per input change.
+fn compile(inputs: &Inputs, node: &Node) -> View {
+    let compiled =
+        meshmeter_routing::compile(&inputs.network, &inputs.catalog, node, &inputs.domain);
+    if !compiled.warnings.is_empty() {
+        let mut warned = inputs
+            .warned
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for w in &compiled.warnings {
+            if warned.insert(w.to_string()) {
+                tracing::warn!(code = w.code(), "{w}");
+            }
         }
     }
-    View::new(services, clusters, None)
+    let mut view = View::default();
+    if let Err(e) = view.apply(&compiled.update) {
+        // The compiler's own output is consistent; should it not be, the sidecar gets an empty
+        // view rather than a half one.
+        tracing::error!(node = %node.id, error = %e, "a compiled view is inconsistent");
+        return View::default();
+    }
+    view
 }
 
 /// What a sidecar's view depends on: its namespace and labels (routes' `sourceLabels`, short
@@ -265,13 +252,11 @@ fn shape(inputs: &Inputs, node: &Node) -> Shape {
 }
 
 async fn serve(args: Args) -> Result<(), Failure> {
-    if let Some(dir) = &args.config_dir {
-        if !dir.is_dir() {
-            return Err(Failure::Usage(format!(
-                "--config-dir {}: not a directory",
-                dir.display()
-            )));
-        }
+    if let Some(missing) = args.config_dirs.iter().find(|p| !p.exists()) {
+        return Err(Failure::Usage(format!(
+            "--config-dir {}: no such file or directory",
+            missing.display()
+        )));
     }
     let metrics = Arc::new(SelfMetrics::new());
     let readiness = Readiness::new();
@@ -295,8 +280,12 @@ async fn serve(args: Args) -> Result<(), Failure> {
         None => None,
     };
 
-    // Kept alive for as long as the server runs: it owns the Kubernetes watches.
+    // The networking configuration from the files, now and whenever they change.
+    let mut traffic = NetWatcher::new(args.config_dirs.clone());
+    traffic.spawn_polling(args.reload_interval);
+    // Kept alive for as long as the server runs: they own the Kubernetes watches.
     let mut _identity = None;
+    let mut _traffic_objects = None;
     let catalog = match &args.workloads {
         Some(path) => follow_workloads(path.clone(), args.reload_interval)?,
         None => {
@@ -312,23 +301,33 @@ async fn serve(args: Args) -> Result<(), Failure> {
                 .map_err(|e| Failure::Usage(format!("--kubernetes: {e}")))?;
             let watch_metrics = meshmeter_kube::WatchMetrics::new(Arc::clone(&metrics));
             let identity = meshmeter_kube::IdentitySource::start(
-                client,
+                client.clone(),
                 meshmeter_kube::IdentityOptions {
                     cluster_domain: args.cluster_domain.clone(),
                 },
                 &watch_metrics,
             );
+            let objects = meshmeter_kube::TrafficSource::start(client.clone(), &[], &watch_metrics);
+            let events =
+                meshmeter_kube::ProblemEvents::new(client, tokio::runtime::Handle::current())
+                    .with_component("meshmeter-control");
+            traffic.follow_objects(objects.documents(), move |problems| {
+                events.record(&problems)
+            });
             let rx = identity.catalog();
-            let synced = identity.synced();
+            tracing::info!("waiting for the first listing of Services, EndpointSlices, pods and the networking objects");
+            identity.synced().wait().await;
+            objects.synced().wait().await;
             _identity = Some(identity);
-            tracing::info!("waiting for the first listing of Services, EndpointSlices and pods");
-            synced.wait().await;
+            _traffic_objects = Some(objects);
             rx
         }
     };
-    // The networking configuration: empty until the loader of --config-dir is wired in.
-    let (_network_tx, network) = watch::channel(Arc::new(NetworkConfig::default()));
-    let inputs = combine(network, catalog);
+    let inputs = combine(
+        traffic.subscribe(),
+        catalog,
+        args.cluster_domain.as_str().into(),
+    );
 
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await

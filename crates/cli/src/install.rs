@@ -6,7 +6,9 @@ use std::process::ExitCode;
 use meshmeter_install::{render, InstallOptions};
 
 /// Print what `kubectl apply -f -` needs to run meshmeter on Kubernetes (as `linkerd install`):
-/// the namespace, the `config.istio.io` CRDs (apiextensions.k8s.io/v1), the telemetry server's
+/// the namespace, the `config.istio.io` CRDs and the traffic ones (`networking.istio.io`
+/// DestinationRule and VirtualService, `authentication.istio.io` MeshPolicy and Policy;
+/// apiextensions.k8s.io/v1), the telemetry server's
 /// ServiceAccount, least-privilege ClusterRole and binding, Deployment (probes on /healthz and
 /// /ready, resource requests, non-root, read-only root filesystem) and Service (9091 gRPC
 /// reports, 42422 metrics, Prometheus scrape annotations), the sidecar injector (`meshmeter
@@ -38,7 +40,8 @@ pub(crate) struct Args {
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     replicas: u32,
 
-    /// Leave out the config.istio.io CRDs (when Istio's own are installed).
+    /// Leave out the config.istio.io, networking.istio.io and authentication.istio.io CRDs
+    /// (when Istio's own are installed).
     #[arg(long)]
     skip_crds: bool,
 

@@ -321,5 +321,127 @@ async fn with_kubernetes_services_endpoint_slices_and_pods_make_the_views() {
         "outbound|27017||mongodb.default.svc.cluster.local"
     );
     assert!(second.clusters[0].endpoints.is_empty());
+
+    // A MeshPolicy applied to the API server: every sidecar's inbound side turns STRICT.
+    api.apply(
+        "meshpolicies",
+        serde_json::json!({"metadata": {"name": "default"}, "spec": {"peers": [{"mtls": {}}]}}),
+    );
+    sidecar.wait_applied(3).await;
+    let third = sidecar.updates.lock().unwrap()[2].clone();
+    assert!(third.services.is_empty() && third.clusters.is_empty());
+    assert_eq!(
+        third.inbound.map(|i| i.default_mode),
+        Some(meshmeter_routing::view::PeerMode::Strict as i32)
+    );
+    sidecar.stop().await;
+}
+
+const MONGODB_RULES: &str = "\
+apiVersion: networking.istio.io/v1alpha3
+kind: DestinationRule
+metadata:
+  name: mongodb
+  namespace: default
+spec:
+  host: mongodb
+  trafficPolicy:
+    connectionPool:
+      tcp: {maxConnections: 10}
+  subsets:
+  - {name: v1, labels: {version: v1}}
+  - {name: v2, labels: {version: v2}}
+---
+apiVersion: networking.istio.io/v1alpha3
+kind: VirtualService
+metadata:
+  name: mongodb
+  namespace: default
+spec:
+  hosts: [mongodb]
+  tcp:
+  - route:
+    - destination: {host: mongodb, subset: v2}
+";
+
+#[tokio::test]
+async fn networking_configuration_from_files_routes_and_a_change_is_pushed() {
+    let d = dir("netconfig");
+    let file = d.join("workloads.yaml");
+    std::fs::write(&file, format!("{WORKLOADS}{SECOND_VERSION}")).unwrap();
+    let config = d.join("config");
+    std::fs::create_dir_all(&config).unwrap();
+    std::fs::write(config.join("mongodb.yaml"), MONGODB_RULES).unwrap();
+    let (listen, admin) = (free_addr(), free_addr());
+    let _plane = Process(
+        Command::new(BIN)
+            .args(["control", "--listen", &listen, "--admin", &admin])
+            .args(["--reload-interval", "100ms", "--workloads"])
+            .arg(&file)
+            .arg("--config-dir")
+            .arg(&config)
+            .env("MESHMETER_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while get(&admin, "/ready").await.is_none() {
+        assert!(Instant::now() < deadline, "not ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut sidecar = Sidecar::start(&listen, "127.0.0.2");
+    sidecar.wait_applied(1).await;
+    let host = "mongodb.default.svc.cluster.local";
+    {
+        let view = sidecar.view.lock().unwrap();
+        let routes = &view.services[host].routes;
+        assert_eq!(routes.len(), 1);
+        let to: Vec<(&str, u32)> = routes[0]
+            .destinations
+            .iter()
+            .map(|d| (d.cluster.as_str(), d.weight))
+            .collect();
+        assert_eq!(
+            to,
+            [("outbound|27017|v2|mongodb.default.svc.cluster.local", 100)]
+        );
+        let v2 = &view.clusters["outbound|27017|v2|mongodb.default.svc.cluster.local"];
+        let endpoints: Vec<&str> = v2.endpoints.iter().map(|e| e.address.as_str()).collect();
+        assert_eq!(endpoints, ["127.0.0.4:27018"]);
+        assert_eq!(v2.max_connections, 10);
+    }
+
+    // 80/20 between the versions: the route changes, the clusters it uses come along.
+    std::fs::write(
+        config.join("mongodb.yaml"),
+        MONGODB_RULES.replace(
+            "    - destination: {host: mongodb, subset: v2}\n",
+            "    - {destination: {host: mongodb, subset: v1}, weight: 80}\n    - {destination: {host: mongodb, subset: v2}, weight: 20}\n",
+        ),
+    )
+    .unwrap();
+    sidecar.wait_applied(2).await;
+    let second = sidecar.updates.lock().unwrap()[1].clone();
+    assert!(!second.full);
+    assert_eq!(second.services.len(), 1);
+    let to: Vec<(&str, u32)> = second.services[0].routes[0]
+        .destinations
+        .iter()
+        .map(|d| (d.cluster.as_str(), d.weight))
+        .collect();
+    assert_eq!(
+        to,
+        [
+            ("outbound|27017|v1|mongodb.default.svc.cluster.local", 80),
+            ("outbound|27017|v2|mongodb.default.svc.cluster.local", 20)
+        ]
+    );
+    let clusters: Vec<&str> = second.clusters.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(
+        clusters,
+        ["outbound|27017|v1|mongodb.default.svc.cluster.local"]
+    );
     sidecar.stop().await;
 }

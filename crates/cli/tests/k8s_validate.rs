@@ -74,8 +74,11 @@ fn install_and_inject_output_pass_kubernetes_schemas() {
     // 1.26: the recordings' API server; 1.33: what the kube crate is built for.
     for version in ["1.26.0", "1.33.0"] {
         let passed = validate(&kv, "install.yaml", &install, version);
-        // Namespace, CRDs, telemetry server, injector, certificate authority.
-        assert_eq!(passed.len(), 1 + 38 + 5 + 6 + 5, "{passed:?}");
+        // Namespace, CRDs (telemetry, traffic), telemetry server, injector, certificate
+        // authority, control plane.
+        assert_eq!(passed.len(), 1 + 38 + 4 + 5 + 6 + 5 + 5, "{passed:?}");
+        assert!(passed.contains(&"deployment/meshmeter-control".to_string()));
+        assert!(passed.contains(&"clusterrole/meshmeter-control".to_string()));
         assert!(passed.contains(&"deployment/meshmeter-ca".to_string()));
         assert!(passed.contains(&"clusterrole/meshmeter-ca".to_string()));
         assert!(passed.contains(&"deployment/meshmeter-telemetry".to_string()));

@@ -12,9 +12,83 @@ pub const CONTROL_PORT: u16 = 15010;
 /// The control plane's `/metrics`, `/healthz` and `/ready` port.
 pub const CONTROL_ADMIN_PORT: u16 = 15014;
 
+/// The traffic kinds the control plane reads: group, version, kind, plural, scope, category.
+pub const TRAFFIC_KINDS: &[(&str, &str, &str, &str, &str, &str)] = &[
+    (
+        "networking.istio.io",
+        "v1alpha3",
+        "DestinationRule",
+        "destinationrules",
+        "Namespaced",
+        "networking-istio-io",
+    ),
+    (
+        "networking.istio.io",
+        "v1alpha3",
+        "VirtualService",
+        "virtualservices",
+        "Namespaced",
+        "networking-istio-io",
+    ),
+    (
+        "authentication.istio.io",
+        "v1alpha1",
+        "MeshPolicy",
+        "meshpolicies",
+        "Cluster",
+        "authentication-istio-io",
+    ),
+    (
+        "authentication.istio.io",
+        "v1alpha1",
+        "Policy",
+        "policies",
+        "Namespaced",
+        "authentication-istio-io",
+    ),
+];
+
+/// Appends the CRDs of [`TRAFFIC_KINDS`] (unknown fields kept: validation is the control
+/// plane's, with diagnostics and Events).
+pub(crate) fn render_crds(out: &mut String) {
+    for (group, version, kind, plural, scope, category) in TRAFFIC_KINDS {
+        let singular = kind.to_ascii_lowercase();
+        let _ = write!(
+            out,
+            "---
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: {plural}.{group}
+  labels:
+    app.kubernetes.io/part-of: meshmeter
+spec:
+  group: {group}
+  names:
+    kind: {kind}
+    listKind: {kind}List
+    plural: {plural}
+    singular: {singular}
+    categories:
+    - istio-io
+    - {category}
+  scope: {scope}
+  versions:
+  - name: {version}
+    served: true
+    storage: true
+    schema:
+      openAPIV3Schema:
+        type: object
+        x-kubernetes-preserve-unknown-fields: true
+"
+        );
+    }
+}
+
 /// Appends the control plane: ServiceAccount, ClusterRole + binding (get/list/watch of
-/// Services, EndpointSlices, pods and the networking and authentication objects), Deployment
-/// and Service.
+/// Services, EndpointSlices, pods, ReplicaSets, Jobs and the networking and authentication
+/// objects; create/patch of Events), Deployment and Service.
 pub(crate) fn render(out: &mut String, o: &InstallOptions) {
     let ns = &o.namespace;
     let image = crate::quoted(&o.image);
@@ -29,13 +103,24 @@ pub(crate) fn render(out: &mut String, o: &InstallOptions) {
 - apiGroups: [discovery.k8s.io]
   resources: [endpointslices]
   verbs: [get, list, watch]
+# Pods' owners name their workloads (ReplicaSet -> Deployment, Job -> CronJob).
+- apiGroups: [apps]
+  resources: [replicasets]
+  verbs: [get, list, watch]
+- apiGroups: [batch]
+  resources: [jobs]
+  verbs: [get, list, watch]
 # The traffic configuration compiled into every sidecar's view.
 - apiGroups: [networking.istio.io]
   resources: [destinationrules, virtualservices]
   verbs: [get, list, watch]
 - apiGroups: [authentication.istio.io]
   resources: [meshpolicies, policies]
-  verbs: [get, list, watch]",
+  verbs: [get, list, watch]
+# Warning events on traffic objects it rejects.
+- apiGroups: ['', events.k8s.io]
+  resources: [events]
+  verbs: [create, patch]",
     );
     let _ = write!(
         out,

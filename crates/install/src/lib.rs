@@ -28,7 +28,7 @@ mod injector;
 mod server;
 
 pub use ca::{CA, CA_METRICS_PORT, CA_PORT, CA_SECRET, CA_TOKEN_AUDIENCE};
-pub use control::{CONTROL, CONTROL_ADMIN_PORT, CONTROL_PORT};
+pub use control::{CONTROL, CONTROL_ADMIN_PORT, CONTROL_PORT, TRAFFIC_KINDS};
 pub use crds::CONFIG_KINDS;
 pub use injector::{INJECTOR, INJECTOR_PORT};
 pub use server::{GRPC_PORT, METRICS_PORT, RUN_AS, TELEMETRY};
@@ -43,7 +43,8 @@ pub struct InstallOptions {
     pub image: String,
     /// Telemetry server replicas.
     pub replicas: u32,
-    /// Leave the `config.istio.io` CRDs out (Istio's own are installed).
+    /// Leave the `config.istio.io`, `networking.istio.io` and `authentication.istio.io` CRDs
+    /// out (Istio's own are installed).
     pub skip_crds: bool,
     /// Leave the sidecar injector (webhook) out.
     pub skip_injector: bool,
@@ -85,6 +86,7 @@ pub fn render(o: &InstallOptions) -> Result<String, InstallError> {
     server::namespace(&mut out, o);
     if !o.skip_crds {
         crds::render(&mut out);
+        control::render_crds(&mut out);
     }
     server::telemetry(&mut out, o);
     if !o.skip_injector {

@@ -22,7 +22,7 @@ fn every_document_parses_and_the_kinds_are_exact() {
     let yaml = render(&InstallOptions::default()).unwrap();
     let want: BTreeMap<String, usize> = [
         ("Namespace", 1),
-        ("CustomResourceDefinition", 38),
+        ("CustomResourceDefinition", 42),
         ("ServiceAccount", 4),
         ("ClusterRole", 4),
         ("ClusterRoleBinding", 4),
@@ -72,7 +72,12 @@ fn every_document_parses_and_the_kinds_are_exact() {
     let k = kinds(&without);
     assert_eq!(k.get("Deployment"), Some(&3));
     assert!(!without.contains("meshmeter-control"));
-    assert!(!without.contains("endpointslices]\n  verbs: [get, list, watch]\n# The traffic"));
+    let with = render(&InstallOptions::default()).unwrap();
+    assert!(with
+        .contains("        - control\n        - --kubernetes\n        - --listen=0.0.0.0:15010\n"));
+    assert!(with.contains(
+        "- apiGroups: [networking.istio.io]\n  resources: [destinationrules, virtualservices]\n  verbs: [get, list, watch]\n"
+    ));
 }
 
 #[test]

@@ -90,7 +90,7 @@
 //! | N0010 | not supported (ports by name, JWT peers) |
 //! | N0011 | invalid label name |
 //! | N0501 | accepted and not applied (warning) |
-//! | N0502 | a route names a subset no DestinationRule of its host defines (warning; short hosts are resolved in the object's namespace as `NAME.NAMESPACE.svc.cluster.local`) |
+//! | N0502 | a route names a subset no DestinationRule of its host defines (warning; short hosts are resolved as the routing compiler does, `NAME` in the object's namespace and `NAME.NAMESPACE` as `NAME.NAMESPACE.svc.cluster.local`) |
 //! | N0901 | `http`/`tls` routes ignored (information) |
 
 #![warn(missing_docs)]

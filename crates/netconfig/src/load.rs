@@ -421,13 +421,19 @@ impl Loader {
     }
 }
 
-/// `host` as Kubernetes resolves it from `namespace`: a name without dots is a Service of
-/// that namespace.
+/// `host` as written in an object of `namespace`, fully qualified as the routing compiler
+/// does it (`meshmeter_routing::resolve_host`, which depends on this crate): `name` is
+/// `name.namespace.svc.cluster.local`, `name.namespace` is `name.namespace.svc.cluster.local`;
+/// the cluster domain is assumed, as this is only for a warning.
 fn qualified(host: &str, namespace: &str) -> String {
-    if host.contains('.') || host == "*" {
-        host.to_owned()
-    } else {
-        format!("{host}.{namespace}.svc.cluster.local")
+    let host = host.trim_end_matches('.');
+    if host.starts_with('*') {
+        return host.to_owned();
+    }
+    match host.matches('.').count() {
+        0 => format!("{host}.{namespace}.svc.cluster.local"),
+        1 => format!("{host}.svc.cluster.local"),
+        _ => host.to_owned(),
     }
 }
 

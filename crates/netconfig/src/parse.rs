@@ -117,31 +117,6 @@ pub(crate) fn read(doc: &Node, sink: &mut Sink<'_>) -> Option<Document> {
         }
         return None;
     };
-    match api_version {
-        None => {
-            report(
-                sink,
-                Code::BadHeader,
-                doc.span,
-                "document has no 'apiVersion'",
-            )
-            .hint(format!("add 'apiVersion: {}'", kind.api_version()));
-        }
-        Some(v) if v != kind.api_version() => {
-            let at = doc.get("apiVersion").map_or(doc.span, |n| n.span);
-            report(
-                sink,
-                Code::UnknownApiVersion,
-                at,
-                format!(
-                    "apiVersion '{v}' for kind '{}'; reading it as {}",
-                    kind.as_str(),
-                    kind.api_version()
-                ),
-            );
-        }
-        Some(_) => {}
-    }
     let metadata = doc.get("metadata");
     let written_name = metadata
         .and_then(|m| m.get("name"))
@@ -156,12 +131,37 @@ pub(crate) fn read(doc: &Node, sink: &mut Sink<'_>) -> Option<Document> {
                 .unwrap_or("default"),
         ),
     };
+    let written = match written_namespace {
+        Some(ns) => format!("{} {ns}/{written_name}", kind.as_str()),
+        None => format!("{} {written_name}", kind.as_str()),
+    };
+    match api_version {
+        None => {
+            report(
+                sink,
+                Code::BadHeader,
+                kind_node.span,
+                format!("{written} has no 'apiVersion'"),
+            )
+            .hint(format!("add 'apiVersion: {}'", kind.api_version()));
+        }
+        Some(v) if v != kind.api_version() => {
+            let at = doc.get("apiVersion").map_or(doc.span, |n| n.span);
+            report(
+                sink,
+                Code::UnknownApiVersion,
+                at,
+                format!(
+                    "apiVersion '{v}' of {written}; reading it as {}",
+                    kind.api_version()
+                ),
+            );
+        }
+        Some(_) => {}
+    }
     let top = fields::read(
         doc,
-        &match written_namespace {
-            Some(ns) => format!("{} {ns}/{written_name}", kind.as_str()),
-            None => format!("{} {written_name}", kind.as_str()),
-        },
+        &written,
         &["api_version", "kind", "metadata", "spec", "status"],
         sink,
     );
@@ -178,7 +178,10 @@ pub(crate) fn read(doc: &Node, sink: &mut Sink<'_>) -> Option<Document> {
         _ => "default".to_owned(),
     };
     let Some(name_node) = name_node else {
-        let at = metadata.map_or(doc.span, |m| m.span);
+        let at = top
+            .as_ref()
+            .and_then(|f| f.key(2))
+            .map_or(kind_node.span, |k| k.span);
         report(
             sink,
             Code::MissingField,
@@ -379,11 +382,21 @@ impl Cx<'_, '_> {
 
     /// A required field: reports it missing (at `at`) unless an unknown key was already
     /// reported as a typo of it.
-    fn required<'n>(&mut self, f: &Fields<'n>, i: usize, path: &str, at: Span) -> Option<&'n Node> {
+    fn required<'n>(
+        &mut self,
+        f: &Fields<'n>,
+        i: usize,
+        path: &str,
+        within: &Node,
+    ) -> Option<&'n Node> {
         let node = f.get(i);
         if node.is_none() && !f.misspelled(i) {
             let what = self.what(path);
-            self.error(Code::MissingField, at, format!("{what} is missing"));
+            self.error(
+                Code::MissingField,
+                start(within),
+                format!("{what} is missing"),
+            );
         }
         node
     }
@@ -585,7 +598,7 @@ impl Cx<'_, '_> {
     fn destination_rule(&mut self, meta: ObjectMeta, spec: &Node) -> Option<DestinationRule> {
         let f = self.read(spec, "spec", DESTINATION_RULE)?;
         let host = self
-            .required(&f, 0, "spec.host", spec.span)
+            .required(&f, 0, "spec.host", spec)
             .and_then(|n| self.host(n, "spec.host"));
         let traffic_policy = f
             .get(1)
@@ -625,7 +638,7 @@ impl Cx<'_, '_> {
     ) -> Option<Subset> {
         let f = self.read(node, path, SUBSET)?;
         let name = self
-            .required(&f, 0, &format!("{path}.name"), node.span)
+            .required(&f, 0, &format!("{path}.name"), node)
             .and_then(|n| Some((n, self.text(n, &format!("{path}.name"))?)));
         let name = match name {
             Some((n, "")) => {
@@ -685,7 +698,11 @@ impl Cx<'_, '_> {
                 Some(p) => ok &= self.port_selector(p, &format!("{path}.port")).is_some(),
                 None => {
                     let what = self.what(&format!("{path}.port"));
-                    self.error(Code::MissingField, node.span, format!("{what} is missing"));
+                    self.error(
+                        Code::MissingField,
+                        start(node),
+                        format!("{what} is missing"),
+                    );
                     ok = false;
                 }
             }
@@ -929,7 +946,7 @@ impl Cx<'_, '_> {
         let f = self.read(spec, "spec", VIRTUAL_SERVICE)?;
         let mut ok = true;
         let mut hosts = Vec::new();
-        if let Some(n) = self.required(&f, 0, "spec.hosts", spec.span) {
+        if let Some(n) = self.required(&f, 0, "spec.hosts", spec) {
             let list = self.list(n, "spec.hosts").unwrap_or_default();
             if list.is_empty() && n.value != Value::Invalid {
                 let what = self.what("spec.hosts");
@@ -1021,7 +1038,7 @@ impl Cx<'_, '_> {
         }
         let p = format!("{path}.route");
         let list = self
-            .required(&f, 1, &p, node.span)
+            .required(&f, 1, &p, node)
             .and_then(|n| Some((n, self.list(n, &p)?)));
         let (route_node, list) = list?;
         let route_at = f.key(1).map_or(route_node.span, |k| k.span);
@@ -1114,7 +1131,7 @@ impl Cx<'_, '_> {
     fn route_destination(&mut self, node: &Node, path: &str) -> Option<(Destination, Option<u32>)> {
         let f = self.read(node, path, ROUTE_DESTINATION)?;
         let p = format!("{path}.destination");
-        let dest = self.required(&f, 0, &p, node.span);
+        let dest = self.required(&f, 0, &p, node);
         let weight = match f.get(1) {
             Some(w) => {
                 let wp = format!("{path}.weight");
@@ -1137,7 +1154,7 @@ impl Cx<'_, '_> {
         let dest = dest?;
         let d = self.read(dest, &p, DESTINATION)?;
         let host = self
-            .required(&d, 0, &format!("{p}.host"), dest.span)
+            .required(&d, 0, &format!("{p}.host"), dest)
             .and_then(|n| self.host(n, &format!("{p}.host")));
         let subset = match d.get(1) {
             Some(n) => {
@@ -1191,7 +1208,7 @@ impl Cx<'_, '_> {
                     continue;
                 };
                 let name = self
-                    .required(&tf, 0, &format!("{p}.name"), t.span)
+                    .required(&tf, 0, &format!("{p}.name"), t)
                     .and_then(|n| self.text(n, &format!("{p}.name")));
                 let mut ports = Vec::new();
                 if let Some(ps) = tf.get(1) {
@@ -1320,6 +1337,20 @@ impl Cx<'_, '_> {
             }
             None => true,
         }
+    }
+}
+
+/// Where a mapping's content starts, for "missing" problems: its first key (the position
+/// YAML gives a block mapping itself is not one a reader would point at), or the mapping
+/// (a flow mapping's `{`).
+fn start(mapping: &Node) -> Span {
+    match mapping.as_map() {
+        Some([(key, _), ..])
+            if mapping.span.line != key.span.line || mapping.span.col > key.span.col =>
+        {
+            key.span
+        }
+        _ => mapping.span,
     }
 }
 

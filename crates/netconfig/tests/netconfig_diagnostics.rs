@@ -304,3 +304,12 @@ fn wildcard_rules_define_subsets_for_the_hosts_they_cover() {
         ["vs.yaml:10:44: warning[N0502]: spec.tcp[0].route[1].destination.subset of VirtualService db/m 'v9' is not defined: the DestinationRule of 'mongodb' has no subset 'v9'"]
     );
 }
+
+#[test]
+fn hosts_are_qualified_as_the_routing_compiler_does_for_the_subset_check() {
+    let rule = "apiVersion: networking.istio.io/v1alpha3\nkind: DestinationRule\nmetadata: {name: m, namespace: db}\nspec:\n  host: mongodb.db.svc.cluster.local\n  subsets: [{name: v1, labels: {version: v1}}]\n";
+    let vs = "apiVersion: networking.istio.io/v1alpha3\nkind: VirtualService\nmetadata: {name: m, namespace: default}\nspec:\n  hosts: [mongodb.db]\n  tcp:\n  - route:\n    - destination: {host: mongodb.db, subset: v1}\n";
+    let (config, diagnostics) = load_str(&[("dr.yaml", rule), ("vs.yaml", vs)]);
+    assert_eq!(config.virtual_services.len(), 1);
+    assert_eq!(diagnostics, vec![]);
+}
