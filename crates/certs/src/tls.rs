@@ -19,13 +19,20 @@ use crate::pem::TrustBundle;
 use crate::spiffe::SpiffeId;
 use crate::store::{CertStore, Presented};
 
-/// The crypto provider everything here uses: *ring*.
+/// The crypto provider everything here uses: *ring*, with X25519 as the preferred key
+/// exchange (then P-256, then P-384).
 ///
 /// rustls 0.23.48 deprecates it for lacking post-quantum key exchange (only aws-lc-rs has
-/// it); the project builds without aws-lc's C toolchain on purpose, so it stays.
+/// it); the project builds without aws-lc's C toolchain on purpose, so it stays. Its default
+/// order puts P-384 first, whose *ring* arithmetic is generic code: between two sidecars
+/// that made every handshake's key exchange several times dearer than X25519's (the first
+/// group is the one a client sends a key share for).
 #[allow(deprecated)]
 pub fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    use rustls::crypto::ring::kx_group::{SECP256R1, SECP384R1, X25519};
+    let mut provider = rustls::crypto::ring::default_provider();
+    provider.kx_groups = vec![X25519, SECP256R1, SECP384R1];
+    Arc::new(provider)
 }
 
 /// A configuration rustls refused.

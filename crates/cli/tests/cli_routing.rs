@@ -158,7 +158,6 @@ fn sum(text: &str, metric: &str, labels: &[(&str, &str)]) -> u64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs meshmeter control to compile views from --config-dir (being wired on the control branch)"]
 async fn explicit_outbound_proxy_routes_by_the_control_plane() {
     let dir = std::env::temp_dir().join(format!("meshmeter-cli-routing-{}", std::process::id()));
     let config_dir = dir.join("traffic");

@@ -38,6 +38,14 @@ fn server_pod(version: &str) -> String {
     format!("reviews-{version}")
 }
 
+/// The pod's service account (its application's name).
+fn account(pod: &str) -> &'static str {
+    match pod.starts_with("reviews-") {
+        true => "reviews",
+        false => "productpage",
+    }
+}
+
 /// The traffic configuration the control plane reads: one DestinationRule with a subset per
 /// version (`max_connections`, outlier detection), and a VirtualService sending the `tcp`
 /// route to `weights` (subset, weight); no weights: no VirtualService (every endpoint).
@@ -168,8 +176,9 @@ struct Mesh {
 }
 
 /// Everything up and ready: the servers, the telemetry server and control plane in the
-/// switch, a transparent sidecar in every pod.
-fn start(n: u8, traffic_config: &str) -> Mesh {
+/// switch, a transparent sidecar in every pod; with `mtls`, the CA in the switch too and
+/// sidecars holding workload certificates of their service accounts.
+fn start(n: u8, traffic_config: &str, mtls: bool) -> Mesh {
     let pid = std::process::id();
     let netno = u8::try_from((pid % 60) * 4 + u32::from(n) + 10).expect("below 256");
     let pods: Vec<String> = std::iter::once(CLIENT.to_owned())
@@ -219,6 +228,38 @@ fn start(n: u8, traffic_config: &str) -> Mesh {
     ];
     net.spawn("control", SWITCH, None, bin, &control_args, &log)
         .unwrap();
+    let ca = format!("{switch}:8060");
+    let root = workloads.replace("workloads.yaml", "root.pem");
+    if mtls {
+        let tokens: String = pods
+            .iter()
+            .map(|pod| format!("token-for-{pod}-0123456789 default/{}\n", account(pod)))
+            .collect();
+        let tokens = net.file("tokens", &tokens).unwrap();
+        let ca_admin = SocketAddr::new(switch, 15015);
+        let ca_args = [
+            "ca",
+            "--listen",
+            &ca,
+            "--bootstrap-token-file",
+            tokens.to_str().unwrap(),
+            "--write-root-cert",
+            &root,
+            "--metrics-addr",
+            &ca_admin.to_string(),
+        ];
+        net.spawn("ca", SWITCH, None, bin, &ca_args, &log).unwrap();
+        eventually(Duration::from_secs(60), || {
+            when(get(&net, SWITCH, ca_admin, "/ready"), |_| true)
+        });
+        for pod in &pods {
+            net.file(
+                &format!("{pod}.token"),
+                &format!("token-for-{pod}-0123456789\n"),
+            )
+            .unwrap();
+        }
+    }
     let mut served = Vec::new();
     let mut listeners = Vec::new();
     for v in VERSIONS {
@@ -234,7 +275,9 @@ fn start(n: u8, traffic_config: &str) -> Mesh {
         };
         let labels = format!("app={app},version={version}");
         let ip = net.ip(pod).to_string();
-        let proxy = [
+        let token = workloads.replace("workloads.yaml", &format!("{pod}.token"));
+        let name = format!("{pod}-0");
+        let mut proxy = vec![
             "proxy",
             "--transparent",
             "--mixer",
@@ -246,7 +289,7 @@ fn start(n: u8, traffic_config: &str) -> Mesh {
             "--report-interval",
             "1s",
             "--name",
-            &format!("{pod}-0"),
+            &name,
             "--namespace",
             "default",
             "--workload",
@@ -256,10 +299,20 @@ fn start(n: u8, traffic_config: &str) -> Mesh {
             "--pod-ips",
             &ip,
             "--service-account",
-            app,
+            account(pod),
             "--metrics-addr",
             ADMIN,
         ];
+        if mtls {
+            proxy.extend([
+                "--ca-addr",
+                &ca,
+                "--ca-token-file",
+                &token,
+                "--ca-root",
+                &root,
+            ]);
+        }
         net.spawn(
             &format!("{pod}-sidecar"),
             pod,
@@ -462,7 +515,7 @@ fn weights_limits_subsets_and_ejection_through_a_vip() {
     if skip() {
         return;
     }
-    let mut mesh = start(0, &traffic(100, &[("v1", 80), ("v2", 20)]));
+    let mut mesh = start(0, &traffic(100, &[("v1", 80), ("v2", 20)]), false);
     // A sidecar is ready once it holds its first view, so the VIP is routed from the start.
     let warmup = mesh.connections();
 
@@ -618,4 +671,101 @@ fn weights_limits_subsets_and_ejection_through_a_vip() {
         &[("reporter", "source"), ("response_flags", "UH")],
     );
     assert_eq!(all_flagged, 0, "{text}");
+}
+
+/// ISTIO_MUTUAL from the DestinationRule, STRICT from the MeshPolicy: the client's sidecar
+/// originates mutual TLS to each endpoint it picks, checked against the endpoint's service
+/// account; the servers' sidecars refuse a plaintext client; the servers' side reports carry
+/// the principals and `mutual_tls`, and the bytes still match exactly.
+#[test]
+#[ignore = "needs root, ip netns, iptables and setpriv"]
+fn routed_mutual_tls_and_strict_inbound_from_the_view() {
+    if skip() {
+        return;
+    }
+    let config = traffic(100, &[("v1", 50), ("v3", 50)]).replace(
+        "  trafficPolicy:\n",
+        "  trafficPolicy:\n    tls:\n      mode: ISTIO_MUTUAL\n",
+    ) + "---
+apiVersion: authentication.istio.io/v1alpha1
+kind: MeshPolicy
+metadata:
+  name: default
+spec:
+  peers:
+  - mtls: {}
+";
+    let mesh = start(1, &config, true);
+    let before = mesh.connections();
+    for i in 0..40 {
+        assert!(
+            exchange_on(mesh.connect().unwrap(), 10 + i).unwrap(),
+            "connection {i}"
+        );
+    }
+    let after = mesh.connections();
+    let counts = [0, 1, 2].map(|i| after[i] - before[i]);
+    assert_eq!(counts[0] + counts[2], 40, "{counts:?}");
+    assert_eq!(counts[1], 0, "{counts:?}");
+    // A plaintext client straight to a server pod (no service address, so the client's
+    // sidecar passes it through as it is): STRICT refuses it before the application.
+    let v2 = SocketAddr::new(mesh.net.ip(&server_pod("v2")), PORT);
+    let mut plain = mesh
+        .net
+        .run_in(CLIENT, move || TcpStream::connect(v2))
+        .unwrap()
+        .unwrap();
+    plain
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let _ = plain.write_all(b"plaintext");
+    let _ = plain.shutdown(Shutdown::Write);
+    // The answer is a TLS alert (or a reset), never the echo.
+    let mut got = Vec::new();
+    let _ = plain.read_to_end(&mut got);
+    assert!(
+        !got.windows(9).any(|w| w == b"plaintext"),
+        "plaintext got through: {got:?}"
+    );
+    assert_eq!(mesh.connections()[1], after[1], "nothing reached v2");
+
+    let bytes = mesh.bytes();
+    let server_side = |version: &'static str| {
+        vec![
+            ("reporter", "destination"),
+            ("connection_security_policy", "mutual_tls"),
+            (
+                "source_principal",
+                "cluster.local/ns/default/sa/productpage",
+            ),
+            (
+                "destination_principal",
+                "cluster.local/ns/default/sa/reviews",
+            ),
+            ("destination_version", version),
+        ]
+    };
+    let text = eventually(Duration::from_secs(30), || {
+        when(mesh.metrics(), |text| {
+            [0, 2].iter().all(|&i| {
+                let version = VERSIONS[i];
+                sum(
+                    text,
+                    "istio_tcp_received_bytes_total",
+                    &server_side(version),
+                ) == bytes[i]
+                    && sum(text, "istio_tcp_received_bytes_total", &routed(version)) == bytes[i]
+            })
+        })
+    });
+    assert!(bytes[0] > 0 && bytes[2] > 0, "{bytes:?}");
+    let plaintext = sum(
+        &text,
+        "istio_tcp_received_bytes_total",
+        &[
+            ("reporter", "destination"),
+            ("connection_security_policy", "none"),
+        ],
+    );
+    assert_eq!(plaintext, 0, "{text}");
 }
