@@ -53,7 +53,9 @@ pub struct Subscribe {
 /// Control plane → sidecar.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct ViewUpdate {
-    /// Increases with every update a control plane sends to any sidecar.
+    /// Names the view the update leads to: sidecars of one shape get the same numbers, and
+    /// each sidecar sees them increase (a restarted control plane starts from its clock, so
+    /// its versions are above the old ones).
     #[prost(uint64, tag = "1")]
     pub version: u64,
     /// Whether this update replaces every resource (the removals are then empty).
