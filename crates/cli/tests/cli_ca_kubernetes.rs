@@ -122,7 +122,10 @@ async fn ca_authenticates_projected_tokens_with_token_review() {
     );
     // The trust bundle, byte for byte the root the CA wrote, in every namespace.
     let root_pem = std::fs::read_to_string(&root).unwrap();
-    api.apply("namespaces", serde_json::json!({"metadata": {"name": "team-b"}}));
+    api.apply(
+        "namespaces",
+        serde_json::json!({"metadata": {"name": "team-b"}}),
+    );
     let published = |ns: &str| {
         api.object("configmaps", ns, "meshmeter-ca-root")
             .and_then(|cm| cm["data"]["root-cert.pem"].as_str().map(str::to_owned))
