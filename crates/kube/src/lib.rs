@@ -76,7 +76,7 @@ pub use tokenreview::{TokenReviewer, DEFAULT_TOKEN_AUDIENCE};
 pub use traffic::{TrafficSource, TRAFFIC_RESOURCES};
 pub use trustbundle::{
     Published, TrustBundleError, TrustBundlePublisher, MANAGED_BY_LABEL, TRUST_BUNDLE_CONFIGMAP,
-    TRUST_BUNDLE_KEY,
+    TRUST_BUNDLE_KEY, TRUST_BUNDLE_RETRIES,
 };
 pub use webhook::{merge_bundle, pem_blocks, CaBundleError, WebhookCaBundle, MAX_BUNDLE_CAS};
 

@@ -744,6 +744,27 @@ fn handle(
     let Some((r, namespace, name)) = resolve(&inner, &path) else {
         return not_found();
     };
+    let res = inner.resources[r].clone();
+    if res.custom && !inner.crds_installed {
+        return not_found();
+    }
+    let watching = matches!(query.get("watch").map(String::as_str), Some("1" | "true"));
+    if inner.forbidden.contains(res.plural) {
+        let verb = match (watching, &name) {
+            (true, _) => "watch",
+            (false, Some(_)) => "get",
+            (false, None) => "list",
+        };
+        let group = res.api_version.rsplit_once('/').map_or("", |(g, _)| g);
+        return status(
+            403,
+            "Forbidden",
+            &format!(
+                "{} is forbidden: User \"system:serviceaccount:default:no-rbac\" cannot {verb} resource \"{}\" in API group \"{group}\" at the cluster scope",
+                res.plural, res.plural
+            ),
+        );
+    }
     if let (Some(ns), Some(name)) = (&namespace, &name) {
         let res = &inner.resources[r];
         return match inner.objects.get(&(r, ns.clone(), name.clone())) {
@@ -754,23 +775,6 @@ fn handle(
                 &format!("{} \"{name}\" not found", res.plural),
             ),
         };
-    }
-    let res = inner.resources[r].clone();
-    if res.custom && !inner.crds_installed {
-        return not_found();
-    }
-    let watching = matches!(query.get("watch").map(String::as_str), Some("1" | "true"));
-    if inner.forbidden.contains(res.plural) {
-        let verb = if watching { "watch" } else { "list" };
-        let group = res.api_version.rsplit_once('/').map_or("", |(g, _)| g);
-        return status(
-            403,
-            "Forbidden",
-            &format!(
-                "{} is forbidden: User \"system:serviceaccount:default:no-rbac\" cannot {verb} resource \"{}\" in API group \"{group}\" at the cluster scope",
-                res.plural, res.plural
-            ),
-        );
     }
     if watching {
         let from: u64 = query

@@ -26,6 +26,9 @@ pub const TRUST_BUNDLE_KEY: &str = "root-cert.pem";
 /// The label (name, value) marking the ConfigMaps the publisher made and may update.
 pub const MANAGED_BY_LABEL: (&str, &str) = ("app.kubernetes.io/managed-by", "meshmeter-ca");
 
+/// Times a namespace whose publishing failed is tried again (about 25 minutes in all).
+pub const TRUST_BUNDLE_RETRIES: u32 = 30;
+
 /// Read-modify-write rounds tried before giving up on a namespace.
 const ATTEMPTS: u32 = 5;
 
@@ -149,16 +152,19 @@ impl TrustBundlePublisher {
     }
 
     /// Watches namespaces and publishes into each one listed or added (again after every
-    /// relist, which also repairs a bundle changed by hand). Failures are logged and retried
-    /// at the next event of that namespace; watch restarts are counted in `metrics`.
+    /// relist). A namespace whose publishing fails is retried on its own with backoff (1 s,
+    /// doubling, at most 60 s apart, [`TRUST_BUNDLE_RETRIES`] times), each failure logged;
+    /// watch restarts are counted in `metrics`. Aborting the returned task stops the watch,
+    /// not retries already under way.
     pub fn start(self, metrics: &WatchMetrics) -> JoinHandle<()> {
         let restarts = metrics.restarts("namespaces");
+        // Namespaces with a retry under way: a relist during an outage starts no second one.
+        let retrying: Arc<std::sync::Mutex<std::collections::HashSet<String>>> = Arc::default();
         let api: Api<Namespace> = Api::all(self.client.clone());
         tokio::spawn(async move {
-            let stream = watcher::watcher(api, watcher::Config::default())
+            let mut stream = watcher::watcher(api, watcher::Config::default())
                 .default_backoff()
                 .boxed();
-            let mut stream = stream;
             while let Some(event) = stream.next().await {
                 let ns = match event {
                     Ok(Event::Apply(ns) | Event::InitApply(ns)) => ns,
@@ -191,10 +197,44 @@ impl TrustBundlePublisher {
                         MANAGED_BY_LABEL.1,
                     ),
                     Err(e) => {
-                        tracing::warn!(namespace = %name, error = %e, "cannot publish the trust bundle")
+                        tracing::warn!(namespace = %name, error = %e, "cannot publish the trust bundle; retrying");
+                        let fresh = retrying
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .insert(name.clone());
+                        if fresh {
+                            let (publisher, retrying) = (self.clone(), Arc::clone(&retrying));
+                            tokio::spawn(async move {
+                                publisher.retry(&name).await;
+                                retrying
+                                    .lock()
+                                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                                    .remove(&name);
+                            });
+                        }
                     }
                 }
             }
         })
+    }
+
+    /// Publishes into `namespace` again with backoff until it works (at most
+    /// [`TRUST_BUNDLE_RETRIES`] tries).
+    async fn retry(&self, namespace: &str) {
+        let mut delay = std::time::Duration::from_secs(1);
+        for _ in 0..TRUST_BUNDLE_RETRIES {
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(std::time::Duration::from_secs(60));
+            match self.publish(namespace).await {
+                Ok(outcome) => {
+                    tracing::info!(namespace = %namespace, ?outcome, "trust bundle published after a retry");
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(namespace = %namespace, error = %e, "cannot publish the trust bundle; retrying")
+                }
+            }
+        }
+        tracing::error!(namespace = %namespace, "trust bundle not published: gave up; sidecars of this namespace get no mTLS until the CA restarts");
     }
 }

@@ -149,3 +149,22 @@ async fn a_conflicting_update_is_retried_on_the_fresh_object() {
         "ConfigMap default/meshmeter-ca-root: still conflicting after 5 attempts"
     );
 }
+
+#[tokio::test]
+async fn a_namespace_that_failed_is_retried_on_its_own() {
+    let api = StandIn::start().await;
+    api.apply("namespaces", namespace("default"));
+    api.forbid("configmaps", true);
+    let metrics = WatchMetrics::new(Arc::new(SelfMetrics::new()));
+    let task = TrustBundlePublisher::new(api.client(), ROOT_A).start(&metrics);
+    let path = format!("/api/v1/namespaces/default/configmaps/{TRUST_BUNDLE_CONFIGMAP}");
+    eventually("a refused GET", || api.requests().contains(&path)).await;
+    assert_eq!(bundle(&api, "default"), None);
+    // RBAC fixed: the retry (1 s later) publishes without any namespace event.
+    api.forbid("configmaps", false);
+    eventually("the ConfigMap after a retry", || {
+        bundle(&api, "default").as_deref() == Some(ROOT_A)
+    })
+    .await;
+    task.abort();
+}
