@@ -32,6 +32,13 @@ use meshmeter_kube::TokenReviewer;
 /// requests fail as unavailable. The CA's own service account needs `create` on
 /// `tokenreviews.authentication.k8s.io` (`meshmeter install` grants it).
 ///
+/// With --kubernetes the CA also publishes its root certificate into the ConfigMap
+/// `meshmeter-ca-root` (key `root-cert.pem`) of every namespace, watching for new ones, for
+/// injected sidecars' trust bundle. It creates the ConfigMaps labelled
+/// `app.kubernetes.io/managed-by=meshmeter-ca` and only ever updates those; this needs `list`
+/// and `watch` on namespaces and `get`, `create`, `update` on configmaps. --no-trust-bundle
+/// turns it off.
+///
 /// The gRPC port speaks TLS 1.3: the CA presents a certificate for
 /// `spiffe://TRUST_DOMAIN/ns/istio-system/sa/meshmeter-ca` (issued by itself at start, valid as
 /// long as the CA's own certificate, at most a year), which sidecars verify against --ca-root
@@ -103,6 +110,11 @@ pub(crate) struct Args {
         requires = "kubernetes"
     )]
     token_audiences: Vec<String>,
+
+    /// With --kubernetes, do not publish the root into every namespace's ConfigMap
+    /// `meshmeter-ca-root`.
+    #[arg(long, requires = "kubernetes")]
+    no_trust_bundle: bool,
 
     /// Write the root certificate (PEM) here at start, for sidecars' --ca-root.
     #[arg(long, value_name = "FILE")]
@@ -179,6 +191,7 @@ async fn serve(args: Args) -> Result<(), Failure> {
     }
     meshmeter_certs::SpiffeId::new(&args.trust_domain, "ns", "sa")
         .map_err(|e| Failure::Usage(format!("--trust-domain: {e}")))?;
+    let mut kube_client = None;
     let authenticator: Arc<dyn Authenticator> = match &args.bootstrap_token_file {
         Some(file) => Arc::new(
             BootstrapTokens::load(file)
@@ -195,15 +208,28 @@ async fn serve(args: Args) -> Result<(), Failure> {
             let client = meshmeter_kube::connect(&options)
                 .await
                 .map_err(|e| Failure::Usage(format!("--kubernetes: {e}")))?;
+            kube_client = Some(client.clone());
             let reviewer = TokenReviewer::new(client, args.token_audiences.clone());
             tracing::info!(audiences = ?reviewer.audiences(), "authenticating callers with TokenReview");
             Arc::new(reviewer)
         }
     };
     let authority = authority(&args)?;
+    let root_pem = meshmeter_certs::certificates_to_pem(std::slice::from_ref(authority.root()));
+    let self_metrics = Arc::new(meshmeter_selfmetrics::SelfMetrics::new());
+    let publisher = match kube_client {
+        Some(client) if !args.no_trust_bundle => {
+            tracing::info!(
+                configmap = meshmeter_kube::TRUST_BUNDLE_CONFIGMAP,
+                "publishing the root certificate into every namespace"
+            );
+            let metrics = meshmeter_kube::WatchMetrics::new(Arc::clone(&self_metrics));
+            Some(meshmeter_kube::TrustBundlePublisher::new(client, &root_pem).start(&metrics))
+        }
+        _ => None,
+    };
     if let Some(path) = &args.write_root_cert {
-        let pem = meshmeter_certs::certificates_to_pem(std::slice::from_ref(authority.root()));
-        std::fs::write(path, pem).map_err(|e| {
+        std::fs::write(path, &root_pem).map_err(|e| {
             Failure::Runtime(format!(
                 "--write-root-cert: cannot write {}: {e}",
                 path.display()
@@ -247,9 +273,13 @@ async fn serve(args: Args) -> Result<(), Failure> {
     let admin = match args.metrics_addr {
         Some(addr) => {
             let metrics = Arc::clone(&stats);
+            let self_metrics = Arc::clone(&self_metrics);
             let admin = AdminServer::bind(
                 addr,
-                move |out: &mut String| metrics.render_prometheus(out),
+                move |out: &mut String| {
+                    metrics.render_prometheus(out);
+                    self_metrics.encode(out);
+                },
                 readiness.clone(),
             )
             .await
@@ -285,6 +315,9 @@ async fn serve(args: Args) -> Result<(), Failure> {
         }
     }
     readiness.set(false);
+    if let Some(task) = publisher {
+        task.abort();
+    }
     let _ = stop.send(true);
     if let Some(admin) = admin {
         let _ = admin.await;

@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use meshmeter_inject::{
-    inject_stream, InjectOptions, Outcome, DEFAULT_CONTROL_PLANE, DEFAULT_IMAGE, DEFAULT_MIXER,
+    inject_stream, InjectOptions, Outcome, DEFAULT_CA_ADDR, DEFAULT_CONTROL_PLANE, DEFAULT_IMAGE,
+    DEFAULT_MIXER,
 };
 
 /// Largest manifest stream read (bytes).
@@ -57,6 +58,13 @@ pub(crate) struct SidecarArgs {
     #[arg(long, default_value = DEFAULT_CONTROL_PLANE)]
     control_plane: String,
 
+    /// Certificate authority the sidecars get their workload certificates from (`meshmeter
+    /// ca`), `host:port` (what `meshmeter install` deploys, by default). The sidecar also gets
+    /// a projected service-account token for the CA and the trust bundle from the ConfigMap
+    /// `meshmeter-ca-root` of its namespace. Empty: no mTLS setup at all.
+    #[arg(long, default_value = DEFAULT_CA_ADDR)]
+    ca_addr: String,
+
     /// The sidecar's uid; the capture never redirects its traffic.
     #[arg(long, default_value_t = 1337)]
     proxy_uid: u32,
@@ -73,6 +81,7 @@ impl SidecarArgs {
             image_pull_policy: self.image_pull_policy.clone(),
             mixer: self.mixer.clone(),
             control_plane: (!self.control_plane.is_empty()).then(|| self.control_plane.clone()),
+            ca_addr: (!self.ca_addr.is_empty()).then(|| self.ca_addr.clone()),
             proxy_uid: self.proxy_uid,
             admin_port: self.admin_port,
             ..InjectOptions::default()

@@ -1,6 +1,7 @@
 //! `meshmeter ca --kubernetes --kubeconfig` against the stand-in API server: a projected
 //! service-account token gets a certificate over TLS, other tokens are refused and counted,
-//! and the reviews the CA posted ask for the configured audience.
+//! and the reviews the CA posted ask for the configured audience; the root certificate is
+//! published into the ConfigMap `meshmeter-ca-root` of every namespace, new ones included.
 
 use std::net::TcpListener as StdListener;
 use std::process::{Child, Command, Stdio};
@@ -48,6 +49,9 @@ async fn ca_authenticates_projected_tokens_with_token_review() {
         "system:serviceaccount:default:ratings",
     );
     api.review_token("admin-token", true, "kubernetes-admin");
+    for ns in ["default", "bookinfo"] {
+        api.apply("namespaces", serde_json::json!({"metadata": {"name": ns}}));
+    }
     let dir = std::env::temp_dir().join(format!("meshmeter-cli-ca-kube-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let kubeconfig = dir.join("kubeconfig");
@@ -116,6 +120,36 @@ async fn ca_authenticates_projected_tokens_with_token_review() {
             ("admin-token".to_owned(), audiences),
         ]
     );
+    // The trust bundle, byte for byte the root the CA wrote, in every namespace.
+    let root_pem = std::fs::read_to_string(&root).unwrap();
+    api.apply(
+        "namespaces",
+        serde_json::json!({"metadata": {"name": "team-b"}}),
+    );
+    let published = |ns: &str| {
+        api.object("configmaps", ns, "meshmeter-ca-root")
+            .and_then(|cm| cm["data"]["root-cert.pem"].as_str().map(str::to_owned))
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while ["default", "bookinfo", "team-b"]
+        .iter()
+        .any(|ns| published(ns).as_deref() != Some(root_pem.as_str()))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "trust bundle not published: {:?}",
+            api.requests()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let cm = api
+        .object("configmaps", "team-b", "meshmeter-ca-root")
+        .unwrap();
+    assert_eq!(
+        cm["metadata"]["labels"],
+        serde_json::json!({"app.kubernetes.io/managed-by": "meshmeter-ca"})
+    );
+
     let metrics = get(&admin, "/metrics").await.unwrap();
     for line in [
         "meshmeter_ca_certificates_issued_total 1",

@@ -10,6 +10,11 @@
 //!   `MESHMETER_LABELS`, and the [`PODINFO_VOLUME`] files), the telemetry server and the
 //!   control plane (`MESHMETER_MIXER`, `MESHMETER_CONTROL_PLANE`), readiness on `/ready` of
 //!   its admin port;
+//! - with a CA address (the default), what the sidecar needs for its workload certificate:
+//!   `MESHMETER_CA_ADDR`, a projected service-account token for the CA's audience
+//!   ([`CA_TOKEN_AUDIENCE`], [`CA_TOKEN_VOLUME`], `MESHMETER_CA_TOKEN_FILE`) and the trust
+//!   bundle from the namespace's ConfigMap [`CA_ROOT_CONFIGMAP`] (optional: the pod starts
+//!   before it is published; `MESHMETER_CA_ROOT`);
 //! - the init container [`CAPTURE_CONTAINER`]: `meshmeter capture` with only the `NET_ADMIN`
 //!   and `NET_RAW` capabilities. Inbound ports are the TCP ports the containers declare unless
 //!   Istio's `traffic.sidecar.istio.io/*` annotations say otherwise.
@@ -54,12 +59,16 @@ mod stream;
 mod tree;
 
 pub use error::InjectError;
-pub use options::{InjectOptions, DEFAULT_CONTROL_PLANE, DEFAULT_IMAGE, DEFAULT_MIXER};
+pub use options::{
+    InjectOptions, DEFAULT_CA_ADDR, DEFAULT_CONTROL_PLANE, DEFAULT_IMAGE, DEFAULT_MIXER,
+};
 pub use patch::{diff, inject_json};
 pub use pod::{
-    Outcome, Skip, CAPTURE_CONTAINER, EXCLUDE_INBOUND_PORTS, EXCLUDE_OUTBOUND_IP_RANGES,
-    EXCLUDE_OUTBOUND_PORTS, INCLUDE_INBOUND_PORTS, INCLUDE_OUTBOUND_IP_RANGES, INJECT_ANNOTATION,
-    PODINFO_PATH, PODINFO_VOLUME, SIDECAR_CONTAINER,
+    Outcome, Skip, CAPTURE_CONTAINER, CA_ROOT_CONFIGMAP, CA_ROOT_KEY, CA_ROOT_PATH, CA_ROOT_VOLUME,
+    CA_TOKEN_AUDIENCE, CA_TOKEN_EXPIRATION_SECONDS, CA_TOKEN_PATH, CA_TOKEN_VOLUME,
+    EXCLUDE_INBOUND_PORTS, EXCLUDE_OUTBOUND_IP_RANGES, EXCLUDE_OUTBOUND_PORTS,
+    INCLUDE_INBOUND_PORTS, INCLUDE_OUTBOUND_IP_RANGES, INJECT_ANNOTATION, PODINFO_PATH,
+    PODINFO_VOLUME, SIDECAR_CONTAINER,
 };
 pub use stream::{inject_object, inject_stream, DocReport, Injected};
 

@@ -9,6 +9,9 @@ pub const DEFAULT_MIXER: &str = "meshmeter-telemetry.meshmeter-system.svc:9091";
 /// The control plane `meshmeter install` deploys, as the sidecars address it.
 pub const DEFAULT_CONTROL_PLANE: &str = "meshmeter-control.meshmeter-system.svc:15010";
 
+/// The certificate authority `meshmeter install` deploys, as the sidecars address it.
+pub const DEFAULT_CA_ADDR: &str = "meshmeter-ca.meshmeter-system.svc:8060";
+
 /// Settings of the injected sidecar and capture init container.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InjectOptions {
@@ -21,6 +24,9 @@ pub struct InjectOptions {
     /// Control plane the sidecar takes its routing from, `host:port`; `None`: the sidecar
     /// forwards every connection to its original destination.
     pub control_plane: Option<String>,
+    /// Certificate authority the sidecar gets its workload certificate from, `host:port`;
+    /// `None`: no mTLS setup (no CA address, token or trust bundle in the pod).
+    pub ca_addr: Option<String>,
     /// The sidecar's uid (and gid); its own traffic is never captured.
     pub proxy_uid: u32,
     /// The sidecar's inbound listener port (`meshmeter capture --inbound-proxy-port`).
@@ -39,6 +45,7 @@ impl Default for InjectOptions {
             image_pull_policy: "IfNotPresent".to_string(),
             mixer: DEFAULT_MIXER.to_string(),
             control_plane: Some(DEFAULT_CONTROL_PLANE.to_string()),
+            ca_addr: Some(DEFAULT_CA_ADDR.to_string()),
             proxy_uid: 1337,
             inbound_proxy_port: 15006,
             outbound_proxy_port: 15001,

@@ -15,6 +15,25 @@ pub const CAPTURE_CONTAINER: &str = "meshmeter-capture";
 pub const PODINFO_VOLUME: &str = "meshmeter-podinfo";
 /// Where the sidecar sees [`PODINFO_VOLUME`]: files `labels` and `annotations`.
 pub const PODINFO_PATH: &str = "/etc/meshmeter/podinfo";
+/// Audience of the projected token the sidecar shows the CA; `meshmeter ca --kubernetes`
+/// requires it by default (`meshmeter_kube::DEFAULT_TOKEN_AUDIENCE`).
+pub const CA_TOKEN_AUDIENCE: &str = "meshmeter-ca";
+/// Lifetime asked for the projected CA token; the kubelet renews it at 80% of that, and the
+/// sidecar reads the file again before every certificate renewal.
+pub const CA_TOKEN_EXPIRATION_SECONDS: i64 = 3600;
+/// Name of the projected service-account token volume for the CA.
+pub const CA_TOKEN_VOLUME: &str = "meshmeter-ca-token";
+/// Where the sidecar sees [`CA_TOKEN_VOLUME`] (file `token`).
+pub const CA_TOKEN_PATH: &str = "/var/run/secrets/meshmeter/ca-token";
+/// The ConfigMap holding the mesh's trust bundle in every namespace (published by
+/// `meshmeter ca --kubernetes`).
+pub const CA_ROOT_CONFIGMAP: &str = "meshmeter-ca-root";
+/// The key of [`CA_ROOT_CONFIGMAP`] holding the root certificate(s), PEM.
+pub const CA_ROOT_KEY: &str = "root-cert.pem";
+/// Name of the volume of [`CA_ROOT_CONFIGMAP`].
+pub const CA_ROOT_VOLUME: &str = "meshmeter-ca-root";
+/// Where the sidecar sees [`CA_ROOT_VOLUME`] (file [`CA_ROOT_KEY`]).
+pub const CA_ROOT_PATH: &str = "/etc/meshmeter/ca-root";
 /// Annotation and label that opt a pod out of injection when `"false"` (Istio's name).
 pub const INJECT_ANNOTATION: &str = "sidecar.istio.io/inject";
 /// Annotation: inbound ports captured, `*` or a comma-separated list (Istio's name). Default:
@@ -137,6 +156,10 @@ pub(crate) fn inject_template(
     push(spec, "containers", sidecar);
     push(spec, "initContainers", init);
     push(spec, "volumes", podinfo_volume());
+    if opts.ca_addr.is_some() {
+        push(spec, "volumes", ca_token_volume());
+        push(spec, "volumes", ca_root_volume());
+    }
     Ok(Outcome::Injected)
 }
 
@@ -339,11 +362,34 @@ fn sidecar_container(labels: &[String], workload: Option<&str>, opts: &InjectOpt
     if let Some(control) = &opts.control_plane {
         env.push(value_env("MESHMETER_CONTROL_PLANE", control));
     }
+    if let Some(ca) = &opts.ca_addr {
+        env.push(value_env("MESHMETER_CA_ADDR", ca));
+        env.push(value_env(
+            "MESHMETER_CA_TOKEN_FILE",
+            &format!("{CA_TOKEN_PATH}/token"),
+        ));
+        env.push(value_env(
+            "MESHMETER_CA_ROOT",
+            &format!("{CA_ROOT_PATH}/{CA_ROOT_KEY}"),
+        ));
+    }
     env.push(value_env(
         "MESHMETER_METRICS_ADDR",
         &format!("0.0.0.0:{}", opts.admin_port),
     ));
     let admin = int(i64::from(opts.admin_port));
+    let mount = |name: &str, at: &str| {
+        map(vec![
+            ("name", s(name)),
+            ("mountPath", s(at)),
+            ("readOnly", Yaml::Boolean(true)),
+        ])
+    };
+    let mut mounts = vec![mount(PODINFO_VOLUME, PODINFO_PATH)];
+    if opts.ca_addr.is_some() {
+        mounts.push(mount(CA_TOKEN_VOLUME, CA_TOKEN_PATH));
+        mounts.push(mount(CA_ROOT_VOLUME, CA_ROOT_PATH));
+    }
     map(vec![
         ("name", s(SIDECAR_CONTAINER)),
         ("image", s(&opts.image)),
@@ -387,14 +433,7 @@ fn sidecar_container(labels: &[String], workload: Option<&str>, opts: &InjectOpt
                 ("capabilities", map(vec![("drop", strs(&["ALL"]))])),
             ]),
         ),
-        (
-            "volumeMounts",
-            seq(vec![map(vec![
-                ("name", s(PODINFO_VOLUME)),
-                ("mountPath", s(PODINFO_PATH)),
-                ("readOnly", Yaml::Boolean(true)),
-            ])]),
-        ),
+        ("volumeMounts", seq(mounts)),
     ])
 }
 
@@ -457,6 +496,50 @@ fn podinfo_volume() -> Yaml {
                     item("annotations", "metadata.annotations"),
                 ]),
             )]),
+        ),
+    ])
+}
+
+/// The service-account token the CA checks: for its audience only, short-lived, renewed by
+/// the kubelet (the pod's default token is never shown to the CA).
+fn ca_token_volume() -> Yaml {
+    map(vec![
+        ("name", s(CA_TOKEN_VOLUME)),
+        (
+            "projected",
+            map(vec![(
+                "sources",
+                seq(vec![map(vec![(
+                    "serviceAccountToken",
+                    map(vec![
+                        ("audience", s(CA_TOKEN_AUDIENCE)),
+                        ("expirationSeconds", int(CA_TOKEN_EXPIRATION_SECONDS)),
+                        ("path", s("token")),
+                    ]),
+                )])]),
+            )]),
+        ),
+    ])
+}
+
+/// The trust bundle; optional, so pods start in a namespace where the CA has not published it
+/// yet (the kubelet fills the volume in once the ConfigMap exists).
+fn ca_root_volume() -> Yaml {
+    map(vec![
+        ("name", s(CA_ROOT_VOLUME)),
+        (
+            "configMap",
+            map(vec![
+                ("name", s(CA_ROOT_CONFIGMAP)),
+                (
+                    "items",
+                    seq(vec![map(vec![
+                        ("key", s(CA_ROOT_KEY)),
+                        ("path", s(CA_ROOT_KEY)),
+                    ])]),
+                ),
+                ("optional", Yaml::Boolean(true)),
+            ]),
         ),
     ])
 }

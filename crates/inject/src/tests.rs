@@ -2,6 +2,7 @@ use serde_json::{json, Value};
 
 use super::*;
 use crate::stream::split;
+use yaml_rust2::Yaml;
 
 fn opts() -> InjectOptions {
     InjectOptions {
@@ -308,4 +309,95 @@ fn aliases_and_deep_nesting_are_refused_with_their_place() {
         err.to_string().contains("nesting deeper than 64 levels"),
         "{err}"
     );
+}
+
+fn template_spec(output: &str) -> Yaml {
+    let docs = yaml_rust2::YamlLoader::load_from_str(output).unwrap();
+    crate::tree::path(&docs[0], &["spec", "template", "spec"])
+        .unwrap()
+        .clone()
+}
+
+fn names(spec: &Yaml, keys: &[&str]) -> Vec<String> {
+    crate::tree::path(spec, keys)
+        .unwrap()
+        .as_vec()
+        .unwrap()
+        .iter()
+        .map(|v| crate::tree::str_at(v, "name").unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn the_ca_address_brings_the_token_and_trust_bundle_and_none_brings_nothing() {
+    let input = deployment("      labels: {app: web}", "");
+    let out = inject_stream(&input, &opts()).unwrap();
+    let spec = template_spec(&out.output);
+    assert_eq!(
+        names(&spec, &["volumes"]),
+        [PODINFO_VOLUME, CA_TOKEN_VOLUME, CA_ROOT_VOLUME]
+    );
+    let sidecar = crate::tree::get(&spec, "containers")
+        .unwrap()
+        .as_vec()
+        .unwrap()[1]
+        .clone();
+    assert_eq!(
+        names(&sidecar, &["volumeMounts"]),
+        [PODINFO_VOLUME, CA_TOKEN_VOLUME, CA_ROOT_VOLUME]
+    );
+    let env = crate::tree::get(&sidecar, "env").unwrap().as_vec().unwrap();
+    let value = |n: &str| {
+        env.iter()
+            .find(|e| crate::tree::str_at(e, "name") == Some(n))
+            .and_then(|e| crate::tree::str_at(e, "value"))
+            .map(String::from)
+    };
+    assert_eq!(value("MESHMETER_CA_ADDR").as_deref(), Some(DEFAULT_CA_ADDR));
+    assert_eq!(
+        value("MESHMETER_CA_TOKEN_FILE").as_deref(),
+        Some("/var/run/secrets/meshmeter/ca-token/token")
+    );
+    assert_eq!(
+        value("MESHMETER_CA_ROOT").as_deref(),
+        Some("/etc/meshmeter/ca-root/root-cert.pem")
+    );
+    let token = crate::tree::path(&spec, &["volumes"])
+        .unwrap()
+        .as_vec()
+        .unwrap()[1]
+        .clone();
+    let source = crate::tree::path(&token, &["projected", "sources"])
+        .unwrap()
+        .as_vec()
+        .unwrap()[0]
+        .clone();
+    assert_eq!(
+        crate::tree::path(&source, &["serviceAccountToken", "audience"]).and_then(Yaml::as_str),
+        Some(CA_TOKEN_AUDIENCE)
+    );
+    assert_eq!(
+        crate::tree::path(&source, &["serviceAccountToken", "expirationSeconds"])
+            .and_then(Yaml::as_i64),
+        Some(3600)
+    );
+    let root = crate::tree::path(&spec, &["volumes"])
+        .unwrap()
+        .as_vec()
+        .unwrap()[2]
+        .clone();
+    assert_eq!(
+        crate::tree::path(&root, &["configMap", "optional"]),
+        Some(&Yaml::Boolean(true))
+    );
+
+    let plain = InjectOptions {
+        ca_addr: None,
+        ..opts()
+    };
+    let out = inject_stream(&input, &plain).unwrap();
+    assert!(!out.output.contains("MESHMETER_CA_"), "{}", out.output);
+    assert!(!out.output.contains("meshmeter-ca-"), "{}", out.output);
+    let again = inject_stream(&out.output, &plain).unwrap();
+    assert_eq!(again.output, out.output);
 }

@@ -1,4 +1,5 @@
-//! The certificate authority: ServiceAccount, RBAC for TokenReview, Deployment and Service.
+//! The certificate authority: ServiceAccount, RBAC for TokenReview and the trust-bundle
+//! ConfigMaps, Deployment and Service.
 
 use std::fmt::Write as _;
 
@@ -18,8 +19,9 @@ pub const CA_TOKEN_AUDIENCE: &str = "meshmeter-ca";
 /// creates it: the root must outlive the CA's pods, since every sidecar trusts it.
 pub const CA_SECRET: &str = "meshmeter-ca";
 
-/// Appends the CA: ServiceAccount, ClusterRole + binding (`create tokenreviews` only),
-/// Deployment and Service.
+/// Appends the CA: ServiceAccount, ClusterRole + binding (`create tokenreviews`; `list`,
+/// `watch` namespaces and `get`, `create`, `update` configmaps for the trust bundle it
+/// publishes in every namespace), Deployment and Service.
 pub(crate) fn render(out: &mut String, o: &InstallOptions) {
     let ns = &o.namespace;
     let image = crate::quoted(&o.image);
@@ -30,7 +32,14 @@ pub(crate) fn render(out: &mut String, o: &InstallOptions) {
         "# Callers prove their service account with a projected token: the API server says whose.
 - apiGroups: [authentication.k8s.io]
   resources: [tokenreviews]
-  verbs: [create]",
+  verbs: [create]
+# The trust bundle: the root certificate in a ConfigMap of every namespace, for sidecars.
+- apiGroups: [\"\"]
+  resources: [namespaces]
+  verbs: [list, watch]
+- apiGroups: [\"\"]
+  resources: [configmaps]
+  verbs: [get, create, update]",
     );
     let _ = write!(
         out,

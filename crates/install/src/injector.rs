@@ -3,6 +3,7 @@
 
 use std::fmt::Write as _;
 
+use crate::ca::{CA, CA_PORT};
 use crate::server::{GRPC_PORT, RUN_AS, TELEMETRY};
 use crate::InstallOptions;
 
@@ -123,6 +124,7 @@ spec:
         - --webhook-config={INJECTOR}
         - {image_arg}
         - --mixer={TELEMETRY}.{ns}.svc:{GRPC_PORT}
+        - {ca_arg}
         env:
         - name: POD_NAMESPACE
           valueFrom:
@@ -180,5 +182,11 @@ metadata:
 webhooks:
 {meshmeter_ns}{istio_ns}",
         image_arg = crate::quoted(&format!("--image={}", o.image)),
+        // Without the CA the sidecars get no token, trust bundle or CA address at all.
+        ca_arg = if o.skip_ca {
+            "--ca-addr=".to_owned()
+        } else {
+            format!("--ca-addr={CA}.{ns}.svc:{CA_PORT}")
+        },
     );
 }

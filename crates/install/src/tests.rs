@@ -64,6 +64,8 @@ fn every_document_parses_and_the_kinds_are_exact() {
     assert_eq!(k.get("Deployment"), Some(&3));
     assert!(!without.contains("meshmeter-ca"));
     assert!(!without.contains("tokenreviews"));
+    // Sidecars injected without a CA get no mTLS setup.
+    assert!(without.contains("        - --ca-addr=\n"));
     let without = render(&InstallOptions {
         skip_control: true,
         ..InstallOptions::default()
@@ -130,6 +132,12 @@ fn flags_reach_the_server_and_bad_values_are_refused() {
     assert!(yaml.contains("  namespace: obs\n"));
     assert!(yaml.contains("        - --mixer=meshmeter-telemetry.obs.svc:9091\n"));
     assert!(yaml.contains("        - \"--image=reg.example/mm:2\"\n"));
+    assert!(yaml.contains("        - --ca-addr=meshmeter-ca.obs.svc:8060\n"));
+    // The CA publishes the trust bundle in every namespace: it watches namespaces and
+    // writes (only) ConfigMaps.
+    assert!(yaml.contains(
+        "- apiGroups: [\"\"]\n  resources: [namespaces]\n  verbs: [list, watch]\n- apiGroups: [\"\"]\n  resources: [configmaps]\n  verbs: [get, create, update]\n"
+    ));
     let bad = |namespace: &str, image: &str| {
         render(&InstallOptions {
             namespace: namespace.to_string(),

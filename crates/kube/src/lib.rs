@@ -15,6 +15,9 @@
 //! - [`TokenReviewer`]: the certificate authority's authenticator on Kubernetes (a caller's
 //!   projected service-account token, checked by TokenReview). Asked once per certificate
 //!   request, not per report.
+//! - [`TrustBundlePublisher`]: the CA's root certificate(s) in the ConfigMap
+//!   [`TRUST_BUNDLE_CONFIGMAP`] of every namespace (watched), for injected sidecars; only
+//!   ConfigMaps it labelled are ever updated.
 //! - [`WebhookCaBundle`]: the sidecar injector's CA merged into its
 //!   MutatingWebhookConfiguration's `caBundle` (read, merge, compare-and-swap write).
 //!
@@ -61,6 +64,7 @@ mod identity;
 pub mod standin;
 mod tokenreview;
 mod traffic;
+mod trustbundle;
 mod webhook;
 
 pub use client::{client_config, connect, ClientError, ClientOptions};
@@ -70,6 +74,10 @@ pub use follow::{Synced, WatchMetrics};
 pub use identity::{IdentityOptions, IdentitySource, KubeRegistry};
 pub use tokenreview::{TokenReviewer, DEFAULT_TOKEN_AUDIENCE};
 pub use traffic::{TrafficSource, TRAFFIC_RESOURCES};
+pub use trustbundle::{
+    Published, TrustBundleError, TrustBundlePublisher, MANAGED_BY_LABEL, TRUST_BUNDLE_CONFIGMAP,
+    TRUST_BUNDLE_KEY, TRUST_BUNDLE_RETRIES,
+};
 pub use webhook::{merge_bundle, pem_blocks, CaBundleError, WebhookCaBundle, MAX_BUNDLE_CAS};
 
 /// Re-exported so that callers (and tests) can build a client without naming kube's version.

@@ -15,6 +15,9 @@
 //!   (`/apis/authentication.k8s.io/v1/tokenreviews`) is answered from the tokens programmed
 //!   with [`StandIn::review_token`]: authenticated ones get their username and the requested
 //!   audiences back, any other token `authenticated: false` with an error.
+//! - Namespaces (cluster-scoped) and ConfigMaps; for namespaced resources a GET of one object,
+//!   a POST that stores it (409 `AlreadyExists` when it exists) and a PUT that replaces it
+//!   when its resourceVersion is the stored one (409 `Conflict` otherwise).
 //! - 401 (bad token), 403 (forbidden resources) as JSON Status, and the plain-text
 //!   `404 page not found` of a group whose CRDs are not installed.
 //!
@@ -52,8 +55,10 @@ struct Resource {
     custom: bool,
 }
 
-const BUILTIN: [(&str, &str, &str, &str); 5] = [
+const BUILTIN: [(&str, &str, &str, &str); 7] = [
     ("/api/v1", "pods", "Pod", "v1"),
+    ("/api/v1", "namespaces", "Namespace", "v1"),
+    ("/api/v1", "configmaps", "ConfigMap", "v1"),
     ("/api/v1", "services", "Service", "v1"),
     ("/apis/apps/v1", "replicasets", "ReplicaSet", "apps/v1"),
     ("/apis/batch/v1", "jobs", "Job", "batch/v1"),
@@ -91,6 +96,9 @@ struct Inner {
     bookmarks: u64,
     /// Most seconds a watch stays open, whatever its `timeoutSeconds`.
     max_watch_secs: u64,
+    /// PUTs answered 409 Conflict before any is applied (another writer's update, as seen
+    /// by the client).
+    conflicts: u32,
     /// Bumped by every stop: watches of an earlier epoch send nothing more.
     epoch: u64,
 }
@@ -280,53 +288,30 @@ impl StandIn {
     /// Creates or replaces an object of resource `plural` (`metadata.name` and, for namespaced
     /// ones, `metadata.namespace` required): ADDED or MODIFIED. Fills `uid`,
     /// `creationTimestamp` and `resourceVersion` as the server would.
-    pub fn apply(&self, plural: &str, mut object: Value) {
-        {
-            let mut inner = self.state.lock();
-            let r = inner.resource(plural);
-            let res = inner.resources[r].clone();
-            let name = object["metadata"]["name"]
-                .as_str()
-                .expect("metadata.name")
-                .to_owned();
-            let ns = object["metadata"]["namespace"]
-                .as_str()
-                .unwrap_or("default")
-                .to_owned();
-            inner.rv += 1;
-            let rv = inner.rv;
-            let key = (r, ns.clone(), name);
-            let old = inner.objects.get(&key).cloned();
-            let meta = &mut object["metadata"];
-            meta["namespace"] = json!(ns);
-            meta["resourceVersion"] = json!(rv.to_string());
-            match &old {
-                Some(o) => {
-                    meta["uid"] = o["metadata"]["uid"].clone();
-                    meta["creationTimestamp"] = o["metadata"]["creationTimestamp"].clone();
-                }
-                None => {
-                    inner.next_uid += 1;
-                    if meta.get("uid").is_none() {
-                        meta["uid"] =
-                            json!(format!("00000000-0000-4000-8000-{:012}", inner.next_uid));
-                    }
-                    if meta.get("creationTimestamp").is_none() {
-                        meta["creationTimestamp"] = json!("2026-12-02T10:00:00Z");
-                    }
-                }
-            }
-            object["kind"] = json!(res.kind);
-            object["apiVersion"] = json!(res.api_version);
-            inner.history.push(Event {
-                resource: r,
-                rv,
-                kind: if old.is_some() { "MODIFIED" } else { "ADDED" },
-                object: object.clone(),
-            });
-            inner.objects.insert(key, object);
-        }
-        self.state.notify();
+    pub fn apply(&self, plural: &str, object: Value) {
+        let r = self.state.lock().resource(plural);
+        store(&self.state, r, object);
+    }
+
+    /// Answers the next `n` PUTs with 409 Conflict, each after bumping the object's
+    /// resourceVersion (as if another writer had updated it in between).
+    pub fn conflict_next_puts(&self, n: u32) {
+        self.state.lock().conflicts = n;
+    }
+
+    /// The stored object of resource `plural` (`namespace` ignored for namespaces).
+    pub fn object(&self, plural: &str, namespace: &str, name: &str) -> Option<Value> {
+        let inner = self.state.lock();
+        let r = inner.resource(plural);
+        let ns = if CLUSTER_SCOPED.contains(&plural) {
+            ""
+        } else {
+            namespace
+        };
+        inner
+            .objects
+            .get(&(r, ns.to_owned(), name.to_owned()))
+            .cloned()
     }
 
     /// Deletes an object: DELETED with its last state at a new resourceVersion. False when
@@ -420,6 +405,67 @@ impl StandIn {
     }
 }
 
+/// Resources without a namespace.
+const CLUSTER_SCOPED: [&str; 1] = ["namespaces"];
+
+/// Creates or replaces an object of resource `r` (ADDED or MODIFIED), filling `uid`,
+/// `creationTimestamp` and `resourceVersion` as the server would; the stored object.
+fn store(state: &State, r: usize, mut object: Value) -> Value {
+    let stored = {
+        let mut inner = state.lock();
+        let res = inner.resources[r].clone();
+        let cluster = CLUSTER_SCOPED.contains(&res.plural);
+        let name = object["metadata"]["name"]
+            .as_str()
+            .expect("metadata.name")
+            .to_owned();
+        let ns = if cluster {
+            String::new()
+        } else {
+            object["metadata"]["namespace"]
+                .as_str()
+                .unwrap_or("default")
+                .to_owned()
+        };
+        inner.rv += 1;
+        let rv = inner.rv;
+        let key = (r, ns.clone(), name);
+        let old = inner.objects.get(&key).cloned();
+        let meta = &mut object["metadata"];
+        if !cluster {
+            meta["namespace"] = json!(ns);
+        }
+        meta["resourceVersion"] = json!(rv.to_string());
+        match &old {
+            Some(o) => {
+                meta["uid"] = o["metadata"]["uid"].clone();
+                meta["creationTimestamp"] = o["metadata"]["creationTimestamp"].clone();
+            }
+            None => {
+                inner.next_uid += 1;
+                if meta.get("uid").is_none() {
+                    meta["uid"] = json!(format!("00000000-0000-4000-8000-{:012}", inner.next_uid));
+                }
+                if meta.get("creationTimestamp").is_none() {
+                    meta["creationTimestamp"] = json!("2026-12-02T10:00:00Z");
+                }
+            }
+        }
+        object["kind"] = json!(res.kind);
+        object["apiVersion"] = json!(res.api_version);
+        inner.history.push(Event {
+            resource: r,
+            rv,
+            kind: if old.is_some() { "MODIFIED" } else { "ADDED" },
+            object: object.clone(),
+        });
+        inner.objects.insert(key, object.clone());
+        object
+    };
+    state.notify();
+    stored
+}
+
 impl Drop for StandIn {
     fn drop(&mut self) {
         self.stop();
@@ -450,6 +496,9 @@ fn spawn_server(
                             async move {
                                 if req.method() == hyper::Method::POST {
                                     return Ok::<_, Infallible>(create(&state, &requests, &posted, req).await);
+                                }
+                                if req.method() == hyper::Method::PUT {
+                                    return Ok::<_, Infallible>(replace(&state, &requests, req).await);
                                 }
                                 Ok::<_, Infallible>(handle(&state, &requests, &req))
                             }
@@ -520,6 +569,36 @@ async fn create(
     if path == "/apis/authentication.k8s.io/v1/tokenreviews" {
         return token_review(state, object);
     }
+    // A served resource (ConfigMaps): stored, 409 when it exists.
+    let target = {
+        let inner = state.lock();
+        resolve(&inner, &path)
+    };
+    if let Some((r, Some(ns), None)) = target {
+        let mut object = object;
+        let Some(name) = object["metadata"]["name"].as_str().map(str::to_owned) else {
+            return status(422, "Invalid", "metadata.name: Required value");
+        };
+        let exists = state
+            .lock()
+            .objects
+            .contains_key(&(r, ns.clone(), name.clone()));
+        if exists {
+            let plural = state.lock().resources[r].plural;
+            return status(
+                409,
+                "AlreadyExists",
+                &format!("{plural} \"{name}\" already exists"),
+            );
+        }
+        object["metadata"]["namespace"] = json!(ns);
+        let stored = store(state, r, object);
+        return full(
+            StatusCode::CREATED,
+            "application/json",
+            format!("{stored}\n"),
+        );
+    }
     full(
         StatusCode::CREATED,
         "application/json",
@@ -557,6 +636,80 @@ fn token_review(state: &State, mut review: Value) -> Response<Body> {
     )
 }
 
+/// A PUT: the object replaced when its `metadata.resourceVersion` is the stored one (409
+/// Conflict otherwise, 404 when there is none).
+async fn replace(
+    state: &State,
+    requests: &Mutex<Vec<String>>,
+    req: Request<hyper::body::Incoming>,
+) -> Response<Body> {
+    let path = req.uri().path().to_owned();
+    requests
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .push(format!("PUT {}", req.uri()));
+    let Ok(body) = req.into_body().collect().await else {
+        return status(400, "BadRequest", "unreadable body");
+    };
+    let Ok(mut object) = serde_json::from_slice::<Value>(&body.to_bytes()) else {
+        return status(400, "BadRequest", "the body is not a JSON object");
+    };
+    let target = {
+        let inner = state.lock();
+        resolve(&inner, &path)
+    };
+    let Some((r, Some(ns), Some(name))) = target else {
+        return not_found();
+    };
+    let (plural, current) = {
+        let inner = state.lock();
+        (
+            inner.resources[r].plural,
+            inner.objects.get(&(r, ns.clone(), name.clone())).cloned(),
+        )
+    };
+    let Some(current) = current else {
+        return status(404, "NotFound", &format!("{plural} \"{name}\" not found"));
+    };
+    let conflict = {
+        let mut inner = state.lock();
+        let c = inner.conflicts > 0;
+        inner.conflicts = inner.conflicts.saturating_sub(1);
+        c
+    };
+    if conflict {
+        store(state, r, current.clone());
+    }
+    if conflict || object["metadata"]["resourceVersion"] != current["metadata"]["resourceVersion"] {
+        return status(
+            409,
+            "Conflict",
+            &format!("Operation cannot be fulfilled on {plural} \"{name}\": the object has been modified; please apply your changes to the latest version and try again"),
+        );
+    }
+    object["metadata"]["namespace"] = json!(ns);
+    let stored = store(state, r, object);
+    full(StatusCode::OK, "application/json", format!("{stored}\n"))
+}
+
+/// `{prefix}/{plural}`, `{prefix}/namespaces/{ns}/{plural}` or
+/// `{prefix}/namespaces/{ns}/{plural}/{name}`: the resource, namespace and name.
+fn resolve(inner: &Inner, path: &str) -> Option<(usize, Option<String>, Option<String>)> {
+    inner.resources.iter().enumerate().find_map(|(i, r)| {
+        let rest = path.strip_prefix(r.prefix)?.strip_prefix('/')?;
+        if rest == r.plural {
+            return Some((i, None, None));
+        }
+        let rest = rest.strip_prefix("namespaces/")?;
+        let (ns, tail) = rest.split_once('/')?;
+        let (plural, name) = match tail.split_once('/') {
+            Some((plural, name)) => (plural, Some(name.to_owned())),
+            None => (tail, None),
+        };
+        (plural == r.plural).then(|| (i, Some(ns.to_owned()), name))
+    })
+}
+
 fn handle(
     state: &Arc<State>,
     requests: &Mutex<Vec<String>>,
@@ -588,17 +741,7 @@ fn handle(
             return status(401, "Unauthorized", "Unauthorized");
         }
     }
-    // `{prefix}/{plural}` or `{prefix}/namespaces/{ns}/{plural}`.
-    let found = inner.resources.iter().enumerate().find_map(|(i, r)| {
-        let rest = path.strip_prefix(r.prefix)?.strip_prefix('/')?;
-        if rest == r.plural {
-            return Some((i, None));
-        }
-        let rest = rest.strip_prefix("namespaces/")?;
-        let (ns, plural) = rest.split_once('/')?;
-        (plural == r.plural).then(|| (i, Some(ns.to_owned())))
-    });
-    let Some((r, namespace)) = found else {
+    let Some((r, namespace, name)) = resolve(&inner, &path) else {
         return not_found();
     };
     let res = inner.resources[r].clone();
@@ -607,7 +750,11 @@ fn handle(
     }
     let watching = matches!(query.get("watch").map(String::as_str), Some("1" | "true"));
     if inner.forbidden.contains(res.plural) {
-        let verb = if watching { "watch" } else { "list" };
+        let verb = match (watching, &name) {
+            (true, _) => "watch",
+            (false, Some(_)) => "get",
+            (false, None) => "list",
+        };
         let group = res.api_version.rsplit_once('/').map_or("", |(g, _)| g);
         return status(
             403,
@@ -617,6 +764,17 @@ fn handle(
                 res.plural, res.plural
             ),
         );
+    }
+    if let (Some(ns), Some(name)) = (&namespace, &name) {
+        let res = &inner.resources[r];
+        return match inner.objects.get(&(r, ns.clone(), name.clone())) {
+            Some(object) => full(StatusCode::OK, "application/json", format!("{object}\n")),
+            None => status(
+                404,
+                "NotFound",
+                &format!("{} \"{name}\" not found", res.plural),
+            ),
+        };
     }
     if watching {
         let from: u64 = query

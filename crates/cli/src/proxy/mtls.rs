@@ -148,17 +148,71 @@ impl UpstreamConfigs {
     }
 }
 
+/// A CA file the sidecar was pointed at but cannot find.
+#[derive(Debug, PartialEq, Eq)]
+struct MissingCaFile {
+    path: PathBuf,
+    what: &'static str,
+    hint: &'static str,
+}
+
+/// The first of --ca-token-file and --ca-root that is not given or does not exist.
+fn missing_ca_file(m: &MtlsArgs) -> Option<MissingCaFile> {
+    let files = [
+        (
+            &m.ca_token_file,
+            "no token for the CA",
+            "on Kubernetes: the projected token volume meshmeter-ca-token",
+        ),
+        (
+            &m.ca_root,
+            "no trust bundle",
+            "on Kubernetes: the ConfigMap meshmeter-ca-root of the pod's namespace, published by `meshmeter ca --kubernetes`",
+        ),
+    ];
+    files.into_iter().find_map(|(file, what, hint)| match file {
+        Some(path) if path.is_file() => None,
+        Some(path) => Some(MissingCaFile {
+            path: path.clone(),
+            what,
+            hint,
+        }),
+        None => Some(MissingCaFile {
+            path: PathBuf::new(),
+            what,
+            hint,
+        }),
+    })
+}
+
 pub(super) async fn mtls(args: &Args) -> Result<Option<Mtls>, Failure> {
     let m = &args.mtls;
     // Under a control plane, certificates are fetched whenever a CA is given: its views may
     // ask for mutual TLS at any time.
-    let routed =
-        args.control_plane.as_deref().is_some_and(|a| !a.is_empty()) && m.ca_addr.is_some();
-    if m.tls_mode == TlsMode::Disable
-        && m.peer_authentication == PeerAuthentication::Disable
-        && !routed
-    {
+    let ca_given = m.ca_addr.as_deref().is_some_and(|a| !a.is_empty());
+    let routed = args.control_plane.as_deref().is_some_and(|a| !a.is_empty()) && ca_given;
+    let asked =
+        m.tls_mode != TlsMode::Disable || m.peer_authentication != PeerAuthentication::Disable;
+    if !asked && !routed {
+        if ca_given {
+            tracing::debug!(
+                "CA settings given but no --tls-mode, --peer-authentication or --control-plane asks for TLS: no workload certificate"
+            );
+        }
         return Ok(None);
+    }
+    if !asked {
+        // Only the control plane may ask for mutual TLS: a sidecar injected into a namespace
+        // the CA has not published its trust bundle to (yet) still carries plaintext.
+        if let Some(missing) = missing_ca_file(m) {
+            tracing::warn!(
+                file = %missing.path.display(),
+                "mutual TLS off: {} ({}); destinations the control plane marks ISTIO_MUTUAL fail and STRICT inbound policies refuse, until the sidecar restarts",
+                missing.what,
+                missing.hint,
+            );
+            return Ok(None);
+        }
     }
     let need = |flag: &str| {
         usage(format!(
@@ -308,5 +362,69 @@ pub(super) mod tests {
         assert!(!Arc::ptr_eq(&reviews, &unknown));
         assert_eq!(configs.made.lock().unwrap().len(), 3);
         assert!(configs.made.lock().unwrap().contains_key(&None));
+    }
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    fn parse(extra: &[&str]) -> Args {
+        use clap::Parser as _;
+        let mut argv = vec!["meshmeter", "--transparent"];
+        argv.extend_from_slice(extra);
+        Cli::try_parse_from(argv).unwrap().args
+    }
+
+    #[tokio::test]
+    async fn ca_settings_without_anything_asking_for_tls_set_nothing_up() {
+        let args = parse(&[
+            "--ca-addr",
+            "127.0.0.1:1",
+            "--ca-token-file",
+            "/nonexistent/token",
+            "--ca-root",
+            "/nonexistent/root-cert.pem",
+        ]);
+        assert!(matches!(mtls(&args).await, Ok(None)));
+    }
+
+    #[tokio::test]
+    async fn under_a_control_plane_a_missing_trust_bundle_leaves_mtls_off() {
+        let dir = std::env::temp_dir().join(format!("meshmeter-mtls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let token = dir.join("token");
+        std::fs::write(&token, "t").unwrap();
+        let root = dir.join("root-cert.pem");
+        let (token_text, root_text) = (token.display().to_string(), root.display().to_string());
+        let args = parse(&[
+            "--control-plane",
+            "127.0.0.1:1",
+            "--ca-addr",
+            "127.0.0.1:1",
+            "--ca-token-file",
+            &token_text,
+            "--ca-root",
+            &root_text,
+            "--namespace",
+            "default",
+            "--service-account",
+            "reviews",
+        ]);
+        assert_eq!(
+            missing_ca_file(&args.mtls),
+            Some(MissingCaFile {
+                path: root.clone(),
+                what: "no trust bundle",
+                hint: "on Kubernetes: the ConfigMap meshmeter-ca-root of the pod's namespace, published by `meshmeter ca --kubernetes`",
+            })
+        );
+        assert!(matches!(mtls(&args).await, Ok(None)));
+        // Asked for explicitly, the same gap is a usage error.
+        let mut strict = args;
+        strict.mtls.peer_authentication = PeerAuthentication::Strict;
+        assert!(matches!(mtls(&strict).await, Err(Failure::Usage(_))));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
