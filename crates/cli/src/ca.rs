@@ -325,3 +325,20 @@ async fn serve(args: Args) -> Result<(), Failure> {
     tracing::info!("stopped");
     Ok(())
 }
+
+#[cfg(test)]
+mod audience_tests {
+    /// The CA's default TokenReview audience, the audience sidecars project their tokens
+    /// with, and the one `install` passes must be one string, or every sidecar is refused.
+    #[test]
+    fn one_token_audience_everywhere() {
+        assert_eq!(
+            meshmeter_kube::DEFAULT_TOKEN_AUDIENCE,
+            meshmeter_inject::CA_TOKEN_AUDIENCE
+        );
+        assert_eq!(
+            meshmeter_install::CA_TOKEN_AUDIENCE,
+            meshmeter_inject::CA_TOKEN_AUDIENCE
+        );
+    }
+}

@@ -13,7 +13,7 @@ pub const CA_PORT: u16 = 8060;
 pub const CA_METRICS_PORT: u16 = 15014;
 /// The audience the CA accepts callers' projected service-account tokens for
 /// (`meshmeter ca --token-audience`; sidecars project theirs with it).
-pub const CA_TOKEN_AUDIENCE: &str = "meshmeter-ca";
+pub const CA_TOKEN_AUDIENCE: &str = meshmeter_inject::CA_TOKEN_AUDIENCE;
 /// The Secret (type `kubernetes.io/tls`) holding the CA certificate (`tls.crt`: the CA
 /// certificate, then its chain up to the root) and its PKCS#8 key (`tls.key`). The operator
 /// creates it: the root must outlive the CA's pods, since every sidecar trusts it.

@@ -4,6 +4,7 @@
 use std::fmt::Write as _;
 
 use crate::ca::{CA, CA_PORT};
+use crate::control::{CONTROL, CONTROL_PORT};
 use crate::server::{GRPC_PORT, RUN_AS, TELEMETRY};
 use crate::InstallOptions;
 
@@ -125,6 +126,7 @@ spec:
         - {image_arg}
         - --mixer={TELEMETRY}.{ns}.svc:{GRPC_PORT}
         - {ca_arg}
+        - {control_arg}
         env:
         - name: POD_NAMESPACE
           valueFrom:
@@ -187,6 +189,12 @@ webhooks:
             "--ca-addr=".to_owned()
         } else {
             format!("--ca-addr={CA}.{ns}.svc:{CA_PORT}")
+        },
+        // Sidecars follow the control plane installed beside the injector, or none.
+        control_arg = if o.skip_control {
+            "--control-plane=".to_owned()
+        } else {
+            format!("--control-plane={CONTROL}.{ns}.svc:{CONTROL_PORT}")
         },
     );
 }

@@ -71,6 +71,8 @@ fn every_document_parses_and_the_kinds_are_exact() {
         ..InstallOptions::default()
     })
     .unwrap();
+    // Sidecars injected without a control plane forward to original destinations.
+    assert!(without.contains("        - --control-plane=\n"));
     let k = kinds(&without);
     assert_eq!(k.get("Deployment"), Some(&3));
     assert!(!without.contains("meshmeter-control"));
@@ -133,6 +135,7 @@ fn flags_reach_the_server_and_bad_values_are_refused() {
     assert!(yaml.contains("        - --mixer=meshmeter-telemetry.obs.svc:9091\n"));
     assert!(yaml.contains("        - \"--image=reg.example/mm:2\"\n"));
     assert!(yaml.contains("        - --ca-addr=meshmeter-ca.obs.svc:8060\n"));
+    assert!(yaml.contains("        - --control-plane=meshmeter-control.obs.svc:15010\n"));
     // The CA publishes the trust bundle in every namespace: it watches namespaces and
     // writes (only) ConfigMaps.
     assert!(yaml.contains(
