@@ -94,7 +94,11 @@ pub fn unavailable() -> Option<String> {
             ));
         }
     }
-    let probe = format!("mmprobe{}", std::process::id());
+    // Tests of one binary probe in parallel: each needs a name of its own, or one's `add`
+    // fails on the other's namespace and it skips for nothing.
+    static PROBES: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = PROBES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let probe = format!("mmprobe{}-{n}", std::process::id());
     if let Err(e) = run(&["ip", "netns", "add", &probe]) {
         return Some(format!(
             "cannot create a network namespace (needs root): {e}"
