@@ -3,6 +3,8 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+
+use crate::shared::Failure;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -129,34 +131,8 @@ pub(crate) struct Args {
     plaintext: bool,
 }
 
-enum Failure {
-    Usage(String),
-    Runtime(String),
-}
-
 pub(crate) fn run(args: Args) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::from(1);
-        }
-    };
-    match runtime.block_on(serve(args)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(Failure::Usage(m)) => {
-            eprintln!("error: {m}");
-            ExitCode::from(2)
-        }
-        Err(Failure::Runtime(m)) => {
-            eprintln!("error: {m}");
-            ExitCode::from(1)
-        }
-    }
+    crate::shared::run_server(serve(args))
 }
 
 fn read(path: &PathBuf, flag: &str) -> Result<String, Failure> {

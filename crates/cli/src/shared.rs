@@ -30,6 +30,42 @@ pub(crate) fn load_manifests(paths: &[PathBuf], base: Manifest) -> Result<Manife
     meshmeter_config::load_manifests(paths, base).map_err(|d| d.to_string().trim_end().to_owned())
 }
 
+/// Why a long-running subcommand (`ca`, `control`) stopped: bad flags or input (exit 2), or
+/// a failure while running (exit 1).
+pub(crate) enum Failure {
+    Usage(String),
+    Runtime(String),
+}
+
+/// Runs `serve` on a two-thread runtime and turns its outcome into the exit code.
+pub(crate) fn run_server(
+    serve: impl std::future::Future<Output = Result<(), Failure>>,
+) -> std::process::ExitCode {
+    use std::process::ExitCode;
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(serve) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Usage(m)) => {
+            eprintln!("error: {m}");
+            ExitCode::from(2)
+        }
+        Err(Failure::Runtime(m)) => {
+            eprintln!("error: {m}");
+            ExitCode::from(1)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
