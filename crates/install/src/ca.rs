@@ -3,6 +3,7 @@
 
 use std::fmt::Write as _;
 
+use crate::CONTAINER_SECURITY;
 use crate::{InstallOptions, RUN_AS};
 
 /// Name of the CA's ServiceAccount, ClusterRole(Binding), Deployment and Service.
@@ -111,12 +112,7 @@ spec:
             memory: 32Mi
           limits:
             memory: 256Mi
-        securityContext:
-          allowPrivilegeEscalation: false
-          readOnlyRootFilesystem: true
-          capabilities:
-            drop:
-            - ALL
+{CONTAINER_SECURITY}
         volumeMounts:
         - name: ca
           mountPath: /etc/meshmeter/ca

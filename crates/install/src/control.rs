@@ -3,6 +3,7 @@
 
 use std::fmt::Write as _;
 
+use crate::CONTAINER_SECURITY;
 use crate::{InstallOptions, RUN_AS};
 
 /// Name of the control plane's ServiceAccount, ClusterRole(Binding), Deployment and Service.
@@ -187,12 +188,7 @@ spec:
             memory: 64Mi
           limits:
             memory: 512Mi
-        securityContext:
-          allowPrivilegeEscalation: false
-          readOnlyRootFilesystem: true
-          capabilities:
-            drop:
-            - ALL
+{CONTAINER_SECURITY}
       # Open streams are ended at SIGTERM; sidecars reconnect to the next replica.
       terminationGracePeriodSeconds: 10
 ---

@@ -7,6 +7,7 @@ use crate::ca::{CA, CA_PORT};
 use crate::control::{CONTROL, CONTROL_PORT};
 use crate::server::{GRPC_PORT, RUN_AS, TELEMETRY};
 use crate::InstallOptions;
+use crate::CONTAINER_SECURITY;
 
 /// Name of the injector's ServiceAccount, ClusterRole(Binding), Deployment, Service and
 /// MutatingWebhookConfiguration.
@@ -154,12 +155,7 @@ spec:
             memory: 64Mi
           limits:
             memory: 256Mi
-        securityContext:
-          allowPrivilegeEscalation: false
-          readOnlyRootFilesystem: true
-          capabilities:
-            drop:
-            - ALL
+{CONTAINER_SECURITY}
 ---
 apiVersion: v1
 kind: Service

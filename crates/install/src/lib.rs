@@ -20,6 +20,16 @@
 
 #![warn(missing_docs)]
 
+/// Every meshmeter container's security settings: no privilege escalation, a read-only root
+/// filesystem, no capabilities (the lines of a container's `securityContext`, indented for
+/// a Deployment's pod template).
+const CONTAINER_SECURITY: &str = "        securityContext:
+          allowPrivilegeEscalation: false
+          readOnlyRootFilesystem: true
+          capabilities:
+            drop:
+            - ALL";
+
 mod ca;
 mod control;
 mod crds;

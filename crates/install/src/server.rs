@@ -3,6 +3,7 @@
 use std::fmt::Write as _;
 
 use crate::InstallOptions;
+use crate::CONTAINER_SECURITY;
 
 /// Name of the telemetry server's ServiceAccount, ClusterRole(Binding), Deployment and Service.
 pub const TELEMETRY: &str = "meshmeter-telemetry";
@@ -130,12 +131,7 @@ spec:
             memory: 128Mi
           limits:
             memory: 1Gi
-        securityContext:
-          allowPrivilegeEscalation: false
-          readOnlyRootFilesystem: true
-          capabilities:
-            drop:
-            - ALL
+{CONTAINER_SECURITY}
       terminationGracePeriodSeconds: 30
 ---
 apiVersion: v1
