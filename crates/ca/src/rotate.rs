@@ -1,11 +1,12 @@
 //! Keeping the workload certificate fresh: issue at start, re-issue at two thirds of each
 //! certificate's lifetime, retry with backoff while the CA is away.
 
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use meshmeter_certs::{CertStore, PendingKey, SpiffeId, TrustBundle};
+use meshmeter_certs::{CertStore, PendingKey, SharedBundle, SpiffeId, TrustBundle};
 use meshmeter_selfmetrics::Snapshot;
 use tokio::sync::watch;
 
@@ -14,7 +15,8 @@ use crate::client::{CaClient, CaClientError, IssuedCert};
 /// The fraction of a certificate's lifetime after which it is replaced.
 pub const ROTATE_AT: f64 = 2.0 / 3.0;
 
-/// Rotation counters (`meshmeter_proxy_certificate_*`).
+/// Rotation counters: the workload certificate's (`meshmeter_proxy_certificate_*`) and the
+/// trust bundle's (`meshmeter_proxy_trust_bundle_*`).
 #[derive(Debug, Default)]
 pub struct RotationStats {
     /// Certificates installed (the first one included).
@@ -25,6 +27,14 @@ pub struct RotationStats {
     pub ca_unavailable: AtomicU64,
     /// The installed certificate's expiry, in Unix seconds.
     pub expiry_seconds: AtomicU64,
+    /// Trust bundles read from the bundle file and put in use (a changed set of roots).
+    pub bundle_reloads: AtomicU64,
+    /// Contents of the bundle file found unreadable or unusable (each distinct one once).
+    pub bundle_reload_failures: AtomicU64,
+    /// 1 while the bundle file is unreadable or unusable (the previous bundle stays in use).
+    pub bundle_file_invalid: AtomicU64,
+    /// Roots in the bundle in use.
+    pub bundle_roots: AtomicU64,
 }
 
 impl RotationStats {
@@ -56,6 +66,30 @@ impl RotationStats {
             "When the installed workload certificate expires (Unix time).",
             &[],
             gauge(&self.expiry_seconds),
+        );
+        snapshot.counter(
+            "meshmeter_proxy_trust_bundle_reloads_total",
+            "Trust bundles read again from the bundle file with changed roots and put in use.",
+            &[],
+            get(&self.bundle_reloads),
+        );
+        snapshot.counter(
+            "meshmeter_proxy_trust_bundle_reload_failures_total",
+            "Contents of the trust bundle file that could not be read or used (each once).",
+            &[],
+            get(&self.bundle_reload_failures),
+        );
+        snapshot.gauge(
+            "meshmeter_proxy_trust_bundle_file_invalid",
+            "1 while the trust bundle file cannot be read or used; the previous bundle stays in use.",
+            &[],
+            gauge(&self.bundle_file_invalid),
+        );
+        snapshot.gauge(
+            "meshmeter_proxy_trust_bundle_roots",
+            "Root certificates in the trust bundle in use.",
+            &[],
+            gauge(&self.bundle_roots),
         );
         snapshot.encode(out);
     }
@@ -100,22 +134,28 @@ pub struct Rotator {
     identity: SpiffeId,
     ttl: Option<Duration>,
     store: Arc<CertStore>,
-    bundle: TrustBundle,
+    bundle: SharedBundle,
     stats: Arc<RotationStats>,
     backoff: Backoff,
+    /// Where the bundle is read again from, and how often.
+    bundle_file: Option<(PathBuf, Duration)>,
 }
 
 impl Rotator {
     /// A rotator for `identity`, asking for `ttl` (`None`: the CA's default), installing into
-    /// `store` only certificates chaining to a root of `bundle`.
+    /// `store` only certificates chaining to a root of `bundle` (when shared, as it is at the
+    /// time of each renewal).
     pub fn new(
         client: CaClient,
         identity: SpiffeId,
         ttl: Option<Duration>,
         store: Arc<CertStore>,
-        bundle: TrustBundle,
+        bundle: impl Into<SharedBundle>,
         stats: Arc<RotationStats>,
     ) -> Self {
+        let bundle: SharedBundle = bundle.into();
+        let roots = bundle.current().certificates().len() as u64;
+        stats.bundle_roots.store(roots, Ordering::Relaxed);
         Rotator {
             client,
             identity,
@@ -124,7 +164,18 @@ impl Rotator {
             bundle,
             stats,
             backoff: Backoff::default(),
+            bundle_file: None,
         }
+    }
+
+    /// While [`Rotator::run`] runs, reads the trust bundle again from `path` every `interval`
+    /// (a mounted ConfigMap is updated in place) and puts a changed one in use: new
+    /// handshakes verify against it, so a root can be added, then the old one removed,
+    /// without restarting. An unreadable or unusable file is reported and the bundle in use
+    /// stays.
+    pub fn follow_bundle_file(mut self, path: PathBuf, interval: Duration) -> Self {
+        self.bundle_file = Some((path, interval));
+        self
     }
 
     /// Uses `backoff` between failed attempts.
@@ -151,7 +202,7 @@ impl Rotator {
     async fn attempt(&self) -> Result<(), RotateError> {
         let key = PendingKey::generate(self.identity.clone()).map_err(CaClientError::from)?;
         let IssuedCert { cert, root } = self.client.issue(key, self.ttl).await?;
-        if !self.bundle.certificates().contains(&root) {
+        if !self.bundle.current().certificates().contains(&root) {
             return Err(RotateError::UntrustedRoot);
         }
         let validity = cert.validity();
@@ -189,8 +240,13 @@ impl Rotator {
 
     /// Renews the certificate at [`ROTATE_AT`] of each one's lifetime until `shutdown`. While
     /// the CA fails, retries with backoff; the installed certificate stays in use meanwhile
-    /// (an expired one makes new handshakes fail, established connections go on).
-    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+    /// (an expired one makes new handshakes fail, established connections go on). With
+    /// [`Rotator::follow_bundle_file`], follows the bundle file meanwhile.
+    pub async fn run(self, shutdown: watch::Receiver<bool>) {
+        tokio::join!(self.renew(shutdown.clone()), self.follow_bundle(shutdown));
+    }
+
+    async fn renew(&self, mut shutdown: watch::Receiver<bool>) {
         let mut wait = self.backoff.initial;
         loop {
             let due = self
@@ -223,6 +279,51 @@ impl Rotator {
                         }
                         wait = (wait * 2).min(self.backoff.max);
                     }
+                }
+            }
+        }
+    }
+
+    async fn follow_bundle(&self, mut shutdown: watch::Receiver<bool>) {
+        let Some((path, interval)) = &self.bundle_file else {
+            return;
+        };
+        let what = path.display().to_string();
+        // What the file held at the last look (or why it could not be read): a bad file is
+        // reported once, not at every look.
+        let mut last: Option<Result<String, String>> = None;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(*interval) => {}
+                _ = shutdown.wait_for(|&s| s) => return,
+            }
+            let read = tokio::fs::read_to_string(path)
+                .await
+                .map_err(|e| format!("cannot read {what}: {e}"));
+            if last.as_ref() == Some(&read) {
+                continue;
+            }
+            last = Some(read.clone());
+            let bundle = read
+                .and_then(|text| TrustBundle::from_pem(&text, &what).map_err(|e| e.to_string()));
+            match bundle {
+                Ok(bundle) => {
+                    self.stats.bundle_file_invalid.store(0, Ordering::Relaxed);
+                    let roots = bundle.certificates().len();
+                    if self.bundle.replace(bundle) {
+                        self.stats.bundle_reloads.fetch_add(1, Ordering::Relaxed);
+                        self.stats
+                            .bundle_roots
+                            .store(roots as u64, Ordering::Relaxed);
+                        tracing::info!(file = %what, roots, "trust bundle changed: new handshakes verify against it");
+                    }
+                }
+                Err(e) => {
+                    self.stats
+                        .bundle_reload_failures
+                        .fetch_add(1, Ordering::Relaxed);
+                    self.stats.bundle_file_invalid.store(1, Ordering::Relaxed);
+                    tracing::error!(error = %e, "trust bundle not reloaded; the one in use stays");
                 }
             }
         }

@@ -11,7 +11,8 @@
 //! - [`ServingCert`]: a server certificate for DNS names ([`Authority::issue_serving`]), for an
 //!   HTTPS endpoint such as the admission webhook ([`https_server_config`]);
 //! - [`server_config`] / [`client_config`]: TLS 1.3 with mandatory client certificates, both
-//!   peers verified against a [`TrustBundle`] and identified by their SPIFFE URI SAN;
+//!   peers verified against a [`TrustBundle`] (or a [`SharedBundle`], replaceable while the
+//!   configurations are in use) and identified by their SPIFFE URI SAN;
 //!   [`peer_identity`] reads it back after the handshake, [`HandshakeFailure`] classifies a
 //!   refusal.
 //!
@@ -39,6 +40,7 @@ mod authority;
 mod inspect;
 mod pem;
 mod serving;
+mod sessions;
 mod spiffe;
 mod store;
 mod tls;
@@ -47,7 +49,8 @@ mod workload;
 pub use authority::{Authority, AuthorityError, IssueError, Issued};
 pub use inspect::{spiffe_id_of, validity_of, IdentityError, Validity};
 pub use pem::{
-    certificates_from_pem, certificates_to_pem, private_key_from_pem, PemError, TrustBundle,
+    certificates_from_pem, certificates_to_pem, private_key_from_pem, PemError, SharedBundle,
+    TrustBundle,
 };
 pub use serving::ServingCert;
 pub use spiffe::{SpiffeId, SpiffeIdError, DEFAULT_TRUST_DOMAIN};

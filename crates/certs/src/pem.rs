@@ -1,9 +1,13 @@
-//! PEM text to DER and back, and the trust bundle.
+//! PEM text to DER and back, and the trust bundle (fixed, or shared and replaceable).
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::danger::ClientCertVerifier;
+use rustls::server::WebPkiClientVerifier;
 use rustls::RootCertStore;
 
 /// PEM text that does not hold what it should.
@@ -113,6 +117,9 @@ fn base64(data: &[u8]) -> String {
 pub struct TrustBundle {
     certs: Vec<CertificateDer<'static>>,
     store: Arc<RootCertStore>,
+    /// rustls' client-certificate verification against these roots, built once per bundle
+    /// (every inbound handshake uses it).
+    clients: Arc<dyn ClientCertVerifier>,
 }
 
 impl TrustBundle {
@@ -132,9 +139,20 @@ impl TrustBundle {
                 kind: "CERTIFICATE",
             });
         }
+        let store = Arc::new(store);
+        // It fails only without roots (ruled out above) or on CRLs (none are given).
+        let clients =
+            WebPkiClientVerifier::builder_with_provider(Arc::clone(&store), crate::provider())
+                .build()
+                .map_err(|e| PemError::BadAnchor {
+                    what: what.to_owned(),
+                    index: 0,
+                    reason: e.to_string(),
+                })?;
         Ok(TrustBundle {
             certs,
-            store: Arc::new(store),
+            store,
+            clients,
         })
     }
 
@@ -156,6 +174,85 @@ impl TrustBundle {
     /// The roots as rustls holds them.
     pub fn root_store(&self) -> Arc<RootCertStore> {
         Arc::clone(&self.store)
+    }
+
+    pub(crate) fn roots(&self) -> &RootCertStore {
+        &self.store
+    }
+
+    pub(crate) fn client_verifier(&self) -> &dyn ClientCertVerifier {
+        self.clients.as_ref()
+    }
+}
+
+/// The trust bundle TLS configurations verify peers against, replaceable while they are in use
+/// (a root rotation: the new root is added, later the old one removed). Every handshake
+/// verifies against the bundle current when it runs; established connections are untouched.
+/// Clones share one bundle.
+///
+/// Session resumption follows it too: a resumed handshake verifies no certificate, so the
+/// configurations of this crate forget their sessions when the bundle changes.
+#[derive(Clone, Debug)]
+pub struct SharedBundle(Arc<Shared>);
+
+#[derive(Debug)]
+struct Shared {
+    current: ArcSwap<TrustBundle>,
+    /// Bumped by every replacement.
+    generation: AtomicU64,
+}
+
+impl SharedBundle {
+    /// A shared bundle holding `bundle`.
+    pub fn new(bundle: TrustBundle) -> Self {
+        SharedBundle(Arc::new(Shared {
+            current: ArcSwap::from_pointee(bundle),
+            generation: AtomicU64::new(0),
+        }))
+    }
+
+    /// The bundle now.
+    pub fn current(&self) -> Arc<TrustBundle> {
+        self.0.current.load_full()
+    }
+
+    /// Makes `bundle` the one new handshakes verify against; `false` (and nothing done) when
+    /// it holds the same roots in the same order.
+    pub fn replace(&self, bundle: TrustBundle) -> bool {
+        if self.0.current.load().certs == bundle.certs {
+            return false;
+        }
+        self.0.current.store(Arc::new(bundle));
+        self.0.generation.fetch_add(1, Ordering::AcqRel);
+        true
+    }
+
+    pub(crate) fn load(&self) -> arc_swap::Guard<Arc<TrustBundle>> {
+        self.0.current.load()
+    }
+
+    /// How many times the bundle was replaced.
+    pub(crate) fn generation(&self) -> u64 {
+        self.0.generation.load(Ordering::Acquire)
+    }
+}
+
+impl From<TrustBundle> for SharedBundle {
+    fn from(bundle: TrustBundle) -> Self {
+        SharedBundle::new(bundle)
+    }
+}
+
+/// A bundle that will not change (a snapshot of `bundle`).
+impl From<&TrustBundle> for SharedBundle {
+    fn from(bundle: &TrustBundle) -> Self {
+        SharedBundle::new(bundle.clone())
+    }
+}
+
+impl From<&SharedBundle> for SharedBundle {
+    fn from(bundle: &SharedBundle) -> Self {
+        bundle.clone()
     }
 }
 

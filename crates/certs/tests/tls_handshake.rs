@@ -4,9 +4,10 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use meshmeter_certs::rustls::pki_types::CertificateDer;
+use meshmeter_certs::rustls::{ClientConfig, ServerConfig};
 use meshmeter_certs::{
     client_config, peer_identity, server_config, Authority, CertStore, ExpectedPeer,
-    HandshakeFailure, PendingKey, SpiffeId, TrustBundle, WorkloadCert,
+    HandshakeFailure, PendingKey, SharedBundle, SpiffeId, TrustBundle, WorkloadCert,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -36,9 +37,18 @@ async fn connect(
     client_store: Arc<CertStore>,
     expected_server: ExpectedPeer,
 ) -> Outcome {
+    connect_with(
+        server_config(bundle, server_store, domain()).unwrap(),
+        client_config(bundle, client_store, expected_server).unwrap(),
+    )
+    .await
+}
+
+/// [`connect`] with configurations made beforehand.
+async fn connect_with(server: Arc<ServerConfig>, client: Arc<ClientConfig>) -> Outcome {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let acceptor = TlsAcceptor::from(server_config(bundle, server_store, domain()).unwrap());
+    let acceptor = TlsAcceptor::from(server);
     let server = tokio::spawn(async move {
         let (tcp, _) = listener.accept().await.unwrap();
         match acceptor.accept(tcp).await {
@@ -54,8 +64,7 @@ async fn connect(
             Err(e) => Err(HandshakeFailure::of_io(&e)),
         }
     });
-    let connector =
-        TlsConnector::from(client_config(bundle, client_store, expected_server).unwrap());
+    let connector = TlsConnector::from(client);
     let tcp = TcpStream::connect(addr).await.unwrap();
     let client = async {
         let mut tls = connector
@@ -172,6 +181,45 @@ async fn a_client_certificate_from_another_ca_is_refused() {
     let tcp = TcpStream::connect(addr).await.unwrap();
     let _ = connector.connect(meshmeter_certs::server_name(), tcp).await;
     assert_eq!(server.await.unwrap(), Err(HandshakeFailure::UnknownCa));
+}
+
+/// Configurations built on a shared bundle follow it: a root added is trusted, a root
+/// removed is not, on both sides, without building them again.
+#[tokio::test]
+async fn configurations_on_a_shared_bundle_follow_its_replacement() {
+    let old = Authority::generate_root("cluster.local", HOUR).unwrap();
+    let new = Authority::generate_root("cluster.local", HOUR).unwrap();
+    let bundle = |cas: &[&Authority]| {
+        TrustBundle::new(cas.iter().map(|ca| ca.root().clone()).collect(), "roots").unwrap()
+    };
+    let shared = SharedBundle::new(bundle(&[&old]));
+    // A server and a client under the old root, and a client under the new one.
+    let server = server_config(&shared, workload(&old, "mongodb"), domain()).unwrap();
+    let old_client = client_config(&shared, workload(&old, "ratings"), domain()).unwrap();
+    let new_client = client_config(&shared, workload(&new, "reviews"), domain()).unwrap();
+
+    let outcome = connect_with(Arc::clone(&server), Arc::clone(&new_client)).await;
+    assert_eq!(outcome.server.unwrap_err(), HandshakeFailure::UnknownCa);
+    assert!(outcome.client.is_err());
+
+    assert!(shared.replace(bundle(&[&old, &new])));
+    assert!(
+        !shared.replace(bundle(&[&old, &new])),
+        "the same roots again"
+    );
+    assert_eq!(shared.current().certificates().len(), 2);
+    let outcome = connect_with(Arc::clone(&server), Arc::clone(&new_client)).await;
+    assert_eq!(outcome.server.unwrap(), Some(id("reviews")));
+    assert_eq!(outcome.client.unwrap().0, Some(id("mongodb")));
+
+    // The old root removed: the server's own certificate (old root) is refused by the client,
+    // and a client certificate under the old root by a server under the new one.
+    assert!(shared.replace(bundle(&[&new])));
+    let outcome = connect_with(Arc::clone(&server), Arc::clone(&new_client)).await;
+    assert_eq!(outcome.client.unwrap_err(), HandshakeFailure::UnknownCa);
+    let new_server = server_config(&shared, workload(&new, "mongodb"), domain()).unwrap();
+    let outcome = connect_with(new_server, old_client).await;
+    assert_eq!(outcome.server.unwrap_err(), HandshakeFailure::UnknownCa);
 }
 
 #[tokio::test]

@@ -1,7 +1,7 @@
 //! `meshmeter ca`: the mesh's certificate authority.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use crate::shared::Failure;
@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use meshmeter_admin::{AdminServer, Readiness};
 use meshmeter_ca::{Authenticator, BootstrapTokens, CaServer, CaStats, TtlPolicy};
+use meshmeter_certs::rustls::pki_types::CertificateDer;
 use meshmeter_certs::Authority;
 use meshmeter_kube::TokenReviewer;
 
@@ -118,9 +119,17 @@ pub(crate) struct Args {
     #[arg(long, requires = "kubernetes")]
     no_trust_bundle: bool,
 
-    /// Write the root certificate (PEM) here at start, for sidecars' --ca-root.
+    /// Write the root certificate (PEM) here at start, for sidecars' --ca-root (with the
+    /// --extra-root-certs after it).
     #[arg(long, value_name = "FILE")]
     write_root_cert: Option<PathBuf>,
+
+    /// Further root certificates (PEM) to publish with the CA's own, in the ConfigMaps and
+    /// --write-root-cert: during a root rotation, the other root, so that sidecars trust
+    /// certificates under both while they renew (sidecars read their bundle file again every
+    /// few seconds).
+    #[arg(long, value_name = "FILE")]
+    extra_root_certs: Option<PathBuf>,
 
     /// Where to serve /metrics, /healthz and /ready.
     #[arg(long, value_name = "ADDR")]
@@ -129,6 +138,31 @@ pub(crate) struct Args {
     /// Serve the CSR API without TLS (sidecars then need --ca-plaintext).
     #[arg(long)]
     plaintext: bool,
+}
+
+/// The trust bundle the CA hands out: its root, then the --extra-root-certs (each once).
+fn published_roots(
+    root: &CertificateDer<'static>,
+    extra: Option<&Path>,
+) -> Result<String, Failure> {
+    let mut roots = vec![root.clone()];
+    if let Some(path) = extra {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Failure::Usage(format!(
+                "--extra-root-certs: cannot read {}: {e}",
+                path.display()
+            ))
+        })?;
+        let what = path.display().to_string();
+        let bundle = meshmeter_certs::TrustBundle::from_pem(&text, &what)
+            .map_err(|e| Failure::Usage(format!("--extra-root-certs: {e}")))?;
+        for cert in bundle.certificates() {
+            if !roots.contains(cert) {
+                roots.push(cert.clone());
+            }
+        }
+    }
+    Ok(meshmeter_certs::certificates_to_pem(&roots))
 }
 
 pub(crate) fn run(args: Args) -> ExitCode {
@@ -191,7 +225,7 @@ async fn serve(args: Args) -> Result<(), Failure> {
         }
     };
     let authority = authority(&args)?;
-    let root_pem = meshmeter_certs::certificates_to_pem(std::slice::from_ref(authority.root()));
+    let root_pem = published_roots(authority.root(), args.extra_root_certs.as_deref())?;
     let self_metrics = Arc::new(meshmeter_selfmetrics::SelfMetrics::new());
     let publisher = match kube_client {
         Some(client) if !args.no_trust_bundle => {

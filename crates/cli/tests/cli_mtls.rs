@@ -99,11 +99,21 @@ struct Mesh {
     /// The outbound sidecar originating mTLS to `server`, and its admin address.
     client: String,
     client_admin: String,
+    /// The CA's address and its bootstrap token file.
+    ca: String,
     ca_admin: String,
-    _processes: Vec<Process>,
+    tokens: String,
+    /// The CA first, then the two sidecars.
+    processes: Vec<Process>,
 }
 
 async fn mesh(name: &str) -> Mesh {
+    mesh_with(name, &[]).await
+}
+
+/// The CA, the STRICT inbound sidecar and the outbound one; `sidecar_args` go to both
+/// sidecars.
+async fn mesh_with(name: &str, sidecar_args: &[&str]) -> Mesh {
     let dir =
         std::env::temp_dir().join(format!("meshmeter-cli-mtls-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -147,51 +157,63 @@ async fn mesh(name: &str) -> Mesh {
     ]);
     wait_ready(&ca_admin).await;
     let (server, server_admin) = (free_addr(), free_addr());
-    let server_process = spawn(&[
-        "proxy",
-        "--listen",
-        &server,
-        "--upstream",
-        &upstream,
-        "--peer-authentication",
-        "strict",
-        "--ca-addr",
-        &ca,
-        "--ca-token-file",
-        &mongodb_token,
-        "--ca-root",
-        &root,
-        "--workload-identity",
-        "cluster.local/ns/default/sa/mongodb",
-        "--metrics-addr",
-        &server_admin,
-    ]);
+    let server_process = spawn(
+        &[
+            &[
+                "proxy",
+                "--listen",
+                &server,
+                "--upstream",
+                &upstream,
+                "--peer-authentication",
+                "strict",
+                "--ca-addr",
+                &ca,
+                "--ca-token-file",
+                &mongodb_token,
+                "--ca-root",
+                &root,
+                "--workload-identity",
+                "cluster.local/ns/default/sa/mongodb",
+                "--metrics-addr",
+                &server_admin,
+            ],
+            sidecar_args,
+        ]
+        .concat(),
+    );
     let (client, client_admin) = (free_addr(), free_addr());
-    let client_process = spawn(&[
-        "proxy",
-        "--listen",
-        &client,
-        "--upstream",
-        &server,
-        "--reporter-kind",
-        "outbound",
-        "--tls-mode",
-        "istio-mutual",
-        "--upstream-identity",
-        "spiffe://cluster.local/ns/default/sa/mongodb",
-        "--ca-addr",
-        &ca,
-        "--ca-token-file",
-        &ratings_token,
-        "--ca-root",
-        &root,
-        "--namespace",
-        "default",
-        "--service-account",
-        "ratings",
-        "--metrics-addr",
-        &client_admin,
-    ]);
+    let client_process = spawn(
+        &[
+            &[
+                "proxy",
+                "--listen",
+                &client,
+                "--upstream",
+                &server,
+                "--reporter-kind",
+                "outbound",
+                "--tls-mode",
+                "istio-mutual",
+                "--upstream-identity",
+                "spiffe://cluster.local/ns/default/sa/mongodb",
+                "--ca-addr",
+                &ca,
+                "--ca-token-file",
+                &ratings_token,
+                "--ca-root",
+                &root,
+                "--namespace",
+                "default",
+                "--service-account",
+                "ratings",
+                "--metrics-addr",
+                &client_admin,
+            ],
+            sidecar_args,
+        ]
+        .concat(),
+    );
     wait_ready(&server_admin).await;
     wait_ready(&client_admin).await;
     Mesh {
@@ -200,8 +222,10 @@ async fn mesh(name: &str) -> Mesh {
         server_admin,
         client,
         client_admin,
+        ca,
         ca_admin,
-        _processes: vec![ca_process, server_process, client_process],
+        tokens,
+        processes: vec![ca_process, server_process, client_process],
     }
 }
 
@@ -257,6 +281,140 @@ async fn ca_and_two_sidecars_carry_bytes_over_mtls_and_strict_refuses_plaintext(
     );
 }
 
+/// Writes `text` to `path` as a kubelet updates a mounted ConfigMap: whole, in one rename.
+fn replace_file(path: &Path, text: &str) {
+    let tmp = path.with_extension("new");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+/// A root rotation without restarting a sidecar: the CA comes back under a new root, the new
+/// root is added to the bundle file, certificates renew under it, the old root is removed,
+/// and traffic flows at every step. A bundle file that turns unusable is reported and the
+/// bundle in use stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_root_rotates_through_the_bundle_file_without_restarting_the_sidecars() {
+    // Renewal is due at 8 s, the certificate expires at 12 s: the new CA is in place before
+    // the first renewal, and the bundle change comes long before the expiry.
+    let args = [
+        "--ca-root-reload-interval",
+        "100ms",
+        "--workload-cert-ttl",
+        "12s",
+    ];
+    let mut mesh = mesh_with("root-rotation", &args).await;
+    let payload: Vec<u8> = (0..100_000u32).map(|i| (i % 249) as u8).collect();
+    assert!(talk(&mesh.client, &payload).await == payload);
+    let old_root = std::fs::read_to_string(mesh.dir.join("root.pem")).unwrap();
+    let admins = [mesh.client_admin.clone(), mesh.server_admin.clone()];
+    for admin in &admins {
+        eventually_metric(admin, "meshmeter_proxy_trust_bundle_roots", "1").await;
+    }
+
+    // The CA is replaced by one with a new root, on the same address. The sidecars do not
+    // trust it yet: its certificates could not even reach them (the CA's own TLS fails).
+    drop(mesh.processes.remove(0));
+    let new_root_file = mesh.dir.join("root2.pem");
+    let new_ca_admin = free_addr();
+    let old_root_file = mesh.dir.join("root1.pem");
+    std::fs::write(&old_root_file, &old_root).unwrap();
+    let ca = spawn(&[
+        "ca",
+        "--listen",
+        &mesh.ca,
+        "--bootstrap-token-file",
+        &mesh.tokens,
+        "--write-root-cert",
+        &new_root_file.display().to_string(),
+        "--extra-root-certs",
+        &old_root_file.display().to_string(),
+        "--metrics-addr",
+        &new_ca_admin,
+    ]);
+    wait_ready(&new_ca_admin).await;
+    // The new CA's bundle: its own root, then the old one (--extra-root-certs).
+    let both_roots = std::fs::read_to_string(&new_root_file).unwrap();
+    let end = "-----END CERTIFICATE-----\n";
+    let new_root = &both_roots[..both_roots.find(end).unwrap() + end.len()];
+    assert_ne!(old_root, new_root);
+    assert_eq!(both_roots, format!("{new_root}{old_root}"));
+    for admin in &admins {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while metric(admin, "meshmeter_proxy_certificate_rotation_failures_total")
+            .await
+            .parse::<u64>()
+            .unwrap()
+            == 0
+        {
+            assert!(
+                Instant::now() < deadline,
+                "{admin}: no failed renewal against the new CA"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    assert!(talk(&mesh.client, &payload).await == payload);
+
+    // Both roots, as the new CA publishes them: renewals now succeed under the new one.
+    let root_file = mesh.dir.join("root.pem");
+    replace_file(&root_file, &both_roots);
+    for admin in &admins {
+        eventually_metric(admin, "meshmeter_proxy_trust_bundle_roots", "2").await;
+        eventually_metric(admin, "meshmeter_proxy_trust_bundle_reloads_total", "1").await;
+        eventually_metric(
+            admin,
+            "meshmeter_proxy_certificate_authority_unavailable",
+            "0",
+        )
+        .await;
+    }
+    let issued = metric(&new_ca_admin, "meshmeter_ca_certificates_issued_total").await;
+    assert!(
+        issued.parse::<u64>().unwrap() >= 2,
+        "both sidecars renewed from the new CA: {issued} issued"
+    );
+    assert!(talk(&mesh.client, &payload).await == payload);
+
+    // An unusable file changes nothing but is reported.
+    replace_file(&root_file, "not a certificate\n");
+    for admin in &admins {
+        eventually_metric(admin, "meshmeter_proxy_trust_bundle_file_invalid", "1").await;
+        eventually_metric(
+            admin,
+            "meshmeter_proxy_trust_bundle_reload_failures_total",
+            "1",
+        )
+        .await;
+        assert_eq!(
+            metric(admin, "meshmeter_proxy_trust_bundle_roots").await,
+            "2"
+        );
+    }
+    assert!(talk(&mesh.client, &payload).await == payload);
+
+    // The old root removed: the sidecars, both holding certificates from the new root, go on.
+    replace_file(&root_file, new_root);
+    for admin in &admins {
+        eventually_metric(admin, "meshmeter_proxy_trust_bundle_roots", "1").await;
+        eventually_metric(admin, "meshmeter_proxy_trust_bundle_reloads_total", "2").await;
+        eventually_metric(admin, "meshmeter_proxy_trust_bundle_file_invalid", "0").await;
+    }
+    assert!(talk(&mesh.client, &payload).await == payload);
+    eventually_metric(
+        &mesh.server_admin,
+        "meshmeter_proxy_mtls_connections_total{side=\"inbound\"}",
+        "5",
+    )
+    .await;
+    eventually_metric(
+        &mesh.server_admin,
+        "meshmeter_proxy_received_bytes_total",
+        "500000",
+    )
+    .await;
+    drop(ca);
+}
+
 #[tokio::test]
 async fn the_proxy_refuses_mtls_flags_without_the_ca_with_exit_2() {
     let out = Command::new(BIN)
@@ -277,6 +435,44 @@ async fn the_proxy_refuses_mtls_flags_without_the_ca_with_exit_2() {
         String::from_utf8_lossy(&out.stderr).trim(),
         "error: --ca-addr is required with --tls-mode istio-mutual or --peer-authentication strict|permissive"
     );
+}
+
+#[test]
+fn the_ca_refuses_unusable_extra_root_certs_with_exit_2() {
+    let dir = std::env::temp_dir().join(format!("meshmeter-cli-mtls-extra-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let tokens = dir.join("tokens");
+    std::fs::write(&tokens, "ratings-token-0123456789 default/ratings\n").unwrap();
+    let not_pem = dir.join("roots.pem");
+    std::fs::write(&not_pem, "not a certificate\n").unwrap();
+    for (file, want) in [
+        (
+            not_pem.clone(),
+            format!(
+                "error: --extra-root-certs: {}: no CERTIFICATE found in the PEM text",
+                not_pem.display()
+            ),
+        ),
+        (
+            dir.join("missing.pem"),
+            format!(
+                "error: --extra-root-certs: cannot read {}: No such file or directory (os error 2)",
+                dir.join("missing.pem").display()
+            ),
+        ),
+    ] {
+        let out = Command::new(BIN)
+            .env("MESHMETER_LOG", "error")
+            .args(["ca", "--listen", "127.0.0.1:0", "--bootstrap-token-file"])
+            .arg(&tokens)
+            .arg("--extra-root-certs")
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2));
+        assert_eq!(String::from_utf8_lossy(&out.stderr).trim(), want);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 fn have(tool: &str) -> bool {

@@ -222,8 +222,9 @@ pub(crate) mod pool {
     use std::cell::RefCell;
 
     /// Enough for the connections one thread moves data for at the same instant; beyond it
-    /// buffers are freed (bounding what idle threads hold to 16 x 64 KiB).
-    const KEEP: usize = 16;
+    /// buffers are freed, bounding what an idle thread holds (16 of the plaintext pumps' 64 KiB
+    /// buffers, or 7 of mutual TLS's 256 KiB ones).
+    const KEEP_BYTES: usize = 2 * 1024 * 1024;
 
     thread_local! {
         static FREE: RefCell<Vec<Box<[u8]>>> = const { RefCell::new(Vec::new()) };
@@ -242,7 +243,8 @@ pub(crate) mod pool {
     pub(crate) fn give(buf: Box<[u8]>) {
         FREE.with(|free| {
             let mut free = free.borrow_mut();
-            if free.len() < KEEP {
+            let kept: usize = free.iter().map(|b| b.len()).sum();
+            if kept + buf.len() <= KEEP_BYTES {
                 free.push(buf);
             }
         });

@@ -22,13 +22,23 @@ use tokio::net::TcpStream;
 
 use crate::forward::pool;
 
-/// Record buffers: the largest TLS 1.3 record (16 KiB of plaintext, its content type, the
-/// AEAD tag and padding allowance, the header) fits one.
+/// Small buffers: the largest TLS 1.3 record (16 KiB of plaintext, its content type, the AEAD
+/// tag and padding allowance, the header) fits one. Handshake flights and small writes use it.
 const RECORD_BUF: usize = 16 * 1024 + 1024;
 /// The most plaintext one record carries.
 const MAX_PLAINTEXT: usize = 16 * 1024;
-/// Handshake flights may be larger than a record; beyond this the peer is refused.
-const MAX_HANDSHAKE_BUF: usize = 128 * 1024;
+/// Records one write encrypts, and about as many one socket read takes in once data streams:
+/// bulk data moves 256 KiB per system call rather than one 16 KiB record per call. The system
+/// calls and the wakeups they cause (each one of the peer process), not the cipher, were most
+/// of the mTLS path's CPU; BENCHMARKS.md has the same-run comparison of 4 and 16 records.
+/// The cost is memory while a connection streams (these buffers and the pumps' are pooled and
+/// held only while bytes wait in them; an idle connection holds none).
+const BULK_RECORDS: usize = 16;
+/// Bulk buffers: `BULK_RECORDS` full records. Also the largest TLS message (a handshake
+/// flight) accepted.
+const BULK_BUF: usize = BULK_RECORDS * RECORD_BUF;
+/// The most plaintext one write encrypts.
+const MAX_WRITE: usize = BULK_RECORDS * MAX_PLAINTEXT;
 
 /// The side-specific entry point of the unbuffered API.
 pub(crate) trait Unbuffered: Send + Unpin {
@@ -97,12 +107,7 @@ impl OutBuf {
         let have = self.buf.as_ref().map_or(0, |b| b.len());
         if have - self.end < n {
             let len = self.end - self.start;
-            let size = (len + n).max(RECORD_BUF);
-            let mut fresh = if size == RECORD_BUF {
-                pool::take(RECORD_BUF)
-            } else {
-                vec![0; size].into_boxed_slice()
-            };
+            let mut fresh = take(len + n);
             if let Some(old) = self.buf.take() {
                 fresh[..len].copy_from_slice(&old[self.start..self.end]);
                 give(old);
@@ -143,10 +148,14 @@ impl OutBuf {
 pub(crate) struct LeanTls<C> {
     pub(crate) tcp: TcpStream,
     conn: C,
-    /// TLS bytes received and not processed yet (`incoming[..used]`); `None` when none are.
+    /// TLS bytes received and not processed yet (`incoming[start..used]`); `None` when none
+    /// are.
     incoming: Option<Box<[u8]>>,
+    start: usize,
     used: usize,
     out: OutBuf,
+    /// The last socket read filled the incoming buffer: more is likely waiting.
+    streaming: bool,
     /// close_notify is queued or sent.
     closing: bool,
     /// Plaintext a reader has not taken yet (`plaintext[taken..]`; rarely anything).
@@ -168,8 +177,10 @@ impl<C: Unbuffered> LeanTls<C> {
             tcp,
             conn,
             incoming: None,
+            start: 0,
             used: 0,
             out: OutBuf::default(),
+            streaming: false,
             closing: false,
             plaintext: Vec::new(),
             taken: 0,
@@ -193,7 +204,7 @@ impl<C: Unbuffered> LeanTls<C> {
     ) -> io::Result<Step> {
         let mut empty = [0u8; 0];
         let incoming = match self.incoming.as_deref_mut() {
-            Some(b) => &mut b[..self.used],
+            Some(b) => &mut b[self.start..self.used],
             None => &mut empty[..],
         };
         let UnbufferedStatus { discard, state } = self.conn.process(incoming);
@@ -245,8 +256,8 @@ impl<C: Unbuffered> LeanTls<C> {
             Ok(ConnectionState::BlockedHandshake) => Step::NeedData { handshaking: true },
             Ok(ConnectionState::WriteTraffic(mut traffic)) => match write {
                 Some(data) if !data.is_empty() => {
-                    let data = &data[..data.len().min(MAX_PLAINTEXT)];
-                    let mut need = data.len() + 64;
+                    let data = &data[..data.len().min(MAX_WRITE)];
+                    let mut need = data.len() + 64 * data.len().div_ceil(MAX_PLAINTEXT);
                     loop {
                         let room = self.out.room(need);
                         match traffic.encrypt(data, room) {
@@ -274,19 +285,18 @@ impl<C: Unbuffered> LeanTls<C> {
         Ok(step)
     }
 
+    /// Drops `n` processed bytes. The rest stays where it is (several records may wait in one
+    /// buffer: moving them down after each would copy the buffer over and over); it moves
+    /// down only when a read needs the room.
     fn discard(&mut self, n: usize) {
-        if n == 0 {
-            return;
-        }
-        if let Some(b) = self.incoming.as_deref_mut() {
-            b.copy_within(n..self.used, 0);
-        }
-        self.used -= n;
+        self.start += n;
         self.release_incoming();
     }
 
     fn release_incoming(&mut self) {
-        if self.used == 0 {
+        if self.start == self.used {
+            self.start = 0;
+            self.used = 0;
             if let Some(b) = self.incoming.take() {
                 give(b);
             }
@@ -297,23 +307,35 @@ impl<C: Unbuffered> LeanTls<C> {
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<bool>> {
         let len = self.incoming.as_ref().map_or(0, |b| b.len());
         if self.used == len {
-            let size = (len * 2).max(RECORD_BUF);
-            if size > MAX_HANDSHAKE_BUF {
+            let held = self.used - self.start;
+            // Room at the front (processed records) is enough unless data streams or the
+            // unprocessed part fills most of the buffer: then the bulk size.
+            if self.start > 0 && (len >= BULK_BUF || (!self.streaming && held < len / 2)) {
+                if let Some(b) = self.incoming.as_deref_mut() {
+                    b.copy_within(self.start..self.used, 0);
+                }
+            } else if len >= BULK_BUF {
                 return Poll::Ready(Err(io::Error::new(
                     io::ErrorKind::InvalidData,
-                    "TLS message larger than 128 KiB",
+                    format!("TLS message larger than {} KiB", BULK_BUF / 1024),
                 )));
-            }
-            let mut fresh = if size == RECORD_BUF {
-                pool::take(RECORD_BUF)
             } else {
-                vec![0; size].into_boxed_slice()
-            };
-            if let Some(old) = self.incoming.take() {
-                fresh[..self.used].copy_from_slice(&old[..self.used]);
-                give(old);
+                // A record's room first (handshakes, small messages), the bulk size when that
+                // is outgrown or the last read filled its buffer (data is streaming).
+                let size = if len > 0 || self.streaming {
+                    BULK_BUF
+                } else {
+                    RECORD_BUF
+                };
+                let mut fresh = take(size);
+                if let Some(old) = self.incoming.take() {
+                    fresh[..held].copy_from_slice(&old[self.start..self.used]);
+                    give(old);
+                }
+                self.incoming = Some(fresh);
             }
-            self.incoming = Some(fresh);
+            self.start = 0;
+            self.used = held;
         }
         let Some(b) = self.incoming.as_deref_mut() else {
             return Poll::Ready(Ok(false));
@@ -322,6 +344,7 @@ impl<C: Unbuffered> LeanTls<C> {
         match Pin::new(&mut self.tcp).poll_read(cx, &mut buf) {
             Poll::Ready(Ok(())) => {
                 let n = buf.filled().len();
+                self.streaming = buf.remaining() == 0;
                 self.used += n;
                 self.release_incoming();
                 Poll::Ready(Ok(n > 0))
@@ -382,8 +405,17 @@ impl<C: Unbuffered> LeanTls<C> {
     }
 }
 
+/// A buffer of at least `n` bytes: one of the two pooled sizes when that is enough.
+fn take(n: usize) -> Box<[u8]> {
+    match n {
+        0..=RECORD_BUF => pool::take(RECORD_BUF),
+        _ if n <= BULK_BUF => pool::take(BULK_BUF),
+        _ => vec![0; n].into_boxed_slice(),
+    }
+}
+
 fn give(b: Box<[u8]>) {
-    if b.len() == RECORD_BUF {
+    if b.len() == RECORD_BUF || b.len() == BULK_BUF {
         pool::give(b);
     }
 }
@@ -395,6 +427,7 @@ impl<C: Unbuffered> AsyncRead for LeanTls<C> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        let before = buf.filled().len();
         loop {
             if this.taken < this.plaintext.len() {
                 let n = (this.plaintext.len() - this.taken).min(buf.remaining());
@@ -414,11 +447,20 @@ impl<C: Unbuffered> AsyncRead for LeanTls<C> {
             if let Poll::Ready(Err(e)) = this.poll_flush_out(cx) {
                 return Poll::Ready(Err(e));
             }
-            let before = buf.filled().len();
             match this.step(Some(buf), None)? {
-                Step::Data if buf.filled().len() > before => return Poll::Ready(Ok(())),
+                // Further records already received go into the same read while a whole
+                // record's plaintext fits: one write downstream for them all.
+                Step::Data
+                    if buf.filled().len() > before
+                        && (buf.remaining() < MAX_PLAINTEXT || this.used == this.start) =>
+                {
+                    return Poll::Ready(Ok(()));
+                }
                 Step::Data | Step::Queued | Step::Written(_) => {}
                 Step::PeerClosed => {}
+                Step::NeedData { .. } if buf.filled().len() > before => {
+                    return Poll::Ready(Ok(()));
+                }
                 Step::NeedData { .. } => {
                     this.read_waker = Some(cx.waker().clone());
                     match std::task::ready!(this.poll_fill(cx))? {
@@ -426,7 +468,7 @@ impl<C: Unbuffered> AsyncRead for LeanTls<C> {
                         // The socket ended without close_notify: the stream ends here too.
                         false => {
                             this.peer_closed = true;
-                            if this.used > 0 {
+                            if this.used > this.start {
                                 return Poll::Ready(Err(io::ErrorKind::UnexpectedEof.into()));
                             }
                         }
@@ -596,6 +638,40 @@ mod tests {
         assert!(lean.incoming.is_none() && lean.out.buf.is_none());
     }
 
+    /// Records waiting together come out of one read: 2,000 records of 7 bytes (29 with the
+    /// header and tag), all sent before the lean side reads. The first socket read takes a
+    /// record's room (17 KiB: 600 records, 4,200 bytes), fills it, and so the next one takes
+    /// the bulk size: the other 1,400 records (9,800 bytes) in one read, then the end.
+    #[tokio::test]
+    async fn records_received_together_are_delivered_in_one_read() {
+        let (server, client) = configs();
+        let (c, s) = pair().await;
+        let mut lean = LeanTls::new(s, UnbufferedServerConnection::new(server).unwrap());
+        let connector = tokio_rustls::TlsConnector::from(client);
+        let (tls, shaken) = tokio::join!(connector.connect(server_name(), c), lean.handshake());
+        shaken.unwrap();
+        let mut tls = tls.unwrap();
+        let sent = payload(14_000);
+        for chunk in sent.chunks(7) {
+            tls.write_all(chunk).await.unwrap();
+        }
+        tls.shutdown().await.unwrap();
+        // All of it is in the lean side's socket before it reads.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut buf = vec![0; 64 * 1024];
+        let (mut reads, mut got) = (Vec::new(), Vec::new());
+        loop {
+            let n = lean.read(&mut buf).await.unwrap();
+            reads.push(n);
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+        }
+        assert!(got == sent, "{} bytes read, or different ones", got.len());
+        assert_eq!(reads, [4_200, 9_800, 0]);
+    }
+
     #[tokio::test]
     async fn a_lean_client_talks_to_a_rustls_server_both_ways_with_half_closes() {
         let (server, client) = configs();
@@ -635,6 +711,9 @@ mod tests {
         // X25519, not the P-384 that ring's default order puts first (several times dearer).
         let group = a.conn.negotiated_key_exchange_group().map(|g| g.name());
         assert_eq!(group, Some(rustls::NamedGroup::X25519));
+        // AES-128-GCM, as between Istio's sidecars (rustls' default order puts AES-256 first).
+        let suite = a.conn.negotiated_cipher_suite().map(|s| s.suite());
+        assert_eq!(suite, Some(rustls::CipherSuite::TLS13_AES_128_GCM_SHA256));
         // A second pair resumes with the first one's ticket; its client's socket ends without
         // close_notify after 5 bytes: the server reads the 5 bytes, then the end.
         let (c, s) = pair().await;

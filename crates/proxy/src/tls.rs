@@ -269,8 +269,9 @@ impl AsyncWrite for Io {
     }
 }
 
-/// The TLS record payload limit: one read fills at most one record's plaintext.
-const TLS_CHUNK: usize = 16 * 1024;
+/// One read's buffer: as much plaintext as one bulk read of [`crate::lean`] decrypts (16
+/// records), so that streaming data moves in 256 KiB system calls.
+const TLS_CHUNK: usize = 256 * 1024;
 
 /// Forwards between two streams of which at least one is TLS, with the semantics of
 /// [`crate::forward`]: bytes counted as written, EOF travels as a half-close (TLS:

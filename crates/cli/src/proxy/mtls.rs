@@ -9,7 +9,7 @@ use std::time::Duration;
 use meshmeter_ca::{CaClient, RotationStats, Rotator};
 use meshmeter_certs::rustls::ClientConfig;
 use meshmeter_certs::{
-    client_config, server_config, CertStore, ExpectedPeer, SpiffeId, TrustBundle,
+    client_config, server_config, CertStore, ExpectedPeer, SharedBundle, SpiffeId, TrustBundle,
 };
 use meshmeter_proxy::{InboundTls, ListenerTls, PeerAuthentication};
 
@@ -40,9 +40,15 @@ pub(crate) struct MtlsArgs {
     ca_token_file: Option<PathBuf>,
 
     /// The mesh's trust bundle: root certificate(s), PEM (`meshmeter ca --write-root-cert`).
-    /// The CA itself is verified against it too.
+    /// The CA itself is verified against it too. Read again every --ca-root-reload-interval:
+    /// a changed bundle applies to new handshakes (to rotate the root: add the new one, let
+    /// certificates renew under it, then remove the old one).
     #[arg(long, env = "MESHMETER_CA_ROOT", value_name = "FILE")]
     ca_root: Option<PathBuf>,
+
+    /// How often --ca-root is read again.
+    #[arg(long, default_value = "10s", value_name = "DURATION", value_parser = crate::shared::parse_positive_duration)]
+    ca_root_reload_interval: Duration,
 
     /// Talk to a CA started with `meshmeter ca --plaintext` (the token crosses in clear).
     #[arg(long)]
@@ -107,7 +113,7 @@ pub(super) struct Mtls {
 /// Client TLS configurations for routed endpoints, one per expected identity, made on first
 /// use and kept (the certificate store they share rotates underneath them).
 pub(super) struct UpstreamConfigs {
-    bundle: TrustBundle,
+    bundle: SharedBundle,
     store: Arc<CertStore>,
     trust_domain: String,
     made: Mutex<HashMap<Option<SpiffeId>, Arc<ClientConfig>>>,
@@ -239,11 +245,13 @@ pub(super) async fn mtls(args: &Args) -> Result<Option<Mtls>, Failure> {
         std::fs::read_to_string(path)
             .map_err(|e| usage(format!("{flag}: cannot read {}: {e}", path.display())))
     };
-    let bundle = TrustBundle::from_pem(
-        &read(root_file, "--ca-root")?,
-        &root_file.display().to_string(),
-    )
-    .map_err(|e| usage(format!("--ca-root: {e}")))?;
+    let bundle = SharedBundle::new(
+        TrustBundle::from_pem(
+            &read(root_file, "--ca-root")?,
+            &root_file.display().to_string(),
+        )
+        .map_err(|e| usage(format!("--ca-root: {e}")))?,
+    );
     let token = read(token_file, "--ca-token-file")?;
     let client = if m.ca_plaintext {
         CaClient::lazy(ca_addr, token.trim())
@@ -264,9 +272,10 @@ pub(super) async fn mtls(args: &Args) -> Result<Option<Mtls>, Failure> {
         identity.clone(),
         m.workload_cert_ttl,
         Arc::clone(&store),
-        bundle.clone(),
+        &bundle,
         Arc::clone(&rotation),
-    );
+    )
+    .follow_bundle_file(root_file.clone(), m.ca_root_reload_interval);
     rotator
         .initial(Duration::from_secs(30))
         .await
@@ -337,7 +346,7 @@ pub(super) mod tests {
         let ca = Authority::generate_root("cluster.local", hour).unwrap();
         let id = SpiffeId::new("cluster.local", "default", "productpage").unwrap();
         UpstreamConfigs {
-            bundle: TrustBundle::new(vec![ca.root().clone()], "root").unwrap(),
+            bundle: SharedBundle::new(TrustBundle::new(vec![ca.root().clone()], "root").unwrap()),
             store: Arc::new(CertStore::with(ca.issue_workload(&id, hour).unwrap())),
             trust_domain: "cluster.local".into(),
             made: Mutex::new(HashMap::new()),
