@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use meshmeter_certs::{CertStore, PendingKey, SharedBundle, SpiffeId, TrustBundle};
@@ -139,6 +139,8 @@ pub struct Rotator {
     backoff: Backoff,
     /// Where the bundle is read again from, and how often.
     bundle_file: Option<(PathBuf, Duration)>,
+    /// The bundle file's content (or why it could not be read) at the last look.
+    bundle_seen: Mutex<Option<Result<String, String>>>,
 }
 
 impl Rotator {
@@ -165,14 +167,15 @@ impl Rotator {
             stats,
             backoff: Backoff::default(),
             bundle_file: None,
+            bundle_seen: Mutex::new(None),
         }
     }
 
-    /// While [`Rotator::run`] runs, reads the trust bundle again from `path` every `interval`
-    /// (a mounted ConfigMap is updated in place) and puts a changed one in use: new
-    /// handshakes verify against it, so a root can be added, then the old one removed,
-    /// without restarting. An unreadable or unusable file is reported and the bundle in use
-    /// stays.
+    /// Reads the trust bundle again from `path` (a mounted ConfigMap is updated in place) every
+    /// `interval` while [`Rotator::run`] runs, and before each retry of [`Rotator::initial`],
+    /// and puts a changed one in use: new handshakes verify against it, so a root can be
+    /// added, then the old one removed, without restarting. An unreadable or unusable file is
+    /// reported and the bundle in use stays.
     pub fn follow_bundle_file(mut self, path: PathBuf, interval: Duration) -> Self {
         self.bundle_file = Some((path, interval));
         self
@@ -218,20 +221,23 @@ impl Rotator {
         Ok(())
     }
 
-    /// Retries [`Rotator::rotate_once`] with backoff until it succeeds or `deadline` passes.
+    /// Retries [`Rotator::rotate_once`] with backoff until it succeeds or `deadline` passes
+    /// (one too far to represent, such as `Duration::MAX`: until it succeeds).
     pub async fn initial(&self, deadline: Duration) -> Result<(), RotateError> {
-        let until = tokio::time::Instant::now() + deadline;
+        let until = tokio::time::Instant::now().checked_add(deadline);
         let mut wait = self.backoff.initial;
         loop {
             match self.rotate_once().await {
                 Ok(()) => return Ok(()),
                 Err(e) => {
                     let now = tokio::time::Instant::now();
-                    if now + wait > until {
+                    if until.is_some_and(|until| now + wait > until) {
                         return Err(RotateError::Deadline(deadline, Box::new(e)));
                     }
                     tracing::warn!(error = %e, retry_in = ?wait, "no workload certificate yet");
                     tokio::time::sleep(wait).await;
+                    // The CA may have come back under a root published meanwhile.
+                    self.reload_bundle().await;
                     wait = (wait * 2).min(self.backoff.max);
                 }
             }
@@ -285,46 +291,59 @@ impl Rotator {
     }
 
     async fn follow_bundle(&self, mut shutdown: watch::Receiver<bool>) {
-        let Some((path, interval)) = &self.bundle_file else {
+        let Some((_, interval)) = &self.bundle_file else {
             return;
         };
-        let what = path.display().to_string();
-        // What the file held at the last look (or why it could not be read): a bad file is
-        // reported once, not at every look.
-        let mut last: Option<Result<String, String>> = None;
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(*interval) => {}
                 _ = shutdown.wait_for(|&s| s) => return,
             }
-            let read = tokio::fs::read_to_string(path)
-                .await
-                .map_err(|e| format!("cannot read {what}: {e}"));
+            self.reload_bundle().await;
+        }
+    }
+
+    /// One look at the bundle file, if there is one: a changed, usable bundle is put in use.
+    async fn reload_bundle(&self) {
+        let Some((path, _)) = &self.bundle_file else {
+            return;
+        };
+        let what = path.display().to_string();
+        let read = tokio::fs::read_to_string(path)
+            .await
+            .map_err(|e| format!("cannot read {what}: {e}"));
+        {
+            // What the file held at the last look (or why it could not be read): a bad file
+            // is reported once, not at every look.
+            let mut last = self
+                .bundle_seen
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
             if last.as_ref() == Some(&read) {
-                continue;
+                return;
             }
-            last = Some(read.clone());
-            let bundle = read
-                .and_then(|text| TrustBundle::from_pem(&text, &what).map_err(|e| e.to_string()));
-            match bundle {
-                Ok(bundle) => {
-                    self.stats.bundle_file_invalid.store(0, Ordering::Relaxed);
-                    let roots = bundle.certificates().len();
-                    if self.bundle.replace(bundle) {
-                        self.stats.bundle_reloads.fetch_add(1, Ordering::Relaxed);
-                        self.stats
-                            .bundle_roots
-                            .store(roots as u64, Ordering::Relaxed);
-                        tracing::info!(file = %what, roots, "trust bundle changed: new handshakes verify against it");
-                    }
-                }
-                Err(e) => {
+            *last = Some(read.clone());
+        }
+        let bundle =
+            read.and_then(|text| TrustBundle::from_pem(&text, &what).map_err(|e| e.to_string()));
+        match bundle {
+            Ok(bundle) => {
+                self.stats.bundle_file_invalid.store(0, Ordering::Relaxed);
+                let roots = bundle.certificates().len();
+                if self.bundle.replace(bundle) {
+                    self.stats.bundle_reloads.fetch_add(1, Ordering::Relaxed);
                     self.stats
-                        .bundle_reload_failures
-                        .fetch_add(1, Ordering::Relaxed);
-                    self.stats.bundle_file_invalid.store(1, Ordering::Relaxed);
-                    tracing::error!(error = %e, "trust bundle not reloaded; the one in use stays");
+                        .bundle_roots
+                        .store(roots as u64, Ordering::Relaxed);
+                    tracing::info!(file = %what, roots, "trust bundle changed: new handshakes verify against it");
                 }
+            }
+            Err(e) => {
+                self.stats
+                    .bundle_reload_failures
+                    .fetch_add(1, Ordering::Relaxed);
+                self.stats.bundle_file_invalid.store(1, Ordering::Relaxed);
+                tracing::error!(error = %e, "trust bundle not reloaded; the one in use stays");
             }
         }
     }

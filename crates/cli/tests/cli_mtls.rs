@@ -437,6 +437,97 @@ async fn the_proxy_refuses_mtls_flags_without_the_ca_with_exit_2() {
     );
 }
 
+/// A sidecar started while its CA is away: with `--ca-start-timeout 1s` it exits 1 naming
+/// the CA; with `0s` it waits, and once a CA answers under the root then published in the
+/// bundle file, it gets its certificate and becomes ready.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sidecar_started_before_its_ca_exits_after_the_start_timeout_or_waits() {
+    let dir =
+        std::env::temp_dir().join(format!("meshmeter-cli-mtls-late-ca-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = |file: &str| dir.join(file).display().to_string();
+    std::fs::write(path("tokens"), "mongodb-token-0123456789 default/mongodb\n").unwrap();
+    std::fs::write(path("mongodb.token"), "mongodb-token-0123456789\n").unwrap();
+    // A root from a CA that is gone again: nothing answers on its address.
+    let (ca, ca_admin) = (free_addr(), free_addr());
+    let ca_args = |admin: &str| {
+        [
+            "ca",
+            "--listen",
+            &ca,
+            "--bootstrap-token-file",
+            &path("tokens"),
+            "--write-root-cert",
+            &path("root.pem"),
+            "--metrics-addr",
+            admin,
+        ]
+        .map(str::to_owned)
+    };
+    let first = spawn(&ca_args(&ca_admin).each_ref().map(String::as_str));
+    wait_ready(&ca_admin).await;
+    drop(first);
+    let sidecar = |timeout: &str, admin: &str| {
+        Command::new(BIN)
+            .env("MESHMETER_LOG", "error")
+            .args([
+                "proxy",
+                "--listen",
+                "127.0.0.1:0",
+                "--upstream",
+                "127.0.0.1:1",
+            ])
+            .args(["--peer-authentication", "strict", "--ca-addr", &ca])
+            .args([
+                "--ca-token-file",
+                &path("mongodb.token"),
+                "--ca-root",
+                &path("root.pem"),
+            ])
+            .args(["--workload-identity", "cluster.local/ns/default/sa/mongodb"])
+            .args(["--ca-start-timeout", timeout, "--metrics-addr", admin])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+
+    let started = Instant::now();
+    let out = sidecar("1s", &free_addr()).wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "no workload certificate from the CA at {ca}: no certificate from the CA within 1s"
+        )),
+        "{stderr}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(10));
+
+    let admin = free_addr();
+    let mut waiting = Process(sidecar("0s", &admin));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        waiting.0.try_wait().unwrap().is_none(),
+        "the sidecar gave up"
+    );
+    // A new CA (a new root, written over the bundle file) on the same address.
+    let second_admin = free_addr();
+    let _second = spawn(&ca_args(&second_admin).each_ref().map(String::as_str));
+    wait_ready(&second_admin).await;
+    wait_ready(&admin).await;
+    assert_eq!(
+        metric(&admin, "meshmeter_proxy_certificates_installed_total").await,
+        "1"
+    );
+    assert_eq!(
+        metric(&admin, "meshmeter_proxy_trust_bundle_reloads_total").await,
+        "1"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn the_ca_refuses_unusable_extra_root_certs_with_exit_2() {
     let dir = std::env::temp_dir().join(format!("meshmeter-cli-mtls-extra-{}", std::process::id()));

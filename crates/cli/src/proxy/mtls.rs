@@ -46,6 +46,12 @@ pub(crate) struct MtlsArgs {
     #[arg(long, env = "MESHMETER_CA_ROOT", value_name = "FILE")]
     ca_root: Option<PathBuf>,
 
+    /// How long to wait at start for the first workload certificate before exiting 1 (the
+    /// CA is retried meanwhile, 0.5 s doubling to 30 s). `0s`: wait until the CA answers,
+    /// which suits a cluster whose CA may start after the workloads (no restart loop).
+    #[arg(long, env = "MESHMETER_CA_START_TIMEOUT", default_value = "30s", value_name = "DURATION", value_parser = crate::shared::parse_duration)]
+    ca_start_timeout: Duration,
+
     /// How often --ca-root is read again.
     #[arg(long, default_value = "10s", value_name = "DURATION", value_parser = crate::shared::parse_positive_duration)]
     ca_root_reload_interval: Duration,
@@ -276,14 +282,15 @@ pub(super) async fn mtls(args: &Args) -> Result<Option<Mtls>, Failure> {
         Arc::clone(&rotation),
     )
     .follow_bundle_file(root_file.clone(), m.ca_root_reload_interval);
-    rotator
-        .initial(Duration::from_secs(30))
-        .await
-        .map_err(|e| {
-            Failure::Runtime(anyhow::anyhow!(
-                "no workload certificate from the CA at {ca_addr}: {e}"
-            ))
-        })?;
+    let start_timeout = match m.ca_start_timeout {
+        Duration::ZERO => Duration::MAX,
+        timeout => timeout,
+    };
+    rotator.initial(start_timeout).await.map_err(|e| {
+        Failure::Runtime(anyhow::anyhow!(
+            "no workload certificate from the CA at {ca_addr}: {e}"
+        ))
+    })?;
     let domain = ExpectedPeer::TrustDomain(identity.trust_domain().to_owned());
     let inbound = match m.peer_authentication {
         PeerAuthentication::Disable if !routed => None,
