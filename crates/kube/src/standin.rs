@@ -478,6 +478,10 @@ fn spawn_server(
     requests: Arc<Mutex<Vec<String>>>,
     posted: Arc<Mutex<Vec<(String, Value)>>>,
 ) -> JoinHandle<()> {
+    // Everything this instance serves belongs to the epoch it started in: `stop` bumps it, and
+    // from then on its watches send nothing, even one whose task starts (or whose connection
+    // is accepted) in the moment between the bump and the abort taking effect.
+    let epoch = state.lock().epoch;
     tokio::spawn(async move {
         // Connections live in the set: aborting this task drops (closes) them all.
         let mut connections = tokio::task::JoinSet::new();
@@ -485,6 +489,9 @@ fn spawn_server(
             tokio::select! {
                 accepted = listener.accept() => {
                     let Ok((stream, _)) = accepted else { continue };
+                    if state.lock().epoch != epoch {
+                        continue;
+                    }
                     let state = Arc::clone(&state);
                     let requests = Arc::clone(&requests);
                     let posted = Arc::clone(&posted);
@@ -500,7 +507,7 @@ fn spawn_server(
                                 if req.method() == hyper::Method::PUT {
                                     return Ok::<_, Infallible>(replace(&state, &requests, req).await);
                                 }
-                                Ok::<_, Infallible>(handle(&state, &requests, &req))
+                                Ok::<_, Infallible>(handle(&state, &requests, &req, epoch))
                             }
                         });
                         let _ = hyper::server::conn::http1::Builder::new()
@@ -714,6 +721,7 @@ fn handle(
     state: &Arc<State>,
     requests: &Mutex<Vec<String>>,
     req: &Request<hyper::body::Incoming>,
+    epoch: u64,
 ) -> Response<Body> {
     let path = req.uri().path().to_owned();
     let query: BTreeMap<String, String> = req
@@ -791,7 +799,15 @@ fn handle(
             .is_some_and(|v| v == "true");
         let oldest = inner.oldest;
         drop(inner);
-        return start_watch(state, r, namespace, from, oldest, timeout, bookmarks);
+        let watch = WatchRequest {
+            r,
+            namespace,
+            from,
+            oldest,
+            timeout_secs: timeout,
+            bookmarks,
+        };
+        return start_watch(state, epoch, watch);
     }
     list(&inner, r, &res, namespace.as_deref(), &query)
 }
@@ -861,15 +877,28 @@ fn list(
     full(StatusCode::OK, "application/json", format!("{body}\n"))
 }
 
-fn start_watch(
-    state: &Arc<State>,
+/// A watch request, as [`start_watch`] serves it.
+struct WatchRequest {
+    /// Index of the resource.
     r: usize,
     namespace: Option<String>,
+    /// Changes after this resourceVersion.
     from: u64,
+    /// The oldest resourceVersion still in the history.
     oldest: u64,
     timeout_secs: u64,
     bookmarks: bool,
-) -> Response<Body> {
+}
+
+fn start_watch(state: &Arc<State>, epoch: u64, watch: WatchRequest) -> Response<Body> {
+    let WatchRequest {
+        r,
+        namespace,
+        from,
+        oldest,
+        timeout_secs,
+        bookmarks,
+    } = watch;
     let (tx, rx) = mpsc::channel::<Bytes>(64);
     let state = Arc::clone(state);
     tokio::spawn(async move {
@@ -883,7 +912,6 @@ fn start_watch(
             return;
         }
         let mut changed = state.changed.subscribe();
-        let epoch = state.lock().epoch;
         let deadline = tokio::time::sleep(Duration::from_secs(timeout_secs.min(86_400)));
         tokio::pin!(deadline);
         let mut last = from;
